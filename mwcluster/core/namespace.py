@@ -1,0 +1,233 @@
+"""The namespace: hierarchical keys mapping to versioned, structured values.
+
+Each key maps to one immutable `bytes` entry: a 24-byte header (version, create txid, modify
+txid; three little-endian u64) followed by the value's msgpack encoding. One object per key
+keeps memory near the encoded size and lets `get` serve the value bytes as they are. A
+SortedList of the keys serves `children` and prefix listings without scanning everything.
+
+Every mutation may be given an undo list; on failure inside a multi the caller rolls the
+namespace back with `rollback(undo)`, so a multi applies all of its operations or none.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, NamedTuple
+
+from sortedcontainers import SortedList
+
+from mwcluster.core import values
+from mwcluster.core.digest import MASK, entry_hash
+from mwcluster.core.keys import subtree_bounds
+from mwcluster.errors import BadVersion, NodeExists, NoNode, NotEmpty
+
+_META = struct.Struct("<QQQ")
+META_BYTES = _META.size
+
+
+class Stat(NamedTuple):
+    version: int
+    create_txid: int
+    modify_txid: int
+    value_bytes: int
+
+
+def _hash(key: str, entry: bytes) -> int:
+    return entry_hash(b"k" + key.encode() + b"\0", entry)
+
+
+class Namespace:
+    __slots__ = ("_entries", "_keys", "digest")
+
+    def __init__(self) -> None:
+        self._entries: dict[str, bytes] = {}
+        self._keys = SortedList()
+        self.digest = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def entry(self, key: str) -> bytes | None:
+        return self._entries.get(key)
+
+    def get(self, key: str) -> Any:
+        """The decoded value, or None when the key does not exist (use stat to tell nil)."""
+        entry = self._entries.get(key)
+        return None if entry is None else values.decode(memoryview(entry)[META_BYTES:])
+
+    def get_encoded(self, key: str) -> tuple[bytes, Stat] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        return entry[META_BYTES:], Stat(*_META.unpack_from(entry), len(entry) - META_BYTES)
+
+    def stat(self, key: str) -> Stat | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        return Stat(*_META.unpack_from(entry), len(entry) - META_BYTES)
+
+    def children(self, path: str, limit: int | None = None) -> list[str]:
+        """Names directly below `path` ('' for the root), whether keys or implicit parents."""
+        lo, hi = subtree_bounds(path)
+        keys = self._keys
+        start = len(lo)
+        names: list[str] = []
+        i = keys.bisect_left(lo)
+        end = keys.bisect_left(hi)
+        while i < end and (limit is None or len(names) < limit):
+            rest = keys[i][start:]
+            slash = rest.find("/")
+            if slash < 0:
+                names.append(rest)
+                i += 1
+            else:
+                name = rest[:slash]
+                names.append(name)
+                i = keys.bisect_left(subtree_bounds(lo + name)[1])
+        return names
+
+    def list_prefix(self, prefix: str, limit: int = 1000, start_after: str | None = None
+                    ) -> list[str]:
+        """Keys that start with the string `prefix`, in order, after `start_after`."""
+        keys = self._keys
+        out: list[str] = []
+        if start_after is not None and start_after >= prefix:
+            it = keys.irange(start_after, inclusive=(False, False))
+        else:
+            it = keys.irange(prefix)
+        for key in it:
+            if not key.startswith(prefix) or len(out) >= limit:
+                break
+            out.append(key)
+        return out
+
+    def count_below(self, path: str) -> int:
+        lo, hi = subtree_bounds(path)
+        return self._keys.bisect_left(hi) - self._keys.bisect_left(lo)
+
+    def items(self):
+        """(key, entry) pairs in key order."""
+        entries = self._entries
+        for key in self._keys:
+            yield key, entries[key]
+
+    # --- mutations -----------------------------------------------------------------------
+
+    def _check(self, key: str, entry: bytes | None, expected: int | None) -> None:
+        if expected is None:
+            return
+        if expected == 0:
+            if entry is not None:
+                raise NodeExists(f"{key} exists (version {_META.unpack_from(entry)[0]}) "
+                                 "and the operation required that it did not")
+            return
+        if entry is None:
+            raise NoNode(f"{key} does not exist (expected version {expected})")
+        version = _META.unpack_from(entry)[0]
+        if version != expected:
+            raise BadVersion(f"{key} is at version {version}, not the expected {expected}")
+
+    def _store(self, key: str, old: bytes | None, new: bytes | None, undo: list | None) -> None:
+        digest = self.digest
+        if old is not None:
+            digest -= _hash(key, old)
+        if new is not None:
+            digest += _hash(key, new)
+            if old is None:
+                self._keys.add(key)
+            self._entries[key] = new
+        else:
+            del self._entries[key]
+            self._keys.remove(key)
+        self.digest = digest & MASK
+        if undo is not None:
+            undo.append((key, old, new))
+
+    def put(self, txid: int, key: str, value: bytes, expected: int | None,
+            undo: list | None = None) -> int:
+        old = self._entries.get(key)
+        if expected is not None:
+            self._check(key, old, expected)
+        if old is None:
+            version = 1
+            new = _META.pack(1, txid, txid) + value
+        else:
+            version, created, _ = _META.unpack_from(old)
+            version += 1
+            new = _META.pack(version, created, txid) + value
+        self._store(key, old, new, undo)
+        return version
+
+    def merge(self, txid: int, key: str, patch: bytes, expected: int | None,
+              undo: list | None = None) -> int:
+        old = self._entries.get(key)
+        self._check(key, old, expected)
+        current = None if old is None else memoryview(old)[META_BYTES:]
+        return self.put(txid, key, values.merge_encoded(current, patch, key), None, undo)
+
+    def delete(self, key: str, recursive: bool, expected: int | None,
+               undo: list | None = None) -> int:
+        """Delete `key` (and with `recursive` everything below it); return how many keys went."""
+        old = self._entries.get(key)
+        self._check(key, old, expected)
+        below = self.count_below(key)
+        if below and not recursive:
+            raise NotEmpty(f"{key} has {below} keys below it; delete them first or delete "
+                           "recursively")
+        if old is None and not below:
+            raise NoNode(f"{key} does not exist")
+        removed = 0
+        if below:
+            lo, hi = subtree_bounds(key)
+            for sub in list(self._keys.irange(lo, hi, inclusive=(True, False))):
+                self._store(sub, self._entries[sub], None, undo)
+                removed += 1
+        if old is not None:
+            self._store(key, old, None, undo)
+            removed += 1
+        return removed
+
+    def check(self, key: str, expected: int) -> None:
+        self._check(key, self._entries.get(key), expected)
+
+    def rollback(self, undo: list) -> None:
+        for key, old, new in reversed(undo):
+            self._store(key, new, old, None)
+
+    # --- snapshots -----------------------------------------------------------------------
+
+    def load_sorted(self, pairs: list) -> None:
+        """Add [key, entry, key, entry, ...] in ascending key order (snapshot load)."""
+        entries = self._entries
+        digest = self.digest
+        for key, entry in zip(pairs[0::2], pairs[1::2]):
+            entries[key] = entry
+            digest += _hash(key, entry)
+        self.digest = digest & MASK
+
+    def finish_load(self) -> None:
+        """Build the sorted key index once every chunk has been loaded."""
+        self._keys = SortedList(self._entries)
+
+    def recompute_digest(self) -> int:
+        total = 0
+        for key, entry in self._entries.items():
+            total += _hash(key, entry)
+        return total & MASK
+
+    def validate(self, last_txid: int) -> list[str]:
+        problems = []
+        if len(self._keys) != len(self._entries) or any(
+                k not in self._entries for k in self._keys):
+            problems.append("the sorted key index and the entries disagree")
+        for key, entry in self._entries.items():
+            version, created, modified = _META.unpack_from(entry)
+            if version < 1 or not 0 < created <= modified <= last_txid:
+                problems.append(f"{key}: bad metadata version={version} created={created} "
+                                f"modified={modified} last_txid={last_txid}")
+        if self.recompute_digest() != self.digest:
+            problems.append("namespace digest does not match its entries")
+        return problems

@@ -1,0 +1,335 @@
+"""Log records: the only way the metadata state changes, and their encoding in the journal.
+
+A record is one log entry; its position in the log is its txid (assigned by the journal owner,
+not stored in the record). Every input that varies between runs (wall-clock time, which worker
+gets a task, job ids) is decided before the record is written and carried inside it, so that
+applying the same records in the same order gives the same state everywhere.
+
+Encoding (the journal payload of one record): one msgpack array whose first element is the
+operation code and whose other elements are the record's fields, in the order declared below:
+
+    [1, key, value, expected_version]           Put      value: msgpack-encoded bytes (bin)
+    [2, key, patch, expected_version]           Merge    patch: msgpack-encoded map (bin)
+    [3, key, recursive, expected_version]       Delete
+    [4, key, expected_version]                  Check    (inside a Multi only)
+    [5, [[code, ...], ...]]                     Multi    Put/Merge/Delete/Check, all or none
+    [9, note]                                   Noop
+    [10, job_id, name, handler, priority, max_attempts, tasks, now_ms]    JobSubmit
+         tasks: [[input, params], ...]  (input: any value; params: map)
+    [11, job_id, reason, now_ms]                JobCancel
+    [12, job_id]                                JobDelete
+    [20, worker_id, address, slots, now_ms]     WorkerRegister
+    [21, worker_id, reason, now_ms]             WorkerLost
+    [22, worker_id, now_ms]                     WorkerLeave
+    [30, job_id, index, worker_id, attempt, now_ms]                   TaskAssign
+    [31, job_id, index, attempt, progress, counters, now_ms]          TaskProgress
+    [32, job_id, index, attempt, ok, outcome, now_ms]                 TaskFinish
+
+`expected_version` is nil (unconditional) or an integer: 0 means "the key must not exist",
+n > 0 means "the key must be at version n". New codes may be added; a code is never reused.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+import msgpack
+
+from mwcluster.core.keys import check_key
+from mwcluster.core.limits import Limits
+from mwcluster.core.values import check_encoded
+from mwcluster.errors import InvalidRecord
+
+
+class Op(IntEnum):
+    PUT = 1
+    MERGE = 2
+    DELETE = 3
+    CHECK = 4
+    MULTI = 5
+    NOOP = 9
+    JOB_SUBMIT = 10
+    JOB_CANCEL = 11
+    JOB_DELETE = 12
+    WORKER_REGISTER = 20
+    WORKER_LOST = 21
+    WORKER_LEAVE = 22
+    TASK_ASSIGN = 30
+    TASK_PROGRESS = 31
+    TASK_FINISH = 32
+
+
+class Put(NamedTuple):
+    key: str
+    value: bytes
+    expected_version: int | None = None
+    CODE = Op.PUT
+    SPEC = ("str", "bytes", "opt_int")
+
+
+class Merge(NamedTuple):
+    key: str
+    patch: bytes
+    expected_version: int | None = None
+    CODE = Op.MERGE
+    SPEC = ("str", "bytes", "opt_int")
+
+
+class Delete(NamedTuple):
+    key: str
+    recursive: bool = False
+    expected_version: int | None = None
+    CODE = Op.DELETE
+    SPEC = ("str", "bool", "opt_int")
+
+
+class Check(NamedTuple):
+    key: str
+    expected_version: int
+    CODE = Op.CHECK
+    SPEC = ("str", "int")
+
+
+class Multi(NamedTuple):
+    ops: tuple
+    CODE = Op.MULTI
+    SPEC = ("list",)
+
+
+class Noop(NamedTuple):
+    note: str = ""
+    CODE = Op.NOOP
+    SPEC = ("str",)
+
+
+class JobSubmit(NamedTuple):
+    job_id: str
+    name: str
+    handler: str
+    priority: int
+    max_attempts: int
+    tasks: list
+    now_ms: int
+    CODE = Op.JOB_SUBMIT
+    SPEC = ("str", "str", "str", "int", "int", "list", "int")
+
+
+class JobCancel(NamedTuple):
+    job_id: str
+    reason: str
+    now_ms: int
+    CODE = Op.JOB_CANCEL
+    SPEC = ("str", "str", "int")
+
+
+class JobDelete(NamedTuple):
+    job_id: str
+    CODE = Op.JOB_DELETE
+    SPEC = ("str",)
+
+
+class WorkerRegister(NamedTuple):
+    worker_id: str
+    address: str
+    slots: int
+    now_ms: int
+    CODE = Op.WORKER_REGISTER
+    SPEC = ("str", "str", "int", "int")
+
+
+class WorkerLost(NamedTuple):
+    worker_id: str
+    reason: str
+    now_ms: int
+    CODE = Op.WORKER_LOST
+    SPEC = ("str", "str", "int")
+
+
+class WorkerLeave(NamedTuple):
+    worker_id: str
+    now_ms: int
+    CODE = Op.WORKER_LEAVE
+    SPEC = ("str", "int")
+
+
+class TaskAssign(NamedTuple):
+    job_id: str
+    index: int
+    worker_id: str
+    attempt: int
+    now_ms: int
+    CODE = Op.TASK_ASSIGN
+    SPEC = ("str", "int", "str", "int", "int")
+
+
+class TaskProgress(NamedTuple):
+    job_id: str
+    index: int
+    attempt: int
+    progress: float
+    counters: dict
+    now_ms: int
+    CODE = Op.TASK_PROGRESS
+    SPEC = ("str", "int", "int", "num", "map", "int")
+
+
+class TaskFinish(NamedTuple):
+    job_id: str
+    index: int
+    attempt: int
+    ok: bool
+    outcome: Any
+    now_ms: int
+    CODE = Op.TASK_FINISH
+    SPEC = ("str", "int", "int", "bool", "any", "int")
+
+
+Record = (Put | Merge | Delete | Check | Multi | Noop | JobSubmit | JobCancel | JobDelete
+          | WorkerRegister | WorkerLost | WorkerLeave | TaskAssign | TaskProgress | TaskFinish)
+
+RECORD_TYPES: dict[int, type] = {
+    cls.CODE: cls for cls in (Put, Merge, Delete, Check, Multi, Noop, JobSubmit, JobCancel,
+                              JobDelete, WorkerRegister, WorkerLost, WorkerLeave, TaskAssign,
+                              TaskProgress, TaskFinish)
+}
+MULTI_MEMBERS = (Put, Merge, Delete, Check)
+
+
+def _is_int(v: object) -> bool:
+    return type(v) is int
+
+
+_CHECKS = {
+    "str": lambda v: type(v) is str,
+    "bytes": lambda v: type(v) is bytes,
+    "int": _is_int,
+    "opt_int": lambda v: v is None or type(v) is int,
+    "bool": lambda v: type(v) is bool,
+    "num": lambda v: type(v) is float or type(v) is int,
+    "map": lambda v: type(v) is dict,
+    "list": lambda v: type(v) is list or type(v) is tuple,
+    "any": lambda v: True,
+}
+
+
+# --- encoding -----------------------------------------------------------------------------
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def to_wire(rec: Record) -> list:
+    """The record as the msgpack-able array documented above."""
+    if type(rec) is Multi:
+        return [Op.MULTI.value, [to_wire(op) for op in rec.ops]]
+    return [rec.CODE.value, *rec]
+
+
+def encode_record(rec: Record) -> bytes:
+    if type(rec) is Multi:
+        return _pack(to_wire(rec))
+    return _pack((rec.CODE.value, *rec))
+
+
+def decode_record(payload: bytes | memoryview) -> Record:
+    """Decode and type-check one record; raise InvalidRecord saying what is wrong."""
+    try:
+        raw = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise InvalidRecord(f"record is not well-formed msgpack: {exc}") from None
+    return from_wire(raw)
+
+
+def from_wire(raw: object, *, in_multi: bool = False) -> Record:
+    if type(raw) is not list or not raw:
+        raise InvalidRecord("a record must be a non-empty array [code, fields...]")
+    code = raw[0]
+    cls = RECORD_TYPES.get(code) if type(code) is int else None
+    if cls is None:
+        raise InvalidRecord(f"unknown record code {code!r}")
+    if in_multi and cls not in MULTI_MEMBERS:
+        raise InvalidRecord(f"{cls.__name__} is not allowed inside a multi "
+                            "(only Put, Merge, Delete and Check are)")
+    fields = raw[1:]
+    spec = cls.SPEC
+    if len(fields) != len(spec):
+        raise InvalidRecord(f"{cls.__name__} takes {len(spec)} fields "
+                            f"({', '.join(cls._fields)}), got {len(fields)}")
+    for name, kind, value in zip(cls._fields, spec, fields):
+        if not _CHECKS[kind](value):
+            raise InvalidRecord(f"{cls.__name__}.{name} must be {kind}, "
+                                f"not {type(value).__name__}")
+    if cls is Multi:
+        return Multi(tuple(from_wire(op, in_multi=True) for op in fields[0]))
+    return cls(*fields)
+
+
+# --- admission: checks that apply to new records, not to replay ---------------------------
+
+
+def check_admission(rec: Record, limits: Limits) -> None:
+    """Check a new record against the limits and field rules; raise InvalidRecord."""
+    cls = type(rec)
+    for kind, value, name in zip(cls.SPEC, rec, cls._fields):
+        if not _CHECKS[kind](value):
+            raise InvalidRecord(f"{cls.__name__}.{name} must be {kind}, "
+                                f"not {type(value).__name__}")
+    if cls is Put or cls is Merge:
+        check_key(rec.key, limits.max_key_chars)
+        check_encoded(rec[1], limits.max_value_bytes)
+        _check_expected(rec.expected_version)
+    elif cls is Delete:
+        check_key(rec.key, limits.max_key_chars)
+        _check_expected(rec.expected_version)
+    elif cls is Check:
+        check_key(rec.key, limits.max_key_chars)
+        _check_expected(rec.expected_version)
+    elif cls is Multi:
+        if not rec.ops:
+            raise InvalidRecord("a multi needs at least one operation")
+        if len(rec.ops) > limits.max_multi_ops:
+            raise InvalidRecord(f"a multi holds {len(rec.ops)} operations; the limit is "
+                                f"{limits.max_multi_ops}")
+        for op in rec.ops:
+            if type(op) not in MULTI_MEMBERS:
+                raise InvalidRecord(f"{type(op).__name__} is not allowed inside a multi")
+            check_admission(op, limits)
+    elif cls is JobSubmit:
+        _check_name("job id", rec.job_id, limits)
+        _check_name("job name", rec.name, limits)
+        _check_name("handler", rec.handler, limits)
+        if rec.max_attempts < 1:
+            raise InvalidRecord("max_attempts must be at least 1")
+        if not rec.tasks:
+            raise InvalidRecord("a job needs at least one task")
+        if len(rec.tasks) > limits.max_tasks_per_job:
+            raise InvalidRecord(f"a job holds {len(rec.tasks)} tasks; the limit is "
+                                f"{limits.max_tasks_per_job}")
+        for i, task in enumerate(rec.tasks):
+            if (type(task) not in (list, tuple) or len(task) != 2
+                    or type(task[1]) is not dict):
+                raise InvalidRecord(f"task {i} must be [input, params] with params a map")
+    elif cls in (WorkerRegister, WorkerLost, WorkerLeave):
+        _check_name("worker id", rec.worker_id, limits)
+        if cls is WorkerRegister and rec.slots < 1:
+            raise InvalidRecord("a worker needs at least one slot")
+    elif cls is TaskProgress:
+        if not 0.0 <= rec.progress <= 1.0:
+            raise InvalidRecord(f"progress must be within 0..1, not {rec.progress}")
+        for name, value in rec.counters.items():
+            if type(name) is not str or type(value) not in (int, float):
+                raise InvalidRecord("counters map names (strings) to numbers")
+    size = len(encode_record(rec)) if cls is JobSubmit or cls is TaskFinish else 0
+    if size > limits.max_record_bytes:
+        raise InvalidRecord(f"record is {size} bytes; the limit is {limits.max_record_bytes}")
+
+
+def _check_expected(expected: int | None) -> None:
+    if expected is not None and expected < 0:
+        raise InvalidRecord(f"expected_version must be nil, 0 or positive, not {expected}")
+
+
+def _check_name(what: str, value: str, limits: Limits) -> None:
+    if not value or len(value) > limits.max_name_chars or not value.isprintable():
+        raise InvalidRecord(f"{what} {value[:80]!r} must be 1..{limits.max_name_chars} "
+                            "printable characters")

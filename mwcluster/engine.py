@@ -1,0 +1,220 @@
+"""The metadata store: the state machine, the journal and the snapshots, and recovery.
+
+The Engine is what a master (and, later, a promoted standby) runs in-process, with no network:
+
+    submit(record): check the journal takes writes -> check the record against the limits ->
+                    apply it to the state (raises and changes nothing if refused) ->
+                    encode it and append it to the journal buffer -> in `sync` mode wait
+                    for the fsync that covers it.
+
+Recovery at open(): remove temporary files; open the journal (which cuts a torn tail of the
+newest segment and keeps the cut bytes aside); load the newest snapshot whose checksums and
+digest verify, falling back to older ones with a warning; replay every journal record after
+it through the same `State.apply`. Anything that cannot be explained by a torn tail stops the
+open with a CorruptionError naming the file, offset and txid.
+
+Data directory layout: `journal/` (segments, see storage/segments.py) and `snapshots/`
+(snapshot files, see storage/snapshot.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Callable
+
+from mwcluster.core.limits import Limits
+from mwcluster.core.records import Record, check_admission, decode_record, encode_record
+from mwcluster.core.state import State
+from mwcluster.errors import ApplyError, CorruptionError, InvalidRecord, MwclusterError
+from mwcluster.storage import snapshot as snapshots
+from mwcluster.storage.journal import Journal
+
+log = logging.getLogger(__name__)
+
+
+class Durability(StrEnum):
+    ASYNC = "async"   # acknowledged once applied and buffered
+    SYNC = "sync"     # acknowledged once the fsync covering the record returned
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    snapshot_txid: int
+    snapshot_path: str | None
+    skipped_snapshots: list[tuple[str, str]]
+    replayed_records: int
+    last_txid: int
+    digest: int
+    seconds: float
+    journal_cut_bytes: int
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"snapshot_txid": self.snapshot_txid, "snapshot_path": self.snapshot_path,
+                "skipped_snapshots": [list(s) for s in self.skipped_snapshots],
+                "replayed_records": self.replayed_records, "last_txid": self.last_txid,
+                "digest": f"{self.digest:016x}", "seconds": round(self.seconds, 6),
+                "journal_cut_bytes": self.journal_cut_bytes, "warnings": list(self.warnings)}
+
+
+class Engine:
+    def __init__(self, data_dir: str | Path, *, durability: str = "async",
+                 limits: Limits | None = None, keep_snapshots: int = 2, epoch: int = 0,
+                 segment_bytes: int = 64 << 20, buffer_limit_bytes: int = 64 << 20,
+                 journal_io=None, on_durable: Callable[[int], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.data_dir = Path(data_dir)
+        self.durability = Durability(durability)
+        self.limits = limits or Limits()
+        self.keep_snapshots = max(1, keep_snapshots)
+        self.epoch = epoch
+        self.clock = clock
+        self.journal_dir = self.data_dir / "journal"
+        self.snapshot_dir = self.data_dir / "snapshots"
+        self.state = State()
+        self.journal = Journal(self.journal_dir, segment_bytes=segment_bytes,
+                               buffer_limit_bytes=buffer_limit_bytes,
+                               max_record_bytes=self.limits.max_record_bytes, epoch=epoch,
+                               io=journal_io, clock=clock, on_durable=on_durable)
+        self.recovery: RecoveryReport | None = None
+
+    # --- recovery ------------------------------------------------------------------------
+
+    def open(self) -> RecoveryReport:
+        started = self.clock()
+        warnings: list[str] = []
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in snapshots.clean_temp(self.snapshot_dir):
+            warnings.append(f"removed {leftover.name}, left by a crash during a snapshot write")
+        journal_report = self.journal.open()
+        warnings.extend(journal_report.warnings)
+        state, used, skipped = self._load_newest_snapshot()
+        for path, reason in skipped:
+            warnings.append(f"snapshot {path} was skipped: {reason}")
+        snapshot_txid = state.txid
+        first = self.journal.first_txid
+        last = self.journal.last_txid
+        if first is not None and first > snapshot_txid + 1:
+            raise CorruptionError(
+                f"the journal starts at txid {first} but the newest usable snapshot covers "
+                f"only up to txid {snapshot_txid}: records {snapshot_txid + 1}..{first - 1} are "
+                f"missing. Restore the missing segments or snapshots into {self.data_dir}",
+                path=str(self.journal_dir), txid=snapshot_txid + 1)
+        if first is not None and last < snapshot_txid:
+            raise CorruptionError(
+                f"the journal ends at txid {last}, before the snapshot's txid {snapshot_txid}; "
+                "the journal lost records that a snapshot already covered. Inspect it with "
+                f"`mwcluster log verify {self.journal_dir}`", path=str(self.journal_dir),
+                txid=last)
+        replayed = 0
+        if last > snapshot_txid:
+            replayed = self._replay(state, snapshot_txid + 1)
+        elif first is None:
+            self.journal.set_next_txid(snapshot_txid + 1)
+        self.state = state
+        for message in warnings:
+            log.warning("recovery: %s", message)
+        self.recovery = RecoveryReport(
+            snapshot_txid=snapshot_txid, snapshot_path=str(used) if used else None,
+            skipped_snapshots=skipped, replayed_records=replayed, last_txid=state.txid,
+            digest=state.digest, seconds=self.clock() - started,
+            journal_cut_bytes=journal_report.cut_bytes, warnings=warnings)
+        log.info("recovered txid=%d from snapshot txid=%d plus %d records in %.3f s",
+                 state.txid, snapshot_txid, replayed, self.recovery.seconds)
+        return self.recovery
+
+    def _load_newest_snapshot(self) -> tuple[State, Path | None, list[tuple[str, str]]]:
+        skipped: list[tuple[str, str]] = []
+        for txid, path in snapshots.list_snapshots(self.snapshot_dir):
+            try:
+                return load_snapshot(path), path, skipped
+            except MwclusterError as exc:
+                skipped.append((str(path), str(exc)))
+        return State(), None, skipped
+
+    def _replay(self, state: State, from_txid: int) -> int:
+        count = 0
+        for txid, _epoch, payload in self.journal.read(from_txid):
+            try:
+                state.apply(txid, decode_record(payload))
+            except (ApplyError, InvalidRecord) as exc:
+                raise CorruptionError(
+                    f"journal record {txid} cannot be applied during replay ({exc}); the journal "
+                    f"and the snapshot disagree. Inspect with `mwcluster log dump "
+                    f"{self.journal_dir} --from-txid {txid}`", path=str(self.journal_dir),
+                    txid=txid) from None
+            count += 1
+        return count
+
+    # --- the write path ------------------------------------------------------------------
+
+    def submit(self, rec: Record, *, durability: str | None = None) -> tuple[int, Any]:
+        """Admit, apply and log one record; return (txid, result). Raises ApplyError (nothing
+        changed), InvalidRecord (nothing changed) or JournalUnavailable (nothing changed)."""
+        self.journal.check_writable()
+        check_admission(rec, self.limits)
+        state = self.state
+        txid = state.txid + 1
+        result = state.apply(txid, rec)
+        self.journal.append(txid, self.epoch, encode_record(rec))
+        if (durability or self.durability) == Durability.SYNC:
+            self.journal.wait_durable(txid)
+        return txid, result
+
+    def wait_durable(self, txid: int, timeout: float | None = None) -> bool:
+        return self.journal.wait_durable(txid, timeout)
+
+    # --- snapshots -----------------------------------------------------------------------
+
+    def snapshot(self, created_ms: int | None = None) -> snapshots.SnapshotHeader:
+        """Write a snapshot of the current state in-process (the state does not change while
+        it is written), then prune old snapshots and the journal segments they cover.
+
+        A master in production leaves this to the checkpoint node, which snapshots its
+        replica; this path serves tests, the demo and offline compaction."""
+        state = self.state
+        txid = state.txid
+        self.journal.wait_durable(txid)   # never snapshot past what the journal holds
+        if created_ms is None:
+            created_ms = int(time.time() * 1000)
+        header = snapshots.write_snapshot(self.snapshot_dir, txid, self.epoch, state.digest,
+                                          state.image_chunks(), created_ms)
+        self.journal.roll()
+        self.retain()
+        return header
+
+    def retain(self) -> None:
+        """Keep the newest `keep_snapshots` snapshots and the journal from the oldest kept."""
+        snapshots.prune(self.snapshot_dir, self.keep_snapshots)
+        kept = snapshots.list_snapshots(self.snapshot_dir)
+        if kept:
+            self.journal.purge(kept[-1][0])
+
+    def close(self) -> None:
+        """Graceful stop: drain the journal buffer, fsync, close. Nothing accepted is lost."""
+        self.journal.close()
+
+
+def load_snapshot(path: str | Path) -> State:
+    """Load and fully verify one snapshot file (checksums, image, digest)."""
+    header, body = snapshots.read_body(path)
+    state = State.from_image(body, source=str(path))
+    if state.txid != header.txid or state.digest != header.digest:
+        raise CorruptionError(f"snapshot image (txid {state.txid}, digest {state.digest:016x}) "
+                              f"does not match its header (txid {header.txid}, digest "
+                              f"{header.digest:016x})", path=str(path))
+    return state
+
+
+def replay_all(journal_dir: str | Path, from_state: State | None = None) -> State:
+    """Replay a journal directory offline into a state (read only: nothing is cut)."""
+    from mwcluster.storage.segments import iter_records
+
+    state = from_state or State()
+    for txid, _epoch, payload in iter_records(journal_dir, state.txid + 1):
+        state.apply(txid, decode_record(payload))
+    return state
