@@ -33,7 +33,7 @@ def main(verbose: int) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Where to keep the demo's files (default: a temporary directory, removed "
                    "when the demo passes).")
-@click.option("--records", type=click.IntRange(1000, 10_000_000), default=20000,
+@click.option("--records", type=click.IntRange(1000, 10_000_000), default=60000,
               show_default=True, help="How many updates the writer makes.")
 def demo(data_dir: str | None, records: int) -> None:
     """Run the engine on this machine: write, crash with SIGKILL, recover, stop gracefully."""

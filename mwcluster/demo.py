@@ -32,45 +32,64 @@ TASKS = 64
 
 
 def writer_main(data_dir: str, records: int) -> None:
-    """The child: write a realistic metadata history, reporting acknowledged txids."""
+    """The child: act as a master running jobs on 8 workers, reporting acknowledged txids.
+
+    Tasks get assigned, report progress, finish; every tenth task fails its first attempt
+    and is retried. When a job is done the next one is submitted. Dataset metadata is merged
+    alongside, and a snapshot is written halfway."""
+    from mwcluster.core.jobs import TaskState
+
     engine = Engine(data_dir, durability="async")
     engine.open()
     out = sys.stdout
-    now_ms = int(time.time() * 1000)
+    clock_ms = int(time.time() * 1000)
+    txid = 0
 
-    def submit(rec) -> int:
+    def submit(rec) -> None:
+        nonlocal txid
         txid, _ = engine.submit(rec)
-        return txid
 
-    for w in range(4):
-        submit(r.WorkerRegister(f"worker-{w}", f"tcp://127.0.0.1:{6000 + w}", 4, now_ms))
-    submit(r.JobSubmit("job-1", "clean-logs", "demo.clean", 0, 3,
-                       [[{"path": f"/data/logs/part-{i:05d}"}, {}] for i in range(TASKS)],
-                       now_ms))
+    for w in range(8):
+        submit(r.WorkerRegister(f"worker-{w}", f"tcp://127.0.0.1:{6000 + w}", 8, clock_ms))
     submit(r.Put("/datasets/logs/schema", encode({"fields": ["ts", "host", "msg"]}), 0))
     out.write("ready\n")
     out.flush()
-    n = 0
-    txid = 0
-    while n < records:
-        task = n % TASKS
-        attempt = 1
-        worker = f"worker-{task % 4}"
-        if n < TASKS:
-            txid = submit(r.TaskAssign("job-1", task, worker, attempt, now_ms + n))
-        else:
-            progress = min(1.0, (n // TASKS) / 50)
-            txid = submit(r.TaskProgress("job-1", task, attempt, progress,
-                                         {"rows": n * 10}, now_ms + n))
-            txid = submit(r.Merge(f"/datasets/logs/2026-11-26/part-{task:05d}",
-                                  encode({"rows": n * 10, "bytes": n * 4096}), None))
-        n += 1
-        if n == records // 2:
-            engine.snapshot()
-        if n % 200 == 0:
-            out.write(f"{txid}\n")
-            out.flush()
-    out.write(f"{txid}\n")
+    job_no = 0
+    snapshot_done = False
+    while txid < records:
+        job_no += 1
+        job_id = f"job-{job_no}"
+        submit(r.JobSubmit(job_id, f"clean-logs-{job_no}", "demo.clean", 0, 3,
+                           [[{"path": f"/data/logs/part-{i:05d}"}, {}] for i in range(TASKS)],
+                           clock_ms))
+        job = engine.state.jobs.jobs[job_id]
+        while job.state.value not in ("succeeded", "failed") and txid < records:
+            for task in job.tasks:
+                clock_ms += 1
+                if task.state is TaskState.PENDING:
+                    submit(r.TaskAssign(job_id, task.index, f"worker-{task.index % 8}",
+                                        task.attempt + 1, clock_ms))
+                elif task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
+                    progress = round(task.progress + 0.125, 3)
+                    if progress < 1.0:
+                        submit(r.TaskProgress(job_id, task.index, task.attempt, progress,
+                                              {"rows": int(progress * 80_000)}, clock_ms))
+                    else:
+                        failing = task.index % 10 == 3 and task.attempt == 1
+                        submit(r.TaskFinish(job_id, task.index, task.attempt, not failing,
+                                            "disk quota exceeded" if failing else {"rows": 80_000},
+                                            clock_ms))
+                        submit(r.Merge(f"/datasets/logs/2026-11-26/part-{task.index:05d}",
+                                       encode({"rows": 80_000, "job": job_id}), None))
+                if txid % 200 < 2:
+                    stats = engine.journal.stats()
+                    out.write(f"{txid} {stats.durable_txid} "
+                              f"{stats.oldest_unflushed_age_s * 1000:.1f}\n")
+                    out.flush()
+            if not snapshot_done and txid >= records // 2:
+                engine.snapshot()
+                snapshot_done = True
+    out.write(f"{txid} {engine.journal.durable_txid} 0\n")
     out.flush()
     sys.stdin.read()   # wait to be killed
 
@@ -87,20 +106,25 @@ def run_demo(data_dir: str | None, records: int, console: Console | None = None)
         [sys.executable, "-c", "import sys; from mwcluster.demo import writer_main; "
          "writer_main(sys.argv[1], int(sys.argv[2]))", str(base), str(records)],
         stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
-    acked = 0
+    acked = durable = 0
+    window_ms = 0.0
     try:
         assert child.stdout is not None
         if child.stdout.readline().strip() != "ready":
             console.print("[red]the writer process failed to start")
             return 1
         target = records * 3 // 4
-        for line in child.stdout:
-            acked = max(acked, int(line))
+        for line in child.stdout:   # the writer reports about every 200 txids
+            fields = line.split()
+            acked, durable, window_ms = int(fields[0]), int(fields[1]), float(fields[2])
             if acked >= target:
                 break
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
+    if acked == 0:
+        console.print("[red]the writer acknowledged nothing before it was killed")
+        return 1
     console.print(f"[bold]2.[/] killed the writer with SIGKILL after it acknowledged txid "
                   f"[bold]{acked}[/] (it kept writing until the signal landed)")
     engine = Engine(base, durability="async")
@@ -114,6 +138,8 @@ def run_demo(data_dir: str | None, records: int, console: Console | None = None)
     table.add_row("journal records replayed", str(report.replayed_records))
     table.add_row("recovered txid", str(report.last_txid))
     table.add_row("acknowledged txid we saw", str(acked))
+    table.add_row("durable txid the writer last reported", str(durable))
+    table.add_row("its loss window then (oldest unflushed)", f"{window_ms:.1f} ms")
     lost = max(0, acked - report.last_txid)
     table.add_row("acknowledged records lost (async window)", str(lost))
     table.add_row("torn-tail bytes cut", str(report.journal_cut_bytes))
@@ -121,9 +147,11 @@ def run_demo(data_dir: str | None, records: int, console: Console | None = None)
     table.add_row("state digest", f"{report.digest:016x}")
     table.add_row("invariants", "ok" if not problems else "; ".join(problems))
     console.print(table)
-    job = state.jobs.jobs["job-1"].summary()
-    console.print(f"job-1 '{job['name']}': {job['tasks']} tasks, progress "
-                  f"{job['progress'] * 100:.1f}%, states {job['counts']}")
+    for job in state.jobs.jobs.values():
+        info = job.summary()
+        counts = ", ".join(f"{k} {v}" for k, v in info["counts"].items() if v)
+        console.print(f"{info['job_id']} '{info['name']}': {info['state']}, progress "
+                      f"{info['progress'] * 100:.1f}% ({counts})")
     sample = "/datasets/logs/2026-11-26/part-00007"
     console.print(f"{sample} = {state.ns.get(sample)} (stat {state.ns.stat(sample)})")
     console.print("[bold]4.[/] graceful stop: write 1,000 more updates, close, reopen ...")
@@ -144,10 +172,10 @@ def run_demo(data_dir: str | None, records: int, console: Console | None = None)
         shutil.rmtree(base, ignore_errors=True)
     elif owned:
         console.print(f"kept {base} for inspection")
-    ok = same and not problems and lost <= records
+    ok = same and not problems and report.last_txid >= durable
     console.print("[green]demo finished[/]" if ok else "[red]demo found a problem[/]")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_demo(os.environ.get("MWCLUSTER_DATA_DIR"), 20000))
+    sys.exit(run_demo(os.environ.get("MWCLUSTER_DATA_DIR"), 60000))

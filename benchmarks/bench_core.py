@@ -1,0 +1,175 @@
+"""Benchmarks of the core engine, in-process (no network): apply+append, sync group commit,
+replay, snapshot write/load, memory per key. Prints figures and records them in
+docs/benchmarks.md (section "core engine").
+
+    python benchmarks/bench_core.py [--records N] [--snapshot-keys N] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import percentile, record_section, run_child  # noqa: E402
+from mwcluster.core import records as r  # noqa: E402
+from mwcluster.core.state import State  # noqa: E402
+from mwcluster.engine import Engine, load_snapshot  # noqa: E402
+from mwcluster.storage import snapshot as snapshots  # noqa: E402
+
+VALUE = b"\xc4\x40" + b"v" * 64          # msgpack bin 8 of 64 bytes
+
+
+def keyset(n: int, distinct: int) -> list[str]:
+    return [f"/datasets/logs/2026-11-26/part-{i % distinct:07d}" for i in range(n)]
+
+
+def bench_async(base: Path, n: int) -> dict:
+    engine = Engine(base / "async", durability="async")
+    engine.open()
+    keys = keyset(n, n // 2)
+    submit = engine.submit
+    put = r.Put
+    t0 = time.perf_counter()
+    for key in keys:
+        submit(put(key, VALUE))
+    elapsed = time.perf_counter() - t0
+    stats = engine.journal.stats()
+    samples = list(stats.loss_window_samples)
+    engine.close()
+    return {"records": n, "seconds": elapsed, "records_per_s": n / elapsed,
+            "fsyncs": stats.fsyncs, "records_per_fsync": n / max(1, stats.fsyncs),
+            "loss_window_p50_ms": percentile(samples, 50) * 1000,
+            "loss_window_p99_ms": percentile(samples, 99) * 1000}
+
+
+def bench_apply_only(n: int) -> dict:
+    state = State()
+    keys = keyset(n, n // 2)
+    put = r.Put
+    apply = state.apply
+    t0 = time.perf_counter()
+    for txid, key in enumerate(keys, 1):
+        apply(txid, put(key, VALUE))
+    elapsed = time.perf_counter() - t0
+    return {"records_per_s": n / elapsed}
+
+
+def bench_sync(base: Path, n: int, inflight: int = 256) -> dict:
+    engine = Engine(base / "sync", durability="async")
+    engine.open()
+    keys = keyset(n, n // 2)
+    submit = engine.submit
+    put = r.Put
+    t0 = time.perf_counter()
+    for start in range(0, n, inflight):
+        txid = 0
+        for key in keys[start:start + inflight]:
+            txid, _ = submit(put(key, VALUE))
+        engine.wait_durable(txid)      # the replies of the whole batch wait for this fsync
+    elapsed = time.perf_counter() - t0
+    stats = engine.journal.stats()
+    engine.close()
+    return {"records": n, "inflight": inflight, "records_per_s": n / elapsed,
+            "fsyncs": stats.fsyncs, "records_per_fsync": n / max(1, stats.fsyncs),
+            "fsync_mean_ms": stats.fsync_seconds_total / max(1, stats.fsyncs) * 1000,
+            "fsync_max_ms": stats.max_fsync_s * 1000}
+
+
+def bench_replay(base: Path) -> dict:
+    engine = Engine(base / "async", durability="async")
+    report = engine.open()
+    engine.close()
+    return {"records": report.replayed_records, "seconds": report.seconds,
+            "records_per_s": report.replayed_records / max(report.seconds, 1e-9)}
+
+
+def bench_snapshot(base: Path, keys: int) -> dict:
+    state = State()
+    for txid, key in enumerate(keyset(keys, keys), 1):
+        state.apply(txid, r.Put(key, VALUE))
+    t0 = time.perf_counter()
+    header = snapshots.write_snapshot(base / "snap", state.txid, 0, state.digest,
+                                      state.image_chunks(), 0)
+    write_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    loaded = load_snapshot(header.path)
+    load_s = time.perf_counter() - t0
+    assert loaded.digest == state.digest
+    return {"keys": keys, "write_s": write_s, "load_s": load_s,
+            "file_bytes": header.path.stat().st_size}
+
+
+MEMORY_CHILD = """
+import gc, json, sys
+sys.path.insert(0, '.')
+from benchmarks.common import rss_bytes
+from mwcluster.core import records as r
+from mwcluster.core.state import State
+VALUE = b"\\xc4\\x40" + b"v" * 64
+n = {n}
+state = State()
+gc.collect()
+before = rss_bytes()
+for i in range(n):  # the key strings are created here, so they count
+    state.apply(i + 1, r.Put(f"/datasets/logs/2026-11-26/part-{{i:07d}}", VALUE))
+gc.collect()
+after = rss_bytes()
+print(json.dumps({{"keys": n, "bytes_per_key": (after - before) / n}}))
+"""
+
+
+def bench_memory(keys: int) -> dict:
+    out = json.loads(run_child(MEMORY_CHILD.format(n=keys)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--snapshot-keys", type=int, default=1_000_000)
+    parser.add_argument("--no-record", action="store_true",
+                        help="print only; do not update docs/benchmarks.md")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="mwcluster-bench-"))
+    results = {}
+    try:
+        results["apply_only"] = bench_apply_only(args.records)
+        results["async"] = bench_async(base, args.records)
+        results["replay"] = bench_replay(base)
+        results["sync_group_commit"] = bench_sync(base, min(args.records, 200_000))
+        results["snapshot"] = bench_snapshot(base, args.snapshot_keys)
+        results["memory"] = bench_memory(args.snapshot_keys)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    a, s, rp, sn, m = (results[k] for k in ("async", "sync_group_commit", "replay",
+                                             "snapshot", "memory"))
+    body = "\n".join([
+        "| figure | target | measured |",
+        "|---|---|---|",
+        f"| apply only (State.apply, 64-byte puts) | - | {results['apply_only']['records_per_s']:,.0f} records/s |",
+        f"| apply+append, `async` (Engine.submit) | >= 300,000 records/s | {a['records_per_s']:,.0f} records/s |",
+        f"| async loss window (age of oldest unflushed record at each fsync) | - | p50 {a['loss_window_p50_ms']:.2f} ms, p99 {a['loss_window_p99_ms']:.2f} ms |",
+        f"| `sync` with group commit, {s['inflight']} appends waiting at once | >= 50% of async | {s['records_per_s']:,.0f} records/s ({s['records_per_s'] / a['records_per_s'] * 100:.0f}% of async) |",
+        f"| records per fsync (sync run) | - | {s['records_per_fsync']:.0f} |",
+        f"| fsync time (sync run) | - | mean {s['fsync_mean_ms']:.2f} ms, max {s['fsync_max_ms']:.2f} ms |",
+        f"| replay at recovery ({rp['records']:,} records) | >= 300,000 records/s | {rp['records_per_s']:,.0f} records/s |",
+        f"| snapshot write, {sn['keys']:,} keys | <= 3 s | {sn['write_s']:.2f} s ({sn['file_bytes'] / 2**20:.0f} MiB) |",
+        f"| snapshot load + verify, {sn['keys']:,} keys | <= 3 s | {sn['load_s']:.2f} s |",
+        f"| memory per key, 64-byte values ({m['keys']:,} keys, RSS growth) | <= 400 bytes | {m['bytes_per_key']:.0f} bytes |",
+    ])
+    print(body)
+    if not args.no_record:
+        cmd = "python benchmarks/bench_core.py " + " ".join(sys.argv[1:])
+        record_section("core engine", cmd.strip(), body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Helpers shared by the benchmarks: machine description and the results file."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} cores, {cpu}, {mem_gib:.0f} GiB, Python "
+            f"{platform.python_version()}, {platform.system()} {platform.release()}")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def record_section(name: str, command: str, body: str) -> None:
+    """Replace (or add) the section `name` of docs/benchmarks.md with fresh results."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    section = (f"<!-- begin {name} -->\n## {name}\n\n"
+               f"- command: `{command}`\n- machine: {machine()}\n- date: {stamp}\n\n"
+               f"{body.rstrip()}\n<!-- end {name} -->\n")
+    text = RESULTS.read_text() if RESULTS.exists() else (
+        "# Benchmarks\n\nFigures measured on the project's machines; each section says the "
+        "command that produced it. Benchmarks are not tests: nothing here is asserted.\n\n")
+    pattern = re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->\n",
+                         re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    RESULTS.write_text(text)
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def run_child(code: str) -> str:
+    """Run python code in a fresh interpreter (for memory measurements); return stdout."""
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parent.parent).stdout
