@@ -1,0 +1,248 @@
+"""The wire protocol: every message between clients, workers, the checkpoint node and the
+master, its encoding, and the validation of untrusted input into typed messages.
+
+This module is the only place that knows the frame layouts; docs/protocol.md describes every
+message beside this code. All payloads are msgpack (strings as str, byte strings as bin).
+
+Request/reply (client DEALER -> master ROUTER; the ROUTER adds the peer's identity frame):
+
+    request frame:  [1, client_id: bin(1..64), request_id: uint, op: uint, durability: uint, args: array]
+    reply frame:    [1, request_id: uint, epoch: uint, status: uint, txid: uint, result: any]
+
+`durability` is 0 (the master's default), 1 (async) or 2 (sync). `status` 0 is success; any
+other value is an error code (ErrorCode) and `result` is then [code_name: str, message: str].
+`txid` is the txid a mutation was logged at (0 for reads and errors). A request must be one
+ZMQ frame; anything else is refused.
+
+Log stream (master PUB -> subscribers), two frames, topic first:
+
+    [b"L", [1, epoch, first_txid, last_txid, [[txid, epoch, payload: bin], ...]]]   records
+    [b"H", [1, epoch, durable_txid, digest: uint|nil, now_ms: uint]]               heartbeat
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+import msgpack
+
+from mwcluster import errors
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
+
+TOPIC_LOG = b"L"
+TOPIC_HEARTBEAT = b"H"
+
+
+class Op(IntEnum):
+    # mutations: the codes and argument lists of core.records (args == record fields)
+    PUT = 1
+    MERGE = 2
+    DELETE = 3
+    MULTI = 5
+    # reads
+    GET = 100          # [key] -> [value: bin, version, create_txid, modify_txid] | nil
+    STAT = 101         # [key] -> [version, create_txid, modify_txid, value_bytes] | nil
+    CHILDREN = 102     # [path, limit: uint|nil] -> [name, ...]
+    LIST = 103         # [prefix, limit: uint, start_after: str|nil] -> [key, ...]
+    STATUS = 110       # [] -> map (see docs/protocol.md)
+    PING = 111         # [] -> nil
+    # replication (the checkpoint node and any replica)
+    FETCH = 120        # [from_txid, max_bytes] -> [durable_txid, [[txid, epoch, payload], ...]]
+    SNAPSHOT_INFO = 121   # [] -> [txid, epoch, digest, size_bytes, created_ms] | nil
+    SNAPSHOT_CHUNK = 122  # [txid, offset, length] -> bin
+
+
+MUTATIONS = frozenset({Op.PUT, Op.MERGE, Op.DELETE, Op.MULTI})
+
+
+class Durability(IntEnum):
+    DEFAULT = 0
+    ASYNC = 1
+    SYNC = 2
+
+
+class ErrorCode(IntEnum):
+    OK = 0
+    BAD_REQUEST = 1       # malformed frame, wrong types, wrong field count
+    UNKNOWN_OP = 2
+    TOO_LARGE = 3
+    UNSUPPORTED_VERSION = 4
+    INVALID = 5           # a well-formed request the rules refuse (bad key, value too large)
+    NO_NODE = 10
+    NODE_EXISTS = 11
+    BAD_VERSION = 12
+    NOT_EMPTY = 13
+    NOT_A_MAP = 14
+    NOT_FOUND = 15
+    BAD_STATE = 16
+    MULTI_FAILED = 17
+    UNAVAILABLE = 20      # the journal refuses writes (disk full, I/O error)
+    TRUNCATED = 22        # FETCH: the records asked for were dropped after a checkpoint
+    NO_SNAPSHOT = 23
+    SHUTTING_DOWN = 24
+    INTERNAL = 30
+
+
+_ERROR_CLASSES: dict[type, ErrorCode] = {
+    errors.NoNode: ErrorCode.NO_NODE,
+    errors.NodeExists: ErrorCode.NODE_EXISTS,
+    errors.BadVersion: ErrorCode.BAD_VERSION,
+    errors.NotEmpty: ErrorCode.NOT_EMPTY,
+    errors.NotAMap: ErrorCode.NOT_A_MAP,
+    errors.NotFound: ErrorCode.NOT_FOUND,
+    errors.BadState: ErrorCode.BAD_STATE,
+    errors.MultiFailed: ErrorCode.MULTI_FAILED,
+    errors.InvalidRecord: ErrorCode.INVALID,
+    errors.JournalUnavailable: ErrorCode.UNAVAILABLE,
+}
+
+
+def error_code_for(exc: BaseException) -> ErrorCode:
+    for cls in type(exc).__mro__:
+        code = _ERROR_CLASSES.get(cls)
+        if code is not None:
+            return code
+    return ErrorCode.INTERNAL
+
+
+class ProtocolError(errors.MwclusterError):
+    """An incoming message could not be decoded; `code` says why, `request_id` is set when the
+    message got far enough to name its request (so a reply can still be sent)."""
+
+    code = "protocol"
+
+    def __init__(self, error: ErrorCode, message: str, request_id: int | None = None):
+        super().__init__(message)
+        self.error = error
+        self.request_id = request_id
+
+
+class Request(NamedTuple):
+    client_id: bytes
+    request_id: int
+    op: int
+    durability: int
+    args: list
+
+
+class Reply(NamedTuple):
+    request_id: int
+    epoch: int
+    status: int
+    txid: int
+    result: Any
+
+
+# --- encoding -------------------------------------------------------------------------
+
+_packer = msgpack.Packer(use_bin_type=True)
+_pack = _packer.pack
+
+
+def encode_request(client_id: bytes, request_id: int, op: int, args: list | tuple,
+                   durability: int = 0) -> bytes:
+    return _pack((PROTOCOL_VERSION, client_id, request_id, op, durability, args))
+
+
+def encode_reply(request_id: int, epoch: int, status: int, txid: int, result: Any) -> bytes:
+    return _pack((PROTOCOL_VERSION, request_id, epoch, status, txid, result))
+
+
+def encode_error(request_id: int, epoch: int, error: ErrorCode, message: str) -> bytes:
+    return _pack((PROTOCOL_VERSION, request_id, epoch, int(error), 0, (error.name.lower(),
+                                                                         message)))
+
+
+def encode_log_batch(epoch: int, records: list[tuple[int, int, bytes]]) -> bytes:
+    return _pack((PROTOCOL_VERSION, epoch, records[0][0], records[-1][0], records))
+
+
+def encode_heartbeat(epoch: int, durable_txid: int, digest: int | None, now_ms: int) -> bytes:
+    return _pack((PROTOCOL_VERSION, epoch, durable_txid, digest, now_ms))
+
+
+# --- decoding untrusted input -----------------------------------------------------------
+
+
+def _unpack(frame: bytes, what: str) -> Any:
+    try:
+        return msgpack.unpackb(frame, raw=False, strict_map_key=False, use_list=True,
+                               max_bin_len=len(frame), max_str_len=len(frame),
+                               max_array_len=len(frame), max_map_len=len(frame))
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            f"{what} is not a single well-formed msgpack object: {exc}") from None
+
+
+def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Request:
+    """Validate one request frame into a Request, or raise ProtocolError saying what is
+    wrong (with the request id when it could be read)."""
+    if len(frame) > max_bytes:
+        raise ProtocolError(ErrorCode.TOO_LARGE,
+                            f"request is {len(frame)} bytes; the limit is {max_bytes}")
+    raw = _unpack(frame, "request")
+    if type(raw) is not list or len(raw) != 6:
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            "a request is an array [version, client_id, request_id, op, "
+                            "durability, args]")
+    version, client_id, request_id, op, durability, args = raw
+    rid = request_id if type(request_id) is int and request_id >= 0 else None
+    if version != PROTOCOL_VERSION or type(version) is not int:
+        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
+                            f"protocol version {version!r} is not supported (this master "
+                            f"speaks {PROTOCOL_VERSION})", rid)
+    if type(client_id) is not bytes or not 1 <= len(client_id) <= 64:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "client_id must be 1..64 bytes (bin)", rid)
+    if rid is None or request_id >= 1 << 64:
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            "request_id must be an unsigned 64-bit integer")
+    if type(op) is not int:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "op must be an integer", rid)
+    if type(durability) is not int or durability not in (0, 1, 2):
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            "durability must be 0 (default), 1 (async) or 2 (sync)", rid)
+    if type(args) is not list:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "args must be an array", rid)
+    if op not in _KNOWN_OPS:
+        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown operation {op}", rid)
+    return Request(client_id, request_id, op, durability, args)
+
+
+_KNOWN_OPS = frozenset(int(op) for op in Op)
+
+
+def decode_reply(frame: bytes) -> Reply:
+    raw = _unpack(frame, "reply")
+    if type(raw) is not list or len(raw) != 6 or raw[0] != PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "malformed reply from the master")
+    return Reply(*raw[1:])
+
+
+def decode_pub(topic: bytes, body: bytes) -> tuple[bytes, list]:
+    """Decode one log-stream message into (topic, fields after the version)."""
+    raw = _unpack(body, "stream message")
+    if type(raw) is not list or not raw or raw[0] != PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "malformed stream message")
+    if topic == TOPIC_LOG and len(raw) == 5:
+        return topic, raw[1:]
+    if topic == TOPIC_HEARTBEAT and len(raw) == 5:
+        return topic, raw[1:]
+    raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown stream topic {topic!r}")
+
+
+def args_check(req: Request, kinds: tuple[type | tuple, ...], names: tuple[str, ...]) -> list:
+    """Check a read request's args against types; return them. Raises ProtocolError."""
+    args = req.args
+    if len(args) != len(kinds):
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            f"{Op(req.op).name} takes {len(kinds)} args ({', '.join(names)}), "
+                            f"got {len(args)}", req.request_id)
+    for value, kind, name in zip(args, kinds, names):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            raise ProtocolError(ErrorCode.BAD_REQUEST,
+                                f"{Op(req.op).name}: {name} has the wrong type "
+                                f"({type(value).__name__})", req.request_id)
+    return args
