@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable
 
 from mwcluster.core.limits import Limits
-from mwcluster.core.records import Record, check_admission, decode_record, encode_record
+from mwcluster.core.records import Origin, Record, check_admission, decode_payload
 from mwcluster.core.state import State
-from mwcluster.errors import ApplyError, CorruptionError, InvalidRecord, MwclusterError
+from mwcluster.errors import (ApplyError, CorruptionError, InvalidRecord, MwclusterError,
+                              StorageError, Truncated)
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.journal import Journal
 
@@ -66,7 +68,8 @@ class Engine:
                  limits: Limits | None = None, keep_snapshots: int = 2, epoch: int = 0,
                  segment_bytes: int = 64 << 20, buffer_limit_bytes: int = 64 << 20,
                  journal_io=None, on_durable: Callable[[int], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, recent_requests: int = 100_000,
+                 tail_bytes: int = 64 << 20) -> None:
         self.data_dir = Path(data_dir)
         self.durability = Durability(durability)
         self.limits = limits or Limits()
@@ -81,6 +84,14 @@ class Engine:
                                max_record_bytes=self.limits.max_record_bytes, epoch=epoch,
                                io=journal_io, clock=clock, on_durable=on_durable)
         self.recovery: RecoveryReport | None = None
+        # (client_id, request_id) -> (txid, result) of recent mutations, oldest first: a
+        # retried request is answered from here instead of being applied twice
+        self._recent: OrderedDict[Origin, tuple[int, Any]] = OrderedDict()
+        self._recent_limit = max(0, recent_requests)
+        # the newest records, (txid, epoch, payload), for the log stream and FETCH
+        self._tail: deque[tuple[int, int, bytes]] = deque()
+        self._tail_bytes = 0
+        self._tail_limit = max(0, tail_bytes)
 
     # --- recovery ------------------------------------------------------------------------
 
@@ -140,8 +151,11 @@ class Engine:
         count = 0
         for txid, _epoch, payload in self.journal.read(from_txid):
             try:
-                state.apply(txid, decode_record(payload))
-            except (ApplyError, InvalidRecord) as exc:
+                rec, origin = decode_payload(payload)
+                result = state.apply(txid, rec)
+                if origin is not None:
+                    self._remember(origin, txid, result)
+            except (ApplyError, InvalidRecord) as exc:  # divergence, not a torn tail
                 raise CorruptionError(
                     f"journal record {txid} cannot be applied during replay ({exc}); the journal "
                     f"and the snapshot disagree. Inspect with `mwcluster log dump "
@@ -152,21 +166,85 @@ class Engine:
 
     # --- the write path ------------------------------------------------------------------
 
-    def submit(self, rec: Record, *, durability: str | None = None) -> tuple[int, Any]:
+    def submit(self, rec: Record, *, durability: str | None = None,
+               origin: Origin | None = None) -> tuple[int, Any]:
         """Admit, apply and log one record; return (txid, result). Raises ApplyError (nothing
-        changed), InvalidRecord (nothing changed) or JournalUnavailable (nothing changed)."""
+        changed), InvalidRecord (nothing changed) or JournalUnavailable (nothing changed).
+
+        `origin` (client_id, request_id) is logged with the record and remembered, so that
+        `recent(origin)` answers a retry of the same request, even after a restart."""
         self.journal.check_writable()
-        check_admission(rec, self.limits)
+        payload = check_admission(rec, self.limits, origin)
         state = self.state
         txid = state.txid + 1
         result = state.apply(txid, rec)
-        self.journal.append(txid, self.epoch, encode_record(rec))
+        self.journal.append(txid, self.epoch, payload)
+        if origin is not None:
+            self._remember(origin, txid, result)
+        if self._tail_limit:
+            self._tail.append((txid, self.epoch, payload))
+            self._tail_bytes += len(payload)
+            if self._tail_bytes > self._tail_limit:
+                self._trim_tail()
         if (durability or self.durability) == Durability.SYNC:
             self.journal.wait_durable(txid)
         return txid, result
 
     def wait_durable(self, txid: int, timeout: float | None = None) -> bool:
         return self.journal.wait_durable(txid, timeout)
+
+    # --- retries and the record tail -----------------------------------------------------
+
+    def _remember(self, origin: Origin, txid: int, result: Any) -> None:
+        recent = self._recent
+        recent[origin] = (txid, result)
+        if len(recent) > self._recent_limit:
+            recent.popitem(last=False)
+
+    def recent(self, origin: Origin) -> tuple[int, Any] | None:
+        """(txid, result) of a mutation made by request `origin`, if it is remembered."""
+        return self._recent.get(origin)
+
+    def _trim_tail(self) -> None:
+        tail = self._tail
+        durable = self.journal.durable_txid
+        # never drop records that are not durable yet: they are not in the files to read
+        while self._tail_bytes > self._tail_limit and tail and tail[0][0] <= durable:
+            self._tail_bytes -= len(tail.popleft()[2])
+
+    def records(self, from_txid: int, max_bytes: int = 1 << 20) -> list[tuple[int, int, bytes]]:
+        """Durable records from `from_txid` on, at most `max_bytes` of payload (but at least
+        one record when there is one): from the in-memory tail when it reaches back that
+        far, else from the journal files. Raises Truncated when `from_txid` is older than
+        every record kept (a snapshot covers it: fetch that instead)."""
+        durable = self.journal.durable_txid
+        if from_txid > durable:
+            return []
+        out: list[tuple[int, int, bytes]] = []
+        size = 0
+        tail = self._tail
+        if tail and tail[0][0] <= from_txid:
+            start = from_txid - tail[0][0]
+            for i in range(start, len(tail)):
+                record = tail[i]
+                if record[0] > durable or (out and size + len(record[2]) > max_bytes):
+                    break
+                out.append(record)
+                size += len(record[2])
+            return out
+        first = self.journal.first_txid
+        if first is None or from_txid < first:
+            raise Truncated(f"records from txid {from_txid} are no longer kept (the oldest "
+                            f"kept is {first}); fetch the newest snapshot, then the records "
+                            "after it")
+        try:
+            for record in self.journal.read(from_txid, max_bytes=max_bytes):
+                if record[0] > durable:
+                    break
+                out.append(record)
+        except StorageError as exc:
+            raise Truncated(str(exc)) from None
+        return out
 
     # --- snapshots -----------------------------------------------------------------------
 
@@ -216,5 +294,5 @@ def replay_all(journal_dir: str | Path, from_state: State | None = None) -> Stat
 
     state = from_state or State()
     for txid, _epoch, payload in iter_records(journal_dir, state.txid + 1):
-        state.apply(txid, decode_record(payload))
+        state.apply(txid, decode_payload(payload)[0])
     return state

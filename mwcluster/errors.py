@@ -99,6 +99,12 @@ class CorruptionError(StorageError):
         self.txid = txid
 
 
+class Truncated(StorageError):
+    """Records asked for are no longer kept (a checkpoint dropped them): fetch the snapshot."""
+
+    code = "truncated"
+
+
 class JournalUnavailable(StorageError):
     """The journal cannot take writes now (a write or fsync failed, or it is closed)."""
 

@@ -225,19 +225,42 @@ def to_wire(rec: Record) -> list:
     return [rec.CODE.value, *rec]
 
 
-def encode_record(rec: Record) -> bytes:
+Origin = tuple[bytes, int]   # (client_id, request_id) of the request that made a record
+
+
+def encode_record(rec: Record, origin: Origin | None = None) -> bytes:
+    """The journal payload of a record; with `origin`, the request's (client_id, request_id)
+    follow the record's fields as two more array elements (so retries can be recognised
+    after a restart)."""
     if type(rec) is Multi:
-        return _pack(to_wire(rec))
+        wire = to_wire(rec)
+        return _pack(wire + list(origin) if origin is not None else wire)
+    if origin is not None:
+        return _pack((rec.CODE.value, *rec, *origin))
     return _pack((rec.CODE.value, *rec))
 
 
-def decode_record(payload: bytes | memoryview) -> Record:
-    """Decode and type-check one record; raise InvalidRecord saying what is wrong."""
+def decode_payload(payload: bytes | memoryview) -> tuple[Record, Origin | None]:
+    """Decode and type-check one journal payload into (record, origin or None)."""
     try:
         raw = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise InvalidRecord(f"record is not well-formed msgpack: {exc}") from None
-    return from_wire(raw)
+    origin = None
+    if type(raw) is list and len(raw) >= 3:
+        cls = RECORD_TYPES.get(raw[0]) if type(raw[0]) is int else None
+        if cls is not None and len(raw) == len(cls.SPEC) + 3:
+            client_id, request_id = raw[-2], raw[-1]
+            if type(client_id) is not bytes or type(request_id) is not int:
+                raise InvalidRecord("a record's origin must be [client_id: bin, request_id: int]")
+            origin = (client_id, request_id)
+            del raw[-2:]
+    return from_wire(raw), origin
+
+
+def decode_record(payload: bytes | memoryview) -> Record:
+    """Decode and type-check one record; raise InvalidRecord saying what is wrong."""
+    return decode_payload(payload)[0]
 
 
 def from_wire(raw: object, *, in_multi: bool = False) -> Record:
@@ -267,8 +290,25 @@ def from_wire(raw: object, *, in_multi: bool = False) -> Record:
 # --- admission: checks that apply to new records, not to replay ---------------------------
 
 
-def check_admission(rec: Record, limits: Limits) -> None:
-    """Check a new record against the limits and field rules; raise InvalidRecord."""
+def check_admission(rec: Record, limits: Limits, origin: Origin | None = None) -> bytes:
+    """Check a new record against the limits and field rules; raise InvalidRecord.
+
+    Returns the record's encoding: a record that cannot be encoded (an integer outside the
+    64-bit range, a string with a lone surrogate, an object msgpack cannot carry) is refused
+    here, before it is applied, rather than failing in apply or when it is logged.
+    """
+    _check_fields(rec, limits)
+    try:
+        payload = encode_record(rec, origin)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidRecord(f"{type(rec).__name__} cannot be encoded: {exc}") from None
+    if len(payload) > limits.max_record_bytes:
+        raise InvalidRecord(f"record is {len(payload)} bytes; the limit is "
+                            f"{limits.max_record_bytes}")
+    return payload
+
+
+def _check_fields(rec: Record, limits: Limits) -> None:
     cls = type(rec)
     for kind, value, name in zip(cls.SPEC, rec, cls._fields):
         if not _CHECKS[kind](value):
@@ -293,7 +333,7 @@ def check_admission(rec: Record, limits: Limits) -> None:
         for op in rec.ops:
             if type(op) not in MULTI_MEMBERS:
                 raise InvalidRecord(f"{type(op).__name__} is not allowed inside a multi")
-            check_admission(op, limits)
+            _check_fields(op, limits)
     elif cls is JobSubmit:
         _check_name("job id", rec.job_id, limits)
         _check_name("job name", rec.name, limits)
@@ -319,9 +359,6 @@ def check_admission(rec: Record, limits: Limits) -> None:
         for name, value in rec.counters.items():
             if type(name) is not str or type(value) not in (int, float):
                 raise InvalidRecord("counters map names (strings) to numbers")
-    size = len(encode_record(rec)) if cls is JobSubmit or cls is TaskFinish else 0
-    if size > limits.max_record_bytes:
-        raise InvalidRecord(f"record is {size} bytes; the limit is {limits.max_record_bytes}")
 
 
 def _check_expected(expected: int | None) -> None:

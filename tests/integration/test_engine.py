@@ -159,3 +159,49 @@ def test_crash_without_flush_recovers_a_prefix(tmp_path):
     if again.state.txid == 200:
         assert again.state.image_bytes() == durable_image
     again.close()
+
+
+def test_a_retried_request_is_recognised_after_a_restart(tmp_path):
+    engine = _reopen(tmp_path)
+    origin = (b"client-1", 41)
+    txid, version = engine.submit(r.Put("/r", encode("x")), origin=origin)
+    engine.submit(r.Put("/r", encode("y")))
+    assert engine.recent(origin) == (txid, version)
+    assert engine.recent((b"client-1", 42)) is None
+    engine.close()
+    again = _reopen(tmp_path)
+    assert again.recent(origin) == (txid, version)
+    again.close()
+
+
+def test_records_come_from_the_tail_or_the_files_alike(tmp_path):
+    engine = _reopen(tmp_path, tail_bytes=2000)     # a small tail: older records from files
+    last = _fill(engine, 300)
+    assert engine.wait_durable(last, timeout=10)
+    got = []
+    txid = 1
+    while txid <= last:
+        batch = engine.records(txid, max_bytes=700)
+        assert batch and batch[0][0] == txid
+        got.extend(batch)
+        txid = batch[-1][0] + 1
+    assert [t for t, _, _ in got] == list(range(1, last + 1))
+    from mwcluster.core.records import decode_payload
+    assert decode_payload(got[-1][2])[0] == r.Put(f"/k/{299 % 50:03d}", encode({"i": 299}))
+    assert engine.records(last + 1) == []
+    engine.close()
+
+
+def test_records_below_the_oldest_kept_say_truncated(tmp_path):
+    from mwcluster.errors import Truncated
+
+    engine = _reopen(tmp_path, keep_snapshots=1, segment_bytes=4096, durability="sync",
+                     tail_bytes=0)
+    _fill(engine, 400)
+    engine.snapshot()
+    _fill(engine, 5, start=400)
+    engine.snapshot()
+    with pytest.raises(Truncated):
+        engine.records(1)
+    assert engine.records(engine.journal.first_txid)[0][0] == engine.journal.first_txid
+    engine.close()
