@@ -1,7 +1,9 @@
 """The namespace: hierarchical keys mapping to versioned, structured values.
 
-Each key maps to one immutable `bytes` entry: a 24-byte header (version, create txid, modify
-txid; three little-endian u64) followed by the value's msgpack encoding. One object per key
+Each key maps to one immutable `bytes` entry: a 32-byte header (version, create txid, modify
+txid, entry hash; four little-endian u64) followed by the value's msgpack encoding. The entry
+hash is this entry's share of the state digest, kept so that replacing or deleting an entry
+does not hash the old one again. One object per key
 keeps memory near the encoded size and lets `get` serve the value bytes as they are. A
 SortedList of the keys serves `children` and prefix listings without scanning everything.
 
@@ -12,16 +14,20 @@ namespace back with `rollback(undo)`, so a multi applies all of its operations o
 from __future__ import annotations
 
 import struct
+from hashlib import blake2b as _blake2b
 from typing import Any, NamedTuple
 
 from sortedcontainers import SortedList
 
 from mwcluster.core import values
-from mwcluster.core.digest import MASK, entry_hash
+from mwcluster.core.digest import MASK
 from mwcluster.core.keys import subtree_bounds
 from mwcluster.errors import BadVersion, NodeExists, NoNode, NotEmpty
 
-_META = struct.Struct("<QQQ")
+_from_bytes = int.from_bytes
+_META = struct.Struct("<QQQQ")      # version, create txid, modify txid, entry hash
+_HEAD = struct.Struct("<QQQ")       # the part of the header the hash covers
+_U64 = struct.Struct("<Q")
 META_BYTES = _META.size
 
 
@@ -32,8 +38,23 @@ class Stat(NamedTuple):
     value_bytes: int
 
 
-def _hash(key: str, entry: bytes) -> int:
-    return entry_hash(b"k" + key.encode() + b"\0", entry)
+def make_entry(key: str, version: int, created: int, modified: int, value: bytes
+               ) -> tuple[bytes, int]:
+    """The entry bytes and its hash: BLAKE2b-64 of b"k" + key + NUL + head + value (this is
+    entry_hash(b"k", ...) of digest.py, inlined because it runs on every put)."""
+    head = _HEAD.pack(version, created, modified)
+    h = _from_bytes(_blake2b(b"k" + key.encode() + b"\0" + head + value, digest_size=8).digest(),
+                    "little")
+    return head + _U64.pack(h) + value, h
+
+
+def entry_hash_of(entry: bytes) -> int:
+    return _META.unpack_from(entry)[3]
+
+
+def recompute_entry_hash(key: str, entry: bytes) -> int:
+    version, created, modified, _ = _META.unpack_from(entry)
+    return make_entry(key, version, created, modified, entry[META_BYTES:])[1]
 
 
 class Namespace:
@@ -61,13 +82,13 @@ class Namespace:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        return entry[META_BYTES:], Stat(*_META.unpack_from(entry), len(entry) - META_BYTES)
+        return entry[META_BYTES:], Stat(*_META.unpack_from(entry)[:3], len(entry) - META_BYTES)
 
     def stat(self, key: str) -> Stat | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        return Stat(*_META.unpack_from(entry), len(entry) - META_BYTES)
+        return Stat(*_META.unpack_from(entry)[:3], len(entry) - META_BYTES)
 
     def children(self, path: str, limit: int | None = None) -> list[str]:
         """Names directly below `path` ('' for the root), whether keys or implicit parents."""
@@ -85,7 +106,9 @@ class Namespace:
                 i += 1
             else:
                 name = rest[:slash]
-                names.append(name)
+                # A name that is also a key itself sorts before its subtree and was listed.
+                if lo + name not in self._entries:
+                    names.append(name)
                 i = keys.bisect_left(subtree_bounds(lo + name)[1])
         return names
 
@@ -133,9 +156,9 @@ class Namespace:
     def _store(self, key: str, old: bytes | None, new: bytes | None, undo: list | None) -> None:
         digest = self.digest
         if old is not None:
-            digest -= _hash(key, old)
+            digest -= _META.unpack_from(old)[3]
         if new is not None:
-            digest += _hash(key, new)
+            digest += _META.unpack_from(new)[3]
             if old is None:
                 self._keys.add(key)
             self._entries[key] = new
@@ -148,17 +171,22 @@ class Namespace:
 
     def put(self, txid: int, key: str, value: bytes, expected: int | None,
             undo: list | None = None) -> int:
-        old = self._entries.get(key)
+        entries = self._entries
+        old = entries.get(key)
         if expected is not None:
             self._check(key, old, expected)
-        if old is None:
-            version = 1
-            new = _META.pack(1, txid, txid) + value
+        if old is None:   # the hot path, written out: this runs for every put
+            version, created, old_hash = 1, txid, 0
         else:
-            version, created, _ = _META.unpack_from(old)
+            version, created, _, old_hash = _META.unpack_from(old)
             version += 1
-            new = _META.pack(version, created, txid) + value
-        self._store(key, old, new, undo)
+        new, new_hash = make_entry(key, version, created, txid, value)
+        entries[key] = new
+        if old is None:
+            self._keys.add(key)
+        self.digest = (self.digest - old_hash + new_hash) & MASK
+        if undo is not None:
+            undo.append((key, old, new))
         return version
 
     def merge(self, txid: int, key: str, patch: bytes, expected: int | None,
@@ -204,8 +232,11 @@ class Namespace:
         entries = self._entries
         digest = self.digest
         for key, entry in zip(pairs[0::2], pairs[1::2]):
+            h = recompute_entry_hash(key, entry)
+            if h != _META.unpack_from(entry)[3]:
+                raise ValueError(f"entry of {key!r} does not match its recorded hash")
             entries[key] = entry
-            digest += _hash(key, entry)
+            digest += h
         self.digest = digest & MASK
 
     def finish_load(self) -> None:
@@ -215,7 +246,7 @@ class Namespace:
     def recompute_digest(self) -> int:
         total = 0
         for key, entry in self._entries.items():
-            total += _hash(key, entry)
+            total += recompute_entry_hash(key, entry)
         return total & MASK
 
     def validate(self, last_txid: int) -> list[str]:
@@ -224,7 +255,9 @@ class Namespace:
                 k not in self._entries for k in self._keys):
             problems.append("the sorted key index and the entries disagree")
         for key, entry in self._entries.items():
-            version, created, modified = _META.unpack_from(entry)
+            version, created, modified, h = _META.unpack_from(entry)
+            if h != recompute_entry_hash(key, entry):
+                problems.append(f"{key}: the entry hash does not match the entry")
             if version < 1 or not 0 < created <= modified <= last_txid:
                 problems.append(f"{key}: bad metadata version={version} created={created} "
                                 f"modified={modified} last_txid={last_txid}")

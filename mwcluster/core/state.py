@@ -11,6 +11,7 @@ every invariant and the digest from scratch (slow: for tests and offline checks)
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Callable, Iterator
 
 import msgpack
@@ -51,6 +52,10 @@ class State:
         if txid != self.txid + 1:
             raise InvalidRecord(f"record txid {txid} does not follow the state's txid "
                                 f"{self.txid}")
+        if type(rec) is r.Put:   # the most frequent record, without the dispatch
+            result = self.ns.put(txid, rec.key, rec.value, rec.expected_version)
+            self.txid = txid
+            return result
         handler = self._dispatch.get(type(rec))
         if handler is None:
             raise InvalidRecord(f"not a record: {type(rec).__name__}")
@@ -187,16 +192,22 @@ class State:
                         ended = item[1]
                     else:
                         raise CorruptionError(f"{source}: unknown item {kind!r}")
-        except (ValueError, TypeError, KeyError, IndexError,
-                msgpack.exceptions.ExtraData) as exc:
+            if meta is None or ended is None:
+                raise CorruptionError(
+                    f"{source}: state image is incomplete (no meta or end item)")
+            # Damaged rows can also fail here (a task naming an unknown worker, a key that is
+            # not a string): inside the try, so that they too surface as CorruptionError.
+            state.ns.finish_load()
+            state.jobs.rebuild_derived()
+            if state.digest != meta["digest"] or ended != meta["digest"]:
+                raise CorruptionError(
+                    f"{source}: digest of the loaded state {state.digest:016x} does not "
+                    f"match the recorded {meta['digest']:016x}")
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                struct.error) as exc:
+            # msgpack's unpacking errors (ExtraData, FormatError...) are ValueErrors; struct
+            # errors come from entry headers that are too short.
             raise CorruptionError(f"{source}: malformed state image: {exc}") from None
-        if meta is None or ended is None:
-            raise CorruptionError(f"{source}: state image is incomplete (no meta or end item)")
-        state.ns.finish_load()
-        state.jobs.rebuild_derived()
-        if state.digest != meta["digest"] or ended != meta["digest"]:
-            raise CorruptionError(f"{source}: digest of the loaded state {state.digest:016x} "
-                                  f"does not match the recorded {meta['digest']:016x}")
         return state
 
     def _load_job(self, row: list, task_rows: list) -> None:
