@@ -64,22 +64,27 @@ def _journal_dir(path: str) -> Path:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def log_dump(directory: str, from_txid: int, limit: int | None, as_json: bool) -> None:
     """Print the records of a journal (DIRECTORY: a journal or a data directory)."""
-    from mwcluster.core.records import decode_record, to_wire
+    from mwcluster.core.records import decode_payload
     from mwcluster.storage.segments import iter_records
 
     count = 0
     try:
         for txid, epoch, payload in iter_records(_journal_dir(directory), from_txid):
+            origin = None
             try:
-                rec = decode_record(payload)
+                rec, origin = decode_payload(payload)
                 name, fields = type(rec).__name__, _jsonable(rec._asdict())
             except MwclusterError as exc:
                 name, fields = "UNDECODABLE", {"error": str(exc), "hex": payload[:64].hex()}
+            by = None if origin is None else {"client_id": origin[0].hex(),
+                                               "request_id": origin[1]}
             if as_json:
                 click.echo(json.dumps({"txid": txid, "epoch": epoch, "type": name,
-                                       "record": fields}, sort_keys=True))
+                                       "record": fields, "origin": by}, sort_keys=True))
             else:
-                click.echo(f"{txid:>10} e{epoch} {name} {json.dumps(fields, sort_keys=True)}")
+                suffix = "" if by is None else f" (from {by['client_id']}#{by['request_id']})"
+                click.echo(f"{txid:>10} e{epoch} {name} "
+                           f"{json.dumps(fields, sort_keys=True)}{suffix}")
             count += 1
             if limit is not None and count >= limit:
                 break
