@@ -69,7 +69,8 @@ class Engine:
                  segment_bytes: int = 64 << 20, buffer_limit_bytes: int = 64 << 20,
                  journal_io=None, on_durable: Callable[[int], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, recent_requests: int = 100_000,
-                 tail_bytes: int = 64 << 20) -> None:
+                 tail_bytes: int = 64 << 20, retry_initial_s: float = 0.05,
+                 retry_max_s: float = 5.0) -> None:
         self.data_dir = Path(data_dir)
         self.durability = Durability(durability)
         self.limits = limits or Limits()
@@ -82,7 +83,8 @@ class Engine:
         self.journal = Journal(self.journal_dir, segment_bytes=segment_bytes,
                                buffer_limit_bytes=buffer_limit_bytes,
                                max_record_bytes=self.limits.max_record_bytes, epoch=epoch,
-                               io=journal_io, clock=clock, on_durable=on_durable)
+                               io=journal_io, clock=clock, on_durable=on_durable,
+                               retry_initial_s=retry_initial_s, retry_max_s=retry_max_s)
         self.recovery: RecoveryReport | None = None
         # (client_id, request_id) -> (txid, result) of recent mutations, oldest first: a
         # retried request is answered from here instead of being applied twice

@@ -1,0 +1,60 @@
+"""A full disk or a failing fsync under the engine: nothing unwritten is acknowledged, refused
+writes change nothing, reads go on, and writing resumes when the disk recovers."""
+
+from __future__ import annotations
+
+import errno
+import time
+
+import pytest
+
+from mwcluster.core import records as r
+from mwcluster.core.values import encode
+from mwcluster.engine import Engine
+from mwcluster.errors import JournalUnavailable
+from mwcluster.storage.fsutil import FaultyJournalIO
+
+pytestmark = pytest.mark.fault
+
+
+def _wait(condition, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        time.sleep(0.002)   # polling a condition with a deadline, not synchronising by sleep
+
+
+@pytest.mark.parametrize("fault", ["enospc_write", "eio_fsync"])
+def test_disk_failure_refuses_writes_keeps_reads_and_resumes(tmp_path, fault):
+    io = FaultyJournalIO()
+    engine = Engine(tmp_path, journal_io=io, durability="async", retry_initial_s=0.005,
+                    retry_max_s=0.05)
+    engine.open()
+    for i in range(20):
+        engine.submit(r.Put(f"/ok/{i}", encode(i)))
+    assert engine.wait_durable(20, timeout=10)
+    if fault == "enospc_write":
+        io.fail_write_errno = errno.ENOSPC
+    else:
+        io.fail_fsync_errno = errno.EIO
+    txid, _ = engine.submit(r.Put("/pending", encode("x")))    # buffered, then fails to flush
+    _wait(lambda: engine.journal.stats().failed)
+    assert engine.journal.durable_txid == 20       # the failed record is not durable
+    assert not engine.wait_durable(txid, timeout=0.05)
+    before = (engine.state.txid, engine.state.digest)
+    with pytest.raises(JournalUnavailable) as err:
+        engine.submit(r.Put("/refused", encode("y")))
+    assert ("No space" in str(err.value)) or ("Input/output" in str(err.value))
+    assert (engine.state.txid, engine.state.digest) == before    # refused: nothing changed
+    assert engine.state.ns.get("/ok/3") == 3                       # reads still work
+    io.heal()
+    assert engine.wait_durable(txid, timeout=10)                   # the retry wrote it
+    engine.submit(r.Put("/after", encode("z")))
+    digest = engine.state.digest
+    engine.close()
+    again = Engine(tmp_path)
+    again.open()
+    assert again.state.digest == digest
+    assert again.state.ns.get("/pending") == "x" and again.state.ns.get("/refused") is None
+    again.close()
