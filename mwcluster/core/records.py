@@ -254,6 +254,16 @@ def decode_payload(payload: bytes | memoryview) -> tuple[Record, Origin | None]:
         raw = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise InvalidRecord(f"record is not well-formed msgpack: {exc}") from None
+    if type(raw) is list and raw and raw[0] == 1 and type(raw[0]) is int:   # Put, fast
+        n = len(raw)
+        if n == 4 or n == 6:
+            key, value, expected = raw[1], raw[2], raw[3]
+            if type(key) is str and type(value) is bytes and (
+                    expected is None or type(expected) is int):
+                if n == 4:
+                    return Put(key, value, expected), None
+                if type(raw[4]) is bytes and type(raw[5]) is int:
+                    return Put(key, value, expected), (raw[4], raw[5])
     origin = None
     if type(raw) is list and len(raw) >= 3:
         cls = RECORD_TYPES.get(raw[0]) if type(raw[0]) is int else None

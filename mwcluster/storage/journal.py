@@ -395,11 +395,12 @@ class Journal:
             first = self._first_record_txid
             return first if first is not None and self._durable_txid >= first else None
 
-    def read(self, from_txid: int, max_bytes: int | None = None
+    def read(self, from_txid: int, max_bytes: int | None = None, *, verify: bool = True
              ) -> Iterator[tuple[int, int, bytes]]:
         """Yield durable records (txid, epoch, payload) from `from_txid`, read from the
         segment files; at least one record when any is due, then stop before `max_bytes` of
-        payload would be passed. StorageError when from_txid was purged."""
+        payload would be passed. StorageError when from_txid was purged. `verify=False`
+        skips the crc check (for replay right after open() verified every record)."""
         with self._lock:
             durable = self._durable_txid
             first = self._first_record_txid
@@ -410,9 +411,9 @@ class Journal:
         if first is not None and from_txid < first:
             raise StorageError(f"journal {self.directory}: records before txid {first} were "
                                f"purged; txid {from_txid} must come from a snapshot")
-        return self._read(segs, max(from_txid, 1), durable, max_bytes)
+        return self._read(segs, max(from_txid, 1), durable, max_bytes, verify)
 
-    def _read(self, segs, from_txid, durable, max_bytes):
+    def _read(self, segs, from_txid, durable, max_bytes, verify=True):
         i = max(0, bisect_right([s[0] for s in segs], from_txid) - 1)
         first_txid, path, txids, offsets, n = segs[i]
         j = bisect_right(txids, from_txid, 0, n) - 1
@@ -427,7 +428,8 @@ class Journal:
                                           path=str(path), offset=8, txid=txid)
                 offset = seg.HEADER_SIZE
             for rec in seg.read_records_at(path, offset, txid, durable,
-                                           max_record_bytes=self._max_record_bytes):
+                                           max_record_bytes=self._max_record_bytes,
+                                           verify=verify):
                 txid = rec[0] + 1
                 if rec[0] < from_txid:
                     continue

@@ -514,37 +514,63 @@ def iter_records(directory: str | os.PathLike[str], from_txid: int = 1, *,
 
 
 def read_records_at(path: Path, offset: int, txid: int, upto_txid: int, *,
-                    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
-                    ) -> Iterator[tuple[int, int, bytes]]:
+                    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, verify: bool = True,
+                    chunk_bytes: int = 1 << 20) -> Iterator[tuple[int, int, bytes]]:
     """Yield records of one segment from `offset` (where record `txid` starts) up to upto_txid
     inclusive or the end of the file. Used on durable data: any bad frame is CorruptionError.
+
+    Reads in chunks of `chunk_bytes` and parses frames from memory. `verify=False` skips the
+    crc check, for data that was verified moments before (replay right after the open-time
+    scan); headers, lengths and txids are always checked.
     """
     try:
-        f = open(path, "rb", buffering=1 << 16)
+        f = open(path, "rb", buffering=0)
     except FileNotFoundError as e:
         raise StorageError(f"journal segment {path} was purged while being read; read again "
                            f"from the oldest txid") from e
+    unpack = FRAME_HEAD.unpack_from
+    crc32 = zlib.crc32
+    hsize = FRAME_HEADER_SIZE
     with f:
         f.seek(offset)
+        buf = b""
+        pos = 0
+        base = offset          # file offset of buf[0]
         while txid <= upto_txid:
-            head = f.read(FRAME_HEADER_SIZE)
-            if not head:
-                return
             problem = None
-            if len(head) < FRAME_HEADER_SIZE:
-                problem = "truncated record header"
-            else:
-                sync, flags, length, got, epoch, crc = FRAME_HEAD.unpack(head)
+            if len(buf) - pos < hsize:
+                more = f.read(chunk_bytes)
+                if not more:
+                    if pos == len(buf):
+                        return
+                    problem = "truncated record header"
+                else:
+                    base += pos
+                    buf = buf[pos:] + more
+                    pos = 0
+                    continue
+            if problem is None:
+                sync, flags, length, got, epoch, crc = unpack(buf, pos)
                 if sync != SYNC_MARKER or flags or length > max_record_bytes or got != txid:
                     problem = "bad record header"
                 else:
-                    payload = f.read(length)
-                    if len(payload) != length or zlib.crc32(payload, zlib.crc32(head[:20])) != crc:
-                        problem = "bad record payload"
+                    end = pos + hsize + length
+                    if end > len(buf):
+                        more = f.read(max(chunk_bytes, end - len(buf)))
+                        if more:
+                            base += pos
+                            buf = buf[pos:] + more
+                            pos = 0
+                            continue
+                        problem = "truncated record payload"
+                    else:
+                        payload = buf[pos + hsize:end]
+                        if verify and crc32(payload, crc32(memoryview(buf)[pos:pos + 20])) != crc:
+                            problem = "bad record payload"
             if problem is not None:
                 raise CorruptionError(f"durable journal record is damaged ({problem}); "
                                       f"{inspect_hint(path.parent)}", path=str(path),
-                                      offset=offset, txid=txid)
+                                      offset=base + pos, txid=txid)
             yield txid, epoch, payload
-            offset += FRAME_HEADER_SIZE + length
+            pos = end
             txid += 1
