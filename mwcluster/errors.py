@@ -113,3 +113,71 @@ class JournalUnavailable(StorageError):
 
 class ConfigError(MwclusterError):
     code = "config"
+
+
+# --- the client: errors the master answered with, and failures to reach it ----------------
+# Errors of the state machine (NoNode, BadVersion...) keep their classes above when the master
+# reports them; these cover the rest of the wire's error codes and the client's own failures.
+
+
+class ServerError(MwclusterError):
+    """The master refused a request for a reason that is not a state-machine refusal."""
+
+    code = "server_error"
+
+
+class BadRequest(ServerError):
+    """The master could not read the request (wrong shape, types or argument count)."""
+
+    code = "bad_request"
+
+
+class UnknownOp(BadRequest):
+    code = "unknown_op"
+
+
+class UnsupportedVersion(BadRequest):
+    code = "unsupported_version"
+
+
+class MessageTooLarge(ServerError):
+    """A request is larger than the master accepts (`max_message_bytes`)."""
+
+    code = "too_large"
+
+
+class Truncated(ServerError):
+    """FETCH asked for records the master no longer keeps; fetch the snapshot instead."""
+
+    code = "truncated"
+
+
+class NoSnapshot(ServerError):
+    code = "no_snapshot"
+
+
+class ShuttingDown(ServerError):
+    """The master is stopping; nothing was applied. Retry once it is back."""
+
+    code = "shutting_down"
+
+
+class InternalServerError(ServerError):
+    code = "internal"
+
+
+class RemoteMultiFailed(MultiFailed):
+    """MultiFailed as the master reports it: the index and the cause's message, no cause
+    object (it stayed in the master)."""
+
+    def __init__(self, message: str, index: int | None = None):
+        ApplyError.__init__(self, message)
+        self.index = index
+        self.cause = None
+
+
+class RequestTimeout(MwclusterError):
+    """No reply from the master within the timeout, after every retry. A mutation may or may
+    not have been applied; retrying it with the same request id is safe."""
+
+    code = "timeout"

@@ -1,0 +1,243 @@
+"""The client's calls, without I/O: what each method sends, how its reply becomes a result,
+and how an error reply becomes a typed exception.
+
+`Calls` defines every operation once (arguments as docs/protocol.md lists them, and the
+conversion of the reply); `Client` runs a call and waits for its result, `Pipeline` runs it
+and returns a future. Both only implement `_run(op, args, durability, convert)`.
+
+Multi operations are built with `op_put`, `op_merge`, `op_delete` and `op_check`: each returns
+the record array `[code, fields...]` that MULTI carries.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from mwcluster import errors
+from mwcluster.core.namespace import Stat
+from mwcluster.core.records import Op as RecordOp
+from mwcluster.core.values import decode, encode
+from mwcluster.wire.protocol import Durability, ErrorCode, Op, ProtocolError, Reply
+
+__all__ = ["Calls", "Stat", "error_from_reply", "op_check", "op_delete", "op_merge", "op_put",
+           "parse_durability"]
+
+# The wire's error codes and the exceptions of the same meaning. The state machine's
+# refusals keep their classes, so `except NoNode` works the same against an Engine and a
+# master; wire.protocol.error_code_for is the inverse of this table (a test checks it).
+ERROR_CLASSES: dict[int, type[errors.MwclusterError]] = {
+    ErrorCode.BAD_REQUEST: errors.BadRequest,
+    ErrorCode.UNKNOWN_OP: errors.UnknownOp,
+    ErrorCode.TOO_LARGE: errors.MessageTooLarge,
+    ErrorCode.UNSUPPORTED_VERSION: errors.UnsupportedVersion,
+    ErrorCode.INVALID: errors.InvalidRecord,
+    ErrorCode.NO_NODE: errors.NoNode,
+    ErrorCode.NODE_EXISTS: errors.NodeExists,
+    ErrorCode.BAD_VERSION: errors.BadVersion,
+    ErrorCode.NOT_EMPTY: errors.NotEmpty,
+    ErrorCode.NOT_A_MAP: errors.NotAMap,
+    ErrorCode.NOT_FOUND: errors.NotFound,
+    ErrorCode.BAD_STATE: errors.BadState,
+    ErrorCode.MULTI_FAILED: errors.RemoteMultiFailed,
+    ErrorCode.UNAVAILABLE: errors.JournalUnavailable,
+    ErrorCode.TRUNCATED: errors.Truncated,
+    ErrorCode.NO_SNAPSHOT: errors.NoSnapshot,
+    ErrorCode.SHUTTING_DOWN: errors.ShuttingDown,
+    ErrorCode.INTERNAL: errors.InternalServerError,
+}
+
+_MULTI_INDEX = re.compile(r"operation (\d+)")
+
+
+def error_from_reply(reply: Reply) -> errors.MwclusterError:
+    """The exception for an error reply, carrying the master's message; `error_code` and
+    `epoch` are set on it. A code this client does not know becomes a ServerError."""
+    status = reply.status
+    result = reply.result
+    if type(result) in (list, tuple) and len(result) == 2 and isinstance(result[1], str):
+        name, message = str(result[0]), result[1]
+    else:
+        name, message = f"error {status}", repr(result)
+    cls = ERROR_CLASSES.get(status)
+    if cls is None:
+        exc: errors.MwclusterError = errors.ServerError(f"{name}: {message}")
+    elif cls is errors.RemoteMultiFailed:
+        found = _MULTI_INDEX.search(message)
+        exc = errors.RemoteMultiFailed(message, int(found.group(1)) if found else None)
+    else:
+        exc = cls(message)
+    exc.error_code = status
+    exc.epoch = reply.epoch
+    return exc
+
+
+_DURABILITY = {None: 0, "default": 0, "async": 1, "sync": 2}
+
+
+def parse_durability(durability: str | int | None) -> int:
+    """None or "default" (the master's mode), "async", "sync", or a Durability value."""
+    if isinstance(durability, int) and not isinstance(durability, bool):
+        return int(Durability(durability))
+    try:
+        return _DURABILITY[durability]
+    except (KeyError, TypeError):
+        raise ValueError(f"durability must be None, 'default', 'async' or 'sync', not "
+                         f"{durability!r}") from None
+
+
+# --- multi operation builders -------------------------------------------------------------
+
+
+def op_put(key: str, value: Any, expected_version: int | None = None) -> list:
+    return [RecordOp.PUT.value, key, encode(value), expected_version]
+
+
+def op_merge(key: str, patch: dict, expected_version: int | None = None) -> list:
+    return [RecordOp.MERGE.value, key, encode(patch), expected_version]
+
+
+def op_delete(key: str, recursive: bool = False, expected_version: int | None = None) -> list:
+    return [RecordOp.DELETE.value, key, bool(recursive), expected_version]
+
+
+def op_check(key: str, expected_version: int) -> list:
+    """Inside a multi: fail unless `key` is at `expected_version` (0: must not exist)."""
+    return [RecordOp.CHECK.value, key, expected_version]
+
+
+# --- reply conversions ----------------------------------------------------------------------
+
+
+def _txid(reply: Reply) -> int:
+    return reply.txid
+
+
+def _multi(reply: Reply) -> tuple[int, list]:
+    return reply.txid, reply.result
+
+
+def _value(reply: Reply) -> Any:
+    found = reply.result
+    return None if found is None else decode(found[0])
+
+
+def _value_and_stat(reply: Reply) -> tuple[Any, Stat] | None:
+    found = reply.result
+    if found is None:
+        return None
+    value, version, create_txid, modify_txid = found
+    return decode(value), Stat(version, create_txid, modify_txid, len(value))
+
+
+def _stat(reply: Reply) -> Stat | None:
+    found = reply.result
+    return None if found is None else Stat(*found)
+
+
+def _result(reply: Reply) -> Any:
+    return reply.result
+
+
+def _epoch(reply: Reply) -> int:
+    return reply.epoch
+
+
+def _fetch(reply: Reply) -> tuple[int, list[tuple[int, int, bytes]]]:
+    durable_txid, records = reply.result
+    return durable_txid, [(txid, epoch, payload) for txid, epoch, payload in records]
+
+
+def convert_reply(reply: Reply, convert: Callable[[Reply], Any]) -> tuple[Any, BaseException | None]:
+    """(result, None) for a success, (None, exception) for an error or a malformed result."""
+    if reply.status:
+        return None, error_from_reply(reply)
+    try:
+        return convert(reply), None
+    except Exception as exc:  # a result of the wrong shape: say so instead of a TypeError
+        return None, ProtocolError(ErrorCode.BAD_REQUEST,
+                                   f"malformed result from the master for request "
+                                   f"{reply.request_id}: {exc}", reply.request_id)
+
+
+class Calls:
+    """Every operation of the protocol, defined once. Subclasses implement `_run`."""
+
+    op_put = staticmethod(op_put)
+    op_merge = staticmethod(op_merge)
+    op_delete = staticmethod(op_delete)
+    op_check = staticmethod(op_check)
+
+    def _run(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any]):
+        raise NotImplementedError
+
+    # --- mutations: each returns the txid it was logged at ---
+
+    def put(self, key: str, value: Any, expected_version: int | None = None,
+            durability: str | int | None = None):
+        """Set `key` to `value` (anything msgpack carries). `expected_version`: None for
+        unconditional, 0 for "must not exist", n for "must be at version n"."""
+        return self._run(Op.PUT, [key, encode(value), expected_version],
+                         parse_durability(durability), _txid)
+
+    def merge(self, key: str, patch: dict, expected_version: int | None = None,
+              durability: str | int | None = None):
+        """Merge a map into the map at `key` (RFC 7386: nil removes a field)."""
+        return self._run(Op.MERGE, [key, encode(patch), expected_version],
+                         parse_durability(durability), _txid)
+
+    def delete(self, key: str, recursive: bool = False, expected_version: int | None = None,
+               durability: str | int | None = None):
+        return self._run(Op.DELETE, [key, bool(recursive), expected_version],
+                         parse_durability(durability), _txid)
+
+    def multi(self, ops: list, durability: str | int | None = None):
+        """Apply all of `ops` (built with op_put/op_merge/op_delete/op_check) or none;
+        returns (txid, per-operation results)."""
+        return self._run(Op.MULTI, [list(ops)], parse_durability(durability), _multi)
+
+    # --- reads, served from the master's memory ---
+
+    def get(self, key: str):
+        """The value at `key`, or None when the key does not exist."""
+        return self._run(Op.GET, [key], 0, _value)
+
+    def get_with_stat(self, key: str):
+        """(value, Stat) or None: the value with the version to pass as expected_version."""
+        return self._run(Op.GET, [key], 0, _value_and_stat)
+
+    def stat(self, key: str):
+        """Stat(version, create_txid, modify_txid, value_bytes), or None."""
+        return self._run(Op.STAT, [key], 0, _stat)
+
+    def children(self, path: str = "/", limit: int | None = None):
+        """Names directly below `path` ("/" for the top level), keys or implicit parents."""
+        return self._run(Op.CHILDREN, [path, limit], 0, _result)
+
+    def list(self, prefix: str, limit: int = 1000, start_after: str | None = None):
+        """Keys starting with the string `prefix`, in key order, after `start_after`."""
+        return self._run(Op.LIST, [prefix, limit, start_after], 0, _result)
+
+    def status(self):
+        """The master's status map (docs/protocol.md, "Status")."""
+        return self._run(Op.STATUS, [], 0, _result)
+
+    def ping(self):
+        """A round trip; returns the master's epoch."""
+        return self._run(Op.PING, [], 0, _epoch)
+
+    # --- replication ---
+
+    def fetch(self, from_txid: int, max_bytes: int = 1 << 20):
+        """(durable_txid, [(txid, epoch, payload), ...]) from `from_txid` on; raises
+        Truncated when the master no longer keeps those records."""
+        return self._run(Op.FETCH, [from_txid, max_bytes], 0, _fetch)
+
+    def snapshot_info(self):
+        """[txid, epoch, digest, size_bytes, created_ms] of the newest snapshot; raises
+        NoSnapshot when there is none."""
+        return self._run(Op.SNAPSHOT_INFO, [], 0, _result)
+
+    def snapshot_chunk(self, txid: int, offset: int, length: int):
+        """Bytes [offset, offset + length) of the snapshot named by `txid`."""
+        return self._run(Op.SNAPSHOT_CHUNK, [txid, offset, length], 0, _result)
