@@ -164,5 +164,16 @@ def _jsonable(value):
     return value
 
 
+from mwcluster import cli_client  # noqa: E402  (commands that talk to a master)
+
+main.add_command(cli_client.put)
+main.add_command(cli_client.get)
+main.add_command(cli_client.rm)
+main.add_command(cli_client.ls)
+main.add_command(cli_client.stat)
+main.add_command(cli_client.status)
+main.add_command(cli_client.bench)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

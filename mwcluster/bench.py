@@ -1,0 +1,270 @@
+"""`mwcluster bench`: load a running master from several processes and measure it.
+
+Each client process (multiprocessing, spawn) owns one raw DEALER socket and keeps `inflight`
+requests in flight: it sends until the window is full, then for every reply records the
+latency (time.perf_counter_ns, into a preallocated array indexed by request id) and sends the
+next request. Requests are encoded with mwcluster.wire.protocol and the value is encoded once,
+so the client spends a few microseconds per request and the master is what is measured.
+Every loop is bounded in count (`ops`) and in time (`max_seconds`, and `timeout_s` without
+any reply).
+
+All processes connect and answer a ping before a barrier releases them together; the
+throughput is the number of completed requests over the time from the earliest start to the
+latest finish (CLOCK_MONOTONIC, shared by the processes). Latency percentiles come from the
+merged samples of every process.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import queue
+import random
+import time
+from array import array
+from dataclasses import asdict, dataclass, field
+from threading import BrokenBarrierError
+from typing import Any
+
+from mwcluster.errors import MwclusterError
+
+# The operations a mix may name, with their wire op codes (mwcluster.wire.protocol.Op).
+OPS = {"put": 1, "get": 100, "stat": 101, "ping": 111}
+_DURABILITY = {"default": 0, "async": 1, "sync": 2}
+# Request ids of the warm-up pings: far above any measured request id.
+_WARMUP_ID = 1 << 62
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    master: str = "tcp://127.0.0.1:5550"
+    clients: int = 2
+    inflight: int = 64
+    ops: int = 200_000                 # in all, split between the clients
+    value_bytes: int = 64
+    mix: dict[str, int] = field(default_factory=lambda: {"put": 100})
+    durability: str = "async"
+    keys: int = 10_000
+    max_seconds: float = 120.0
+    timeout_s: float = 10.0
+    connect_timeout_s: float = 30.0
+
+    def share(self, index: int) -> int:
+        """How many requests client `index` sends."""
+        return self.ops // self.clients + (1 if index < self.ops % self.clients else 0)
+
+    def mix_text(self) -> str:
+        return ",".join(f"{name}={weight}" for name, weight in self.mix.items())
+
+
+def _plan(config: BenchConfig, index: int, count: int) -> bytes:
+    """The op code of each request (all codes fit a byte): a deterministic draw with the
+    mix's weights."""
+    names = list(config.mix)
+    codes = [OPS[n] for n in names]
+    if len(codes) == 1:
+        return bytes(codes) * count
+    rng = random.Random(index)
+    return bytes(rng.choices(codes, [config.mix[n] for n in names], k=count))
+
+
+def client_main(config: BenchConfig, index: int, barrier: Any, results: Any) -> None:
+    """One client process. Puts exactly one dict on `results`."""
+    try:
+        results.put(_client_run(config, index, barrier))
+    except BaseException as exc:  # report, never hang the parent
+        try:
+            barrier.abort()
+        except Exception:
+            pass
+        results.put({"index": index, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def _client_run(config: BenchConfig, index: int, barrier: Any) -> dict:
+    import zmq
+
+    from mwcluster.core.values import encode
+    from mwcluster.wire.protocol import decode_reply, encode_request
+
+    count = config.share(index)
+    client_id = os.urandom(16)
+    durability = _DURABILITY[config.durability]
+    value = encode(os.urandom(config.value_bytes))
+    keys = [f"/bench/k{j:07d}" for j in range(config.keys)]
+    nkeys = len(keys)
+    plan = _plan(config, index, count)
+    put_code, ping_code = OPS["put"], OPS["ping"]
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.RCVTIMEO, max(1, int(config.timeout_s * 1000)))
+    try:
+        sock.connect(config.master)
+        _warm_up(sock, client_id, config, encode_request, decode_reply, zmq)
+        barrier.wait(timeout=config.connect_timeout_s)
+
+        sent_ns = array("q", bytes(8 * count))
+        latency_ns = array("q", bytes(8 * count))
+        send = sock.send
+        recv = sock.recv
+        now_ns = time.perf_counter_ns
+        sent = done = error_replies = 0
+        timed_out = False
+        start = time.monotonic_ns()
+        deadline_ns = now_ns() + int(config.max_seconds * 1e9)
+        window = config.inflight
+        stride = config.clients
+        while done < count:
+            while sent < count and sent - done < window:
+                op = plan[sent]
+                key = keys[(index + sent * stride) % nkeys]
+                args = [key, value, None] if op == put_code else [] if op == ping_code else [key]
+                frame = encode_request(client_id, sent + 1, op, args, durability)
+                sent_ns[sent] = now_ns()
+                send(frame)
+                sent += 1
+            try:
+                frame = recv()
+            except zmq.Again:
+                timed_out = True
+                break
+            t = now_ns()
+            reply = decode_reply(frame)
+            i = reply.request_id - 1
+            if 0 <= i < sent and latency_ns[i] == 0:
+                latency_ns[i] = t - sent_ns[i]
+                done += 1
+                if reply.status:
+                    error_replies += 1
+            if t > deadline_ns:
+                break
+        end = time.monotonic_ns()
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    samples = array("q", (x for x in latency_ns if x))
+    return {"index": index, "sent": sent, "done": done, "error_replies": error_replies,
+            "unanswered": sent - done, "timed_out": timed_out, "start_ns": start,
+            "end_ns": end, "latency_ns": samples.tobytes()}
+
+
+def _warm_up(sock, client_id, config, encode_request, decode_reply, zmq) -> None:
+    """Ping until the master answers, so that connecting is not measured."""
+    deadline = time.monotonic() + config.connect_timeout_s
+    rid = _WARMUP_ID
+    while True:
+        sock.send(encode_request(client_id, rid, OPS["ping"], []))
+        try:
+            while decode_reply(sock.recv()).request_id != rid:
+                pass
+            return
+        except zmq.Again:
+            if time.monotonic() > deadline:
+                raise MwclusterError(f"no answer from the master at {config.master} within "
+                                     f"{config.connect_timeout_s} s") from None
+            rid += 1
+
+
+def percentile(ordered: list[int], p: float) -> int:
+    """Nearest-rank percentile of an ordered list."""
+    if not ordered:
+        return 0
+    rank = max(1, math.ceil(round(p / 100 * len(ordered), 9)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def run(config: BenchConfig) -> dict:
+    """Run the benchmark; return the results (the JSON object `--json` prints)."""
+    if config.ops < config.clients:
+        raise ValueError("ops must be at least the number of clients")
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(config.clients + 1)
+    results_q = ctx.Queue()
+    procs = [ctx.Process(target=client_main, args=(config, i, barrier, results_q),
+                         name=f"mwcluster-bench-{i}", daemon=True)
+             for i in range(config.clients)]
+    for p in procs:
+        p.start()
+    results: list[dict] = []
+    try:
+        try:
+            barrier.wait(timeout=config.connect_timeout_s + 30)
+        except BrokenBarrierError:
+            pass        # a client failed: its report says why
+        wait_s = config.max_seconds + config.timeout_s + config.connect_timeout_s + 30
+        deadline = time.monotonic() + wait_s
+        while len(results) < len(procs):
+            try:
+                results.append(results_q.get(timeout=max(0.1, deadline - time.monotonic())))
+            except queue.Empty:
+                raise MwclusterError(f"bench clients did not report within {wait_s:.0f} s"
+                                     ) from None
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=10)
+    failed = [r["error"] for r in results if "error" in r]
+    if failed:
+        raise MwclusterError(f"bench client failed: {failed[0]}")
+    return summarize(config, results)
+
+
+def summarize(config: BenchConfig, results: list[dict]) -> dict:
+    merged = array("q")
+    for r in results:
+        merged.frombytes(r["latency_ns"])
+    ordered = sorted(merged)
+    done = sum(r["done"] for r in results)
+    seconds = (max(r["end_ns"] for r in results) - min(r["start_ns"] for r in results)) / 1e9
+    error_replies = sum(r["error_replies"] for r in results)
+    unanswered = sum(r["unanswered"] for r in results)
+    timed_out = sum(r["unanswered"] for r in results if r["timed_out"])
+    cfg = asdict(config)
+    return {
+        "master": config.master, "clients": config.clients, "inflight": config.inflight,
+        "ops": config.ops, "completed": done, "value_bytes": config.value_bytes,
+        "mix": config.mix_text(), "durability": config.durability, "keys": cfg["keys"],
+        "seconds": round(seconds, 4),
+        "ops_per_s": round(done / seconds, 1) if seconds > 0 else 0.0,
+        "p50_ms": percentile(ordered, 50) / 1e6,
+        "p99_ms": percentile(ordered, 99) / 1e6,
+        "p999_ms": percentile(ordered, 99.9) / 1e6,
+        "max_ms": (ordered[-1] if ordered else 0) / 1e6,
+        # requests left in flight when a client stopped at max_seconds are not errors;
+        # those a client gave up on after timeout_s without any reply are
+        "errors": error_replies + timed_out,
+        "error_replies": error_replies, "timed_out": timed_out, "unanswered": unanswered,
+        "stopped_at_max_seconds": done < config.ops and not timed_out,
+    }
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"mwcluster bench against {result['master']}", show_header=False)
+    table.add_column("measure", style="bold")
+    table.add_column("value", justify="right")
+    rows = [
+        ("clients x inflight", f"{result['clients']} x {result['inflight']}"),
+        ("durability", result["durability"]),
+        ("mix", result["mix"]),
+        ("value bytes", str(result["value_bytes"])),
+        ("completed", f"{result['completed']:,} of {result['ops']:,}"),
+        ("errors", str(result["errors"])),
+        ("seconds", f"{result['seconds']:.2f}"),
+        ("ops/s", f"{result['ops_per_s']:,.0f}"),
+        ("p50 ms", f"{result['p50_ms']:.3f}"),
+        ("p99 ms", f"{result['p99_ms']:.3f}"),
+        ("p99.9 ms", f"{result['p999_ms']:.3f}"),
+        ("max ms", f"{result['max_ms']:.3f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)

@@ -1,0 +1,94 @@
+"""The client commands (put, get, rm, ls, stat, status, bench) against the in-test stub."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from mwcluster.cli import main
+from mwcluster.cli_client import format_status_value, from_json, parse_value, to_json
+from test_client_socket import Stub
+
+
+@pytest.fixture
+def stub():
+    s = Stub()
+    yield s
+    s.close()
+
+
+def run(stub, *args, env=None):
+    result = CliRunner().invoke(main, [*args, "--master", stub.endpoint, "--timeout", "2"],
+                                env=env, catch_exceptions=False)
+    return result
+
+
+def test_put_get_stat_rm_ls(stub):
+    r = run(stub, "put", "/a/b", '{"x": [1, 2]}')
+    assert r.exit_code == 0 and r.output.strip() == "1"
+    assert json.loads(run(stub, "get", "/a/b").output) == {"x": [1, 2]}
+    assert run(stub, "put", "/a/s", "not json").exit_code == 0
+    assert json.loads(run(stub, "get", "/a/s").output) == "not json"
+    assert run(stub, "put", "/a/n", "17", "--sync").exit_code == 0
+    assert stub.seen()[-1][1].durability == 2
+    assert json.loads(run(stub, "get", "/a/n").output) == 17
+    r = run(stub, "put", "/a/raw", '{"$bytes": "00ff"}')
+    assert json.loads(run(stub, "get", "/a/raw").output) == {"$bytes": "00ff"}
+    assert run(stub, "ls", "/a").output.split() == ["b", "n", "raw", "s"]
+    assert run(stub, "ls", "/a/", "--keys", "--limit", "2").output.split() == ["/a/b", "/a/n"]
+    st = json.loads(run(stub, "stat", "/a/n", "--json").output)
+    assert st == {"key": "/a/n", "version": 1, "create_txid": 1, "modify_txid": 1,
+                  "value_bytes": 1}
+    assert "version: 1" in run(stub, "stat", "/a/n").output
+    assert run(stub, "rm", "/a", "--recursive").exit_code == 0
+    assert run(stub, "ls", "/a").output == ""
+
+
+def test_missing_keys_exit_1(stub):
+    r = run(stub, "get", "/nope")
+    assert r.exit_code == 1 and "no such key: /nope" in r.output
+    r = run(stub, "stat", "/nope")
+    assert r.exit_code == 1 and "no such key" in r.output
+
+
+def test_errors_are_one_line_without_traceback(stub):
+    run(stub, "put", "/v", "1")
+    r = run(stub, "put", "/v", "2", "--expected-version", "5")
+    assert r.exit_code == 1
+    assert r.output.strip() == "Error: bad_version: /v is at version 1, not 5"
+    r = run(stub, "rm", "/absent")
+    assert r.exit_code == 1 and "Traceback" not in r.output and "no_node" in r.output
+
+
+def test_unreachable_master_is_a_clear_error():
+    r = CliRunner().invoke(main, ["get", "/a", "--master", "tcp://127.0.0.1:1",
+                                  "--timeout", "0.1"])
+    assert r.exit_code == 1
+    assert "timeout: no reply within 0.1 s" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["get", "/a", "--master", "nonsense"])
+    assert r.exit_code == 1 and "bad --master" in r.output
+
+
+def test_master_from_the_environment(stub):
+    r = CliRunner().invoke(main, ["put", "/e", "1"], env={"MWCLUSTER_MASTER": stub.endpoint})
+    assert r.exit_code == 0 and r.output.strip() == "1"
+
+
+def test_status_json_and_table(stub):
+    run(stub, "put", "/s", "1")
+    assert json.loads(run(stub, "status", "--json").output) == {"epoch": 7, "txid": 1}
+    out = run(stub, "status").output
+    assert "epoch" in out and "txid" in out
+
+
+def test_value_conversions():
+    assert parse_value('{"a": {"$bytes": "0a"}}') == {"a": b"\n"}
+    assert parse_value("[1, 2") == "[1, 2"
+    assert parse_value('"quoted"') == "quoted"
+    assert from_json({"$bytes": "zz"}) == {"$bytes": "zz"}      # not hex: kept as a map
+    assert to_json({1: b"\x01", b"k": (1, 2)}) == {"1": {"$bytes": "01"}, "6b": [1, 2]}
+    assert format_status_value("journal_bytes", 3 * 2**20) == "3.0 MiB (3,145,728)"
+    assert format_status_value("loss_window_s", 0.0042) == "4.2 ms"
+    assert format_status_value("txid", 123456) == "123456"
