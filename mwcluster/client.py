@@ -249,6 +249,8 @@ class Client(Calls):
         if sock is None:
             raise MwclusterError("the client is closed")
         pending = self._pending
+        if not pending:
+            return
         if self._resend:
             self._resend = False
             now = time.perf_counter_ns()
