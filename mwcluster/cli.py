@@ -174,6 +174,9 @@ main.add_command(cli_client.stat)
 main.add_command(cli_client.status)
 main.add_command(cli_client.bench)
 
+from mwcluster.cli_master import master  # noqa: E402
+main.add_command(master)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,220 @@
+"""Typed configuration of the master: built-in defaults < TOML file < MWCLUSTER_* environment <
+command-line flags.
+
+Every key is declared once in `MASTER_KEYS` with its type, default, allowed values and a one
+line description; `conf/master.toml` documents the same keys with their defaults (a test keeps
+the two in step). A bad value from any source raises ConfigError naming the key, the source
+(the file, the environment variable or the flag) and what is allowed; unknown keys in a TOML
+file are refused too. Environment variables are `MWCLUSTER_` + the key in upper case
+(`MWCLUSTER_SEGMENT_BYTES=1048576`); other `MWCLUSTER_*` variables belong to other commands and
+are ignored here.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from mwcluster.errors import ConfigError
+
+ENV_PREFIX = "MWCLUSTER_"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    name: str
+    kind: type                       # int, float, str or bool
+    default: Any
+    help: str
+    check: Callable[[Any], bool] | None = None
+    allowed: str = ""                # what `check` accepts, for the error message
+
+
+def _at_least(n: float) -> Callable[[Any], bool]:
+    return lambda v: v >= n
+
+
+def _endpoint(v: str) -> bool:
+    return "://" in v and v.split("://", 1)[0] in ("tcp", "ipc", "inproc")
+
+
+MASTER_KEYS: tuple[Key, ...] = (
+    Key("data_dir", str, "./mwcluster-data", "journal, snapshots and the epoch file live here",
+        lambda v: v != "", "a non-empty path"),
+    Key("client_endpoint", str, "tcp://127.0.0.1:5550",
+        "ROUTER socket for clients, workers and the checkpoint node", _endpoint,
+        "a ZeroMQ endpoint such as tcp://127.0.0.1:5550 (port 0 or * picks a free port)"),
+    Key("pub_endpoint", str, "tcp://127.0.0.1:5551", "PUB socket of the log stream", _endpoint,
+        "a ZeroMQ endpoint such as tcp://127.0.0.1:5551"),
+    Key("durability", str, "async", "default durability of mutations",
+        lambda v: v in ("async", "sync"), "async or sync"),
+    Key("metrics_port", int, 0, "Prometheus metrics on 127.0.0.1:PORT; 0 turns them off",
+        lambda v: 0 <= v <= 65535, "0..65535"),
+    Key("metrics_host", str, "127.0.0.1", "address the metrics HTTP server listens on",
+        lambda v: v != "", "a host name or address"),
+    Key("ready_file", str, "", "write a JSON file with the actual endpoints once serving "
+        "(empty: none)"),
+    Key("segment_bytes", int, 64 << 20, "a journal segment is closed past this size",
+        _at_least(4096), "an integer >= 4096"),
+    Key("buffer_limit_bytes", int, 64 << 20,
+        "unflushed journal bytes past which appends wait for the disk (back-pressure)",
+        _at_least(4096), "an integer >= 4096"),
+    Key("max_message_bytes", int, 16 << 20, "largest request frame accepted (ZMQ_MAXMSGSIZE)",
+        _at_least(1024), "an integer >= 1024"),
+    Key("recent_requests", int, 100_000,
+        "how many recent (client_id, request_id) are remembered for idempotent retries",
+        _at_least(0), "an integer >= 0"),
+    Key("tail_bytes", int, 64 << 20,
+        "payload bytes of the newest records kept in memory for the log stream and FETCH",
+        _at_least(0), "an integer >= 0"),
+    Key("publish_batch_bytes", int, 1 << 20, "a log-stream message carries at most this much "
+        "payload (at least one record)", _at_least(1024), "an integer >= 1024"),
+    Key("fetch_max_bytes", int, 4 << 20, "cap on the payload bytes one FETCH reply carries",
+        _at_least(1024), "an integer >= 1024"),
+    Key("heartbeat_interval_s", float, 1.0, "heartbeat on the log stream when idle this long",
+        lambda v: 0.01 <= v <= 60, "a number of seconds within 0.01..60"),
+    Key("slow_fsync_ms", float, 50.0, "an fsync longer than this counts as slow (metrics)",
+        _at_least(0), "a number of milliseconds >= 0"),
+    Key("keep_snapshots", int, 2, "snapshots kept (the journal is kept from the oldest)",
+        _at_least(1), "an integer >= 1"),
+    Key("router_hwm", int, 10_000, "ROUTER send and receive high-water mark, per peer",
+        _at_least(0), "an integer >= 0 (0: no limit)"),
+    Key("pub_hwm", int, 10_000, "PUB send high-water mark in messages (batches)",
+        _at_least(0), "an integer >= 0 (0: no limit)"),
+    Key("shutdown_linger_ms", int, 500, "at a graceful stop, how long the last replies and "
+        "log messages may take to leave", lambda v: 0 <= v <= 60_000, "0..60000"),
+)
+
+_BY_NAME = {k.name: k for k in MASTER_KEYS}
+
+
+@dataclass(frozen=True, slots=True)
+class MasterConfig:
+    data_dir: str
+    client_endpoint: str
+    pub_endpoint: str
+    durability: str
+    metrics_port: int
+    metrics_host: str
+    ready_file: str
+    segment_bytes: int
+    buffer_limit_bytes: int
+    max_message_bytes: int
+    recent_requests: int
+    tail_bytes: int
+    publish_batch_bytes: int
+    fetch_max_bytes: int
+    heartbeat_interval_s: float
+    slow_fsync_ms: float
+    keep_snapshots: int
+    router_hwm: int
+    pub_hwm: int
+    shutdown_linger_ms: int
+    sources: Mapping[str, str]       # key -> "default", "file PATH", "env NAME", "flag --x"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sources"}
+
+
+assert [k.name for k in MASTER_KEYS] == [f.name for f in fields(MasterConfig)][:-1]
+
+
+def _convert(key: Key, value: Any, source: str, from_text: bool) -> Any:
+    """Check (and, for environment strings, parse) one value; raise ConfigError."""
+    kind = key.kind
+    what = f"{key.name} = {value!r} (from {source})"
+    if from_text and isinstance(value, str) and kind is not str:
+        text = value.strip()
+        try:
+            if kind is bool:
+                if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(text)
+                value = text.lower() in ("1", "true", "yes")
+            else:
+                value = kind(text)
+        except ValueError:
+            raise ConfigError(f"{what} is not {_kind_name(kind)}; allowed: "
+                              f"{key.allowed or _kind_name(kind)}") from None
+    if kind is float and type(value) is int:
+        value = float(value)
+    if type(value) is not kind:
+        raise ConfigError(f"{what} has type {type(value).__name__}, not {_kind_name(kind)}; "
+                          f"allowed: {key.allowed or _kind_name(kind)}")
+    if key.check is not None and not key.check(value):
+        raise ConfigError(f"{what} is out of range; allowed: {key.allowed}")
+    return value
+
+
+def _kind_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    if set(data) == {"master"} and isinstance(data["master"], dict):
+        data = data["master"]     # a [master] table is accepted as well as top-level keys
+    return data
+
+
+def load_master_config(config_file: str | os.PathLike[str] | None = None, *,
+                       env: Mapping[str, str] | None = None,
+                       flags: Mapping[str, Any] | None = None) -> MasterConfig:
+    """Layer the sources; `flags` maps key names to values given on the command line (None
+    means the flag was not given). The config file is `config_file`, else MWCLUSTER_CONFIG."""
+    env = os.environ if env is None else env
+    values = {k.name: k.default for k in MASTER_KEYS}
+    sources = {k.name: "default" for k in MASTER_KEYS}
+    if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
+        config_file = env[ENV_PREFIX + "CONFIG"]
+    if config_file is not None:
+        source = f"config file {config_file}"
+        for name, value in read_toml(config_file).items():
+            key = _BY_NAME.get(name)
+            if key is None:
+                raise ConfigError(f"unknown key {name!r} in {source}; known keys: "
+                                  f"{', '.join(sorted(_BY_NAME))}")
+            values[name] = _convert(key, value, source, from_text=False)
+            sources[name] = source
+    for key in MASTER_KEYS:
+        var = ENV_PREFIX + key.name.upper()
+        if var in env:
+            source = f"environment variable {var}"
+            values[key.name] = _convert(key, env[var], source, from_text=True)
+            sources[key.name] = source
+    for name, value in (flags or {}).items():
+        if value is None:
+            continue
+        key = _BY_NAME.get(name)
+        if key is None:
+            raise ConfigError(f"unknown option {name!r}")
+        source = f"option --{name.replace('_', '-')}"
+        values[name] = _convert(key, value, source, from_text=isinstance(value, str))
+        sources[name] = source
+    return MasterConfig(**values, sources=sources)
+
+
+def default_toml() -> str:
+    """The documented config file with every key at its default (conf/master.toml)."""
+    lines = []
+    for key in MASTER_KEYS:
+        lines.append(f"# {key.help}" + (f" ({key.allowed})" if key.allowed else ""))
+        lines.append(f"{key.name} = {_toml_value(key.default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)

@@ -1,0 +1,433 @@
+"""The master process: one event-loop thread that owns the Engine, the ROUTER and the PUB.
+
+    open():  lock DATA_DIR -> epoch + 1 (storage/epoch.py) -> Engine.open() (recovery) ->
+             bind the ROUTER and the PUB -> metrics server -> ready file
+    run():   poll [ROUTER, wake pipe] with a timeout up to the next tick
+               ROUTER readable: read every ready message (up to MAX_DRAIN), answer each through
+                   Handlers (master_handlers.py), then send all the replies (batching)
+               wake pipe readable: the journal flusher fsynced more records: send the parked
+                   sync replies they cover, publish the newly durable records on PUB
+               tick (every TICK_S): heartbeat when nothing was published for a while, rate
+                   sample, forget peers silent for 30 s, metrics snapshot
+             until request_stop(); then shut down: answer late requests `shutting_down`,
+             Engine.close() (drain + fsync), send the replies it made durable, publish the
+             last records and a heartbeat, close the sockets with a bounded linger.
+
+Threads: this loop; the journal flusher (storage/journal.py), whose `on_durable` callback
+only writes one byte to the wake pipe (at most one pending byte, guarded by a flag); the
+optional Prometheus HTTP server, which reads a snapshot the loop replaces once per tick.
+The loop never waits for the disk: sync replies are parked, not waited for.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from mwcluster import errors
+from mwcluster.config import MasterConfig
+from mwcluster.engine import Engine
+from mwcluster.nodes.master_handlers import Handlers
+from mwcluster.nodes.metrics import MasterCollector, MasterStats, MetricsServer, TimedJournalIO
+from mwcluster.storage import epoch as epochs
+from mwcluster.storage import snapshot as snapshots
+from mwcluster.storage.fsutil import JournalIO
+from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op,
+                                     encode_heartbeat, encode_log_batch)
+
+log = logging.getLogger(__name__)
+
+MAX_DRAIN = 4096        # messages read before the replies go out and the pipe is looked at
+TICK_S = 0.25
+PEER_WINDOW_S = 30.0
+_NOBLOCK = zmq.NOBLOCK
+_SNDMORE = zmq.SNDMORE
+
+
+class Master:
+    def __init__(self, config: MasterConfig, *, journal_io: JournalIO | None = None) -> None:
+        self.config = config
+        self.data_dir = Path(config.data_dir)
+        self.stats = MasterStats()
+        self.fsync_io = TimedJournalIO(journal_io, config.slow_fsync_ms / 1000)
+        self.engine: Engine | None = None
+        self.handlers: Handlers | None = None
+        self.epoch = 0
+        self.client_endpoint = self.pub_endpoint = ""
+        self.metrics: MetricsServer | None = None
+        self.published_txid = 0
+        self.peers: dict[bytes, float] = {}
+        self.started = self.serving_since = time.monotonic()
+        self._ctx: zmq.Context | None = None
+        self.router: zmq.Socket | None = None
+        self.pub: zmq.Socket | None = None
+        self._lock_fd: int | None = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_pending = False
+        self._stop_requested = False
+        self._closed = False
+        self._last_publish = 0.0
+        self._next_rate = 0.0
+
+    # --- start ---------------------------------------------------------------------------
+
+    def open(self) -> Master:
+        """Recover and bind; on any failure everything opened so far is closed again."""
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        cfg = self.config
+        self._lock_data_dir()
+        self.epoch = epochs.next_epoch(self.data_dir)
+        self.engine = Engine(self.data_dir, durability="async", keep_snapshots=cfg.keep_snapshots,
+                             epoch=self.epoch, segment_bytes=cfg.segment_bytes,
+                             buffer_limit_bytes=cfg.buffer_limit_bytes, journal_io=self.fsync_io,
+                             on_durable=self._on_durable, recent_requests=cfg.recent_requests,
+                             tail_bytes=cfg.tail_bytes)
+        report = self.engine.open()
+        log.info("epoch %d: recovered txid %d in %.3f s", self.epoch, report.last_txid,
+                 report.seconds)
+        self.published_txid = self.engine.journal.durable_txid
+        self.handlers = Handlers(self.engine, self.epoch, self.stats,
+                                 default_sync=cfg.durability == "sync",
+                                 max_message_bytes=cfg.max_message_bytes,
+                                 fetch_max_bytes=cfg.fetch_max_bytes, status=self.status)
+        self._bind()
+        if cfg.metrics_port:
+            collector = MasterCollector(self.stats, {int(op): op.name.lower() for op in Op},
+                                        {int(c): c.name.lower() for c in ErrorCode})
+            self.metrics = MetricsServer(collector, cfg.metrics_host, cfg.metrics_port)
+        self.serving_since = time.monotonic()
+        self.stats.publish(self.status(), self.fsync_io)
+        if cfg.ready_file:
+            self._write_ready_file(Path(cfg.ready_file))
+        log.info("epoch %d: serving requests on %s, log stream on %s (durability %s)",
+                 self.epoch, self.client_endpoint, self.pub_endpoint, cfg.durability)
+
+    def _lock_data_dir(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.data_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise errors.StorageError(f"cannot use the data directory {self.data_dir}: "
+                                      f"{exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise errors.StorageError(f"another master (pid {holder}) is running on "
+                                      f"{self.data_dir}; stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _bind(self) -> None:
+        cfg = self.config
+        self._ctx = ctx = zmq.Context()
+        router = self.router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        router.setsockopt(zmq.SNDHWM, cfg.router_hwm)
+        router.setsockopt(zmq.RCVHWM, cfg.router_hwm)
+        pub = self.pub = ctx.socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.setsockopt(zmq.SNDHWM, cfg.pub_hwm)
+        for sock, endpoint, what in ((router, cfg.client_endpoint, "client"),
+                                     (pub, cfg.pub_endpoint, "pub")):
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                raise errors.MwclusterError(f"cannot bind the {what} endpoint {endpoint}: "
+                                            f"{exc} (is another process using it?)") from None
+        self.client_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.pub_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def ready_info(self) -> dict[str, Any]:
+        return {"client": self.client_endpoint, "pub": self.pub_endpoint, "pid": os.getpid(),
+                "epoch": self.epoch, "metrics_port": self.metrics.port if self.metrics else None}
+
+    def _write_ready_file(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.ready_info()))
+        os.replace(tmp, path)
+
+    # --- wake-ups from other threads ------------------------------------------------------
+
+    def _on_durable(self, _txid: int) -> None:
+        """Called by the journal flusher after each fsync: one byte per pending wake-up."""
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._poke()
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop (thread-safe, and safe in a signal handler)."""
+        self._stop_requested = True
+        self._poke()
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wake_w, b"\x01")
+        except (BlockingIOError, OSError):
+            pass   # the pipe is full (a wake-up is pending anyway) or already closed
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until request_stop(); then shut down. Returns the process exit code."""
+        router = self.router
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        wake_r = self._wake_r
+        monotonic = time.monotonic
+        next_tick = monotonic()
+        try:
+            while not self._stop_requested:
+                timeout_ms = max(0.0, (next_tick - monotonic()) * 1000)
+                ready = poller.poll(timeout_ms)
+                for what, _ in ready:
+                    if what is router:
+                        self._drain()
+                    elif what == wake_r:
+                        self._on_wake()
+                now = monotonic()
+                if now >= next_tick:
+                    self._tick(now)
+                    next_tick = now + TICK_S
+        except Exception:
+            log.exception("epoch %d: the event loop failed; shutting down", self.epoch)
+            self._shutdown()
+            return 1
+        return self._shutdown()
+
+    def _drain(self) -> None:
+        """Read every ready request (up to MAX_DRAIN), then send all their replies."""
+        router = self.router
+        recv = router.recv
+        handlers = self.handlers
+        handle = handlers.handle
+        peers = self.peers
+        out = []
+        append = out.append
+        handlers.now = t0 = time.monotonic()
+        for _ in range(MAX_DRAIN):
+            try:
+                ident = recv(_NOBLOCK)
+            except zmq.Again:
+                break
+            frame = recv(copy=False)
+            peers[ident] = t0
+            if frame.more:
+                append((ident, self._multi_frame(frame)))
+                continue
+            reply = handle(ident, frame.buffer)
+            if reply is not None:
+                append((ident, reply))
+        self._send_all(out)
+        self.stats.add_batch(handlers.batch_ops, time.monotonic() - t0)
+        handlers.batch_ops.clear()
+
+    def _multi_frame(self, first: zmq.Frame) -> bytes:
+        frames = 1
+        size = len(first)
+        while self.router.getsockopt(zmq.RCVMORE):
+            size += len(self.router.recv())
+            frames += 1
+        return self.handlers.error(0, ErrorCode.BAD_REQUEST,
+                                   f"a request must be one frame; got {frames} frames "
+                                   f"({size} bytes)")
+
+    def _send_all(self, out: list[tuple[bytes, bytes]]) -> None:
+        send = self.router.send
+        try:
+            for ident, reply in out:
+                send(ident, _SNDMORE)
+                send(reply)
+        except zmq.ZMQError as exc:   # never expected with ROUTER_MANDATORY off; not fatal
+            self.stats.dropped += 1
+            log.warning("epoch %d: a reply could not be sent: %s", self.epoch, exc)
+
+    def _on_wake(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        self._wake_pending = False      # cleared before reading durable_txid: no lost wake-up
+        self._after_durable()
+
+    def _after_durable(self) -> None:
+        durable = self.engine.journal.durable_txid
+        if self.handlers.parked:
+            self._send_all(self.handlers.release(durable, time.monotonic()))
+        if durable > self.published_txid:
+            self._publish(durable)
+
+    def _publish(self, durable: int) -> None:
+        """Publish the records up to `durable` in batches of at most publish_batch_bytes."""
+        engine = self.engine
+        pub = self.pub
+        epoch = self.epoch
+        limit = self.config.publish_batch_bytes
+        nxt = self.published_txid + 1
+        while nxt <= durable:
+            try:
+                records = engine.records(nxt, limit)
+            except errors.Truncated as exc:
+                log.warning("epoch %d: records from txid %d are no longer kept, so they are not "
+                            "published (subscribers fetch the snapshot): %s", epoch, nxt, exc)
+                nxt = durable + 1
+                break
+            if not records:
+                break
+            if records[-1][0] > durable:
+                records = [r for r in records if r[0] <= durable]
+            pub.send(TOPIC_LOG, _SNDMORE)
+            pub.send(encode_log_batch(epoch, records))
+            self.stats.published_batches += 1
+            self.stats.published_records += len(records)
+            nxt = records[-1][0] + 1
+        self.published_txid = nxt - 1
+        self._last_publish = time.monotonic()
+
+    def _heartbeat(self) -> None:
+        engine = self.engine
+        durable = engine.journal.durable_txid
+        state = engine.state
+        digest = state.digest if state.txid == durable else None
+        self.pub.send(TOPIC_HEARTBEAT, _SNDMORE)
+        self.pub.send(encode_heartbeat(self.epoch, durable, digest, int(time.time() * 1000)))
+        self.stats.heartbeats += 1
+        self._last_publish = time.monotonic()
+
+    def _tick(self, now: float) -> None:
+        if now - self._last_publish >= self.config.heartbeat_interval_s:
+            self._heartbeat()
+        if now >= self._next_rate:
+            self._next_rate = now + 1.0
+            self.stats.sample_rate(now)
+            horizon = now - PEER_WINDOW_S
+            peers = self.peers
+            if len(peers) > 10_000 or any(t < horizon for t in peers.values()):
+                self.peers = {p: t for p, t in peers.items() if t >= horizon}
+            if self.metrics is not None:
+                self.stats.publish(self.status(), self.fsync_io)
+
+    # --- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        engine = self.engine
+        js = engine.journal.stats()
+        now = time.monotonic()
+        snap_txid, snap_age = 0, None
+        for _txid, path in snapshots.list_snapshots(engine.snapshot_dir):
+            try:
+                header = snapshots.read_header(path)
+            except errors.MwclusterError:
+                continue
+            snap_txid = header.txid
+            snap_age = round(max(0.0, time.time() - header.created_ms / 1000), 3)
+            break
+        p50, p99 = self.fsync_io.percentiles_ms()
+        losses = sorted(js.loss_window_samples)
+        state = engine.state
+        horizon = now - PEER_WINDOW_S
+        recovery = engine.recovery
+        return {
+            "epoch": self.epoch, "txid": state.txid, "durable_txid": js.durable_txid,
+            "digest": state.digest, "published_txid": self.published_txid,
+            "loss_window_s": round(js.oldest_unflushed_age_s, 6),
+            "loss_window_p99_s": (round(losses[min(len(losses) - 1, int(len(losses) * 0.99))], 6)
+                                  if losses else None),
+            "buffered_bytes": js.buffered_bytes, "journal_bytes": js.journal_bytes,
+            "journal_segments": js.segments, "first_txid": engine.journal.first_txid,
+            "last_snapshot_txid": snap_txid, "last_snapshot_age_s": snap_age,
+            "requests_per_s": self.stats.requests_per_s(),
+            "requests_total": self.stats.requests_total,
+            "errors_total": sum(self.stats.errors_by_code.values()),
+            "dropped_messages": self.stats.dropped, "retried_requests": self.stats.retries,
+            "parked_sync_replies": len(self.handlers.parked) if self.handlers else 0,
+            "uptime_s": round(now - self.serving_since, 3),
+            "recovery_s": round(recovery.seconds, 6) if recovery else None,
+            "recovery": recovery.to_dict() if recovery else None,
+            "peers": sum(1 for t in list(self.peers.values()) if t >= horizon),
+            "durability": self.config.durability,
+            "fsyncs": js.fsyncs, "fsync_p50_ms": p50, "fsync_p99_ms": p99,
+            "slow_fsyncs": self.fsync_io.slow,
+            "keys": len(state.ns), "jobs": len(state.jobs.jobs),
+            "workers": len(state.jobs.workers),
+            "journal_failed": js.failed, "last_error": js.last_error,
+            "pid": os.getpid(),
+        }
+
+    # --- stop --------------------------------------------------------------------------------
+
+    def _shutdown(self) -> int:
+        """Stop taking requests, make everything durable, answer and publish what that
+        covers, close. Returns 0, or 1 when the journal could not save everything."""
+        code = 0
+        handlers = self.handlers
+        if handlers is not None and self.router is not None:
+            handlers.shutting_down = True
+            try:
+                self._drain()           # requests already queued get `shutting_down`
+            except zmq.ZMQError:
+                pass
+        if self.engine is not None:
+            try:
+                self.engine.close()
+            except errors.MwclusterError as exc:
+                log.error("epoch %d: the journal could not save everything at stop: %s",
+                          self.epoch, exc)
+                code = 1
+            if handlers is not None and self.router is not None:
+                try:
+                    self._after_durable()
+                    self._heartbeat()
+                except zmq.ZMQError:
+                    pass
+        log.info("epoch %d: stopped at txid %d (durable %d)", self.epoch,
+                 self.engine.state.txid if self.engine else 0,
+                 self.engine.journal.durable_txid if self.engine else 0)
+        self.close(linger_ms=self.config.shutdown_linger_ms)
+        return code
+
+    def close(self, linger_ms: int = 0) -> None:
+        """Release everything (idempotent). Closing the engine drains and fsyncs the journal;
+        _shutdown does that first so that it can still answer and publish what it saved."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.engine is not None and not self.engine.journal.closed:
+            try:
+                self.engine.close()
+            except errors.MwclusterError as exc:
+                log.error("epoch %d: %s", self.epoch, exc)
+        for sock in (self.router, self.pub):
+            if sock is not None:
+                sock.setsockopt(zmq.LINGER, linger_ms)
+                sock.close()
+        if self._ctx is not None:
+            self._ctx.term()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.config.ready_file and self.client_endpoint:
+            Path(self.config.ready_file).unlink(missing_ok=True)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)     # releases the flock
+            self._lock_fd = None

@@ -1,0 +1,236 @@
+"""What the master answers to one request frame: no sockets, no threads, no clock reads.
+
+`Handlers.handle(ident, frame)` decodes an untrusted frame with `wire.protocol`, runs the
+operation against the Engine and returns the encoded reply, or None when the reply is parked
+until the fsync that covers it (sync durability; `release` hands parked replies back once
+`durable_txid` passed their txid). Every failure becomes an error reply with a code; nothing
+is applied from a request that fails to decode or validate. The event loop (master.py) owns
+the sockets and calls this; tests can call it directly.
+
+Mutations: decode -> recent(origin) answers a retry -> `records.from_wire` builds and
+type-checks the record -> `Engine.submit(..., durability="async", origin=...)` -> reply now,
+or park it when the request (or the master's default) asks for sync. The engine never waits
+for the disk on this thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from typing import Any, Callable
+
+from mwcluster import errors
+from mwcluster.core.keys import check_prefix
+from mwcluster.core.records import from_wire
+from mwcluster.engine import Engine
+from mwcluster.nodes.metrics import MasterStats
+from mwcluster.storage import snapshot as snapshots
+from mwcluster.wire.protocol import (DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op, ProtocolError,
+                                     Request, args_check, decode_request, encode_error,
+                                     encode_reply, error_code_for)
+
+log = logging.getLogger(__name__)
+
+MAX_LIST = 100_000           # names or keys per CHILDREN / LIST reply
+MAX_CHUNK_BYTES = 1 << 20    # bytes per SNAPSHOT_CHUNK reply
+_OPT_INT = (int, type(None))
+_OPT_STR = (str, type(None))
+
+
+class Handlers:
+    """The request handlers of one master. Owned by the event loop thread."""
+
+    def __init__(self, engine: Engine, epoch: int, stats: MasterStats, *,
+                 default_sync: bool = False, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 fetch_max_bytes: int = 4 << 20, status: Callable[[], dict] = dict) -> None:
+        self.engine = engine
+        self.epoch = epoch
+        self.stats = stats
+        self.default_sync = default_sync
+        self.max_message_bytes = max_message_bytes
+        self.fetch_max_bytes = fetch_max_bytes
+        self.status = status
+        self.shutting_down = False
+        self.now = 0.0               # set by the loop before each batch (parking time)
+        self.batch_ops: dict[int, int] = {}   # requests per op in the current batch
+        # (txid, ident, reply, parked_at): sync replies waiting for their fsync, in the order
+        # they were parked (txid order, except a retry of an older request)
+        self.parked: deque[tuple[int, bytes, bytes, float]] = deque()
+        self._reads: dict[int, Callable[[Request], bytes]] = {
+            Op.GET: self._get, Op.STAT: self._stat, Op.CHILDREN: self._children,
+            Op.LIST: self._list, Op.STATUS: self._status, Op.PING: self._ping,
+            Op.FETCH: self._fetch, Op.SNAPSHOT_INFO: self._snapshot_info,
+            Op.SNAPSHOT_CHUNK: self._snapshot_chunk,
+        }
+
+    # --- entry points ----------------------------------------------------------------------
+
+    def handle(self, ident: bytes, frame: bytes) -> bytes | None:
+        """The reply to one request frame, or None when it was parked for sync."""
+        try:
+            req = decode_request(frame, self.max_message_bytes)
+        except ProtocolError as exc:
+            return self.error(exc.request_id or 0, exc.error, str(exc))
+        op = req.op
+        ops = self.batch_ops
+        ops[op] = ops.get(op, 0) + 1
+        if self.shutting_down:
+            return self.error(req.request_id, ErrorCode.SHUTTING_DOWN,
+                              "the master is stopping; nothing was applied, retry later")
+        try:
+            if op < 100:
+                return self._mutate(ident, req)
+            return self._reads[op](req)
+        except ProtocolError as exc:
+            return self.error(req.request_id, exc.error, str(exc))
+        except Exception as exc:  # a bug: answer it and keep serving everyone else
+            log.exception("epoch %d: request op %d failed unexpectedly", self.epoch, op)
+            return self.error(req.request_id, ErrorCode.INTERNAL,
+                              f"internal error ({type(exc).__name__}: {exc})")
+
+    def error(self, request_id: int, code: ErrorCode, message: str) -> bytes:
+        counts = self.stats.errors_by_code
+        counts[code] = counts.get(code, 0) + 1
+        return encode_error(request_id, self.epoch, code, message)
+
+    def release(self, durable_txid: int, now: float) -> list[tuple[bytes, bytes]]:
+        """Parked replies whose record is now durable, as (ident, reply), oldest first."""
+        parked = self.parked
+        out = []
+        wait = self.stats.sync_wait
+        while parked and parked[0][0] <= durable_txid:
+            _txid, ident, reply, parked_at = parked.popleft()
+            out.append((ident, reply))
+            wait.add(now - parked_at)
+        return out
+
+    # --- mutations ---------------------------------------------------------------------------
+
+    def _mutate(self, ident: bytes, req: Request) -> bytes | None:
+        engine = self.engine
+        origin = (req.client_id, req.request_id)
+        hit = engine.recent(origin)
+        if hit is None:
+            try:
+                rec = from_wire([req.op, *req.args])
+            except errors.InvalidRecord as exc:
+                return self.error(req.request_id, ErrorCode.BAD_REQUEST,
+                                  f"{Op(req.op).name}: {exc}")
+            try:
+                txid, result = engine.submit(rec, durability="async", origin=origin)
+            except errors.MwclusterError as exc:  # refused: nothing was applied
+                return self.error(req.request_id, error_code_for(exc), str(exc))
+        else:
+            txid, result = hit
+            self.stats.retries += 1
+        reply = encode_reply(req.request_id, self.epoch, 0, txid, result)
+        durability = req.durability
+        if (durability == 2 or (durability == 0 and self.default_sync)) \
+                and txid > engine.journal.durable_txid:
+            self.parked.append((txid, ident, reply, self.now))
+            return None
+        return reply
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def _ok(self, req: Request, result: Any) -> bytes:
+        return encode_reply(req.request_id, self.epoch, 0, 0, result)
+
+    def _get(self, req: Request) -> bytes:
+        key, = args_check(req, (str,), ("key",))
+        got = self.engine.state.ns.get_encoded(key)
+        if got is None:
+            return self._ok(req, None)
+        value, stat = got
+        return self._ok(req, (value, stat.version, stat.create_txid, stat.modify_txid))
+
+    def _stat(self, req: Request) -> bytes:
+        key, = args_check(req, (str,), ("key",))
+        stat = self.engine.state.ns.stat(key)
+        return self._ok(req, None if stat is None else tuple(stat))
+
+    def _children(self, req: Request) -> bytes:
+        path, limit = args_check(req, (str, _OPT_INT), ("path", "limit"))
+        limit = self._limit(req, limit)
+        try:
+            path = check_prefix(path)
+        except errors.InvalidRecord as exc:
+            return self.error(req.request_id, ErrorCode.INVALID, str(exc))
+        return self._ok(req, self.engine.state.ns.children(path, limit))
+
+    def _list(self, req: Request) -> bytes:
+        prefix, limit, start_after = args_check(req, (str, int, _OPT_STR),
+                                                ("prefix", "limit", "start_after"))
+        limit = self._limit(req, limit)
+        return self._ok(req, self.engine.state.ns.list_prefix(prefix, limit, start_after))
+
+    @staticmethod
+    def _limit(req: Request, limit: int | None) -> int:
+        if limit is None:
+            return MAX_LIST
+        if type(limit) is not int or limit < 0:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{Op(req.op).name}: limit must be "
+                                "nil or a non-negative integer", req.request_id)
+        return min(limit, MAX_LIST)
+
+    def _status(self, req: Request) -> bytes:
+        args_check(req, (), ())
+        return self._ok(req, self.status())
+
+    def _ping(self, req: Request) -> bytes:
+        args_check(req, (), ())
+        return self._ok(req, None)
+
+    # --- replication ---------------------------------------------------------------------------
+
+    def _fetch(self, req: Request) -> bytes:
+        from_txid, max_bytes = args_check(req, (int, int), ("from_txid", "max_bytes"))
+        if from_txid < 0 or max_bytes < 0:
+            raise ProtocolError(ErrorCode.BAD_REQUEST,
+                                "FETCH: from_txid and max_bytes must be non-negative",
+                                req.request_id)
+        engine = self.engine
+        try:
+            records = engine.records(max(from_txid, 1),
+                                     max(1, min(max_bytes, self.fetch_max_bytes)))
+        except errors.Truncated as exc:
+            return self.error(req.request_id, ErrorCode.TRUNCATED, str(exc))
+        return self._ok(req, (engine.journal.durable_txid, records))
+
+    def _newest_snapshot(self) -> snapshots.SnapshotHeader | None:
+        for _txid, path in snapshots.list_snapshots(self.engine.snapshot_dir):
+            try:
+                return snapshots.read_header(path)
+            except errors.MwclusterError as exc:   # damaged: offer the next older one
+                log.warning("epoch %d: snapshot %s is not offered: %s", self.epoch, path, exc)
+        return None
+
+    def _snapshot_info(self, req: Request) -> bytes:
+        args_check(req, (), ())
+        header = self._newest_snapshot()
+        if header is None:
+            return self.error(req.request_id, ErrorCode.NO_SNAPSHOT, "there is no snapshot")
+        size = snapshots.HEADER_BYTES + header.body_bytes + snapshots.TRAILER_BYTES
+        return self._ok(req, (header.txid, header.epoch, header.digest, size,
+                              header.created_ms))
+
+    def _snapshot_chunk(self, req: Request) -> bytes:
+        txid, offset, length = args_check(req, (int, int, int), ("txid", "offset", "length"))
+        if txid < 0 or offset < 0 or length < 0:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "SNAPSHOT_CHUNK: txid, offset and "
+                                "length must be non-negative", req.request_id)
+        path = self.engine.snapshot_dir / snapshots.snapshot_name(txid)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, ValueError, OverflowError):
+            return self.error(req.request_id, ErrorCode.NO_SNAPSHOT,
+                              f"the snapshot at txid {txid} is not kept (any more); ask "
+                              "SNAPSHOT_INFO for the newest")
+        try:
+            data = os.pread(fd, min(length, MAX_CHUNK_BYTES), offset)
+        except OverflowError:
+            data = b""
+        finally:
+            os.close(fd)
+        return self._ok(req, data)
