@@ -172,15 +172,20 @@ def stat(key: str, as_json: bool, master: str, timeout_s: float) -> None:
 
 
 # The status fields people look at first, in this order; the rest follow by name.
-STATUS_ORDER = ("epoch", "txid", "durable_txid", "loss_window_s", "buffer_bytes",
+STATUS_ORDER = ("epoch", "txid", "durable_txid", "loss_window_s", "buffered_bytes",
                 "journal_bytes", "journal_segments", "last_snapshot_txid",
-                "last_snapshot_age_s", "requests_per_s", "uptime_s", "recovery_s",
-                "peers", "durability")
+                "last_snapshot_age_s", "requests_per_s", "uptime_s", "recovery_s", "peers",
+                "durability")
 
 
 def format_status_value(name: str, value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return str(value).lower() if value is not None else "-"
+    """One status value for people: sizes in KiB/MiB, durations in ms or s, digests in hex."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int) and "digest" in name:
+        return f"{value:016x}"
     if name.endswith("_bytes") and isinstance(value, int):
         size, unit = float(value), "B"
         for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -188,17 +193,35 @@ def format_status_value(name: str, value: Any) -> str:
                 break
             size /= 1024
         return f"{value:,}" if unit == "B" else f"{size:.1f} {unit} ({value:,})"
-    if name.endswith("_s") and isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and name.endswith("_per_s"):
+        return f"{value:,.1f}"
+    if isinstance(value, (int, float)) and name.endswith("_s"):
         return f"{value * 1000:.1f} ms" if abs(value) < 1 else f"{value:,.2f} s"
-    if name.endswith("_ms") and isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and name.endswith("_ms"):
         return f"{value:,.1f} ms"
     if isinstance(value, float):
-        return f"{value:,.1f}"
+        return f"{value:,.3f}"
     if isinstance(value, int):
-        return f"{value:,}" if "txid" not in name and name != "epoch" else str(value)
+        return f"{value:,}" if name.endswith("_total") else str(value)
     if isinstance(value, (dict, list, tuple, bytes)):
         return dumps(value, sort_keys=True)
     return str(value)
+
+
+def status_rows(info: dict) -> list[tuple[str, str]]:
+    """(name, text) rows: the known fields first, then the rest by name; the fields of a
+    nested map (e.g. `recovery`) become rows of their own, `recovery.seconds`."""
+    names = [n for n in STATUS_ORDER if n in info] + sorted(
+        (n for n in info if n not in STATUS_ORDER), key=str)
+    rows = []
+    for name in names:
+        value = info[name]
+        if isinstance(value, dict):
+            for sub in sorted(value, key=str):
+                rows.append((f"{name}.{sub}", format_status_value(str(sub), value[sub])))
+        else:
+            rows.append((str(name), format_status_value(str(name), value)))
+    return rows
 
 
 @click.command()
@@ -218,10 +241,8 @@ def status(as_json: bool, master: str, timeout_s: float) -> None:
     table = Table(title=f"master at {master}", show_header=False, min_width=48)
     table.add_column("field", style="bold")
     table.add_column("value", justify="right")
-    names = [n for n in STATUS_ORDER if n in info] + sorted(
-        n for n in info if n not in STATUS_ORDER)
-    for name in names:
-        table.add_row(str(name), format_status_value(str(name), info[name]))
+    for name, text in status_rows(info):
+        table.add_row(name, text)
     Console().print(table)
 
 

@@ -196,13 +196,14 @@ class Client(Calls):
         return Pipeline(self, window)
 
     def iter_keys(self, prefix: str, page: int = 1000):
-        """Every key starting with `prefix`, in order, fetched `page` keys at a time."""
+        """Every key starting with `prefix`, in order, fetched `page` keys at a time (until
+        an empty page: the master may cap a page below `page`)."""
         start_after = None
         while True:
             keys = self.list(prefix, page, start_after)
-            yield from keys
-            if len(keys) < page:
+            if not keys:
                 return
+            yield from keys
             start_after = keys[-1]
 
     # --- sending and receiving ---

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from mwcluster.cli import main
-from mwcluster.cli_client import format_status_value, from_json, parse_value, to_json
+from mwcluster.cli_client import (format_status_value, from_json, parse_value, status_rows,
+                                  to_json)
 from test_client_socket import Stub
 
 
@@ -92,3 +93,14 @@ def test_value_conversions():
     assert format_status_value("journal_bytes", 3 * 2**20) == "3.0 MiB (3,145,728)"
     assert format_status_value("loss_window_s", 0.0042) == "4.2 ms"
     assert format_status_value("txid", 123456) == "123456"
+
+
+def test_status_rows_for_people():
+    rows = dict(status_rows({"zeta": 1, "txid": 5, "epoch": 2, "digest": 255,
+                             "requests_per_s": 1234.5, "recovery": {"seconds": 0.5},
+                             "requests_total": 12345}))
+    assert list(rows)[:2] == ["epoch", "txid"]
+    assert rows["digest"] == "00000000000000ff"
+    assert rows["requests_per_s"] == "1,234.5"
+    assert rows["recovery.seconds"] == "0.500"
+    assert rows["requests_total"] == "12,345"
