@@ -22,8 +22,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["MasterProcess", "MasterStartError"]
+__all__ = ["MasterProcess", "MasterStartError", "RawDealer"]
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -182,3 +183,74 @@ class MasterProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class RawDealer:
+    """A bare DEALER speaking the wire protocol, for tests that must not depend on the client:
+    it sends exactly the frames it is given and shows every reply as it came."""
+
+    def __init__(self, endpoint: str, *, client_id: bytes | None = None,
+                 timeout_s: float = 10.0) -> None:
+        import zmq
+
+        self._zmq = zmq
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.client_id = client_id or os.urandom(16)
+        self.timeout_s = timeout_s
+        self.next_request_id = 1
+
+    def send(self, op: int, args: list | tuple = (), durability: int = 0, *,
+             request_id: int | None = None, client_id: bytes | None = None) -> int:
+        from mwcluster.wire.protocol import encode_request
+
+        if request_id is None:
+            request_id = self.next_request_id
+            self.next_request_id += 1
+        self.sock.send(encode_request(client_id or self.client_id, request_id, op, list(args),
+                                      durability))
+        return request_id
+
+    def send_frames(self, *frames: bytes) -> None:
+        self.sock.send_multipart(list(frames))
+
+    def recv(self, timeout_s: float | None = None) -> Any:
+        """The next reply (a wire.protocol.Reply), or None when none came in time."""
+        from mwcluster.wire.protocol import decode_reply
+
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        if not self.sock.poll(int(timeout * 1000)):
+            return None
+        return decode_reply(self.sock.recv())
+
+    def call(self, op: int, args: list | tuple = (), durability: int = 0, *,
+             request_id: int | None = None, client_id: bytes | None = None,
+             timeout_s: float | None = None) -> Any:
+        """Send one request and return its reply; AssertionError on a timeout or when another
+        reply comes first."""
+        rid = self.send(op, args, durability, request_id=request_id, client_id=client_id)
+        reply = self.recv(timeout_s)
+        if reply is None:
+            raise AssertionError(f"no reply to request {rid} (op {op}) in time")
+        if reply.request_id != rid:
+            raise AssertionError(f"expected the reply to request {rid}, got {reply}")
+        return reply
+
+    def status(self) -> dict:
+        from mwcluster.wire.protocol import Op
+
+        reply = self.call(Op.STATUS)
+        assert reply.status == 0, reply
+        return reply.result
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+    def __enter__(self) -> RawDealer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,224 @@
+"""The master's request handlers driven in memory: no sockets, an Engine on tmp_path.
+
+Each test feeds encoded request frames to `Handlers.handle` and decodes what comes back, so
+the whole per-request contract (codes, txids, epochs, parking, retries) is checked without
+the event loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+
+import msgpack
+import pytest
+
+from mwcluster.engine import Engine
+from mwcluster.nodes.master_handlers import MAX_CHUNK_BYTES, Handlers
+from mwcluster.nodes.metrics import MasterStats
+from mwcluster.storage import snapshot as snapshots
+from mwcluster.storage.fsutil import FaultyJournalIO
+from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request
+
+EPOCH = 7
+CID = b"client-1"
+
+
+@pytest.fixture
+def io():
+    return FaultyJournalIO()
+
+
+@pytest.fixture
+def engine(tmp_path, io):
+    eng = Engine(tmp_path / "data", epoch=EPOCH, journal_io=io, retry_initial_s=0.001,
+                 retry_max_s=0.01)
+    eng.open()
+    yield eng
+    io.heal()
+    io.block_writes.set()
+    eng.close()
+
+
+@pytest.fixture
+def handlers(engine):
+    return Handlers(engine, EPOCH, MasterStats(), status=lambda: {"ok": True})
+
+
+def ask(h: Handlers, op, args=(), durability=0, rid=1, cid=CID):
+    out = h.handle(b"peer", encode_request(cid, rid, op, list(args), durability))
+    return None if out is None else decode_reply(out)
+
+
+def pack(value) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def test_put_get_stat_and_every_reply_carries_the_epoch(handlers):
+    r = ask(handlers, Op.PUT, ["/a/b", pack({"x": 1}), None])
+    assert (r.status, r.txid, r.result, r.epoch) == (0, 1, 1, EPOCH)
+    r = ask(handlers, Op.GET, ["/a/b"], rid=2)
+    assert r.result == [pack({"x": 1}), 1, 1, 1] and r.txid == 0 and r.epoch == EPOCH
+    assert ask(handlers, Op.STAT, ["/a/b"], rid=3).result == [1, 1, 1, len(pack({"x": 1}))]
+    assert ask(handlers, Op.GET, ["/nope"], rid=4).result is None
+    assert ask(handlers, Op.STAT, ["/nope"], rid=5).result is None
+
+
+def test_merge_delete_multi_children_list(handlers):
+    ask(handlers, Op.PUT, ["/j/a", pack({"n": 1}), None], rid=1)
+    ask(handlers, Op.PUT, ["/j/b/c", pack(2), None], rid=2)
+    r = ask(handlers, Op.MERGE, ["/j/a", pack({"m": 2}), 1], rid=3)
+    assert (r.status, r.result) == (0, 2)
+    assert msgpack.unpackb(ask(handlers, Op.GET, ["/j/a"], rid=4).result[0]) == {"n": 1, "m": 2}
+    assert ask(handlers, Op.CHILDREN, ["/j", None], rid=5).result == ["a", "b"]
+    assert ask(handlers, Op.CHILDREN, ["/", 10], rid=6).result == ["j"]
+    assert ask(handlers, Op.LIST, ["/j/", 1, None], rid=7).result == ["/j/a"]
+    assert ask(handlers, Op.LIST, ["/j/", 10, "/j/a"], rid=8).result == ["/j/b/c"]
+    r = ask(handlers, Op.MULTI, [[[1, "/j/x", pack(1), 0], [4, "/j/a", 2]]], rid=9)
+    assert (r.status, r.txid, r.result) == (0, 4, [1, None])
+    r = ask(handlers, Op.DELETE, ["/j/b", True, None], rid=10)
+    assert (r.status, r.result) == (0, 1)
+
+
+@pytest.mark.parametrize("op,args,code", [
+    (Op.PUT, ["/k", pack(1), 5], ErrorCode.NO_NODE),
+    (Op.PUT, ["/a", pack(1), 0], ErrorCode.NODE_EXISTS),
+    (Op.PUT, ["/a", pack(1), 9], ErrorCode.BAD_VERSION),
+    (Op.DELETE, ["/p", False, None], ErrorCode.NOT_EMPTY),
+    (Op.MERGE, ["/s", pack({"x": 1}), None], ErrorCode.NOT_A_MAP),
+    (Op.MULTI, [[[1, "/m", pack(1), None], [4, "/a", 99]]], ErrorCode.MULTI_FAILED),
+    (Op.MULTI, [[]], ErrorCode.INVALID),
+    (Op.PUT, ["no-slash", pack(1), None], ErrorCode.INVALID),
+    (Op.PUT, ["/bad", b"\xc4" + b"x" * 10, None], ErrorCode.INVALID),
+    (Op.PUT, ["/big", msgpack.packb("x" * ((1 << 20) + 1)), None], ErrorCode.INVALID),
+    (Op.PUT, ["/" + "k" * 2000, msgpack.packb(1), None], ErrorCode.INVALID),
+    (Op.PUT, ["/a", pack(1)], ErrorCode.BAD_REQUEST),
+    (Op.PUT, ["/a", "not bytes", None], ErrorCode.BAD_REQUEST),
+    (Op.MULTI, [[[9, "x"]]], ErrorCode.BAD_REQUEST),
+    (Op.GET, [], ErrorCode.BAD_REQUEST),
+    (Op.GET, [1], ErrorCode.BAD_REQUEST),
+    (Op.CHILDREN, ["/a", -1], ErrorCode.BAD_REQUEST),
+    (Op.CHILDREN, ["bad path", None], ErrorCode.INVALID),
+    (Op.LIST, ["/", "x", None], ErrorCode.BAD_REQUEST),
+    (Op.FETCH, [-1, 10], ErrorCode.BAD_REQUEST),
+    (Op.SNAPSHOT_CHUNK, [1, 0, 10], ErrorCode.NO_SNAPSHOT),
+    (Op.SNAPSHOT_INFO, [], ErrorCode.NO_SNAPSHOT),
+    (Op.PING, [1], ErrorCode.BAD_REQUEST),
+], ids=lambda v: repr(v)[:40])
+def test_refusals_have_codes_and_apply_nothing(handlers, engine, op, args, code):
+    ask(handlers, Op.PUT, ["/a", pack(1), None], rid=100)
+    ask(handlers, Op.PUT, ["/p/q", pack(1), None], rid=101)
+    ask(handlers, Op.PUT, ["/s", pack(1), None], rid=102)
+    before = (engine.state.txid, engine.state.digest)
+    r = ask(handlers, op, args, rid=5)
+    assert (r.status, r.request_id, r.epoch, r.txid) == (code, 5, EPOCH, 0), r
+    assert r.result[0] == code.name.lower() and r.result[1]
+    assert (engine.state.txid, engine.state.digest) == before
+    assert handlers.stats.errors_by_code[code] == 1
+
+
+def test_undecodable_frames_get_request_id_zero_or_their_own(handlers):
+    r = decode_reply(handlers.handle(b"p", b"\xc1garbage"))
+    assert (r.status, r.request_id) == (ErrorCode.BAD_REQUEST, 0)
+    r = decode_reply(handlers.handle(b"p", msgpack.packb([2, CID, 9, 111, 0, []])))
+    assert (r.status, r.request_id) == (ErrorCode.UNSUPPORTED_VERSION, 9)
+    r = decode_reply(handlers.handle(b"p", msgpack.packb([1, CID, 9, 99, 0, []])))
+    assert (r.status, r.request_id) == (ErrorCode.UNKNOWN_OP, 9)
+    small = Handlers(handlers.engine, EPOCH, MasterStats(), max_message_bytes=1024)
+    r = decode_reply(small.handle(b"p", encode_request(CID, 3, Op.PUT,
+                                                       ["/x", b"y" * 2000, None])))
+    assert r.status == ErrorCode.TOO_LARGE
+
+
+def test_a_retried_mutation_is_applied_once_and_answered_the_same(handlers, engine):
+    first = ask(handlers, Op.PUT, ["/r", pack(1), None], rid=42)
+    again = ask(handlers, Op.PUT, ["/r", pack(1), None], rid=42)
+    assert (again.status, again.txid, again.result) == (0, first.txid, first.result)
+    assert engine.state.txid == first.txid
+    assert handlers.stats.retries == 1
+    other_client = ask(handlers, Op.PUT, ["/r", pack(1), None], rid=42, cid=b"other")
+    assert other_client.txid == first.txid + 1
+
+
+def test_sync_replies_are_parked_until_durable(handlers, engine, io):
+    io.block_writes.clear()            # the flusher cannot finish a write
+    handlers.now = 1.0
+    assert ask(handlers, Op.PUT, ["/s", pack(1), None], durability=2, rid=1) is None
+    async_reply = ask(handlers, Op.PUT, ["/t", pack(1), None], durability=1, rid=2)
+    assert async_reply.status == 0 and async_reply.txid == 2
+    assert [p[0] for p in handlers.parked] == [1]
+    assert handlers.release(engine.journal.durable_txid, 2.0) == []
+    # a retry of the parked request parks too: it is not durable either
+    assert ask(handlers, Op.PUT, ["/s", pack(1), None], durability=2, rid=1) is None
+    io.block_writes.set()
+    assert engine.wait_durable(2, timeout=10)
+    released = handlers.release(engine.journal.durable_txid, 3.0)
+    replies = [decode_reply(r) for _, r in released]
+    assert [(r.request_id, r.txid) for r in replies] == [(1, 1), (1, 1)]
+    assert not handlers.parked
+    assert handlers.stats.sync_wait.count == 2
+
+
+def test_the_master_default_durability_applies_to_durability_zero(engine, io):
+    h = Handlers(engine, EPOCH, MasterStats(), default_sync=True)
+    io.block_writes.clear()
+    assert ask(h, Op.PUT, ["/d", pack(1), None], durability=0) is None
+    assert ask(h, Op.PUT, ["/e", pack(1), None], durability=1, rid=2).status == 0
+    io.block_writes.set()
+
+
+def test_journal_failure_answers_unavailable_and_reads_still_work(handlers, engine, io):
+    ask(handlers, Op.PUT, ["/ok", pack(1), None], rid=1)
+    assert engine.wait_durable(1, timeout=10)
+    io.fail_write_errno = errno.ENOSPC
+    ask(handlers, Op.PUT, ["/doomed", pack(1), None], rid=2)   # buffered; its write fails
+    deadline = time.monotonic() + 10
+    while not engine.journal.stats().failed:
+        assert time.monotonic() < deadline, "the injected write failure was not seen"
+        engine.wait_durable(2, timeout=0.01)      # a short wait; the write cannot succeed
+    before = (engine.state.txid, engine.state.digest)
+    r = ask(handlers, Op.PUT, ["/refused", pack(1), None], rid=3)
+    assert r.status == ErrorCode.UNAVAILABLE and "injected" in r.result[1]
+    assert (engine.state.txid, engine.state.digest) == before
+    assert ask(handlers, Op.GET, ["/ok"], rid=4).status == 0
+    io.heal()
+
+
+def test_fetch_returns_durable_records_in_bounded_batches(handlers, engine):
+    for i in range(20):
+        ask(handlers, Op.PUT, [f"/f/{i:02d}", pack(i), None], rid=i + 1)
+    assert engine.wait_durable(20, timeout=10)
+    r = ask(handlers, Op.FETCH, [5, 1], rid=100)
+    durable, records = r.result
+    assert durable == 20 and [rec[0] for rec in records] == [5]
+    r = ask(handlers, Op.FETCH, [0, 1 << 30], rid=101)
+    assert [rec[0] for rec in r.result[1]] == list(range(1, 21))
+    assert all(rec[1] == EPOCH for rec in r.result[1])
+    assert ask(handlers, Op.FETCH, [21, 100], rid=102).result == [20, []]
+
+
+def test_snapshot_info_and_chunks_read_the_newest_file(handlers, engine):
+    for i in range(50):
+        ask(handlers, Op.PUT, [f"/s/{i:02d}", pack("v" * 100), None], rid=i + 1)
+    header = engine.snapshot(created_ms=1234)
+    r = ask(handlers, Op.SNAPSHOT_INFO, rid=100)
+    txid, epoch, digest, size, created_ms = r.result
+    data = header.path.read_bytes()
+    assert (txid, epoch, digest, size, created_ms) == (50, EPOCH, engine.state.digest,
+                                                      len(data), 1234)
+    chunks = []
+    for offset in range(0, size, 1000):
+        chunks.append(ask(handlers, Op.SNAPSHOT_CHUNK, [txid, offset, 1000], rid=200).result)
+    assert b"".join(chunks) == data
+    assert ask(handlers, Op.SNAPSHOT_CHUNK, [txid, size + 10, 100], rid=300).result == b""
+    big = ask(handlers, Op.SNAPSHOT_CHUNK, [txid, 0, 1 << 40], rid=301).result
+    assert big == data[:MAX_CHUNK_BYTES]
+    assert snapshots.list_snapshots(engine.snapshot_dir)[0][0] == 50
+
+
+def test_status_and_ping_and_shutting_down(handlers, engine):
+    assert ask(handlers, Op.STATUS).result == {"ok": True}
+    assert ask(handlers, Op.PING, rid=2).result is None
+    handlers.shutting_down = True
+    r = ask(handlers, Op.PUT, ["/late", pack(1), None], rid=3)
+    assert r.status == ErrorCode.SHUTTING_DOWN and engine.state.txid == 0
