@@ -14,10 +14,10 @@ Every request carries the client's id (random, stable for the life of the Client
 increasing request id. When no reply comes within `timeout_s`, the client closes its socket
 (linger 0), connects a new one (to the next endpoint when several are given) and resends the
 same requests with the same ids: the master applies a retried mutation once and answers with
-its first reply. Replies for request ids the client is not waiting for (late answers to
-requests it already resent, or given up on) are dropped and counted in `stale_replies`.
-Retries follow the one tenacity policy below: bounded attempts, exponential backoff with
-jitter, an injectable sleep.
+its first reply. A "shutting down" answer (a master restarting) is retried the same way.
+Replies for request ids the client is not waiting for (late answers to requests it already
+resent, or given up on) are dropped and counted in `stale_replies`. Retries follow the one
+tenacity policy below: bounded attempts, exponential backoff with jitter, an injectable sleep.
 
 A Client is not thread-safe: use one per thread (or per process).
 """
@@ -34,9 +34,9 @@ import zmq
 
 from mwcluster.client_calls import (Calls, Stat, convert_reply, op_check, op_delete, op_merge,
                                     op_put)
-from mwcluster.errors import MessageTooLarge, MwclusterError, RequestTimeout
-from mwcluster.wire.protocol import (DEFAULT_MAX_MESSAGE_BYTES, Op, ProtocolError, Reply,
-                                     decode_reply, encode_request)
+from mwcluster.errors import MessageTooLarge, MwclusterError, RequestTimeout, ShuttingDown
+from mwcluster.wire.protocol import (DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op, ProtocolError,
+                                     Reply, decode_reply, encode_request)
 
 __all__ = ["Client", "Future", "Pipeline", "Stat", "DEFAULT_ENDPOINT", "RETRY_POLICY",
            "op_check", "op_delete", "op_merge", "op_put"]
@@ -46,12 +46,14 @@ log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5550"
 DEFAULT_RETRIES = 3
 
-# The retry policy, defined once: only timeouts are retried (every other error is an answer
-# from the master); each Client copies it with its own attempt count and sleep.
+# The retry policy, defined once: timeouts and "the master is shutting down" are retried (a
+# restarting master answers the resent request); every other error is the master's answer.
+# Each Client copies it with its own attempt count and sleep.
+RETRYABLE = (RequestTimeout, ShuttingDown)
 RETRY_POLICY = tenacity.Retrying(
     stop=tenacity.stop_after_attempt(DEFAULT_RETRIES + 1),
     wait=tenacity.wait_exponential(multiplier=0.05, max=2.0) + tenacity.wait_random(0, 0.05),
-    retry=tenacity.retry_if_exception_type(RequestTimeout),
+    retry=tenacity.retry_if_exception_type(RETRYABLE),
     reraise=True,
 )
 
@@ -239,10 +241,10 @@ class Client(Calls):
 
     def _progress(self) -> None:
         """Wait until at least one pending request is answered, retrying on timeouts; after
-        the last attempt every pending request fails with RequestTimeout."""
+        the last attempt every pending request fails with RequestTimeout (or ShuttingDown)."""
         try:
             self._retry(self._progress_attempt)
-        except RequestTimeout as exc:
+        except RETRYABLE as exc:
             self._fail_all(exc)
 
     def _progress_attempt(self) -> None:
@@ -267,7 +269,15 @@ class Client(Calls):
             remaining_ms = (deadline_ns - time.perf_counter_ns() + 999_999) // 1_000_000
             if remaining_ms <= 0 or not sock.poll(remaining_ms, zmq.POLLIN):
                 self._timed_out(f"no reply within {self.timeout_s} s")
-            if self._drain(sock):
+            delivered, stopping = self._drain(sock)
+            if stopping is not None:
+                # The master is going away: resend on a new connection, after the backoff
+                # unless other requests were answered meanwhile.
+                self._reconnect()
+                self._resend = True
+                if not delivered:
+                    raise stopping
+            if delivered:
                 return
 
     def _timed_out(self, why: str) -> None:
@@ -279,9 +289,11 @@ class Client(Calls):
                              f"request {oldest.request_id}, {len(self._pending)} in flight); "
                              "is the master running there?")
 
-    def _drain(self, sock: zmq.Socket) -> int:
-        """Receive every reply that is ready; return how many answered a pending request."""
+    def _drain(self, sock: zmq.Socket) -> tuple[int, ShuttingDown | None]:
+        """Receive every reply that is ready; return how many answered a pending request, and
+        the error of a "shutting down" reply (its request stays pending, to be resent)."""
         delivered = 0
+        stopping = None
         pending = self._pending
         while True:
             frame = sock.recv()
@@ -300,11 +312,14 @@ class Client(Calls):
                     future = pending.popitem()[1]
                 if future is None:
                     self.stale_replies += 1
+                elif reply.status == ErrorCode.SHUTTING_DOWN:
+                    pending[future.request_id] = future
+                    stopping = convert_reply(reply, future._convert)[1]
                 else:
                     future._set_reply(reply)
                     delivered += 1
             if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return delivered
+                return delivered, stopping
 
     def _fail_all(self, error: BaseException) -> None:
         pending, self._pending = self._pending, {}

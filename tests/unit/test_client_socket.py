@@ -379,3 +379,37 @@ def test_listing_and_paging(stub):
             client.delete("/l")
         with pytest.raises(errors.Truncated, match="no records"):
             client.fetch(1)
+
+
+def test_a_master_shutting_down_gets_the_request_again_after_a_backoff():
+    refused = []
+
+    def handler(req, identity):
+        if not refused:
+            refused.append(req.request_id)
+            return [encode_error(req.request_id, EPOCH, ErrorCode.SHUTTING_DOWN,
+                                 "the master is stopping; nothing was applied, retry later")]
+        return stub.answer(req)
+
+    stub = Stub(handler)
+    try:
+        sleeps = Sleeps()
+        with make_client(stub.endpoint, sleep=sleeps) as client:
+            assert client.put("/k", 1) == 1
+            assert client.reconnects == 1 and len(sleeps) == 1
+        assert [r.request_id for _, r in stub.seen()] == refused * 2
+    finally:
+        stub.close()
+
+
+def test_shutting_down_every_time_ends_with_the_masters_error():
+    stub = Stub(lambda req, identity: [encode_error(req.request_id, EPOCH,
+                                                    ErrorCode.SHUTTING_DOWN, "stopping")])
+    try:
+        sleeps = Sleeps()
+        with make_client(stub.endpoint, retries=2, sleep=sleeps) as client:
+            with pytest.raises(errors.ShuttingDown, match="stopping"):
+                client.ping()
+            assert len(sleeps) == 2 and len(stub.seen()) == 3
+    finally:
+        stub.close()
