@@ -176,7 +176,8 @@ class Master:
     def request_stop(self) -> None:
         """Ask the loop to stop (thread-safe, and safe in a signal handler)."""
         self._stop_requested = True
-        self._poke()
+        if not self._closed:        # after close() the pipe's fd numbers may be reused
+            self._poke()
 
     def _poke(self) -> None:
         try:
