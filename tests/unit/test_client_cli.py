@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mwcluster.cli import main
 from mwcluster.cli_client import (format_status_value, from_json, parse_value, status_rows,
@@ -104,3 +108,22 @@ def test_status_rows_for_people():
     assert rows["requests_per_s"] == "1,234.5"
     assert rows["recovery.seconds"] == "0.500"
     assert rows["requests_total"] == "12,345"
+
+
+_scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1)
+            | st.floats(allow_nan=False, allow_infinity=False) | st.text() | st.binary())
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+    st.text().filter(lambda k: k != "$bytes"), inner, max_size=4), max_leaves=20)
+
+
+@given(_values)
+def test_json_form_round_trips_every_value_with_string_keys(value):
+    assert from_json(json.loads(json.dumps(to_json(value)))) == value
+
+
+def test_importing_the_package_does_not_load_zmq():
+    code = ("import sys, mwcluster; assert 'zmq' not in sys.modules; "
+            "from mwcluster import Client; assert 'zmq' in sys.modules; print(Client.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "Client", out.stderr
