@@ -1,0 +1,76 @@
+"""Shared helpers for tests of the pure core: apply with invariant checks, and refusals.
+
+Every test that changes a State goes through `checked_apply`, which applies at the next txid
+and asserts that `validate()` finds nothing wrong, so each test also checks the invariants of
+every state it passes through. `assert_refused` checks the other half of the apply contract: a
+refused record raises and changes nothing (txid, digest and the whole state image).
+
+The helpers are plain functions, also served as session fixtures so that hypothesis tests can
+use them without function-scoped fixtures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mwcluster.core.records import Record
+from mwcluster.core.state import State
+
+
+def checked_apply(state: State, rec: Record) -> Any:
+    """Apply `rec` at state.txid + 1, assert the invariants hold, return the record's result."""
+    txid = state.txid + 1
+    result = state.apply(txid, rec)
+    assert state.txid == txid
+    problems = state.validate()
+    assert problems == [], f"after {rec!r} at txid {txid}: {problems}"
+    return result
+
+
+def apply_all(state: State, records: list[Record]) -> State:
+    for rec in records:
+        checked_apply(state, rec)
+    return state
+
+
+def fingerprint(state: State) -> tuple[int, int, bytes]:
+    """Everything a refused record must leave as it was."""
+    return state.txid, state.digest, state.image_bytes()
+
+
+def assert_refused(state: State, rec: Record, error: type[BaseException],
+                   match: str | None = None) -> BaseException:
+    """Assert that applying `rec` raises `error` and leaves `state` exactly as it was."""
+    before = fingerprint(state)
+    with pytest.raises(error, match=match) as info:
+        state.apply(state.txid + 1, rec)
+    assert fingerprint(state) == before, f"{rec!r} was refused but changed the state"
+    assert state.validate() == []
+    return info.value
+
+
+@pytest.fixture
+def state() -> State:
+    return State()
+
+
+@pytest.fixture(scope="session", name="checked_apply")
+def checked_apply_fixture():
+    return checked_apply
+
+
+@pytest.fixture(scope="session", name="assert_refused")
+def assert_refused_fixture():
+    return assert_refused
+
+
+@pytest.fixture(scope="session", name="apply_all")
+def apply_all_fixture():
+    return apply_all
+
+
+@pytest.fixture(scope="session", name="fingerprint")
+def fingerprint_fixture():
+    return fingerprint

@@ -1,0 +1,281 @@
+"""Property tests of the state machine: random record sequences, replay and snapshot equivalence.
+
+Records are drawn over a small key space (so CAS failures, NotEmpty, subtree deletes and
+failing multis are common) and over a few jobs and workers. Task records are drawn as steps
+that are turned into records against the current state: usually they name a task in the
+right state at the attempt the state expects (so tasks really run, retry, fail and finish),
+sometimes any task at any attempt (so stale and wrong reports are tried too). As the master
+would, a record that apply refuses is dropped and never logged. Then:
+
+1. `validate()` is empty after every accepted record, and a refused one changes nothing;
+2. replaying the accepted records, decoded from their journal encoding, into a fresh State
+   gives the same digest and the same image bytes;
+3. for a random k, loading the image of the state after k accepted records and applying the
+   rest gives the same image bytes and digest as replaying everything;
+4. every record round-trips through encode_record / decode_record.
+
+The steps are one list drawn up front (not drawn one by one while the state evolves): a
+failing sequence then shrinks by deleting list elements, which is many times faster.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
+
+from mwcluster.core import records as r
+from mwcluster.core.jobs import ACTIVE_TASK, TaskState, WorkerState
+from mwcluster.core.limits import Limits
+from mwcluster.core.state import State
+from mwcluster.core.values import encode
+from mwcluster.errors import ApplyError
+
+KEYS = ["/a", "/a/b", "/a/b/c", "/a/bc", "/a-b", "/b", "/b/a"]
+JOB_IDS = ["j0", "j1", "j2", "j3"]
+WORKERS = ["w0", "w1", "w2"]
+MAX_TASKS = 3
+LIMITS = Limits()
+
+SETTINGS = settings(max_examples=100, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# --- namespace records ---------------------------------------------------------------------
+
+keys = st.sampled_from(KEYS)
+expected_versions = st.sampled_from([None, None, None, 0, 1, 2, 3])
+small_values = st.one_of(
+    st.integers(-2, 3), st.text("xy", max_size=2), st.none(), st.booleans(),
+    st.lists(st.integers(0, 2), max_size=2),
+    st.dictionaries(st.sampled_from("xyz"), st.integers(0, 2) | st.none(), max_size=3))
+map_patches = st.dictionaries(
+    st.sampled_from("xyz"),
+    st.none() | st.integers(0, 2)
+    | st.dictionaries(st.sampled_from("xy"), st.integers(0, 2) | st.none(), max_size=2),
+    max_size=3)
+patches = st.one_of(*[map_patches] * 7, st.just([1]))   # rarely not a map
+
+puts = st.builds(lambda k, v, e: r.Put(k, encode(v), e), keys, small_values, expected_versions)
+merges = st.builds(lambda k, p, e: r.Merge(k, encode(p), e), keys, patches, expected_versions)
+deletes = st.builds(r.Delete, keys, st.booleans(), expected_versions)
+checks = st.builds(r.Check, keys, st.sampled_from([0, 1, 2]))
+# Unconditional puts are common in multis, so that a failing op often has earlier ones to undo.
+multis = st.builds(lambda ops: r.Multi(tuple(ops)), st.lists(
+    st.one_of(puts, puts, merges, deletes, checks), min_size=1, max_size=4))
+noops = st.builds(r.Noop, st.sampled_from(["", "tick"]))
+
+# --- job and worker records (now_ms is filled in when the step is applied) ----------------
+
+job_ids = st.sampled_from(JOB_IDS)
+worker_ids = st.sampled_from(WORKERS)
+attempts = st.integers(1, 3)
+task_lists = st.sampled_from([2, MAX_TASKS, 1]).flatmap(   # lists would favour one task
+    lambda n: st.lists(st.tuples(small_values, st.dictionaries(
+        st.sampled_from("pq"), st.integers(0, 2), max_size=1)).map(list), min_size=n,
+        max_size=n))
+submits = st.builds(r.JobSubmit, job_ids, st.just("job"), st.just("mod:fn"),
+                    st.integers(-1, 1), attempts, task_lists, st.just(0))
+cancels = st.builds(r.JobCancel, job_ids, st.sampled_from(["", "stop"]), st.just(0))
+job_deletes = st.builds(r.JobDelete, job_ids)
+registers = st.builds(r.WorkerRegister, worker_ids, st.just("tcp://h:1"), st.integers(1, 2),
+                      st.just(0))
+losts = st.builds(r.WorkerLost, worker_ids, st.just("timeout"), st.just(0))
+leaves = st.builds(r.WorkerLeave, worker_ids, st.just(0))
+
+# "Usually": three times in four. (A boolean would be biased towards False by hypothesis.)
+usually = st.sampled_from([True, True, True, False])
+picks = st.integers(0, 255)   # an index (modulo) into what the state holds
+outcomes = st.one_of(st.none(), st.text("abc", max_size=3), st.integers(0, 9),
+                     st.dictionaries(st.sampled_from(["out", "n"]), st.integers(0, 9),
+                                     max_size=2))
+counters = st.dictionaries(st.sampled_from(["rows", "bytes"]),
+                           st.integers(0, 1000) | st.floats(0, 1, allow_nan=False), max_size=2)
+fractions = st.floats(0, 1, allow_nan=False, allow_infinity=False)
+
+
+class TaskStep(NamedTuple):
+    """A task record to be made against the state it is applied to."""
+
+    kind: str                 # "assign", "progress", "finish", or "advance": the next
+                              # plausible record for an unfinished task, whatever it is
+    plausible_task: bool      # pick a task in the right state, or job_id/index as drawn
+    task_pick: int
+    job_id: str
+    index: int
+    plausible_attempt: bool   # the attempt the state expects, or `attempt` as drawn
+    attempt: int
+    plausible_worker: bool    # an active worker with a free slot, or `worker_id` as drawn
+    worker_pick: int
+    worker_id: str
+    progress: float
+    counters: dict
+    ok: bool
+    outcome: object
+
+
+def task_steps(kind: str):
+    return st.builds(TaskStep, st.just(kind), usually, picks, job_ids,
+                     st.integers(0, MAX_TASKS - 1), usually, attempts, usually, picks,
+                     worker_ids, fractions, counters, usually, outcomes)
+
+
+NAMESPACE_STEPS = [puts, puts, puts, merges, merges, deletes, deletes, multis, multis, noops]
+# Task steps outweigh the rest, so that tasks get through their lifecycle before a cancel or
+# a lost worker cuts it short.
+JOB_STEPS = ([submits, submits, cancels, job_deletes, registers, registers, losts, leaves]
+             + [task_steps("advance")] * 8 + [task_steps("assign")] * 2
+             + [task_steps("progress")] * 2 + [task_steps("finish")] * 2)
+# Each run uses one mix: both kinds interleaved, or one kind alone (deeper job lifecycles).
+MIXES = {"mixed": NAMESPACE_STEPS + JOB_STEPS, "namespace": NAMESPACE_STEPS, "jobs": JOB_STEPS}
+
+
+def step_lists(mixes: list[str]):
+    """Lists of steps of one of `mixes`, about 25 long on average.
+
+    A list of short lists, flattened: plain st.lists averages a handful of elements, too few
+    for a task to go through its lifecycle, and a length drawn first (flatmap) makes failing
+    examples very slow to shrink, since no step could be deleted without changing it too.
+    """
+    per_mix = {mix: st.lists(st.lists(st.one_of(*MIXES[mix]), min_size=1, max_size=8),
+                             max_size=12).map(lambda chunks: [s for c in chunks for s in c])
+               for mix in mixes}
+    return st.sampled_from(mixes).flatmap(per_mix.__getitem__)
+
+
+_WANTED = {"assign": (TaskState.PENDING,), "progress": ACTIVE_TASK, "finish": ACTIVE_TASK,
+           "advance": (TaskState.PENDING, *ACTIVE_TASK)}
+
+
+def _make_task_record(step: TaskStep, state: State, now_ms: int) -> r.Record:
+    wanted = _WANTED[step.kind]
+    candidates = [(job_id, task.index) for job_id, job in state.jobs.jobs.items()
+                  for task in job.tasks if task.state in wanted]
+    kind = step.kind
+    if kind == "advance":
+        if not candidates:
+            return r.Noop("nothing to advance")
+        job_id, index = candidates[step.task_pick % len(candidates)]
+        task = state.jobs.jobs[job_id].tasks[index]
+        if task.state is TaskState.PENDING:
+            step = step._replace(plausible_attempt=True, plausible_worker=True)
+            kind = "assign"
+        else:
+            step = step._replace(plausible_attempt=True)
+            kind = "finish" if step.plausible_worker else "progress"
+    elif step.plausible_task and candidates:
+        job_id, index = candidates[step.task_pick % len(candidates)]
+    else:
+        job_id, index = step.job_id, step.index
+    attempt = step.attempt
+    job = state.jobs.jobs.get(job_id)
+    if step.plausible_attempt and job is not None and index < len(job.tasks):
+        attempt = job.tasks[index].attempt + (kind == "assign")
+    if kind == "assign":
+        free = [w.worker_id for w in state.jobs.workers.values()
+                if w.state is WorkerState.ACTIVE and len(w.running) < w.slots]
+        worker_id = (free[step.worker_pick % len(free)] if step.plausible_worker and free
+                     else step.worker_id)
+        return r.TaskAssign(job_id, index, worker_id, attempt, now_ms)
+    if kind == "progress":
+        return r.TaskProgress(job_id, index, attempt, step.progress, step.counters, now_ms)
+    return r.TaskFinish(job_id, index, attempt, step.ok, step.outcome, now_ms)
+
+
+def make_record(step, state: State, now_ms: int) -> r.Record:
+    if type(step) is TaskStep:
+        return _make_task_record(step, state, now_ms)
+    if "now_ms" in type(step)._fields:
+        return step._replace(now_ms=now_ms)
+    return step
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def replay(records, state: State | None = None) -> State:
+    state = state or State()
+    for rec in records:
+        state.apply(state.txid + 1, rec)
+    return state
+
+
+def assert_same_image(got: bytes, expected: bytes) -> None:
+    # Report the first differing offset: a full diff of two images is slow to compute on
+    # every failing example while hypothesis shrinks.
+    if got != expected:
+        at = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b),
+                  min(len(got), len(expected)))
+        raise AssertionError(f"images differ from byte {at}: {got[at - 20:at + 40]!r} != "
+                             f"{expected[at - 20:at + 40]!r}")
+
+
+def run(steps, checked_apply, fingerprint):
+    """Apply the steps' records as the master would; return (state, accepted, tried)."""
+    state = State()
+    accepted: list[r.Record] = []
+    tried: list[r.Record] = []
+    for number, step in enumerate(steps):
+        rec = make_record(step, state, 1000 + 10 * number)
+        note(f"record {number}: {rec!r}")
+        tried.append(rec)
+        r.check_admission(rec, LIMITS)   # every drawn record is admissible
+        before = fingerprint(state)
+        try:
+            result = checked_apply(state, rec)    # asserts validate() == [] after the apply
+        except ApplyError as exc:
+            assert fingerprint(state) == before, f"refused {rec!r} changed the state"
+            event(f"refused: {type(exc).__name__}")
+            continue
+        accepted.append(rec)
+        event(f"accepted: {type(rec).__name__}")
+        if type(rec) is r.TaskFinish:
+            event(f"a task finish left the task {result}, "
+                  f"the job {state.jobs.jobs[rec.job_id].state.value}")
+    return state, accepted, tried
+
+
+# --- the properties ------------------------------------------------------------------------
+
+@SETTINGS
+@given(steps=step_lists(["mixed", "jobs"]), k_pick=st.integers(0, 100))
+def test_replay_and_snapshot_plus_replay_equal_the_live_state(steps, k_pick, checked_apply,
+                                                             fingerprint):
+    state, accepted, tried = run(steps, checked_apply, fingerprint)
+    image = state.image_bytes()
+    assert state.txid == len(accepted)
+
+    # (4) every record round-trips through its journal encoding
+    decoded = [r.decode_record(r.encode_record(rec)) for rec in tried]
+    assert decoded == tried
+    assert [type(d) for d in decoded] == [type(rec) for rec in tried]
+
+    # (2) journal replay: the decoded records, applied again, rebuild the same state
+    replayed = replay([r.decode_record(r.encode_record(rec)) for rec in accepted])
+    assert replayed.digest == state.digest
+    assert_same_image(replayed.image_bytes(), image)
+
+    # (3) snapshot at k + replay of the rest == replay of everything
+    k = min(k_pick, len(accepted))
+    note(f"snapshot after {k} of {len(accepted)} accepted records")
+    restored = State.from_image(replay(accepted[:k]).image_chunks())
+    assert restored.txid == k and restored.validate() == []
+    replay(accepted[k:], restored)
+    assert restored.digest == state.digest
+    assert_same_image(restored.image_bytes(), image)
+    assert restored.validate() == []
+
+
+@settings(SETTINGS, max_examples=60)
+@given(steps=step_lists(["namespace", "mixed"]))
+def test_listings_agree_with_the_keys(steps, checked_apply, fingerprint):
+    state, _, _ = run(steps, checked_apply, fingerprint)
+    all_keys = [key for key, _ in state.ns.items()]
+    assert all_keys == sorted(all_keys)
+    for path in ["", "/a", "/a/b", "/b", "/a-b", "/zz"]:
+        below = [k for k in all_keys if k.startswith(path + "/")]
+        names = state.ns.children(path)
+        assert len(names) == len(set(names)), f"children({path!r}) repeats a name: {names}"
+        assert set(names) == {k[len(path) + 1:].split("/")[0] for k in below}
+        assert state.ns.count_below(path) == len(below)
+    for prefix in ["/a", "/a/", "/b", ""]:
+        assert state.ns.list_prefix(prefix) == [k for k in all_keys if k.startswith(prefix)]
