@@ -235,7 +235,7 @@ class Master:
             if frame.more:
                 append((ident, self._multi_frame(frame)))
                 continue
-            reply = handle(ident, frame.buffer)
+            reply = handle(ident, frame.bytes)
             if reply is not None:
                 append((ident, reply))
         self._send_all(out)

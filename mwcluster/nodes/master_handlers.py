@@ -72,21 +72,21 @@ class Handlers:
             req = decode_request(frame, self.max_message_bytes)
         except ProtocolError as exc:
             return self.error(exc.request_id or 0, exc.error, str(exc))
-        op = req.op
+        op = req[2]
         ops = self.batch_ops
         ops[op] = ops.get(op, 0) + 1
         if self.shutting_down:
-            return self.error(req.request_id, ErrorCode.SHUTTING_DOWN,
+            return self.error(req[1], ErrorCode.SHUTTING_DOWN,
                               "the master is stopping; nothing was applied, retry later")
         try:
             if op < 100:
                 return self._mutate(ident, req)
             return self._reads[op](req)
         except ProtocolError as exc:
-            return self.error(req.request_id, exc.error, str(exc))
+            return self.error(req[1], exc.error, str(exc))
         except Exception as exc:  # a bug: answer it and keep serving everyone else
             log.exception("epoch %d: request op %d failed unexpectedly", self.epoch, op)
-            return self.error(req.request_id, ErrorCode.INTERNAL,
+            return self.error(req[1], ErrorCode.INTERNAL,
                               f"internal error ({type(exc).__name__}: {exc})")
 
     def error(self, request_id: int, code: ErrorCode, message: str) -> bytes:
@@ -108,24 +108,23 @@ class Handlers:
     # --- mutations ---------------------------------------------------------------------------
 
     def _mutate(self, ident: bytes, req: Request) -> bytes | None:
+        client_id, request_id, op, durability, args = req
         engine = self.engine
-        origin = (req.client_id, req.request_id)
+        origin = (client_id, request_id)
         hit = engine.recent(origin)
         if hit is None:
             try:
-                rec = from_wire([req.op, *req.args])
+                rec = from_wire([op, *args])
             except errors.InvalidRecord as exc:
-                return self.error(req.request_id, ErrorCode.BAD_REQUEST,
-                                  f"{Op(req.op).name}: {exc}")
+                return self.error(request_id, ErrorCode.BAD_REQUEST, f"{Op(op).name}: {exc}")
             try:
                 txid, result = engine.submit(rec, durability="async", origin=origin)
             except errors.MwclusterError as exc:  # refused: nothing was applied
-                return self.error(req.request_id, error_code_for(exc), str(exc))
+                return self.error(request_id, error_code_for(exc), str(exc))
         else:
             txid, result = hit
             self.stats.retries += 1
-        reply = encode_reply(req.request_id, self.epoch, 0, txid, result)
-        durability = req.durability
+        reply = encode_reply(request_id, self.epoch, 0, txid, result)
         if (durability == 2 or (durability == 0 and self.default_sync)) \
                 and txid > engine.journal.durable_txid:
             self.parked.append((txid, ident, reply, self.now))

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from mwcluster.errors import MwclusterError
 from mwcluster.storage.fsutil import JournalIO
 
 log = logging.getLogger(__name__)
@@ -280,11 +281,19 @@ class MetricsServer:
     """The Prometheus HTTP endpoint, on its own registry and thread."""
 
     def __init__(self, collector: MasterCollector, host: str, port: int) -> None:
-        from prometheus_client import CollectorRegistry, start_http_server
-
+        try:
+            from prometheus_client import CollectorRegistry, start_http_server
+        except ImportError:
+            raise MwclusterError("--metrics-port needs the prometheus-client package "
+                                 "(pip install prometheus-client), or leave metrics off "
+                                 "with --metrics-port 0") from None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(port, addr=host,
+                                                           registry=self.registry)
+        except OSError as exc:
+            raise MwclusterError(f"cannot serve metrics on {host}:{port}: {exc}") from None
         self.port = self._server.server_port
 
     def close(self) -> None:

@@ -115,6 +115,7 @@ def _free_port() -> int:
 
 
 def test_metrics_endpoint_exposes_the_figures(tmp_path):
+    pytest.importorskip("prometheus_client")
     port = _free_port()
     with MasterProcess(tmp_path / "data", extra_args=("--metrics-port", str(port))) as m, \
             RawDealer(m.client_endpoint) as d:
