@@ -51,6 +51,7 @@ def master(config_file, data_dir, client_endpoint, pub_endpoint, durability, met
         return
     from mwcluster.nodes.master import Master
 
+    sys.setswitchinterval(config.switch_interval_ms / 1000)
     node = Master(config)
     try:
         node.open()
