@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from mwcluster.core import state as state_module
@@ -457,8 +458,6 @@ def test_a_truncated_image_is_refused(apply_all, cut):
 
 
 def test_images_that_are_not_images_are_refused():
-    import msgpack
-
     pack = msgpack.packb
     for data in [b"", b"\xc1\xc1", pack(["end", 0]), pack(["meta", {"format": 1, "txid": 0,
                                                                      "digest": 0}]),
