@@ -90,6 +90,9 @@ class State:
             except ApplyError as exc:
                 self.ns.rollback(undo)
                 raise MultiFailed(index, exc) from None
+            except BaseException:   # a bug or bad input that skipped admission: still all-or-none
+                self.ns.rollback(undo)
+                raise
         return results
 
     def _noop(self, txid: int, rec: r.Noop) -> None:
