@@ -6,6 +6,7 @@ data directory or other options start their own.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import urllib.request
@@ -13,7 +14,7 @@ import urllib.request
 import msgpack
 import pytest
 
-from mwcluster.testing import MasterProcess, RawDealer
+from mwcluster.testing import MasterProcess, MasterStartError, RawDealer
 from mwcluster.wire.protocol import ErrorCode, Op
 
 STATUS_FIELDS = {"epoch", "txid", "durable_txid", "loss_window_s", "buffered_bytes",
@@ -139,3 +140,16 @@ def test_metrics_endpoint_exposes_the_figures(tmp_path):
                        "mwcluster_sync_wait_seconds_count 10.0", "mwcluster_epoch 1.0",
                        "mwcluster_durable_txid 10.0", "mwcluster_loss_window_seconds"):
             assert needle in text, needle
+
+
+def test_a_second_master_on_the_same_data_dir_is_refused(master):
+    with pytest.raises(MasterStartError, match="another master"):
+        MasterProcess(master.data_dir).start()
+    assert master.returncode is None
+
+
+def test_a_bad_setting_stops_the_start_naming_its_source(tmp_path):
+    env = {**os.environ, "MWCLUSTER_SEGMENT_BYTES": "lots"}
+    with pytest.raises(MasterStartError, match="MWCLUSTER_SEGMENT_BYTES.*an integer"):
+        MasterProcess(tmp_path / "data", env=env).start()
+    assert not (tmp_path / "data").exists()
