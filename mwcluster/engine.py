@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
+from itertools import islice
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -227,9 +228,8 @@ class Engine:
         size = 0
         tail = self._tail
         if tail and tail[0][0] <= from_txid:
-            start = from_txid - tail[0][0]
-            for i in range(start, len(tail)):
-                record = tail[i]
+            # islice walks the deque once; indexing it record by record is O(n) each
+            for record in islice(tail, from_txid - tail[0][0], None):
                 if record[0] > durable or (out and size + len(record[2]) > max_bytes):
                     break
                 out.append(record)

@@ -99,12 +99,6 @@ class CorruptionError(StorageError):
         self.txid = txid
 
 
-class Truncated(StorageError):
-    """Records asked for are no longer kept (a checkpoint dropped them): fetch the snapshot."""
-
-    code = "truncated"
-
-
 class JournalUnavailable(StorageError):
     """The journal cannot take writes now (a write or fsync failed, or it is closed)."""
 
@@ -146,8 +140,9 @@ class MessageTooLarge(ServerError):
     code = "too_large"
 
 
-class Truncated(ServerError):
-    """FETCH asked for records the master no longer keeps; fetch the snapshot instead."""
+class Truncated(ServerError, StorageError):
+    """Records asked for are no longer kept (a checkpoint dropped them): fetch the snapshot.
+    Raised by the engine (a storage condition) and by the client when FETCH says so."""
 
     code = "truncated"
 
