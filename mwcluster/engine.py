@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -86,10 +85,13 @@ class Engine:
                                io=journal_io, clock=clock, on_durable=on_durable,
                                retry_initial_s=retry_initial_s, retry_max_s=retry_max_s)
         self.recovery: RecoveryReport | None = None
-        # (client_id, request_id) -> (txid, result) of recent mutations, oldest first: a
-        # retried request is answered from here instead of being applied twice
-        self._recent: OrderedDict[Origin, tuple[int, Any]] = OrderedDict()
-        self._recent_limit = max(0, recent_requests)
+        # (client_id, request_id) -> (txid, result) of recent mutations: a retried request is
+        # answered from here instead of being applied twice. Two generations of plain dicts:
+        # when the young one holds half the limit it becomes the old one, so between half
+        # and all of the last `recent_requests` are remembered, at one dict store per record.
+        self._recent: dict[Origin, tuple[int, Any]] = {}
+        self._recent_old: dict[Origin, tuple[int, Any]] = {}
+        self._recent_half = max(1, recent_requests // 2)
         # the newest records, (txid, epoch, payload), for the log stream and FETCH
         # A list with a moving head rather than a deque: reads index it by txid in O(1)
         # (a deque walks its blocks), and the dead prefix is cut off in amortised O(1).
@@ -204,12 +206,14 @@ class Engine:
     def _remember(self, origin: Origin, txid: int, result: Any) -> None:
         recent = self._recent
         recent[origin] = (txid, result)
-        if len(recent) > self._recent_limit:
-            recent.popitem(last=False)
+        if len(recent) >= self._recent_half:
+            self._recent_old = recent
+            self._recent = {}
 
     def recent(self, origin: Origin) -> tuple[int, Any] | None:
         """(txid, result) of a mutation made by request `origin`, if it is remembered."""
-        return self._recent.get(origin)
+        found = self._recent.get(origin)
+        return found if found is not None else self._recent_old.get(origin)
 
     def _trim_tail(self) -> None:
         tail = self._tail
