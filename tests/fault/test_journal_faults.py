@@ -117,7 +117,8 @@ def test_a_short_write_then_enospc_leaves_no_hole_and_no_duplicate(make_journal,
     io.block_writes.set()
     wait_for(lambda: j.stats().failed)
     assert j.durable_txid == 5
-    assert (wal / seg.segment_name(1)).stat().st_size == durable_size + 10
+    # the short write left 10 bytes of record 6; a retry may already have cut them back
+    assert (wal / seg.segment_name(1)).stat().st_size in (durable_size, durable_size + 10)
     io.heal()
     assert j.wait_durable(10, timeout=2)
     j.close()
