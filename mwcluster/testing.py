@@ -20,13 +20,25 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["MasterProcess", "MasterStartError", "RawDealer"]
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> None:
+    """Wait until `condition()` is true, checking every millisecond; fail the test with
+    `what` after `timeout_s`. Tests synchronise with this, never with a bare sleep."""
+    deadline = time.monotonic() + timeout_s
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout_s} s: {what or condition}")
+        pause.wait(0.001)
 
 
 class MasterStartError(RuntimeError):

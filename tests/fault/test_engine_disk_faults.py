@@ -4,7 +4,6 @@ writes change nothing, reads go on, and writing resumes when the disk recovers."
 from __future__ import annotations
 
 import errno
-import time
 
 import pytest
 
@@ -13,16 +12,9 @@ from mwcluster.core.values import encode
 from mwcluster.engine import Engine
 from mwcluster.errors import JournalUnavailable
 from mwcluster.storage.fsutil import FaultyJournalIO
+from mwcluster.testing import wait_for
 
 pytestmark = pytest.mark.fault
-
-
-def _wait(condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.002)   # polling a condition with a deadline, not synchronising by sleep
 
 
 @pytest.mark.parametrize("fault", ["enospc_write", "eio_fsync"])
@@ -39,7 +31,7 @@ def test_disk_failure_refuses_writes_keeps_reads_and_resumes(tmp_path, fault):
     else:
         io.fail_fsync_errno = errno.EIO
     txid, _ = engine.submit(r.Put("/pending", encode("x")))    # buffered, then fails to flush
-    _wait(lambda: engine.journal.stats().failed)
+    wait_for(lambda: engine.journal.stats().failed, what="the journal reports the failure")
     assert engine.journal.durable_txid == 20       # the failed record is not durable
     assert not engine.wait_durable(txid, timeout=0.05)
     before = (engine.state.txid, engine.state.digest)

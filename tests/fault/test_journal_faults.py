@@ -6,24 +6,15 @@ from __future__ import annotations
 
 import errno
 import threading
-import time
 
 import pytest
 
 from mwcluster.errors import JournalUnavailable
 from mwcluster.storage import segments as seg
 from mwcluster.storage.journal import FaultyJournalIO, Journal
+from mwcluster.testing import wait_for
 
 pytestmark = pytest.mark.fault
-
-
-def wait_for(condition, timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        pause.wait(0.001)
 
 
 @pytest.fixture

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from mwcluster.errors import CorruptionError, JournalUnavailable, StorageError
 from mwcluster.storage import segments as seg
 from mwcluster.storage.journal import FaultyJournalIO, Journal
-
-
-def wait_for(condition, timeout: float = 2.0) -> None:
-    """Wait for `condition()` to hold, failing the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        pause.wait(0.001)
+from mwcluster.testing import wait_for
 
 
 @pytest.fixture
