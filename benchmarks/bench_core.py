@@ -155,9 +155,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--snapshot-keys", type=int, default=1_000_000)
+    parser.add_argument("--switch-interval-ms", type=float, default=1.0,
+                        help="the interpreter's thread switch interval, as the master sets it "
+                             "(config key switch_interval_ms): how soon the journal flusher "
+                             "gets the GIL back from a busy writer")
     parser.add_argument("--no-record", action="store_true",
                         help="print only; do not update docs/benchmarks.md")
     args = parser.parse_args()
+    sys.setswitchinterval(args.switch_interval_ms / 1000)
     base = Path(tempfile.mkdtemp(prefix="mwcluster-bench-"))
     results = {}
     try:
