@@ -1,0 +1,502 @@
+"""The replica's decision machine (core/follower.py), driven in memory: no sockets, no clock.
+
+`FakeMaster` holds a history of records and the reference digests; `Harness` is what the
+checkpoint node's shell does with the instructions (apply through State.apply, answer FETCH and
+the snapshot from the fake master), executing every instruction of one event before it feeds
+the events those produced.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mwcluster.core import follower as f
+from mwcluster.core import records as r
+from mwcluster.core.records import decode_payload, encode_record
+from mwcluster.core.state import State
+from mwcluster.core.values import encode
+
+HB = 1.0
+
+
+def history(n: int, epoch: int = 1, keys: int = 5) -> list[tuple[int, int, bytes]]:
+    return [(t, epoch, encode_record(r.Put(f"/k/{t % keys}", encode(t)))) for t in range(1, n + 1)]
+
+
+class FakeMaster:
+    def __init__(self, records, snapshot_txid: int | None = None, fetch_max: int = 7,
+                 epoch: int = 1) -> None:
+        self.records = list(records)
+        self.epoch = epoch
+        self.fetch_max = fetch_max
+        self.durable = len(self.records)
+        self.states = {0: State()}
+        state = State()
+        self.digests = {0: state.digest}
+        for txid, _e, payload in self.records:
+            state.apply(txid, decode_payload(payload)[0])
+            self.digests[txid] = state.digest
+            if txid == snapshot_txid:
+                self.states[txid] = State.from_image(iter([state.image_bytes()]))
+        self.snapshot_txid = snapshot_txid
+        self.first_kept = 1 if snapshot_txid is None else snapshot_txid + 1
+
+    def fetch(self, from_txid: int, now: float):
+        if from_txid < self.first_kept:
+            return f.FetchTruncated(now)
+        end = min(self.durable, from_txid + self.fetch_max - 1)
+        return f.Fetched(self.durable, self.records[from_txid - 1:end], now)
+
+    def heartbeat(self, now: float) -> f.Heartbeat:
+        return f.Heartbeat(self.epoch, self.durable, self.digests[self.durable], now)
+
+    def batch(self, first: int, last: int, now: float) -> f.StreamBatch:
+        return f.StreamBatch(self.epoch, first, last, self.records[first - 1:last], now)
+
+
+class Harness:
+    def __init__(self, master: FakeMaster, config: f.FollowerConfig | None = None,
+                 local: int | None = None, corrupt_at: int | None = None) -> None:
+        self.master = master
+        self.machine = f.Follower(config or f.FollowerConfig(heartbeat_interval_s=HB))
+        self.state = State()
+        if local is not None:
+            for txid, _e, payload in master.records[:local]:
+                self.state.apply(txid, decode_payload(payload)[0])
+        self.local = local
+        # a replica bug when it applies record `corrupt_at` (once; not if its snapshot has it)
+        self.corrupt_at = None if local is not None and corrupt_at is not None \
+            and local >= corrupt_at else corrupt_at
+        self.corrupted = False
+        self.log: list = []
+        self.checkpoints: list[int] = []
+        self.mismatches: list = []
+        self.now = 0.0
+
+    def feed(self, event) -> None:
+        events = deque([event])
+        while events:
+            ev = events.popleft()
+            instructions = self.machine.handle(ev)
+            self.log.extend(instructions)
+            for ins in instructions:
+                nxt = self.execute(ins)
+                if nxt is not None:
+                    events.append(nxt)
+
+    def execute(self, ins):
+        now = self.now
+        if isinstance(ins, f.Apply):
+            for txid, _e, payload in ins.records:
+                rec = decode_payload(payload)[0]
+                if txid == self.corrupt_at:      # a bug: the replica applies something else
+                    rec = r.Put("/diverged", encode(txid))
+                    self.corrupt_at = None
+                    self.corrupted = True
+                self.state.apply(txid, rec)      # raises unless txid == state.txid + 1
+        elif isinstance(ins, f.Fetch):
+            assert ins.from_txid == self.state.txid + 1
+            return self.master.fetch(ins.from_txid, now)
+        elif isinstance(ins, f.FetchSnapshot):
+            if self.master.snapshot_txid is None:
+                return f.NoSnapshot(now)
+            snap = self.master.states[self.master.snapshot_txid]
+            self.state = State.from_image(iter([snap.image_bytes()]))
+            return f.SnapshotLoaded(snap.txid, now)
+        elif isinstance(ins, f.ResetEmpty):
+            self.state = State()
+        elif isinstance(ins, f.CheckDigest):
+            assert self.state.txid == ins.txid
+            return f.DigestResult(ins.epoch, ins.txid, ins.digest, self.state.digest, now)
+        elif isinstance(ins, f.Checkpoint):
+            assert self.state.txid == ins.txid
+            self.checkpoints.append(ins.txid)
+            return f.CheckpointDone(ins.txid, now)
+        elif isinstance(ins, f.DigestMismatch):
+            self.mismatches.append(ins)
+        return None
+
+    def start(self) -> None:
+        self.feed(f.Start(self.now, self.local))
+
+    def at(self, now: float):
+        self.now = now
+        return self
+
+    def kinds(self) -> list[str]:
+        return [type(i).__name__ for i in self.log]
+
+
+def finish(h: Harness, now: float) -> None:
+    """The master goes idle: a heartbeat with its digest, then time passes."""
+    h.at(now).feed(h.master.heartbeat(now))
+    for step in range(1, 6):
+        h.at(now + step * 4 * HB).feed(f.Tick(h.now))
+    h.at(h.now).feed(h.master.heartbeat(h.now))
+
+
+def assert_in_step(h: Harness) -> None:
+    m = h.master
+    assert h.state.txid == m.durable
+    assert h.state.digest == m.digests[m.durable]
+    assert h.machine.phase == f.Phase.FOLLOWING
+    assert h.machine.last == m.durable
+    assert h.state.validate() == []
+
+
+# --- joining ---------------------------------------------------------------------------------
+
+
+def test_an_empty_master_no_snapshot_starts_from_txid_1():
+    h = Harness(FakeMaster([]))
+    h.start()
+    assert h.kinds()[:3] == ["FetchSnapshot", "ResetEmpty", "Note"]
+    assert h.machine.phase == f.Phase.FOLLOWING and h.machine.last == 0
+    assert h.machine.status(0.0)["state"] == "following"
+
+
+def test_joins_a_master_with_history_by_fetching_in_pieces():
+    h = Harness(FakeMaster(history(30)))
+    h.start()
+    fetches = [i.from_txid for i in h.log if isinstance(i, f.Fetch)]
+    assert fetches == [1, 8, 15, 22, 29]
+    assert_in_step(h)
+
+
+def test_joins_from_the_masters_snapshot_then_its_log():
+    h = Harness(FakeMaster(history(30), snapshot_txid=20))
+    h.start()
+    assert [i.from_txid for i in h.log if isinstance(i, f.Fetch)] == [21, 28]
+    assert_in_step(h)
+
+
+def test_starts_from_its_own_snapshot_and_fetches_after_it():
+    h = Harness(FakeMaster(history(30)), local=25)
+    h.start()
+    assert h.kinds()[:2] == ["Note", "Fetch"] and h.log[1].from_txid == 26
+    assert_in_step(h)
+
+
+def test_a_local_snapshot_older_than_the_masters_log_falls_back_to_its_snapshot():
+    h = Harness(FakeMaster(history(30), snapshot_txid=20), local=10)
+    h.start()
+    assert "FetchSnapshot" in h.kinds() and h.machine.counters.truncated == 1
+    assert_in_step(h)
+
+
+def test_stream_records_during_the_join_are_buffered_and_the_old_ones_dropped():
+    m = FakeMaster(history(30), snapshot_txid=20)
+    h = Harness(m)
+    m.durable = 25
+    h.machine.handle(f.Start(0.0, None))            # FetchSnapshot is not answered yet
+    h.feed(m.batch(18, 25, 0.1))                      # arrives while the snapshot loads
+    assert h.machine.status(0.1)["buffered_records"] == 8
+    h.state = State.from_image(iter([m.states[20].image_bytes()]))
+    h.feed(f.SnapshotLoaded(20, 0.2))
+    assert h.machine.counters.fetches == 1           # one FETCH confirms nothing is missing
+    assert_in_step(h)
+
+
+# --- following -------------------------------------------------------------------------------
+
+
+def following(n: int = 40, durable: int = 10, **kw) -> Harness:
+    m = FakeMaster(history(n), **kw)
+    m.durable = durable
+    h = Harness(m)
+    h.start()
+    assert h.machine.phase == f.Phase.FOLLOWING
+    h.log.clear()
+    return h
+
+
+def test_in_order_batches_are_applied_as_they_come_and_duplicates_dropped():
+    h = following()
+    m = h.master
+    m.durable = 15
+    h.feed(m.batch(11, 15, 1.0))
+    assert h.kinds() == ["Apply"] and [x[0] for x in h.log[0].records] == [11, 12, 13, 14, 15]
+    h.feed(m.batch(13, 15, 1.1))
+    assert h.kinds() == ["Apply"] and h.machine.counters.duplicates == 3
+    m.durable = 18
+    h.feed(m.batch(14, 18, 1.2))                      # an overlap: only the new part applies
+    assert [x[0] for x in h.log[-1].records] == [16, 17, 18]
+    assert h.state.txid == 18
+
+
+def test_a_gap_fetches_what_is_missing_and_applies_the_buffer_after_it():
+    h = following()
+    m = h.master
+    m.durable = 30
+    h.feed(m.batch(21, 30, 1.0))                      # 11..20 were lost
+    assert h.machine.counters.gaps == 1
+    assert [i.from_txid for i in h.log if isinstance(i, f.Fetch)] == [11, 18]
+    assert_in_step(h)
+
+
+def test_a_heartbeat_ahead_of_the_replica_means_lost_messages():
+    h = following()
+    m = h.master
+    m.durable = 16
+    h.feed(m.heartbeat(1.0))
+    assert h.machine.counters.gaps == 1
+    assert_in_step(h)
+    assert h.machine.counters.digest_checks_ok == 1   # checked when it reached txid 16
+
+
+def test_digest_check_when_exactly_at_the_heartbeats_txid():
+    h = following()
+    h.feed(h.master.heartbeat(1.0))
+    assert h.kinds() == ["CheckDigest"]
+    assert h.machine.last_digest_check == (1, 10, True)
+
+
+def test_a_pending_digest_check_splits_the_apply_at_its_txid():
+    h = following()
+    m = h.master
+    h.machine.handle(f.Heartbeat(1, 13, m.digests[13], 1.0))  # the replica is at 10
+    h.machine.handle(f.Fetched(13, [], 1.0))                 # (answer the FETCH it sent)
+    h.log.clear()
+    m.durable = 15
+    h.feed(m.batch(11, 15, 1.1))
+    assert h.kinds() == ["Apply", "CheckDigest", "Apply"]
+    assert [x[0] for x in h.log[0].records] == [11, 12, 13]
+    assert h.machine.counters.digest_checks_ok == 1
+
+
+def test_a_digest_mismatch_is_reported_and_repaired_from_the_masters_snapshot_and_log():
+    m = FakeMaster(history(40), snapshot_txid=12)
+    m.durable = 30
+    h = Harness(m, corrupt_at=25)
+    h.start()
+    h.log.clear()
+    h.feed(m.heartbeat(1.0))
+    assert h.kinds()[:4] == ["CheckDigest", "DigestMismatch", "Note", "FetchSnapshot"]
+    assert h.log[2].level == "error" and "epoch 1" in h.log[2].text
+    mismatch = h.mismatches[0]
+    assert (mismatch.epoch, mismatch.txid, mismatch.expected) == (1, 30, m.digests[30])
+    assert h.machine.counters.digest_checks_failed == 1 and h.machine.counters.reloads == 1
+    finish(h, 2.0)
+    assert_in_step(h)
+    assert h.machine.counters.digest_checks_ok >= 1
+
+
+def test_a_record_that_does_not_apply_reloads():
+    h = following()
+    h.feed(f.ApplyFailed(11, "no_node", 1.0))
+    assert h.machine.phase == f.Phase.FOLLOWING and h.machine.counters.reloads == 1
+    assert "FetchSnapshot" in h.kinds()
+
+
+def test_silence_longer_than_three_heartbeats_fetches_and_backs_off_while_silent():
+    h = following()
+    h.feed(f.Tick(2.9))
+    assert h.kinds() == []
+    h.feed(f.Tick(3.1))
+    assert h.kinds()[:2] == ["Note", "Fetch"] and h.machine.counters.silences == 1
+    assert h.machine.phase == f.Phase.FOLLOWING       # the FETCH found nothing missing
+    h.log.clear()
+    h.feed(f.Tick(3.5))                               # it just fetched: no new fetch yet
+    assert h.kinds() == []
+    h.feed(f.Tick(6.2))
+    assert h.kinds()[:2] == ["Note", "Fetch"]
+
+
+def test_a_new_master_epoch_resyncs():
+    h = following()
+    m = h.master
+    h.feed(m.heartbeat(0.5))
+    m.epoch, m.durable = 2, 20
+    h.feed(m.heartbeat(1.0))
+    assert h.machine.counters.epoch_changes == 1 and h.machine.epoch == 2
+    assert "Fetch" in h.kinds()
+    assert_in_step(h)
+
+
+def test_a_master_that_lost_history_is_reloaded_from():
+    h = following(durable=20)
+    m = FakeMaster(history(8), snapshot_txid=None, epoch=2)   # a new master, less history
+    h.master = m
+    h.feed(m.heartbeat(1.0))
+    assert h.machine.counters.reloads == 1
+    assert_in_step(h)
+    assert h.state.txid == 8
+
+
+def test_fetch_failures_retry_with_exponential_backoff():
+    h = following()
+    h.feed(f.FetchFailed(1.0, "timeout"))
+    assert h.machine.status(1.0)["last_failure"] == "timeout"
+    h.feed(f.Tick(1.05))
+    assert "Fetch" not in h.kinds()
+    h.feed(f.Tick(1.11))
+    assert h.kinds().count("Fetch") == 1
+    h.log.clear()
+    h.feed(f.FetchFailed(1.2, "timeout"))
+    h.feed(f.Tick(1.35))
+    assert "Fetch" not in h.kinds()                   # 0.2 s now
+    h.feed(f.Tick(1.41))
+    assert "Fetch" in h.kinds()
+
+
+def test_truncated_twice_waits_before_asking_for_the_snapshot_again():
+    m = FakeMaster(history(10))
+    m.first_kept = 5                                  # no snapshot, yet records 1..4 gone
+    h = Harness(m)
+    h.start()
+    # FetchSnapshot, NoSnapshot, FETCH from 1 truncated, once more at once, then a pause
+    assert h.kinds().count("FetchSnapshot") == 2 and h.machine.counters.truncated == 2
+    h.log.clear()
+    h.at(1.0).feed(f.Tick(1.0))
+    assert h.kinds().count("FetchSnapshot") == 1      # after 0.1 s: NoSnapshot, truncated
+    h.log.clear()
+    h.at(1.15).feed(f.Tick(1.15))
+    assert h.kinds() == []                            # 0.2 s this time
+    h.at(1.21).feed(f.Tick(1.21))
+    assert h.kinds().count("FetchSnapshot") == 1
+    assert h.machine.phase == f.Phase.JOINING and h.machine.counters.truncated == 4
+
+
+def test_the_buffer_is_bounded_and_what_it_drops_is_fetched():
+    h = following(n=60)
+    h.machine.config.max_buffer_bytes = 200
+    m = h.master
+    m.durable = 60
+    h.machine.handle(m.batch(21, 60, 1.0))            # gap: FETCH not answered yet
+    assert h.machine.counters.dropped_buffer > 0
+    h.feed(m.fetch(11, 1.0))
+    assert_in_step(h)
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+def test_checkpoint_every_txns_records_one_at_a_time():
+    cfg = f.FollowerConfig(heartbeat_interval_s=HB, txns=5, period_s=1000)
+    m = FakeMaster(history(40))
+    m.durable = 3
+    h = Harness(m, cfg)
+    h.start()
+    assert h.checkpoints == []
+    m.durable = 9
+    out = h.machine.handle(m.batch(4, 9, 1.0))
+    assert [type(i).__name__ for i in out] == ["Apply", "Checkpoint"] and out[1].txid == 9
+    h.state.apply(4, decode_payload(m.records[3][2])[0])
+    m.durable = 20
+    out = h.machine.handle(m.batch(10, 20, 1.1))
+    assert "Checkpoint" not in [type(i).__name__ for i in out]   # one is running
+    out = h.machine.handle(f.CheckpointDone(9, 1.2))
+    assert [type(i).__name__ for i in out] == ["Checkpoint"] and out[0].txid == 20
+
+
+def test_checkpoint_every_period_only_when_there_is_something_new():
+    cfg = f.FollowerConfig(heartbeat_interval_s=HB, txns=10**6, period_s=60)
+    h = following(durable=10)
+    h.machine.config = cfg
+    h.at(59.0).feed(f.Tick(59.0))
+    assert h.checkpoints == []
+    h.at(60.5).feed(h.master.heartbeat(60.5))
+    assert h.checkpoints == [10]
+    h.at(100.0).feed(h.master.heartbeat(100.0))
+    assert h.checkpoints == [10]                       # nothing new since
+    h.master.durable = 11
+    h.at(110.0).feed(h.master.batch(11, 11, 110.0))
+    assert h.checkpoints == [10]
+    h.at(120.6).feed(f.Tick(120.6))
+    assert h.checkpoints == [10, 11]
+
+
+def test_a_failed_checkpoint_is_retried_after_a_growing_pause():
+    cfg = f.FollowerConfig(heartbeat_interval_s=HB, txns=1, period_s=60)
+    h = following(durable=0)
+    h.machine.config = cfg
+    h.master.durable = 1
+    out = h.machine.handle(h.master.batch(1, 1, 1.0))
+    assert isinstance(out[-1], f.Checkpoint)
+    h.state.apply(1, decode_payload(h.master.records[0][2])[0])
+    out = h.machine.handle(f.CheckpointFailed(1.0, "disk full"))
+    assert out[-1].level == "error" and "disk full" in out[-1].text
+    assert h.machine.last_checkpoint_failure == "disk full"
+    assert h.machine.handle(f.Tick(1.5)) == []
+    assert isinstance(h.machine.handle(f.Tick(2.01))[-1], f.Checkpoint)
+    h.machine.handle(f.CheckpointFailed(2.01, "disk full"))
+    assert h.machine.handle(f.Tick(3.5)) == []          # 2 s now
+    assert isinstance(h.machine.handle(f.Tick(4.02))[-1], f.Checkpoint)
+
+
+def test_a_requested_checkpoint_waits_until_caught_up():
+    m = FakeMaster(history(30))
+    h = Harness(m, local=30)
+    h.machine.handle(f.CheckpointRequested(0.0))
+    out = h.machine.handle(f.Start(0.0, 30))
+    assert [type(i).__name__ for i in out] == ["Note", "Fetch"]
+    out = h.machine.handle(m.fetch(31, 0.1))
+    assert isinstance(out[-1], f.Checkpoint) and out[-1].txid == 30
+
+
+# --- the property: whatever the network does, the replica ends exactly at the master ------
+
+
+@st.composite
+def schedules(draw):
+    n = draw(st.integers(0, 60))
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, n)), max_size=15)))
+    batches = []
+    first = 1
+    for cut in cuts + [n]:
+        if first <= cut <= n:
+            batches.append((first, cut))
+            first = cut + 1
+    deliveries = []
+    for batch in batches:
+        fate = draw(st.sampled_from(["ok", "ok", "ok", "drop", "dup"]))
+        if fate != "drop":
+            deliveries.append(batch)
+        if fate == "dup":
+            deliveries.append(batch)
+        if draw(st.booleans()):
+            deliveries.append(("hb", batch[1]))
+    for _ in range(draw(st.integers(0, 4))):         # a few delayed (reordered) messages
+        if len(deliveries) > 1:
+            i = draw(st.integers(0, len(deliveries) - 2))
+            j = draw(st.integers(i + 1, len(deliveries) - 1))
+            deliveries.insert(j, deliveries.pop(i))
+    snapshot = draw(st.none() | st.integers(0, n)) if n else None
+    local = draw(st.none() | st.integers(0, n))
+    corrupt = draw(st.none() | st.integers(1, n)) if n else None
+    return n, deliveries, snapshot, local, draw(st.integers(1, 9)), corrupt
+
+
+@settings(max_examples=300, deadline=None)
+@given(schedules())
+def test_dropped_duplicated_reordered_batches_end_at_the_masters_txid_and_digest(schedule):
+    """Any mix of lost, repeated and delayed batches and heartbeats, any start (own snapshot,
+    the master's snapshot, nothing), and optionally a replica bug at one txid: the replica
+    ends exactly at the master's txid with the master's digest, never applying out of
+    order (State.apply would raise)."""
+    n, deliveries, snapshot, local, fetch_max, corrupt = schedule
+    m = FakeMaster(history(n), snapshot_txid=snapshot or None, fetch_max=fetch_max)
+    published = m.durable = max(local or 0, snapshot or 0)   # what happened before the start
+    h = Harness(m, local=local, corrupt_at=corrupt)
+    h.start()
+    now = 0.0
+    for item in deliveries:
+        now += 0.1
+        if item[0] == "hb":
+            txid = item[1]
+            h.at(now).feed(f.Heartbeat(1, txid, m.digests[txid], now))
+        else:
+            first, last = item
+            published = max(published, last)
+            m.durable = published
+            h.at(now).feed(m.batch(first, last, now))
+    m.durable = n
+    finish(h, now + 0.1)
+    assert_in_step(h)
+    if not h.corrupted:
+        assert h.machine.counters.digest_checks_failed == 0 and not h.mismatches
+    else:       # the replica applied something else at `corrupt`: it was reloaded (by a
+        assert h.machine.counters.reloads >= 1      # digest mismatch, or for another reason)
