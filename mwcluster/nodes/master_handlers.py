@@ -7,10 +7,16 @@ until the fsync that covers it (sync durability; `release` hands parked replies 
 is applied from a request that fails to decode or validate. The event loop (master.py) owns
 the sockets and calls this; tests can call it directly.
 
+Every operation runs through `_apply(req) -> (status, txid, result)`; `handle` packs that
+into one reply frame, `_batch` packs the answers of a BATCH's sub-requests into one frame (the
+frame is decoded once; each sub-request is validated and applied exactly as a single request
+would be, with its own request id for idempotency and its own durability).
+
 Mutations: decode -> recent(origin) answers a retry -> `records.from_wire` builds and
 type-checks the record -> `Engine.submit(..., durability="async", origin=...)` -> reply now,
-or park it when the request (or the master's default) asks for sync. The engine never waits
-for the disk on this thread.
+or park it when the request (or the master's default) asks for sync: a batch is parked whole,
+until the fsync that covers its highest txid. The engine never waits for the disk on this
+thread.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from mwcluster.core.records import from_wire
 from mwcluster.engine import Engine
 from mwcluster.nodes.metrics import MasterStats
 from mwcluster.storage import snapshot as snapshots
-from mwcluster.wire.protocol import (DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op, ProtocolError,
-                                     Request, args_check, decode_request, encode_error,
-                                     encode_reply, error_code_for)
+from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op,
+                                     ProtocolError, Request, args_check, decode_batch,
+                                     decode_request, encode_error, encode_reply,
+                                     error_code_for, error_result)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,9 @@ MAX_LIST = 100_000           # names or keys per CHILDREN / LIST reply
 MAX_CHUNK_BYTES = 1 << 20    # bytes per SNAPSHOT_CHUNK reply
 _OPT_INT = (int, type(None))
 _OPT_STR = (str, type(None))
+_BATCH = int(Op.BATCH)
+
+Answer = tuple  # (status, txid, result): what an operation answers, before it is packed
 
 
 class Handlers:
@@ -43,21 +53,27 @@ class Handlers:
 
     def __init__(self, engine: Engine, epoch: int, stats: MasterStats, *,
                  default_sync: bool = False, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 fetch_max_bytes: int = 4 << 20, status: Callable[[], dict] = dict) -> None:
+                 fetch_max_bytes: int = 4 << 20, max_batch: int = DEFAULT_MAX_BATCH,
+                 status: Callable[[], dict] = dict) -> None:
         self.engine = engine
         self.epoch = epoch
         self.stats = stats
         self.default_sync = default_sync
         self.max_message_bytes = max_message_bytes
         self.fetch_max_bytes = fetch_max_bytes
+        self.max_batch = max_batch
         self.status = status
         self.shutting_down = False
         self.now = 0.0               # set by the loop before each batch (parking time)
-        self.batch_ops: dict[int, int] = {}   # requests per op in the current batch
+        self.batch_ops: dict[int, int] = {}   # requests per op in the current drain
+        self.batches = 0             # BATCH messages answered (their sub-requests count as
+        #                              requests of their own op)
+        # sync is wanted by durability 2, or by 0 when the master's default is sync
+        self._sync_levels = (0, 2) if default_sync else (2,)
         # (txid, ident, reply, parked_at): sync replies waiting for their fsync, in the order
         # they were parked (txid order, except a retry of an older request)
         self.parked: deque[tuple[int, bytes, bytes, float]] = deque()
-        self._reads: dict[int, Callable[[Request], bytes]] = {
+        self._reads: dict[int, Callable[[Request], Answer]] = {
             Op.GET: self._get, Op.STAT: self._stat, Op.CHILDREN: self._children,
             Op.LIST: self._list, Op.STATUS: self._status, Op.PING: self._ping,
             Op.FETCH: self._fetch, Op.SNAPSHOT_INFO: self._snapshot_info,
@@ -73,26 +89,93 @@ class Handlers:
         except ProtocolError as exc:
             return self.error(exc.request_id or 0, exc.error, str(exc))
         op = req[2]
+        if op == _BATCH:
+            return self._batch(ident, req)
         ops = self.batch_ops
         ops[op] = ops.get(op, 0) + 1
         if self.shutting_down:
-            return self.error(req[1], ErrorCode.SHUTTING_DOWN,
-                              "the master is stopping; nothing was applied, retry later")
+            return self._stopping(req[1])
+        status, txid, result = self._apply(req)
+        reply = encode_reply(req[1], self.epoch, status, txid, result)
+        if txid and req[3] in self._sync_levels and txid > self.engine.journal.durable_txid:
+            self.parked.append((txid, ident, reply, self.now))
+            return None
+        return reply
+
+    def _apply(self, req: Request) -> Answer:
+        """Run one decoded request; every failure becomes an error answer."""
+        op = req[2]
         try:
             if op < 100:
-                return self._mutate(ident, req)
+                return self._mutate(req)
             return self._reads[op](req)
         except ProtocolError as exc:
-            return self.error(req[1], exc.error, str(exc))
-        except Exception as exc:  # a bug: answer it and keep serving everyone else
-            log.exception("epoch %d: request op %d failed unexpectedly", self.epoch, op)
-            return self.error(req[1], ErrorCode.INTERNAL,
-                              f"internal error ({type(exc).__name__}: {exc})")
+            return self._fail(exc.error, str(exc))
+        except Exception as exc:
+            return self._internal(op, exc)
+
+    def _internal(self, op: int, exc: Exception) -> Answer:
+        """A bug: log it, answer it, and keep serving everyone else."""
+        log.exception("epoch %d: request op %d failed unexpectedly", self.epoch, op)
+        return self._fail(ErrorCode.INTERNAL, f"internal error ({type(exc).__name__}: {exc})")
+
+    def _batch(self, ident: bytes, req: Request) -> bytes | None:
+        """One reply frame for a BATCH: the sub-replies in order; parked whole until the
+        fsync that covers its highest txid when any sub-request wants sync."""
+        client_id, request_id, _op, _durability, subs = req
+        if len(subs) > self.max_batch:
+            return self.error(request_id, ErrorCode.TOO_LARGE,
+                              f"a BATCH carries at most {self.max_batch} sub-requests; got "
+                              f"{len(subs)} (split it)")
+        if self.shutting_down:
+            return self._stopping(request_id)
+        self.batches += 1
+        ops = self.batch_ops
+        apply = self._apply
+        mutate = self._mutate
+        sync_levels = self._sync_levels
+        out = []
+        append = out.append
+        top = 0
+        want_sync = False
+        for sub in decode_batch(client_id, subs):
+            if type(sub) is not Request:
+                append((sub.request_id or 0, *self._fail(sub.error, str(sub))))
+                continue
+            op = sub[2]
+            ops[op] = ops.get(op, 0) + 1
+            if op < 100:
+                try:
+                    status, txid, result = mutate(sub)
+                except Exception as exc:
+                    status, txid, result = self._internal(op, exc)
+                if txid:
+                    if txid > top:
+                        top = txid
+                    if sub[3] in sync_levels:
+                        want_sync = True
+            else:
+                status, txid, result = apply(sub)
+            append((sub[1], status, txid, result))
+        reply = encode_reply(request_id, self.epoch, 0, top, out)
+        if want_sync and top > self.engine.journal.durable_txid:
+            self.parked.append((top, ident, reply, self.now))
+            return None
+        return reply
+
+    def _stopping(self, request_id: int) -> bytes:
+        return self.error(request_id, ErrorCode.SHUTTING_DOWN,
+                          "the master is stopping; nothing was applied, retry later")
 
     def error(self, request_id: int, code: ErrorCode, message: str) -> bytes:
         counts = self.stats.errors_by_code
         counts[code] = counts.get(code, 0) + 1
         return encode_error(request_id, self.epoch, code, message)
+
+    def _fail(self, code: ErrorCode, message: str) -> Answer:
+        counts = self.stats.errors_by_code
+        counts[code] = counts.get(code, 0) + 1
+        return int(code), 0, error_result(code, message)
 
     def release(self, durable_txid: int, now: float) -> list[tuple[bytes, bytes]]:
         """Parked replies whose record is now durable, as (ident, reply), oldest first."""
@@ -107,8 +190,8 @@ class Handlers:
 
     # --- mutations ---------------------------------------------------------------------------
 
-    def _mutate(self, ident: bytes, req: Request) -> bytes | None:
-        client_id, request_id, op, durability, args = req
+    def _mutate(self, req: Request) -> Answer:
+        client_id, request_id, op, _durability, args = req
         engine = self.engine
         origin = (client_id, request_id)
         hit = engine.recent(origin)
@@ -116,27 +199,23 @@ class Handlers:
             try:
                 rec = from_wire([op, *args])
             except errors.InvalidRecord as exc:
-                return self.error(request_id, ErrorCode.BAD_REQUEST, f"{Op(op).name}: {exc}")
+                return self._fail(ErrorCode.BAD_REQUEST, f"{Op(op).name}: {exc}")
             try:
                 txid, result = engine.submit(rec, durability="async", origin=origin)
             except errors.MwclusterError as exc:  # refused: nothing was applied
-                return self.error(request_id, error_code_for(exc), str(exc))
+                return self._fail(error_code_for(exc), str(exc))
         else:
             txid, result = hit
             self.stats.retries += 1
-        reply = encode_reply(request_id, self.epoch, 0, txid, result)
-        if (durability == 2 or (durability == 0 and self.default_sync)) \
-                and txid > engine.journal.durable_txid:
-            self.parked.append((txid, ident, reply, self.now))
-            return None
-        return reply
+        return 0, txid, result
 
     # --- reads -------------------------------------------------------------------------------
 
-    def _ok(self, req: Request, result: Any) -> bytes:
-        return encode_reply(req.request_id, self.epoch, 0, 0, result)
+    @staticmethod
+    def _ok(req: Request, result: Any) -> Answer:
+        return 0, 0, result
 
-    def _get(self, req: Request) -> bytes:
+    def _get(self, req: Request) -> Answer:
         key, = args_check(req, (str,), ("key",))
         got = self.engine.state.ns.get_encoded(key)
         if got is None:
@@ -144,21 +223,21 @@ class Handlers:
         value, stat = got
         return self._ok(req, (value, stat.version, stat.create_txid, stat.modify_txid))
 
-    def _stat(self, req: Request) -> bytes:
+    def _stat(self, req: Request) -> Answer:
         key, = args_check(req, (str,), ("key",))
         stat = self.engine.state.ns.stat(key)
         return self._ok(req, None if stat is None else tuple(stat))
 
-    def _children(self, req: Request) -> bytes:
+    def _children(self, req: Request) -> Answer:
         path, limit = args_check(req, (str, _OPT_INT), ("path", "limit"))
         limit = self._limit(req, limit)
         try:
             path = check_prefix(path)
         except errors.InvalidRecord as exc:
-            return self.error(req.request_id, ErrorCode.INVALID, str(exc))
+            return self._fail(ErrorCode.INVALID, str(exc))
         return self._ok(req, self.engine.state.ns.children(path, limit))
 
-    def _list(self, req: Request) -> bytes:
+    def _list(self, req: Request) -> Answer:
         prefix, limit, start_after = args_check(req, (str, int, _OPT_STR),
                                                 ("prefix", "limit", "start_after"))
         limit = self._limit(req, limit)
@@ -173,17 +252,17 @@ class Handlers:
                                 "nil or a non-negative integer", req.request_id)
         return min(limit, MAX_LIST)
 
-    def _status(self, req: Request) -> bytes:
+    def _status(self, req: Request) -> Answer:
         args_check(req, (), ())
         return self._ok(req, self.status())
 
-    def _ping(self, req: Request) -> bytes:
+    def _ping(self, req: Request) -> Answer:
         args_check(req, (), ())
         return self._ok(req, None)
 
     # --- replication ---------------------------------------------------------------------------
 
-    def _fetch(self, req: Request) -> bytes:
+    def _fetch(self, req: Request) -> Answer:
         from_txid, max_bytes = args_check(req, (int, int), ("from_txid", "max_bytes"))
         if from_txid < 0 or max_bytes < 0:
             raise ProtocolError(ErrorCode.BAD_REQUEST,
@@ -194,7 +273,7 @@ class Handlers:
             records = engine.records(max(from_txid, 1),
                                      max(1, min(max_bytes, self.fetch_max_bytes)))
         except errors.Truncated as exc:
-            return self.error(req.request_id, ErrorCode.TRUNCATED, str(exc))
+            return self._fail(ErrorCode.TRUNCATED, str(exc))
         return self._ok(req, (engine.journal.durable_txid, records))
 
     def _newest_snapshot(self) -> snapshots.SnapshotHeader | None:
@@ -205,16 +284,16 @@ class Handlers:
                 log.warning("epoch %d: snapshot %s is not offered: %s", self.epoch, path, exc)
         return None
 
-    def _snapshot_info(self, req: Request) -> bytes:
+    def _snapshot_info(self, req: Request) -> Answer:
         args_check(req, (), ())
         header = self._newest_snapshot()
         if header is None:
-            return self.error(req.request_id, ErrorCode.NO_SNAPSHOT, "there is no snapshot")
+            return self._fail(ErrorCode.NO_SNAPSHOT, "there is no snapshot")
         size = snapshots.HEADER_BYTES + header.body_bytes + snapshots.TRAILER_BYTES
         return self._ok(req, (header.txid, header.epoch, header.digest, size,
                               header.created_ms))
 
-    def _snapshot_chunk(self, req: Request) -> bytes:
+    def _snapshot_chunk(self, req: Request) -> Answer:
         txid, offset, length = args_check(req, (int, int, int), ("txid", "offset", "length"))
         if txid < 0 or offset < 0 or length < 0:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "SNAPSHOT_CHUNK: txid, offset and "
@@ -223,7 +302,7 @@ class Handlers:
         try:
             fd = os.open(path, os.O_RDONLY)
         except (FileNotFoundError, ValueError, OverflowError):
-            return self.error(req.request_id, ErrorCode.NO_SNAPSHOT,
+            return self._fail(ErrorCode.NO_SNAPSHOT,
                               f"the snapshot at txid {txid} is not kept (any more); ask "
                               "SNAPSHOT_INFO for the newest")
         try:

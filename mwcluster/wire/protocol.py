@@ -14,6 +14,16 @@ other value is an error code (ErrorCode) and `result` is then [code_name: str, m
 `txid` is the txid a mutation was logged at (0 for reads and errors). A request must be one
 ZMQ frame; anything else is refused.
 
+BATCH (op 200) carries many requests in one frame, each with its own request id, durability
+and idempotency; the reply carries their replies in the same order:
+
+    batch args:     [[request_id: uint, op: uint, durability: uint, args: array], ...]
+    batch result:   [[request_id: uint, status: uint, txid: uint, result: any], ...]
+
+At most MAX_BATCH (by default) sub-requests; no BATCH inside a BATCH. A malformed sub-request
+gets its own error sub-reply (request_id 0 when it cannot be read) and the others proceed. The
+batch reply's own txid is the highest txid among its sub-replies.
+
 Log stream (master PUB -> subscribers), two frames, topic first:
 
     [b"L", [1, epoch, first_txid, last_txid, [[txid, epoch, payload: bin], ...]]]   records
@@ -31,6 +41,7 @@ from mwcluster import errors
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
+DEFAULT_MAX_BATCH = 1024       # sub-requests per BATCH
 
 TOPIC_LOG = b"L"
 TOPIC_HEARTBEAT = b"H"
@@ -53,6 +64,9 @@ class Op(IntEnum):
     FETCH = 120        # [from_txid, max_bytes] -> [durable_txid, [[txid, epoch, payload], ...]]
     SNAPSHOT_INFO = 121   # [] -> [txid, epoch, digest, size_bytes, created_ms] | nil
     SNAPSHOT_CHUNK = 122  # [txid, offset, length] -> bin
+    # many requests in one frame
+    BATCH = 200        # [[request_id, op, durability, args], ...] -> [[request_id, status,
+    #                    txid, result], ...]
 
 
 MUTATIONS = frozenset({Op.PUT, Op.MERGE, Op.DELETE, Op.MULTI})
@@ -156,6 +170,16 @@ def encode_error(request_id: int, epoch: int, error: ErrorCode, message: str) ->
                                                                          message)))
 
 
+def error_result(error: ErrorCode, message: str) -> tuple[str, str]:
+    """The `result` of an error reply or sub-reply."""
+    return error.name.lower(), message
+
+
+def sub_request(request_id: int, op: int, args: list | tuple, durability: int = 0) -> tuple:
+    """One element of a BATCH request's args (encode the batch with encode_request)."""
+    return request_id, op, durability, args
+
+
 def encode_log_batch(epoch: int, records: list[tuple[int, int, bytes]]) -> bytes:
     return _pack((PROTOCOL_VERSION, epoch, records[0][0], records[-1][0], records))
 
@@ -179,7 +203,8 @@ def _unpack(frame: bytes, what: str) -> Any:
 
 def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Request:
     """Validate one request frame into a Request, or raise ProtocolError saying what is
-    wrong (with the request id when it could be read)."""
+    wrong (with the request id when it could be read). The args of a BATCH are checked to be
+    an array here; each sub-request is checked by decode_sub_request."""
     if len(frame) > max_bytes:
         raise ProtocolError(ErrorCode.TOO_LARGE,
                             f"request is {len(frame)} bytes; the limit is {max_bytes}")
@@ -196,22 +221,70 @@ def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
                             f"speaks {PROTOCOL_VERSION})", rid)
     if type(client_id) is not bytes or not 1 <= len(client_id) <= 64:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "client_id must be 1..64 bytes (bin)", rid)
-    if rid is None or request_id >= 1 << 64:
-        raise ProtocolError(ErrorCode.BAD_REQUEST,
-                            "request_id must be an unsigned 64-bit integer")
-    if type(op) is not int:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "op must be an integer", rid)
-    if type(durability) is not int or durability not in (0, 1, 2):
-        raise ProtocolError(ErrorCode.BAD_REQUEST,
-                            "durability must be 0 (default), 1 (async) or 2 (sync)", rid)
-    if type(args) is not list:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "args must be an array", rid)
-    if op not in _KNOWN_OPS:
-        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown operation {op}", rid)
+    _check_fields(rid, request_id, op, durability, args, "")
     return Request(client_id, request_id, op, durability, args)
 
 
+def decode_sub_request(client_id: bytes, raw: Any) -> Request:
+    """Validate one element of a BATCH's (already decoded) args into a Request of the
+    batch's client, or raise ProtocolError (with the sub-request's id when it is readable)."""
+    if type(raw) is not list or len(raw) != 4:
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            "a sub-request is an array [request_id, op, durability, args]")
+    request_id, op, durability, args = raw
+    rid = request_id if type(request_id) is int and request_id >= 0 else None
+    if op == Op.BATCH and type(op) is int:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a BATCH cannot contain a BATCH", rid)
+    _check_fields(rid, request_id, op, durability, args, "sub-request ")
+    return Request(client_id, request_id, op, durability, args)
+
+
+def decode_batch(client_id: bytes, subs: list) -> list[Request | ProtocolError]:
+    """Validate every sub-request of a BATCH (its args, already decoded): a Request of the
+    batch's client for each good one, the ProtocolError for each bad one, in order. The same
+    rules as decode_sub_request, checked inline for the common well-formed case."""
+    out: list[Request | ProtocolError] = []
+    append = append_ok = out.append
+    new = _new_request
+    ok_ops = _SUB_OPS
+    for raw in subs:
+        if type(raw) is list and len(raw) == 4:
+            rid, op, dur, args = raw
+            if type(rid) is int and 0 <= rid < _U64 and type(op) is int and op in ok_ops \
+                    and type(dur) is int and 0 <= dur <= 2 and type(args) is list:
+                append_ok(new(Request, (client_id, rid, op, dur, args)))
+                continue
+        try:
+            decode_sub_request(client_id, raw)
+        except ProtocolError as exc:
+            append(exc)
+        else:  # pragma: no cover - the inline checks above accept every valid sub-request
+            raise AssertionError(f"sub-request {raw!r} passed only the slow checks")
+    return out
+
+
+_new_request = tuple.__new__
+_U64 = 1 << 64
+
+
+def _check_fields(rid: int | None, request_id: Any, op: Any, durability: Any, args: Any,
+                  what: str) -> None:
+    if rid is None or request_id >= 1 << 64:
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            f"{what}request_id must be an unsigned 64-bit integer")
+    if type(op) is not int:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}op must be an integer", rid)
+    if type(durability) is not int or durability not in (0, 1, 2):
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            f"{what}durability must be 0 (default), 1 (async) or 2 (sync)", rid)
+    if type(args) is not list:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}args must be an array", rid)
+    if op not in _KNOWN_OPS:
+        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown operation {op}", rid)
+
+
 _KNOWN_OPS = frozenset(int(op) for op in Op)
+_SUB_OPS = _KNOWN_OPS - {int(Op.BATCH)}
 
 
 def decode_reply(frame: bytes) -> Reply:

@@ -3,7 +3,9 @@
 Every answer to a bad message is an error reply (or nothing at all, when not even the frames
 hold together); the master keeps serving (a PING right after is answered) and applies nothing
 (txid and digest unchanged). Garbage that happens to be a valid read may be answered with
-success; garbage that would be a valid mutation is skipped, since applying it is correct.
+success; garbage that would be a valid mutation is skipped, since applying it is correct. A
+BATCH of garbage sub-requests is answered with one error sub-reply per bad sub-request (a
+batch in which any sub-request would apply is skipped likewise).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from mwcluster.core.limits import Limits
 from mwcluster.core.records import Put, check_admission, from_wire
 from mwcluster.core.state import State
 from mwcluster.testing import MasterProcess, RawDealer
-from mwcluster.wire.protocol import MUTATIONS, Op, ProtocolError, decode_request
+from mwcluster.wire.protocol import (MUTATIONS, Op, ProtocolError, decode_request,
+                                     decode_sub_request)
 
 pytestmark = pytest.mark.fault
 
@@ -59,8 +62,22 @@ typed_args = st.one_of(typed_mutations.map(lambda m: (m[0], m[1:])),
 typed = st.tuples(st.binary(min_size=1, max_size=64), st.integers(0, 1 << 40), typed_args,
                   st.integers(0, 2)).map(
     lambda t: msgpack.packb([1, t[0], t[1], t[2][0], t[3], t[2][1]], use_bin_type=True))
+# BATCH frames around every kind of sub-request: typed mutations, garbage fields, nested
+# batches, values that are not sub-requests at all
+sub_requests = st.one_of(
+    st.tuples(st.integers(0, 1 << 40), typed_args, st.integers(0, 2)).map(
+        lambda t: [t[0], t[1][0], t[2], t[1][1]]),
+    st.tuples(st.one_of(ints, values), ops, st.one_of(st.integers(0, 3), values),
+              st.one_of(mutation_args, values)).map(list),
+    st.tuples(st.integers(0, 1 << 40), st.just(int(Op.BATCH)), st.integers(0, 2),
+              st.lists(st.lists(values, max_size=4), max_size=2)).map(list),
+    values,
+)
+batches = st.tuples(st.binary(min_size=1, max_size=64), st.integers(0, 1 << 40),
+                    st.integers(0, 2), st.lists(sub_requests, max_size=6)).map(
+    lambda t: msgpack.packb([1, t[0], t[1], int(Op.BATCH), t[2], t[3]], use_bin_type=True))
 frames = st.one_of(
-    typed, typed, typed,
+    typed, typed, typed, batches, batches,
     bad_args.map(lambda e: msgpack.packb(list(e), use_bin_type=True)),
     st.binary(max_size=300),
     values.map(lambda v: msgpack.packb(v, use_bin_type=True)),
@@ -71,22 +88,39 @@ messages = st.one_of(frames.map(lambda f: [f]), st.lists(frames, min_size=2, max
 
 
 def classify(message: list[bytes]) -> str:
-    """'mutation' when the master would apply it, 'read' when it is a valid read, else ''."""
+    """'mutation' when the master would apply something from it, 'read' when it is a valid
+    read, 'batch' for a BATCH that applies nothing, else ''."""
     if len(message) != 1:
         return ""
     try:
         req = decode_request(message[0], MAX_MESSAGE_BYTES)
     except ProtocolError:
         return ""
+    if req.op == Op.BATCH:
+        state = mirror()
+        if len(req.args) <= 1024 and any(
+                applies(state, req.client_id, sub) for sub in req.args):
+            return "mutation"
+        return "batch"
     if req.op not in MUTATIONS:
         return "read"
+    return "mutation" if applies(mirror(), req.client_id, message[0]) else ""
+
+
+def applies(state: State, client_id: bytes, sub) -> bool:
+    """Whether the master would apply this request (a frame) or sub-request (decoded) to a
+    state like `state` (which it then changes)."""
     try:
+        req = (decode_request(sub, MAX_MESSAGE_BYTES) if isinstance(sub, bytes)
+               else decode_sub_request(client_id, sub))
+        if req.op not in MUTATIONS:
+            return False
         rec = from_wire([req.op, *req.args])
         check_admission(rec, Limits())
-        mirror().apply(2, rec)      # the master's state: only the fixture's one put
+        state.apply(state.txid + 1, rec)    # the master's state: only the fixture's one put
     except Exception:
-        return ""
-    return "mutation"
+        return False
+    return True
 
 
 SEED_VALUE = msgpack.packb({"a": 1})
@@ -139,12 +173,24 @@ def test_garbage_gets_error_replies_and_changes_nothing(master, dealer, message)
         event(f"reply status {reply.status}" + (f" {reply.result[0]}" if reply.status else ""))
         assert reply.epoch == master.epoch
         if reply.status == 0:
-            assert kind == "read", (message, reply)
+            assert kind in ("read", "batch"), (message, reply)
+            if kind == "batch":
+                check_sub_replies(reply.result)
         else:
             assert reply.txid == 0 and isinstance(reply.result, list) and \
                 isinstance(reply.result[1], str)
     after = dealer.status()
     assert (after["txid"], after["digest"]) == (status["txid"], status["digest"])
+
+
+def check_sub_replies(subs) -> None:
+    """Each sub-reply of a batch that applied nothing: an error, or a read's success."""
+    assert isinstance(subs, list)
+    for rid, status, txid, result in subs:
+        assert isinstance(rid, int) and txid == 0
+        if status:
+            assert isinstance(result, list) and isinstance(result[1], str)
+            event(f"sub-reply status {status} {result[0]}")
 
 
 def test_frames_over_the_size_limit_are_cut_at_the_socket(master, dealer):

@@ -222,3 +222,146 @@ def test_status_and_ping_and_shutting_down(handlers, engine):
     handlers.shutting_down = True
     r = ask(handlers, Op.PUT, ["/late", pack(1), None], rid=3)
     assert r.status == ErrorCode.SHUTTING_DOWN and engine.state.txid == 0
+
+
+# --- BATCH ------------------------------------------------------------------------------
+
+
+def ask_batch(h: Handlers, subs, rid=1000, cid=CID):
+    """Send a BATCH of [request_id, op, durability, args] sub-requests; the decoded reply."""
+    out = h.handle(b"peer", encode_request(cid, rid, Op.BATCH, [list(s) for s in subs]))
+    return None if out is None else decode_reply(out)
+
+
+def test_a_batch_of_mixed_operations_is_answered_in_order_in_one_reply(handlers, engine):
+    r = ask_batch(handlers, [
+        (1, Op.PUT, 0, ["/b/a", pack({"n": 1}), None]),
+        (2, Op.GET, 0, ["/b/a"]),
+        (3, Op.MERGE, 1, ["/b/a", pack({"m": 2}), 1]),
+        (4, Op.MULTI, 0, [[[1, "/b/c", pack(3), 0], [4, "/b/a", 2]]]),
+        (5, Op.CHILDREN, 0, ["/b", None]),
+        (6, Op.DELETE, 0, ["/b/c", False, None]),
+        (7, Op.PING, 0, []),
+        (8, Op.STATUS, 0, []),
+    ], rid=77)
+    assert (r.request_id, r.status, r.epoch, r.txid) == (77, 0, EPOCH, 4)
+    assert [tuple(sub[:3]) for sub in r.result] == [
+        (1, 0, 1), (2, 0, 0), (3, 0, 2), (4, 0, 3), (5, 0, 0), (6, 0, 4), (7, 0, 0), (8, 0, 0)]
+    results = [sub[3] for sub in r.result]
+    assert results[0] == 1 and results[1] == [pack({"n": 1}), 1, 1, 1]
+    assert results[2] == 2 and results[3] == [1, None] and results[4] == ["a", "c"]
+    assert results[5] == 1 and results[6] is None and results[7] == {"ok": True}
+    assert engine.state.txid == 4
+    assert handlers.batches == 1
+    assert handlers.batch_ops == {Op.PUT: 1, Op.GET: 1, Op.MERGE: 1, Op.MULTI: 1,
+                                  Op.CHILDREN: 1, Op.DELETE: 1, Op.PING: 1, Op.STATUS: 1}
+
+
+def test_bad_sub_requests_get_their_own_errors_and_the_others_proceed(handlers, engine):
+    r = ask_batch(handlers, [
+        (1, Op.PUT, 0, ["/g/1", pack(1), None]),
+        "not an array",
+        [2, Op.PUT, 0],                                   # three fields
+        (3, Op.BATCH, 0, [[4, Op.PING, 0, []]]),          # no BATCH inside a BATCH
+        (5, 99, 0, []),                                   # unknown op
+        (6, Op.PUT, 7, ["/g/x", pack(1), None]),          # bad durability
+        (-1, Op.PING, 0, []),                             # bad request id
+        (8, Op.PUT, 0, "args"),                           # args not an array
+        (9, Op.PUT, 0, ["no-slash", pack(1), None]),      # refused by the rules
+        (10, Op.PUT, 0, ["/g/1", pack(1), 0]),            # refused: exists
+        (11, Op.GET, 0, [42]),                            # wrong type
+        (12, Op.PUT, 0, ["/g/2", pack(2), None]),
+    ])
+    assert r.status == 0 and r.txid == 2
+    codes = [(sub[0], sub[1]) for sub in r.result]
+    assert codes == [
+        (1, 0), (0, ErrorCode.BAD_REQUEST), (0, ErrorCode.BAD_REQUEST),
+        (3, ErrorCode.BAD_REQUEST), (5, ErrorCode.UNKNOWN_OP), (6, ErrorCode.BAD_REQUEST),
+        (0, ErrorCode.BAD_REQUEST), (8, ErrorCode.BAD_REQUEST), (9, ErrorCode.INVALID),
+        (10, ErrorCode.NODE_EXISTS), (11, ErrorCode.BAD_REQUEST), (12, 0)]
+    for sub in r.result:
+        if sub[1]:
+            assert sub[2] == 0 and sub[3][0] == ErrorCode(sub[1]).name.lower() and sub[3][1]
+    assert "cannot contain a BATCH" in r.result[3][3][1]
+    assert [sub[2] for sub in r.result if sub[1] == 0] == [1, 2]
+    assert engine.state.txid == 2
+    assert handlers.stats.errors_by_code[ErrorCode.BAD_REQUEST] == 7
+
+
+def test_sync_inside_a_batch_parks_the_whole_reply_until_its_highest_txid(handlers, engine,
+                                                                           io):
+    io.block_writes.clear()
+    handlers.now = 1.0
+    assert ask_batch(handlers, [(1, Op.PUT, 1, ["/s/1", pack(1), None]),
+                                (2, Op.PUT, 2, ["/s/2", pack(2), None]),
+                                (3, Op.PUT, 1, ["/s/3", pack(3), None]),
+                                (4, Op.GET, 0, ["/s/1"])], rid=50) is None
+    # an all-async batch behind it is answered at once
+    r = ask_batch(handlers, [(5, Op.PUT, 1, ["/s/4", pack(4), None])], rid=51)
+    assert (r.status, r.txid, r.result[0][2]) == (0, 4, 4)
+    assert [p[0] for p in handlers.parked] == [3]
+    assert handlers.release(engine.journal.durable_txid, 2.0) == []
+    io.block_writes.set()
+    assert engine.wait_durable(3, timeout=10)
+    (ident, frame), = handlers.release(engine.journal.durable_txid, 3.0)
+    r = decode_reply(frame)
+    assert ident == b"peer" and (r.request_id, r.txid) == (50, 3)
+    assert [sub[2] for sub in r.result] == [1, 2, 3, 0]
+
+
+def test_a_batch_with_sync_reads_only_is_not_parked(handlers, io):
+    io.block_writes.clear()
+    r = ask_batch(handlers, [(1, Op.PING, 2, []), (2, Op.GET, 2, ["/none"])])
+    assert r.status == 0 and r.txid == 0 and not handlers.parked
+    io.block_writes.set()
+
+
+def test_the_master_default_sync_applies_to_sub_requests_with_durability_zero(engine, io):
+    h = Handlers(engine, EPOCH, MasterStats(), default_sync=True)
+    io.block_writes.clear()
+    assert ask_batch(h, [(1, Op.PUT, 0, ["/d", pack(1), None])]) is None
+    assert ask_batch(h, [(2, Op.PUT, 1, ["/e", pack(1), None])], rid=2).txid == 2
+    io.block_writes.set()
+
+
+def test_a_retried_batch_is_applied_once_and_answered_the_same(handlers, engine):
+    subs = [(1, Op.PUT, 0, ["/r/1", pack(1), None]), (2, Op.GET, 0, ["/r/1"]),
+            (3, Op.MERGE, 0, ["/r/1", pack({"x": 1}), None]),
+            (4, Op.PUT, 0, ["/r/2", pack(2), None])]
+    first = ask_batch(handlers, subs, rid=10)
+    assert [sub[1] for sub in first.result] == [0, 0, ErrorCode.NOT_A_MAP, 0]
+    state = (engine.state.txid, engine.state.digest)
+    again = ask_batch(handlers, subs, rid=11)
+    assert (engine.state.txid, engine.state.digest) == state
+    assert [sub[:3] for sub in again.result] == [sub[:3] for sub in first.result]
+    assert again.result[0][3] == first.result[0][3] and again.txid == first.txid
+    assert handlers.stats.retries == 2           # the refused merge is evaluated again
+    # a single request with the id of a batched one is a retry too
+    assert ask(handlers, Op.PUT, ["/r/2", pack(2), None], rid=4).txid == first.result[3][2]
+
+
+def test_too_many_sub_requests_or_too_many_bytes_are_refused_whole(engine):
+    h = Handlers(engine, EPOCH, MasterStats(), max_batch=4, max_message_bytes=4096)
+    subs = [(i, Op.PUT, 0, [f"/t/{i}", pack(i), None]) for i in range(5)]
+    r = ask_batch(h, subs, rid=9)
+    assert (r.request_id, r.status, r.txid) == (9, ErrorCode.TOO_LARGE, 0)
+    assert "at most 4 sub-requests" in r.result[1] and "got 5" in r.result[1]
+    r = ask_batch(h, [(1, Op.PUT, 0, ["/t/big", pack("v" * 5000), None])], rid=10)
+    assert (r.request_id, r.status) == (0, ErrorCode.TOO_LARGE)
+    assert engine.state.txid == 0
+    assert ask_batch(h, subs[:4], rid=11).txid == 4
+
+
+def test_batch_args_of_the_wrong_shape_and_an_empty_batch(handlers, engine):
+    r = decode_reply(handlers.handle(b"p", msgpack.packb([1, CID, 5, Op.BATCH, 0, "x"])))
+    assert (r.request_id, r.status) == (5, ErrorCode.BAD_REQUEST)
+    r = ask_batch(handlers, [], rid=6)
+    assert (r.request_id, r.status, r.txid, r.result) == (6, 0, 0, [])
+    assert engine.state.txid == 0
+
+
+def test_a_batch_while_stopping_applies_nothing(handlers, engine):
+    handlers.shutting_down = True
+    r = ask_batch(handlers, [(1, Op.PUT, 0, ["/late", pack(1), None])], rid=3)
+    assert (r.request_id, r.status) == (3, ErrorCode.SHUTTING_DOWN)
+    assert engine.state.txid == 0
