@@ -1,5 +1,5 @@
-"""Typed configuration of the master: built-in defaults < TOML file < MWCLUSTER_* environment <
-command-line flags.
+"""Typed configuration of the master and the checkpoint node: built-in defaults < TOML file <
+MWCLUSTER_* environment < command-line flags.
 
 Every key is declared once in `MASTER_KEYS` with its type, default, allowed values and a one
 line description; `conf/master.toml` documents the same keys with their defaults (a test keeps
@@ -7,7 +7,8 @@ the two in step). A bad value from any source raises ConfigError naming the key,
 (the file, the environment variable or the flag) and what is allowed; unknown keys in a TOML
 file are refused too. Environment variables are `MWCLUSTER_` + the key in upper case
 (`MWCLUSTER_SEGMENT_BYTES=1048576`); other `MWCLUSTER_*` variables belong to other commands and
-are ignored here.
+are ignored here. The checkpoint node's keys (`CHECKPOINT_KEYS`, conf/checkpoint.toml) follow
+the same rules with the prefix `MWCLUSTER_CHECKPOINT_` (`MWCLUSTER_CHECKPOINT_PERIOD_S=30`).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def _kind_name(kind: type) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
 
 
-def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_toml(path: str | os.PathLike[str], table: str = "master") -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -165,32 +166,30 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"cannot read the config file {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    if set(data) == {"master"} and isinstance(data["master"], dict):
-        data = data["master"]     # a [master] table is accepted as well as top-level keys
+    if set(data) == {table} and isinstance(data[table], dict):
+        data = data[table]        # a [master] (or [checkpoint]) table is accepted as well
     return data
 
 
-def load_master_config(config_file: str | os.PathLike[str] | None = None, *,
-                       env: Mapping[str, str] | None = None,
-                       flags: Mapping[str, Any] | None = None) -> MasterConfig:
-    """Layer the sources; `flags` maps key names to values given on the command line (None
-    means the flag was not given). The config file is `config_file`, else MWCLUSTER_CONFIG."""
-    env = os.environ if env is None else env
-    values = {k.name: k.default for k in MASTER_KEYS}
-    sources = {k.name: "default" for k in MASTER_KEYS}
-    if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
-        config_file = env[ENV_PREFIX + "CONFIG"]
+def _layer(keys: tuple[Key, ...], by_name: dict[str, Key], env_prefix: str, table: str,
+           config_file: str | os.PathLike[str] | None, env: Mapping[str, str],
+           flags: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """defaults < TOML file < environment (env_prefix + KEY) < flags; (values, sources)."""
+    values = {k.name: k.default for k in keys}
+    sources = {k.name: "default" for k in keys}
+    if config_file is None and env.get(env_prefix + "CONFIG"):
+        config_file = env[env_prefix + "CONFIG"]
     if config_file is not None:
         source = f"config file {config_file}"
-        for name, value in read_toml(config_file).items():
-            key = _BY_NAME.get(name)
+        for name, value in read_toml(config_file, table).items():
+            key = by_name.get(name)
             if key is None:
                 raise ConfigError(f"unknown key {name!r} in {source}; known keys: "
-                                  f"{', '.join(sorted(_BY_NAME))}")
+                                  f"{', '.join(sorted(by_name))}")
             values[name] = _convert(key, value, source, from_text=False)
             sources[name] = source
-    for key in MASTER_KEYS:
-        var = ENV_PREFIX + key.name.upper()
+    for key in keys:
+        var = env_prefix + key.name.upper()
         if var in env:
             source = f"environment variable {var}"
             values[key.name] = _convert(key, env[var], source, from_text=True)
@@ -198,19 +197,112 @@ def load_master_config(config_file: str | os.PathLike[str] | None = None, *,
     for name, value in (flags or {}).items():
         if value is None:
             continue
-        key = _BY_NAME.get(name)
+        key = by_name.get(name)
         if key is None:
             raise ConfigError(f"unknown option {name!r}")
         source = f"option --{name.replace('_', '-')}"
         values[name] = _convert(key, value, source, from_text=isinstance(value, str))
         sources[name] = source
+    return values, sources
+
+
+def load_master_config(config_file: str | os.PathLike[str] | None = None, *,
+                       env: Mapping[str, str] | None = None,
+                       flags: Mapping[str, Any] | None = None) -> MasterConfig:
+    """Layer the sources; `flags` maps key names to values given on the command line (None
+    means the flag was not given). The config file is `config_file`, else MWCLUSTER_CONFIG."""
+    values, sources = _layer(MASTER_KEYS, _BY_NAME, ENV_PREFIX, "master", config_file,
+                             os.environ if env is None else env, flags)
     return MasterConfig(**values, sources=sources)
 
 
-def default_toml() -> str:
+# --- the checkpoint node ----------------------------------------------------------------------
+
+CHECKPOINT_ENV_PREFIX = "MWCLUSTER_CHECKPOINT_"
+
+CHECKPOINT_KEYS: tuple[Key, ...] = (
+    Key("data_dir", str, "./mwcluster-checkpoint", "the node's own snapshots live here",
+        lambda v: v != "", "a non-empty path"),
+    Key("master", str, "tcp://127.0.0.1:5550", "the master's ROUTER (FETCH, snapshots)",
+        _endpoint, "a ZeroMQ endpoint such as tcp://127.0.0.1:5550"),
+    Key("subscribe", str, "tcp://127.0.0.1:5551", "the master's PUB (the log stream)",
+        _endpoint, "a ZeroMQ endpoint such as tcp://127.0.0.1:5551"),
+    Key("status_endpoint", str, "", "ROUTER answering STATUS and PING with this node's status "
+        "(empty: none; port 0 picks a free port)", lambda v: v == "" or _endpoint(v),
+        "empty or a ZeroMQ endpoint such as tcp://127.0.0.1:5552"),
+    Key("period_s", float, 60.0, "a checkpoint at least this often (when there is something "
+        "new)", lambda v: 0.05 <= v <= 86_400, "a number of seconds within 0.05..86400"),
+    Key("txns", int, 100_000, "a checkpoint after this many records, if the period is not "
+        "over first", _at_least(1), "an integer >= 1"),
+    Key("keep_snapshots", int, 2, "local snapshots kept", _at_least(1), "an integer >= 1"),
+    Key("heartbeat_interval_s", float, 1.0, "the master's heartbeat interval: silence longer "
+        "than 3 of them sends the node back to FETCH", lambda v: 0.01 <= v <= 60,
+        "a number of seconds within 0.01..60"),
+    Key("request_timeout_s", float, 2.0, "how long a request to the master may take before it "
+        "is retried (with backoff)", lambda v: 0.05 <= v <= 600,
+        "a number of seconds within 0.05..600"),
+    Key("fetch_max_bytes", int, 4 << 20, "record payload asked for per FETCH",
+        _at_least(1024), "an integer >= 1024"),
+    Key("snapshot_chunk_bytes", int, 1 << 20, "bytes per SNAPSHOT_CHUNK request",
+        lambda v: 1024 <= v <= 1 << 20, "an integer within 1024..1048576"),
+    Key("snapshot_credit", int, 4, "SNAPSHOT_CHUNK requests kept in flight",
+        lambda v: 1 <= v <= 64, "an integer within 1..64"),
+    Key("max_buffer_bytes", int, 64 << 20, "stream payload buffered while fetching; more is "
+        "dropped and fetched later", _at_least(0), "an integer >= 0"),
+    Key("metrics_port", int, 0, "Prometheus metrics on metrics_host:PORT; 0 turns them off",
+        lambda v: 0 <= v <= 65535, "0..65535"),
+    Key("metrics_host", str, "127.0.0.1", "address the metrics HTTP server listens on",
+        lambda v: v != "", "a host name or address"),
+    Key("ready_file", str, "", "write a JSON file with the status endpoint and pid once "
+        "running (empty: none)"),
+)
+
+_CHECKPOINT_BY_NAME = {k.name: k for k in CHECKPOINT_KEYS}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointConfig:
+    data_dir: str
+    master: str
+    subscribe: str
+    status_endpoint: str
+    period_s: float
+    txns: int
+    keep_snapshots: int
+    heartbeat_interval_s: float
+    request_timeout_s: float
+    fetch_max_bytes: int
+    snapshot_chunk_bytes: int
+    snapshot_credit: int
+    max_buffer_bytes: int
+    metrics_port: int
+    metrics_host: str
+    ready_file: str
+    sources: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sources"}
+
+
+assert [k.name for k in CHECKPOINT_KEYS] == [f.name for f in fields(CheckpointConfig)][:-1]
+
+
+def load_checkpoint_config(config_file: str | os.PathLike[str] | None = None, *,
+                           env: Mapping[str, str] | None = None,
+                           flags: Mapping[str, Any] | None = None) -> CheckpointConfig:
+    """The checkpoint node's configuration, layered like the master's: defaults < TOML file
+    (`config_file`, else MWCLUSTER_CHECKPOINT_CONFIG; top-level keys or a [checkpoint]
+    table) < MWCLUSTER_CHECKPOINT_<KEY> environment variables < flags."""
+    values, sources = _layer(CHECKPOINT_KEYS, _CHECKPOINT_BY_NAME, CHECKPOINT_ENV_PREFIX,
+                             "checkpoint", config_file, os.environ if env is None else env,
+                             flags)
+    return CheckpointConfig(**values, sources=sources)
+
+
+def default_toml(keys: tuple[Key, ...] = MASTER_KEYS) -> str:
     """The documented config file with every key at its default (conf/master.toml)."""
     lines = []
-    for key in MASTER_KEYS:
+    for key in keys:
         lines.append(f"# {key.help}" + (f" ({key.allowed})" if key.allowed else ""))
         lines.append(f"{key.name} = {_toml_value(key.default)}")
         lines.append("")
