@@ -177,6 +177,9 @@ main.add_command(cli_client.bench)
 from mwcluster.cli_master import master  # noqa: E402
 main.add_command(master)
 
+from mwcluster.cli_checkpoint import checkpoint  # noqa: E402
+main.add_command(checkpoint)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

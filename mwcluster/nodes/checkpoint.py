@@ -1,0 +1,475 @@
+"""The checkpoint node: a live replica of the master from its log stream, and snapshots of it
+written off the master's hot path.
+
+    open():  lock DATA_DIR -> remove temporary files left by a crash -> SUB to the master's
+             PUB (b"L", b"H"; no high-water mark: ZeroMQ queues, the loop drains) -> DEALER
+             to its ROUTER (checkpoint_link.py) -> status ROUTER -> load the newest local
+             snapshot that verifies -> Start the decision machine -> ready file
+    run():   poll [SUB, status ROUTER, wake pipe, checkpoint child's pidfd], at most TICK_S
+               SUB readable: decode up to MAX_DRAIN messages, feed each to the machine
+               status ROUTER readable: answer STATUS / PING
+               child exited: CheckpointDone / CheckpointFailed, prune, then the upload seam
+               every TICK_S: Tick (silence, retries, checkpoint period)
+             until request_stop(); then kill a running checkpoint child (its temporary file
+             is removed), close the sockets, release the lock.
+
+All decisions are in core/follower.py (`Follower`): this module only turns socket messages
+into its events and executes its instructions, every instruction of one event before the
+next event (the outcome of an instruction, e.g. a FETCH reply, is queued as an event). One
+thread owns the replica `State`; records are applied through `State.apply`, the same path
+as the master's. Checkpoints are written by a forked child (checkpoint_writer.py) while this
+loop keeps applying.
+
+Upload seam: after a local checkpoint succeeds, `_upload(header)` is called. Sending the file
+to the master (chunks with credit, retries with backoff) is the next step of the design and
+plugs in there; for now it only records the checkpoint as not uploaded.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from mwcluster import errors
+from mwcluster.config import CheckpointConfig
+from mwcluster.core import follower as fm
+from mwcluster.core.records import decode_payload
+from mwcluster.core.state import State
+from mwcluster.engine import load_snapshot
+from mwcluster.nodes.checkpoint_link import MasterLink
+from mwcluster.nodes.checkpoint_writer import ForkedCheckpoint, Outcome
+from mwcluster.storage import snapshot as snapshots
+from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op, ProtocolError,
+                                     decode_pub, decode_request, encode_error, encode_reply)
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1
+MAX_DRAIN = 1024          # stream messages read before the other sockets are looked at
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class CheckpointNode:
+    def __init__(self, config: CheckpointConfig, *, once: bool = False) -> None:
+        self.config = config
+        self.once = once
+        self.data_dir = Path(config.data_dir)
+        self.snapshot_dir = self.data_dir / "snapshots"
+        self.incoming_dir = self.data_dir / "incoming"
+        self.machine = fm.Follower(fm.FollowerConfig(
+            heartbeat_interval_s=config.heartbeat_interval_s, period_s=config.period_s,
+            txns=config.txns, max_buffer_bytes=config.max_buffer_bytes))
+        self.state = State()
+        self.status_endpoint = ""
+        self.exit_code = 0
+        self.started = time.monotonic()
+        self.child: ForkedCheckpoint | None = None
+        self.last_checkpoint: dict[str, Any] | None = None
+        self.checkpoint_failures = 0
+        self.last_checkpoint_failure: str | None = None
+        self.pending_upload: snapshots.SnapshotHeader | None = None
+        self.digest_mismatches = 0
+        self.stream_messages = 0
+        self.bad_messages = 0
+        self.local_start: dict[str, Any] | None = None
+        self._ctx: zmq.Context | None = None
+        self.sub: zmq.Socket | None = None
+        self.status_sock: zmq.Socket | None = None
+        self.link: MasterLink | None = None
+        self._lock_fd: int | None = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stop_requested = False
+        self._closed = False
+
+    # --- start ---------------------------------------------------------------------------
+
+    def open(self) -> CheckpointNode:
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        cfg = self.config
+        self._lock_data_dir()
+        for leftover in snapshots.clean_temp(self.snapshot_dir):
+            log.warning("removed %s, left by a crash during a checkpoint", leftover)
+        if self.incoming_dir.is_dir():
+            for leftover in self.incoming_dir.glob("*.part"):
+                leftover.unlink(missing_ok=True)
+        self._ctx = ctx = zmq.Context()
+        sub = self.sub = ctx.socket(zmq.SUB)       # subscribe first (the Clone pattern)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, TOPIC_LOG)
+        sub.setsockopt(zmq.SUBSCRIBE, TOPIC_HEARTBEAT)
+        self._connect(sub, cfg.subscribe, "subscribe")
+        self.link = MasterLink(ctx, cfg.master, cfg.request_timeout_s)
+        if cfg.status_endpoint:
+            sock = self.status_sock = ctx.socket(zmq.ROUTER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, 1 << 16)
+            try:
+                sock.bind(cfg.status_endpoint)
+            except zmq.ZMQError as exc:
+                raise errors.MwclusterError(f"cannot bind the status endpoint "
+                                            f"{cfg.status_endpoint}: {exc}") from None
+            self.status_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        base = self._load_local()
+        if self.once:
+            self._feed(fm.CheckpointRequested(time.monotonic()))
+        self._feed(fm.Start(time.monotonic(), base))
+        if cfg.ready_file:
+            tmp = Path(cfg.ready_file + ".tmp")
+            tmp.write_text(json.dumps({"status": self.status_endpoint, "pid": os.getpid(),
+                                       "data_dir": str(self.data_dir)}))
+            os.replace(tmp, cfg.ready_file)
+        log.info("following %s (log stream %s) %s; checkpoints every %g s or %d records in "
+                 "%s", cfg.master, cfg.subscribe, "with no local snapshot" if base is None
+                 else f"from the local snapshot at txid {base}", cfg.period_s, cfg.txns,
+                 self.snapshot_dir)
+
+    def _connect(self, sock: zmq.Socket, endpoint: str, what: str) -> None:
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise errors.MwclusterError(f"cannot connect the {what} socket to {endpoint}: "
+                                        f"{exc}") from None
+
+    def _lock_data_dir(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.data_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise errors.StorageError(f"cannot use the data directory {self.data_dir}: "
+                                      f"{exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise errors.StorageError(f"another process (pid {holder}) is using "
+                                      f"{self.data_dir}; stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _load_local(self) -> int | None:
+        """Load the newest local snapshot that verifies; its txid, or None."""
+        for _txid, path in snapshots.list_snapshots(self.snapshot_dir):
+            started = time.monotonic()
+            try:
+                self.state = load_snapshot(path)
+            except errors.MwclusterError as exc:
+                log.warning("local snapshot %s is skipped: %s", path, exc)
+                continue
+            self.local_start = {"path": str(path), "txid": self.state.txid,
+                                "seconds": round(time.monotonic() - started, 6)}
+            return self.state.txid
+        return None
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop (thread-safe, and safe in a signal handler)."""
+        self._stop_requested = True
+        if not self._closed:
+            try:
+                os.write(self._wake_w, b"\x01")
+            except OSError:
+                pass
+
+    def run(self) -> int:
+        """Follow and checkpoint until request_stop() (or, with once, the first checkpoint).
+        Returns the process exit code."""
+        sub = self.sub
+        try:
+            next_tick = time.monotonic()
+            while not self._stop_requested:
+                poller = zmq.Poller()
+                poller.register(sub, zmq.POLLIN)
+                poller.register(self._wake_r, zmq.POLLIN)
+                if self.status_sock is not None:
+                    poller.register(self.status_sock, zmq.POLLIN)
+                child = self.child
+                if child is not None and child.pidfd is not None:
+                    poller.register(child.pidfd, zmq.POLLIN)
+                now = time.monotonic()
+                ready = dict(poller.poll(max(0.0, (next_tick - now) * 1000)))
+                if sub in ready:
+                    self._drain_stream()
+                if self.status_sock is not None and self.status_sock in ready:
+                    self._answer_status()
+                if self._wake_r in ready:
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                if self.child is not None:
+                    self._reap()
+                now = time.monotonic()
+                if now >= next_tick:
+                    self._feed(fm.Tick(now))
+                    next_tick = now + TICK_S
+        except Exception:
+            log.exception("epoch %s: the checkpoint loop failed at txid %d; stopping",
+                          self.machine.epoch, self.state.txid)
+            self.exit_code = 1
+        self.close()
+        return self.exit_code
+
+    def _drain_stream(self) -> None:
+        sub = self.sub
+        for _ in range(MAX_DRAIN):
+            try:
+                frames = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            now = time.monotonic()
+            self.stream_messages += 1
+            try:
+                if len(frames) != 2:
+                    raise ProtocolError(ErrorCode.BAD_REQUEST, f"{len(frames)} frames")
+                topic, fields = decode_pub(frames[0], frames[1])
+                if topic == TOPIC_LOG:
+                    epoch, first, last, records = fields
+                    event = fm.StreamBatch(epoch, first, last, records, now)
+                else:
+                    epoch, durable, digest, _now_ms = fields
+                    event = fm.Heartbeat(epoch, durable, digest, now)
+            except (errors.MwclusterError, ValueError, TypeError) as exc:
+                self.bad_messages += 1
+                log.warning("a log-stream message could not be read (%s); the gap it leaves "
+                            "is fetched", exc)
+                continue
+            self._feed(event)
+
+    # --- executing the machine's instructions --------------------------------------------
+
+    def _feed(self, event) -> None:
+        events = deque([event])
+        while events:
+            instructions = self.machine.handle(events.popleft())
+            for ins in instructions:
+                outcome = self._execute(ins)
+                if outcome is not None:
+                    events.append(outcome)
+                    if isinstance(outcome, fm.ApplyFailed):
+                        break       # the rest assumed that record applied; a reload follows
+
+    def _execute(self, ins):
+        kind = type(ins)
+        if kind is fm.Apply:
+            state = self.state
+            for txid, _epoch, payload in ins.records:
+                try:
+                    state.apply(txid, decode_payload(payload)[0])
+                except errors.MwclusterError as exc:
+                    return fm.ApplyFailed(txid, str(exc), time.monotonic())
+            return None
+        if kind is fm.Fetch:
+            try:
+                durable, records = self.link.fetch(ins.from_txid, self.config.fetch_max_bytes)
+            except errors.Truncated:
+                return fm.FetchTruncated(time.monotonic())
+            except errors.MwclusterError as exc:
+                return fm.FetchFailed(time.monotonic(), str(exc))
+            return fm.Fetched(durable, records, time.monotonic())
+        if kind is fm.CheckDigest:
+            return fm.DigestResult(ins.epoch, ins.txid, ins.digest, self.state.digest,
+                                   time.monotonic())
+        if kind is fm.Note:
+            log.log(_LEVELS.get(ins.level, logging.INFO), "%s", ins.text)
+            return None
+        if kind is fm.Checkpoint:
+            return self._start_checkpoint(ins)
+        if kind is fm.FetchSnapshot:
+            return self._load_master_snapshot(ins.reason)
+        if kind is fm.ResetEmpty:
+            self.state = State()
+            return None
+        if kind is fm.DigestMismatch:
+            self.digest_mismatches += 1
+            log.error("epoch %d: DIGEST MISMATCH at txid %d: the replica's digest is %016x, "
+                      "the master's %016x; the replica is reloaded from the master's snapshot "
+                      "and log", ins.epoch, ins.txid, ins.actual, ins.expected)
+            return None
+        raise AssertionError(f"unknown instruction {ins!r}")
+
+    def _load_master_snapshot(self, reason: str):
+        cfg = self.config
+        log.info("loading the master's snapshot (%s)", reason)
+        try:
+            state = self.link.load_master_snapshot(self.incoming_dir, cfg.snapshot_chunk_bytes,
+                                                   cfg.snapshot_credit)
+        except errors.NoSnapshot:
+            return fm.NoSnapshot(time.monotonic())
+        except errors.MwclusterError as exc:
+            return fm.SnapshotFailed(time.monotonic(), str(exc))
+        except OSError as exc:
+            return fm.SnapshotFailed(time.monotonic(), f"cannot write {self.incoming_dir}: "
+                                                       f"{exc}")
+        self.state = state
+        return fm.SnapshotLoaded(state.txid, time.monotonic())
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def _start_checkpoint(self, ins: fm.Checkpoint):
+        if self.state.txid != ins.txid:
+            return fm.CheckpointFailed(time.monotonic(), f"internal: the replica is at "
+                                       f"{self.state.txid}, not {ins.txid}")
+        try:
+            self.child = ForkedCheckpoint(self.state, self.snapshot_dir, ins.epoch,
+                                          int(time.time() * 1000))
+        except OSError as exc:
+            return fm.CheckpointFailed(time.monotonic(), f"cannot start the checkpoint "
+                                                         f"process: {exc}")
+        log.info("epoch %d: checkpoint of txid %d started (pid %d)", ins.epoch, ins.txid,
+                 self.child.pid)
+        return None
+
+    def _reap(self) -> None:
+        outcome = self.child.poll()
+        if outcome is None:
+            return
+        self.child = None
+        self._checkpoint_finished(outcome)
+
+    def _checkpoint_finished(self, outcome: Outcome) -> None:
+        now = time.monotonic()
+        if not outcome.ok:
+            self.checkpoint_failures += 1
+            self.last_checkpoint_failure = outcome.reason
+            snapshots.clean_temp(self.snapshot_dir)
+            self._feed(fm.CheckpointFailed(now, outcome.reason))
+            if self.once:
+                log.error("checkpoint at txid %d failed: %s", outcome.txid, outcome.reason)
+                self.exit_code = 1
+                self._stop_requested = True
+            return
+        header = outcome.header
+        self.last_checkpoint = {
+            "txid": header.txid, "epoch": header.epoch, "digest": header.digest,
+            "path": str(header.path), "size_bytes": outcome.size_bytes,
+            "duration_s": round(outcome.duration_s, 6),
+            "created_ms": header.created_ms, "time": header.created_ms / 1000}
+        log.info("epoch %d: checkpoint of txid %d written: %d bytes in %.3f s", header.epoch,
+                 header.txid, outcome.size_bytes, outcome.duration_s)
+        try:
+            for path in snapshots.prune(self.snapshot_dir, self.config.keep_snapshots):
+                log.info("removed the old snapshot %s", path)
+        except OSError as exc:
+            log.warning("could not remove old snapshots in %s: %s", self.snapshot_dir, exc)
+        self._feed(fm.CheckpointDone(header.txid, now))
+        self._upload(header)
+        if self.once:
+            self._stop_requested = True
+
+    def _upload(self, header: snapshots.SnapshotHeader) -> None:
+        """The seam where a local checkpoint goes to the master (the next step: chunks with
+        credit over the DEALER, retries with backoff). For now it is only recorded."""
+        log.debug("upload not implemented yet: the checkpoint at txid %d stays local",
+                  header.txid)
+        self.pending_upload = header
+
+    # --- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        machine = self.machine
+        info = machine.status(now)
+        last = self.last_checkpoint
+        child = self.child
+        info.update({
+            "role": "checkpoint", "pid": os.getpid(), "data_dir": str(self.data_dir),
+            "uptime_s": round(now - self.started, 3),
+            "replica_txid": self.state.txid, "replica_digest": self.state.digest,
+            "keys": len(self.state.ns), "jobs": len(self.state.jobs.jobs),
+            "last_checkpoint_txid": last["txid"] if last else None,
+            "last_checkpoint_time": last["time"] if last else None,
+            "last_checkpoint_age_s": (round(max(0.0, time.time() - last["time"]), 3)
+                                      if last else None),
+            "last_checkpoint_size_bytes": last["size_bytes"] if last else None,
+            "last_checkpoint_duration_s": last["duration_s"] if last else None,
+            "last_checkpoint": last,
+            "checkpoints_total": machine.counters.checkpoints,
+            "checkpoint_failures": self.checkpoint_failures,
+            "last_checkpoint_failure": self.last_checkpoint_failure,
+            "checkpoint_running": None if child is None else {
+                "txid": child.txid, "pid": child.pid,
+                "running_s": round(now - child.started, 3)},
+            "local_snapshots": [t for t, _ in snapshots.list_snapshots(self.snapshot_dir)],
+            "started_from": self.local_start,
+            "upload": {"implemented": False, "pending_txid": (self.pending_upload.txid
+                                                              if self.pending_upload else None)},
+            "digest_mismatches": self.digest_mismatches,
+            "stream_messages": self.stream_messages, "bad_stream_messages": self.bad_messages,
+            "period_s": self.config.period_s, "txns": self.config.txns,
+        })
+        return info
+
+    def _answer_status(self) -> None:
+        sock = self.status_sock
+        for _ in range(64):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ident, body = frames[0], frames[-1]
+            try:
+                req = decode_request(body, 1 << 16)
+            except ProtocolError as exc:
+                reply = encode_error(exc.request_id or 0, self.machine.epoch or 0, exc.error,
+                                     str(exc))
+            else:
+                if req.op == Op.STATUS:
+                    reply = encode_reply(req.request_id, self.machine.epoch or 0, 0, 0,
+                                         self.status())
+                elif req.op == Op.PING:
+                    reply = encode_reply(req.request_id, self.machine.epoch or 0, 0, 0, None)
+                else:
+                    reply = encode_error(req.request_id, self.machine.epoch or 0,
+                                         ErrorCode.UNKNOWN_OP, "a checkpoint node answers "
+                                         "only STATUS and PING")
+            try:
+                sock.send_multipart([ident, reply], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+
+    # --- stop --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release everything (idempotent): a running checkpoint is stopped and its
+        temporary file removed; the completed snapshots stay."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.child is not None:
+            log.info("stopping the checkpoint of txid %d in progress", self.child.txid)
+            self.child.kill()
+            self.child = None
+        if self.link is not None:
+            self.link.close()
+        for sock in (self.sub, self.status_sock):
+            if sock is not None:
+                sock.close(linger=0)
+        if self._ctx is not None:
+            self._ctx.term()
+        if self.config.ready_file:
+            Path(self.config.ready_file).unlink(missing_ok=True)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info("stopped at txid %d", self.state.txid)

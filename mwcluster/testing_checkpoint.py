@@ -1,0 +1,95 @@
+"""Test helper shipped with the package: a real checkpoint node in a child process.
+
+    with MasterProcess(tmp_path / "m") as master, \\
+            CheckpointProcess(tmp_path / "c", master, period_s=0.5) as node:
+        wait_for(lambda: node.status()["replica_txid"] == ..., what="caught up")
+        assert node.terminate() == 0
+
+It starts `python -m mwcluster.cli -v checkpoint` against the master's endpoints with a status
+endpoint on a random port, waits for its ready file, and always stops it (context manager);
+its stderr (the node's log) is shown when it fails. `checkpoint_once()` runs `--once` to
+completion.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from mwcluster.testing import _PACKAGE_ROOT, MasterProcess, RawDealer
+
+__all__ = ["CheckpointProcess", "checkpoint_once"]
+
+
+def _env(env: dict[str, str] | None, heartbeat_interval_s: float) -> dict[str, str]:
+    out = dict(os.environ if env is None else env)
+    out.setdefault("MWCLUSTER_CHECKPOINT_HEARTBEAT_INTERVAL_S", str(heartbeat_interval_s))
+    out.setdefault("MWCLUSTER_CHECKPOINT_REQUEST_TIMEOUT_S", "2")
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, out.get("PYTHONPATH")) if p)
+    return out
+
+
+class CheckpointProcess(MasterProcess):
+    """A checkpoint node in a child process, following `master` (a started MasterProcess)."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], master: MasterProcess, *,
+                 period_s: float = 60.0, txns: int = 100_000,
+                 heartbeat_interval_s: float = 1.0, extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None, start_timeout_s: float = 30.0) -> None:
+        super().__init__(data_dir, extra_args=extra_args,
+                         env=_env(env, heartbeat_interval_s), start_timeout_s=start_timeout_s)
+        self.master_endpoint = master.client_endpoint
+        self.pub_endpoint_followed = master.pub_endpoint
+        self.period_s = period_s
+        self.txns = txns
+        self._dealer: RawDealer | None = None
+
+    def follow(self, master: MasterProcess) -> None:
+        """Follow another master (e.g. one restarted on new ports) at the next start."""
+        self.master_endpoint = master.client_endpoint
+        self.pub_endpoint_followed = master.pub_endpoint
+
+    def command(self, ready_file: Path) -> list[str]:
+        return [sys.executable, "-m", "mwcluster.cli", "-v", "checkpoint",
+                "--data-dir", str(self.data_dir), "--master", self.master_endpoint,
+                "--subscribe", self.pub_endpoint_followed,
+                "--status-endpoint", "tcp://127.0.0.1:0", "--ready-file", str(ready_file),
+                "--period-s", str(self.period_s), "--txns", str(self.txns),
+                *self.extra_args]
+
+    def restart(self) -> CheckpointProcess:
+        """Start again on the same data directory, after a stop or a kill."""
+        self._proc = None
+        self.info = {}
+        return self.start()
+
+    @property
+    def status_endpoint(self) -> str:
+        return self.info["status"]
+
+    def status(self) -> dict[str, Any]:
+        if self._dealer is None:
+            self._dealer = RawDealer(self.status_endpoint, timeout_s=10.0)
+        return self._dealer.status()
+
+    def _cleanup(self) -> None:
+        if self._dealer is not None:
+            self._dealer.close()
+            self._dealer = None
+        super()._cleanup()
+
+
+def checkpoint_once(data_dir: str | os.PathLike[str], master: MasterProcess, *,
+                    heartbeat_interval_s: float = 1.0, timeout_s: float = 60.0,
+                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `mwcluster checkpoint --once` to completion; the result has its exit code and
+    stderr (text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mwcluster.cli", "-v", "checkpoint", "--once",
+         "--data-dir", str(data_dir), "--master", master.client_endpoint,
+         "--subscribe", master.pub_endpoint],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=_env(env, heartbeat_interval_s), timeout=timeout_s, text=True)
