@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mwcluster.testing import _PACKAGE_ROOT, MasterProcess, RawDealer
+from mwcluster.testing import _PACKAGE_ROOT, MasterProcess, RawDealer, wait_for
 
-__all__ = ["CheckpointProcess", "checkpoint_once"]
+__all__ = ["CheckpointProcess", "checkpoint_once", "idle_master_status", "in_step", "write"]
 
 
 def _env(env: dict[str, str] | None, heartbeat_interval_s: float) -> dict[str, str]:
@@ -93,3 +93,44 @@ def checkpoint_once(data_dir: str | os.PathLike[str], master: MasterProcess, *,
          "--subscribe", master.pub_endpoint],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env=_env(env, heartbeat_interval_s), timeout=timeout_s, text=True)
+
+
+def write(dealer: RawDealer, prefix: str, count: int, window: int = 256,
+          durability: int = 0) -> int:
+    """PUT `prefix/i` for i < count with up to `window` requests in flight; the last txid."""
+    import msgpack
+
+    from mwcluster.wire.protocol import Op
+
+    last = sent = waiting = 0
+    while sent < count or waiting:
+        while sent < count and waiting < window:
+            dealer.send(Op.PUT, [f"{prefix}/{sent}", msgpack.packb({"i": sent}), None],
+                        durability)
+            sent += 1
+            waiting += 1
+        reply = dealer.recv()
+        assert reply is not None and reply.status == 0, reply
+        last = max(last, reply.txid)
+        waiting -= 1
+    return last
+
+
+def idle_master_status(dealer: RawDealer) -> dict:
+    """The master's status once everything it applied is durable (its digest is then the
+    digest at its durable txid, the one its heartbeats carry)."""
+    holder: dict = {}
+
+    def settled() -> bool:
+        holder["s"] = status = dealer.status()
+        return status["durable_txid"] == status["txid"]
+
+    wait_for(settled, what="the master's journal to be durable")
+    return holder["s"]
+
+
+def in_step(node: CheckpointProcess, master_status: dict) -> bool:
+    """The node follows, at the master's txid, with the master's digest."""
+    s = node.status()
+    return (s["state"] == "following" and s["replica_txid"] == master_status["txid"]
+            and s["replica_digest"] == master_status["digest"])

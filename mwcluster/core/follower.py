@@ -86,6 +86,7 @@ class Fetched:
     durable_txid: int
     records: list
     now: float
+    epoch: int | None = None      # the master's epoch in the reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +408,8 @@ class Follower:
                          f"{ev.durable_txid}, below the replica's txid {self.last}: the "
                          "master lost history", ev.now, out)
             return
+        if ev.epoch is not None:
+            self._see_epoch(ev.epoch, ev.now, out, resync=False)   # this reply is the resync
         before = self.last
         if ev.durable_txid > self.durable:
             self.durable = ev.durable_txid
@@ -539,7 +542,7 @@ class Follower:
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _see_epoch(self, epoch: int, now: float, out: list) -> None:
+    def _see_epoch(self, epoch: int, now: float, out: list, resync: bool = True) -> None:
         if epoch == self.epoch:
             return
         if self.epoch is None:
@@ -553,7 +556,7 @@ class Follower:
         self._pending = None
         self._buffer.clear()
         self._buffer_bytes = 0
-        if self.has_base:
+        if self.has_base and resync:
             self.phase = Phase.FETCHING
             self._fetch(now, out, force=True)
 

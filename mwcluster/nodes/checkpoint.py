@@ -284,7 +284,7 @@ class CheckpointNode:
                 return fm.FetchTruncated(time.monotonic())
             except errors.MwclusterError as exc:
                 return fm.FetchFailed(time.monotonic(), str(exc))
-            return fm.Fetched(durable, records, time.monotonic())
+            return fm.Fetched(durable, records, time.monotonic(), self.link.epoch)
         if kind is fm.CheckDigest:
             return fm.DigestResult(ins.epoch, ins.txid, ins.digest, self.state.digest,
                                    time.monotonic())

@@ -7,60 +7,18 @@ from __future__ import annotations
 import os
 import time
 
-import msgpack
-
 from mwcluster.engine import Engine, load_snapshot
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.epoch import read_epoch
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing_checkpoint import CheckpointProcess, checkpoint_once
+from mwcluster.testing_checkpoint import (CheckpointProcess, checkpoint_once,
+                                          idle_master_status, in_step, write)
 from mwcluster.wire.protocol import ErrorCode, Op
 
 # The master heartbeats every 0.05 s when idle (its loop looks every 0.25 s, so in practice
 # every 0.25 s); the node allows three of its intervals of silence.
 MASTER_ENV = {**os.environ, "MWCLUSTER_HEARTBEAT_INTERVAL_S": "0.05"}
 NODE_HB_S = 0.25
-
-
-def pack(value) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def write(dealer: RawDealer, prefix: str, count: int, window: int = 256,
-          durability: int = 0) -> int:
-    """PUT `prefix/i` for i < count with up to `window` requests in flight; the last txid."""
-    last = 0
-    sent = 0
-    waiting = 0
-    while sent < count or waiting:
-        while sent < count and waiting < window:
-            dealer.send(Op.PUT, [f"{prefix}/{sent}", pack({"i": sent}), None], durability)
-            sent += 1
-            waiting += 1
-        reply = dealer.recv()
-        assert reply is not None and reply.status == 0, reply
-        last = max(last, reply.txid)
-        waiting -= 1
-    return last
-
-
-def idle_master_status(dealer: RawDealer) -> dict:
-    """The master's status once everything it applied is durable (its digest is then the
-    digest at its durable txid)."""
-    holder = {}
-
-    def settled():
-        holder["s"] = status = dealer.status()
-        return status["durable_txid"] == status["txid"]
-
-    wait_for(settled, what="the master's journal to be durable")
-    return holder["s"]
-
-
-def in_step(node: CheckpointProcess, master_status: dict) -> bool:
-    s = node.status()
-    return (s["state"] == "following" and s["replica_txid"] == master_status["txid"]
-            and s["replica_digest"] == master_status["digest"])
 
 
 def test_joins_an_empty_master_follows_it_and_checkpoints(tmp_path):

@@ -500,3 +500,17 @@ def test_dropped_duplicated_reordered_batches_end_at_the_masters_txid_and_digest
         assert h.machine.counters.digest_checks_failed == 0 and not h.mismatches
     else:       # the replica applied something else at `corrupt`: it was reloaded (by a
         assert h.machine.counters.reloads >= 1      # digest mismatch, or for another reason)
+
+
+def test_the_epoch_of_a_fetch_reply_counts_as_seen_and_a_new_one_as_a_change():
+    h = following()
+    m = h.master
+    h.machine.handle(f.Fetched(10, [], 0.1, epoch=1))
+    assert h.machine.epoch == 1 and h.machine.counters.epoch_changes == 0
+    h.feed(f.Tick(0.2))
+    m.durable = 15
+    out = h.machine.handle(f.Tick(3.5))               # silence: FETCH...
+    assert isinstance(out[-1], f.Fetch)
+    out = h.machine.handle(f.Fetched(15, m.records[10:15], 3.5, epoch=2))   # ...a new master
+    assert h.machine.counters.epoch_changes == 1 and h.machine.epoch == 2
+    assert [type(i).__name__ for i in out] == ["Note", "Apply", "Note"]     # no second FETCH
