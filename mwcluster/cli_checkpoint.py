@@ -35,9 +35,9 @@ from mwcluster.errors import MwclusterError
 @click.option("--status-endpoint", default=None,
               help="Answer STATUS on this ROUTER endpoint (port 0 picks one) [none].")
 @click.option("--metrics-port", type=int, default=None,
-              help="Prometheus metrics on this port (0: off) [0]; not served yet.")
+              help="Serve Prometheus metrics on this port (0: off) [0].")
 @click.option("--ready-file", default=None,
-              help="Write {status, pid, data_dir} as JSON here once running.")
+              help="Write {status, pid, data_dir, metrics_port} as JSON here once running.")
 @click.option("--once", is_flag=True,
               help="Catch up with the master, write one checkpoint, exit.")
 @click.option("--print-config", is_flag=True,
@@ -61,9 +61,6 @@ def checkpoint(config_file, data_dir, master, subscribe, period_s, txns, keep_sn
         return
     from mwcluster.nodes.checkpoint import CheckpointNode
 
-    if config.metrics_port:
-        click.echo("warning: the checkpoint node does not serve metrics yet; use "
-                   "--status-endpoint", err=True)
     node = CheckpointNode(config, once=once)
 
     def on_signal(signum, _frame):

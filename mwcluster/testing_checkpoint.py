@@ -70,6 +70,10 @@ class CheckpointProcess(MasterProcess):
     def status_endpoint(self) -> str:
         return self.info["status"]
 
+    @property
+    def metrics_port(self) -> int | None:
+        return self.info.get("metrics_port")
+
     def status(self) -> dict[str, Any]:
         if self._dealer is None:
             self._dealer = RawDealer(self.status_endpoint, timeout_s=10.0)

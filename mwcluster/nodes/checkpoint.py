@@ -88,6 +88,9 @@ class CheckpointNode:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop_requested = False
         self._closed = False
+        self.metrics = None                  # MetricsServer, with metrics_port
+        self._collector = None
+        self._next_metrics = 0.0
 
     # --- start ---------------------------------------------------------------------------
 
@@ -125,6 +128,12 @@ class CheckpointNode:
                 raise errors.MwclusterError(f"cannot bind the status endpoint "
                                             f"{cfg.status_endpoint}: {exc}") from None
             self.status_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        if cfg.metrics_port:
+            from mwcluster.nodes.checkpoint_metrics import CheckpointCollector
+            from mwcluster.nodes.metrics import MetricsServer
+
+            self._collector = CheckpointCollector()
+            self.metrics = MetricsServer(self._collector, cfg.metrics_host, cfg.metrics_port)
         base = self._load_local()
         if self.once:
             self._feed(fm.CheckpointRequested(time.monotonic()))
@@ -132,7 +141,9 @@ class CheckpointNode:
         if cfg.ready_file:
             tmp = Path(cfg.ready_file + ".tmp")
             tmp.write_text(json.dumps({"status": self.status_endpoint, "pid": os.getpid(),
-                                       "data_dir": str(self.data_dir)}))
+                                       "data_dir": str(self.data_dir),
+                                       "metrics_port": self.metrics.port if self.metrics
+                                       else None}))
             os.replace(tmp, cfg.ready_file)
         log.info("following %s (log stream %s) %s; checkpoints every %g s or %d records in "
                  "%s", cfg.master, cfg.subscribe, "with no local snapshot" if base is None
@@ -221,6 +232,9 @@ class CheckpointNode:
                 if now >= next_tick:
                     self._feed(fm.Tick(now))
                     next_tick = now + TICK_S
+                    if self._collector is not None and now >= self._next_metrics:
+                        self._collector.status = self.status()
+                        self._next_metrics = now + 1.0
         except Exception:
             log.exception("epoch %s: the checkpoint loop failed at txid %d; stopping",
                           self.machine.epoch, self.state.txid)
@@ -362,7 +376,7 @@ class CheckpointNode:
             "txid": header.txid, "epoch": header.epoch, "digest": header.digest,
             "path": str(header.path), "size_bytes": outcome.size_bytes,
             "duration_s": round(outcome.duration_s, 6),
-            "created_ms": header.created_ms, "time": header.created_ms / 1000}
+            "time": header.created_ms / 1000}
         log.info("epoch %d: checkpoint of txid %d written: %d bytes in %.3f s", header.epoch,
                  header.txid, outcome.size_bytes, outcome.duration_s)
         try:
@@ -412,7 +426,6 @@ class CheckpointNode:
             "started_from": self.local_start,
             "upload": {"implemented": False, "pending_txid": (self.pending_upload.txid
                                                               if self.pending_upload else None)},
-            "digest_mismatches": self.digest_mismatches,
             "stream_messages": self.stream_messages, "bad_stream_messages": self.bad_messages,
             "period_s": self.config.period_s, "txns": self.config.txns,
         })
@@ -465,6 +478,8 @@ class CheckpointNode:
                 sock.close(linger=0)
         if self._ctx is not None:
             self._ctx.term()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.config.ready_file:
             Path(self.config.ready_file).unlink(missing_ok=True)
         for fd in (self._wake_r, self._wake_w):

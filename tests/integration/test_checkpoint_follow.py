@@ -33,10 +33,10 @@ def test_joins_an_empty_master_follows_it_and_checkpoints(tmp_path):
         wait_for(lambda: in_step(node, status), what="the replica at the master's digest")
         wait_for(lambda: node.status()["last_checkpoint_txid"] == status["txid"],
                  what="a checkpoint of the newest txid")
-        wait_for(lambda: node.status()["digest_checks_ok"] >= 1, what="a digest check")
+        wait_for(lambda: node.status()["checks_passed"] >= 1, what="a digest check")
         s = node.status()
         assert s["epoch_seen"] == master.epoch and s["last_digest_check"]["ok"]
-        assert s["digest_checks_failed"] == 0 and s["checkpoint_failures"] == 0
+        assert s["checks_failed"] == 0 and s["checkpoint_failures"] == 0
         assert s["last_checkpoint_size_bytes"] > 0 and s["upload"]["pending_txid"] == 300
         path = tmp_path / "c" / "snapshots" / snapshots.snapshot_name(status["txid"])
         state = load_snapshot(path)
@@ -90,7 +90,7 @@ def test_follows_a_stream_under_load_with_checkpoints_during_it(tmp_path):
         wait_for(lambda: node.status()["checkpoint_running"] is None, what="checkpoint done")
         s = node.status()
         assert s["checkpoints_total"] >= 2 and s["checkpoint_failures"] == 0
-        assert s["digest_checks_failed"] == 0 and s["lag_records"] == 0
+        assert s["checks_failed"] == 0 and s["lag_records"] == 0
         kept = snapshots.list_snapshots(tmp_path / "c" / "snapshots")
         assert len(kept) == 2                   # keep_snapshots
         for txid, path in kept:
@@ -115,3 +115,36 @@ def test_once_writes_one_snapshot_with_the_masters_digest_and_exits(tmp_path):
         assert "from the local snapshot at txid 400" in result.stderr
         assert [t for t, _ in snapshots.list_snapshots(tmp_path / "c" / "snapshots")] == [
             410, 400]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:      # (port 0 means "no metrics" in the config)
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_on_the_metrics_port(tmp_path):
+    import urllib.request
+
+    with MasterProcess(tmp_path / "m", env=MASTER_ENV) as master, \
+            RawDealer(master.client_endpoint) as dealer, \
+            CheckpointProcess(tmp_path / "c", master, heartbeat_interval_s=NODE_HB_S,
+                              period_s=0.2,
+                              extra_args=("--metrics-port", str(free_port()))) as node:
+        write(dealer, "/m", 50)
+        status = idle_master_status(dealer)
+        wait_for(lambda: in_step(node, status) and node.status()["last_checkpoint_txid"] == 50,
+                 what="a checkpoint")
+        url = f"http://127.0.0.1:{node.metrics_port}/metrics"
+
+        def scraped() -> bool:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+            return ("mwcluster_checkpoint_replica_txid 50.0" in text
+                    and "mwcluster_checkpoint_last_checkpoint_txid 50.0" in text
+                    and 'mwcluster_checkpoint_state{state="following"} 1.0' in text)
+
+        wait_for(scraped, what="the metrics to show the checkpoint")
+        assert node.terminate() == 0
