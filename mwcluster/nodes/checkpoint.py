@@ -44,7 +44,7 @@ from mwcluster.core import follower as fm
 from mwcluster.core.records import decode_payload
 from mwcluster.core.state import State
 from mwcluster.engine import load_snapshot
-from mwcluster.nodes.checkpoint_link import MasterLink
+from mwcluster.nodes.checkpoint_link import MasterLink, check_records
 from mwcluster.nodes.checkpoint_writer import ForkedCheckpoint, Outcome
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op, ProtocolError,
@@ -55,6 +55,12 @@ log = logging.getLogger(__name__)
 TICK_S = 0.1
 MAX_DRAIN = 1024          # stream messages read before the other sockets are looked at
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _check_ints(*values) -> None:
+    for value in values:
+        if type(value) is not int or value < 0:
+            raise ValueError(f"expected an unsigned integer, got {value!r:.40}")
 
 
 class CheckpointNode:
@@ -257,9 +263,12 @@ class CheckpointNode:
                 topic, fields = decode_pub(frames[0], frames[1])
                 if topic == TOPIC_LOG:
                     epoch, first, last, records = fields
+                    check_records(records)
+                    _check_ints(epoch, first, last)
                     event = fm.StreamBatch(epoch, first, last, records, now)
                 else:
                     epoch, durable, digest, _now_ms = fields
+                    _check_ints(epoch, durable, 0 if digest is None else digest)
                     event = fm.Heartbeat(epoch, durable, digest, now)
             except (errors.MwclusterError, ValueError, TypeError) as exc:
                 self.bad_messages += 1
@@ -288,8 +297,9 @@ class CheckpointNode:
             for txid, _epoch, payload in ins.records:
                 try:
                     state.apply(txid, decode_payload(payload)[0])
-                except errors.MwclusterError as exc:
-                    return fm.ApplyFailed(txid, str(exc), time.monotonic())
+                except Exception as exc:  # noqa: BLE001  any failure: the replica reloads
+                    return fm.ApplyFailed(txid, f"{type(exc).__name__}: {exc}",
+                                          time.monotonic())
             return None
         if kind is fm.Fetch:
             try:

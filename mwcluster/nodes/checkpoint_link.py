@@ -30,6 +30,17 @@ from mwcluster.wire.protocol import Op, Reply, decode_reply, encode_request
 MAX_CHUNK_BYTES = 1 << 20
 
 
+def check_records(records) -> None:
+    """Raise ValueError unless `records` is a list of [txid: int, epoch: int, payload: bin]
+    (from the log stream or a FETCH reply: input from the network)."""
+    if type(records) is not list:
+        raise ValueError("records must be an array")
+    for rec in records:
+        if (type(rec) is not list or len(rec) != 3 or type(rec[0]) is not int
+                or type(rec[1]) is not int or type(rec[2]) is not bytes):
+            raise ValueError(f"a record must be [txid, epoch, payload: bin], not {rec!r:.80}")
+
+
 class MasterLink:
     def __init__(self, ctx: zmq.Context, endpoint: str, timeout_s: float) -> None:
         self.ctx = ctx
@@ -99,9 +110,12 @@ class MasterLink:
         result = self.call(Op.FETCH, [from_txid, max_bytes])
         try:
             durable_txid, records = result
-            return durable_txid, [(t, e, p) for t, e, p in records]
+            check_records(records)
+            if type(durable_txid) is not int:
+                raise TypeError("durable_txid is not an integer")
         except (TypeError, ValueError) as exc:
             raise errors.ServerError(f"malformed FETCH result from the master: {exc}") from None
+        return durable_txid, records
 
     # --- the master's snapshot ---------------------------------------------------------------
 

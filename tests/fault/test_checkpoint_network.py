@@ -1,0 +1,83 @@
+"""The checkpoint node when the network misbehaves, with real processes: a master that is not
+there yet (it keeps retrying, with backoff, and joins once it is), and a node frozen
+(SIGSTOP) while the master publishes past its PUB high-water mark, so batches are dropped: it
+fills the gap with FETCH."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import msgpack
+import pytest
+
+from mwcluster.testing import MasterProcess, RawDealer, wait_for
+from mwcluster.testing_checkpoint import (CheckpointProcess, idle_master_status, in_step,
+                                          write)
+from mwcluster.wire.protocol import Op
+
+pytestmark = pytest.mark.fault
+
+MASTER_ENV = {**os.environ, "MWCLUSTER_HEARTBEAT_INTERVAL_S": "0.05"}
+NODE_HB_S = 0.25
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Placeholder:
+    """The endpoints a master will have, before it runs."""
+
+    def __init__(self) -> None:
+        self.client_endpoint = f"tcp://127.0.0.1:{free_port()}"
+        self.pub_endpoint = f"tcp://127.0.0.1:{free_port()}"
+
+
+def test_a_master_that_is_not_there_yet_is_retried_until_it_is(tmp_path):
+    where = Placeholder()
+    env = {**os.environ, "MWCLUSTER_CHECKPOINT_REQUEST_TIMEOUT_S": "0.3"}
+    with CheckpointProcess(tmp_path / "c", where, heartbeat_interval_s=NODE_HB_S,
+                           env=env) as node:
+        wait_for(lambda: node.status()["snapshot_failures"] >= 2, what="failed attempts")
+        s = node.status()
+        assert s["state"] == "joining" and "no reply" in s["last_failure"]
+        args = ("--client-endpoint", where.client_endpoint,
+                "--pub-endpoint", where.pub_endpoint)
+        with MasterProcess(tmp_path / "m", env=MASTER_ENV, extra_args=args) as master, \
+                RawDealer(master.client_endpoint) as dealer:
+            write(dealer, "/late", 100)
+            status = idle_master_status(dealer)
+            wait_for(lambda: in_step(node, status), what="joined once the master came")
+            assert node.terminate() == 0
+
+
+def test_a_frozen_node_misses_batches_and_fills_the_gap_with_fetch(tmp_path):
+    env = {**MASTER_ENV, "MWCLUSTER_PUB_HWM": "1"}
+    value = msgpack.packb("x" * 16_000)
+    with MasterProcess(tmp_path / "m", env=env) as master, \
+            RawDealer(master.client_endpoint) as dealer, \
+            CheckpointProcess(tmp_path / "c", master, heartbeat_interval_s=NODE_HB_S,
+                              period_s=3600) as node:
+        wait_for(lambda: node.status()["state"] == "following", what="joined")
+        pid = node.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # ~64 MB of records, one fsync (one batch) each: far past the socket buffers
+            for start in range(0, 4000, 64):
+                for i in range(start, start + 64):
+                    dealer.send(Op.PUT, [f"/big/{i % 50}", value, None], 2)
+                for _ in range(64):
+                    assert dealer.recv().status == 0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        status = idle_master_status(dealer)
+        wait_for(lambda: in_step(node, status), timeout_s=30, what="caught up")
+        s = node.status()
+        assert s["gaps"] >= 1 and s["fetches"] >= 2     # the PUB dropped most batches
+        assert s["stream_messages"] < 1000
+        assert s["checks_failed"] == 0
+        assert node.terminate() == 0
