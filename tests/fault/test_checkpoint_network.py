@@ -81,3 +81,51 @@ def test_a_frozen_node_misses_batches_and_fills_the_gap_with_fetch(tmp_path):
         assert s["stream_messages"] < 1000
         assert s["checks_failed"] == 0
         assert node.terminate() == 0
+
+
+def test_garbage_on_the_log_stream_is_counted_and_survived(tmp_path):
+    import zmq
+
+    from mwcluster.wire.protocol import encode_heartbeat
+
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)        # a log stream the test controls
+    pub.setsockopt(zmq.LINGER, 0)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with MasterProcess(tmp_path / "m", env=MASTER_ENV) as master, \
+                RawDealer(master.client_endpoint) as dealer:
+            write(dealer, "/g", 30)
+            status = idle_master_status(dealer)
+            fake = Placeholder()
+            fake.client_endpoint = master.client_endpoint
+            fake.pub_endpoint = f"tcp://127.0.0.1:{port}"
+            with CheckpointProcess(tmp_path / "c", fake, heartbeat_interval_s=NODE_HB_S) \
+                    as node:
+                wait_for(lambda: in_step(node, status), what="joined through FETCH")
+                garbage = [
+                    [b"L", b"\xc1not msgpack"],
+                    [b"L", msgpack.packb([1, 1, 31, 31, [["x", 1, b"p"]]])],
+                    [b"L", msgpack.packb([1, 1, 31, 31, [[31, 1, "not bin"]]])],
+                    [b"H", msgpack.packb([1, "epoch", 30, None, 0])],
+                    [b"L", b"a", b"third frame"],
+                    [b"L", msgpack.packb([1, 1, 31, 31, [[31, 1, b"\xc1"]]])],  # undecodable
+                ]
+
+                def sent_and_counted() -> bool:
+                    for frames in garbage:
+                        pub.send_multipart(frames)
+                    pub.send_multipart([b"H", encode_heartbeat(master.epoch, status["txid"],
+                                                               status["digest"], 0)])
+                    s = node.status()
+                    return s["bad_stream_messages"] >= 4 and s["apply_failures"] >= 1
+
+                wait_for(sent_and_counted, what="the garbage to be read")
+                wait_for(lambda: in_step(node, status), what="repaired and in step")
+                write(dealer, "/after", 10)
+                status = idle_master_status(dealer)
+                wait_for(lambda: in_step(node, status), what="still following (by FETCH)")
+                assert node.terminate() == 0
+    finally:
+        pub.close(0)
+        ctx.term()
