@@ -2,13 +2,17 @@
 
     open():  lock DATA_DIR -> epoch + 1 (storage/epoch.py) -> Engine.open() (recovery) ->
              bind the ROUTER and the PUB -> metrics server -> ready file
-    run():   poll [ROUTER, wake pipe] with a timeout up to the next tick
-               ROUTER readable: read every ready message (up to MAX_DRAIN), answer each through
-                   Handlers (master_handlers.py), then send all the replies (batching)
-               wake pipe readable: the journal flusher fsynced more records: send the parked
-                   sync replies they cover, publish the newly durable records on PUB
-               tick (every TICK_S): heartbeat when nothing was published for a while, rate
-                   sample, forget peers silent for 30 s, metrics snapshot
+    run():   drain: read every ready message (up to MAX_DRAIN, for at most DRAIN_BUDGET_S),
+                 answer each through Handlers (master_handlers.py; a BATCH message is many
+                 requests), then send all the replies
+             durable txid moved (read after every drain; the wake pipe when idle): send the
+                 parked sync replies it covers, publish the newly durable records on PUB (one
+                 message per publish_batch_bytes)
+             the flusher stalled while the loop is busy: block on the wake pipe for a moment
+                 (FLUSHER_STALL_S, FLUSHER_YIELD_S: it needs the GIL)
+             tick (every TICK_S): heartbeat when nothing was published for a while, rate
+                 sample, forget peers silent for 30 s, metrics snapshot
+             poll [ROUTER, wake pipe] only when the drain found nothing
              until request_stop(); then shut down: answer late requests `shutting_down`,
              Engine.close() (drain + fsync), send the replies it made durable, publish the
              last records and a heartbeat, close the sockets with a bounded linger.
@@ -25,6 +29,7 @@ import fcntl
 import json
 import logging
 import os
+import select
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,17 @@ log = logging.getLogger(__name__)
 
 MAX_DRAIN = 4096        # messages read before the replies go out and the pipe is looked at
 TICK_S = 0.25
+# A drain stops reading after DRAIN_BUDGET_S, sends its replies, and the loop looks at the
+# journal: replies and published records do not wait behind a long stream of batches.
+DRAIN_BUDGET_S = 0.002
+# The journal flusher needs the GIL for a moment after each of its system calls. CPython hands
+# the GIL to a waiting thread on a timer (the switch interval) only if the holder never
+# released it meanwhile, and this loop releases it at every socket call, so a loop that never
+# blocks starves the flusher (the loss window grew to hundreds of ms under batched load).
+# When the durable txid has not moved for FLUSHER_STALL_S while records wait, the loop blocks
+# on the wake pipe until the flusher reports progress, at most FLUSHER_YIELD_S.
+FLUSHER_STALL_S = 0.002
+FLUSHER_YIELD_S = 0.001
 PEER_WINDOW_S = 30.0
 _NOBLOCK = zmq.NOBLOCK
 _SNDMORE = zmq.SNDMORE
@@ -75,6 +91,8 @@ class Master:
         self._closed = False
         self._last_publish = 0.0
         self._next_rate = 0.0
+        self.drains = 0             # drains that read something, and the messages they read
+        self.drained = 0
 
     # --- start ---------------------------------------------------------------------------
 
@@ -188,35 +206,67 @@ class Master:
     # --- the loop ------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve until request_stop(); then shut down. Returns the process exit code."""
+        """Serve until request_stop(); then shut down. Returns the process exit code.
+
+        Under load the loop does not poll: it drains the ROUTER again as soon as the last
+        drain found something, and looks at the journal's durable txid after every drain
+        instead of waiting for the wake pipe (whose byte then stays, so the flusher does not
+        write another). It polls, with a timeout up to the next tick, only when a drain found
+        nothing.
+        """
         router = self.router
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        poll = poller.poll
         wake_r = self._wake_r
+        drain = self._drain
+        journal = self.engine.journal
+        handlers = self.handlers
         monotonic = time.monotonic
-        next_tick = monotonic()
+        engine = self.engine
+        next_tick = stalled_since = monotonic()
+        last_durable = journal.durable_txid
         try:
             while not self._stop_requested:
-                timeout_ms = max(0.0, (next_tick - monotonic()) * 1000)
-                ready = poller.poll(timeout_ms)
-                for what, _ in ready:
-                    if what is router:
-                        self._drain()
-                    elif what == wake_r:
-                        self._on_wake()
+                busy = drain()
+                durable = journal.durable_txid
+                if durable > self.published_txid or (handlers.parked and
+                                                      handlers.parked[0][0] <= durable):
+                    self._after_durable()
                 now = monotonic()
+                if durable != last_durable:
+                    last_durable, stalled_since = durable, now
+                elif busy and now - stalled_since > FLUSHER_STALL_S and \
+                        engine.state.txid > durable:
+                    self._let_flusher_run(durable)
+                    stalled_since = monotonic()
                 if now >= next_tick:
                     self._tick(now)
                     next_tick = now + TICK_S
+                if not busy:
+                    for what, _ in poll(max(0.0, (next_tick - now) * 1000)):
+                        if what == wake_r:
+                            self._on_wake()
         except Exception:
             log.exception("epoch %d: the event loop failed; shutting down", self.epoch)
             self._shutdown()
             return 1
         return self._shutdown()
 
-    def _drain(self) -> None:
-        """Read every ready request (up to MAX_DRAIN), then send all their replies."""
+    def _let_flusher_run(self, durable: int) -> None:
+        """Block until the journal flusher reports progress, or FLUSHER_YIELD_S."""
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        self._wake_pending = False
+        if self.engine.journal.durable_txid == durable:
+            select.select([self._wake_r], [], [], FLUSHER_YIELD_S)
+
+    def _drain(self) -> int:
+        """Read every ready request (up to MAX_DRAIN), then send all their replies; return
+        how many messages were read."""
         router = self.router
         recv = router.recv
         handlers = self.handlers
@@ -224,12 +274,16 @@ class Master:
         peers = self.peers
         out = []
         append = out.append
-        handlers.now = t0 = time.monotonic()
-        for _ in range(MAX_DRAIN):
+        monotonic = time.monotonic
+        handlers.now = t0 = monotonic()
+        until = t0 + DRAIN_BUDGET_S
+        n = 0
+        while n < MAX_DRAIN and monotonic() < until:
             try:
                 ident = recv(_NOBLOCK)
             except zmq.Again:
                 break
+            n += 1
             frame = recv(copy=False)
             peers[ident] = t0
             if frame.more:
@@ -238,9 +292,13 @@ class Master:
             reply = handle(ident, frame.bytes)
             if reply is not None:
                 append((ident, reply))
-        self._send_all(out)
-        self.stats.add_batch(handlers.batch_ops, time.monotonic() - t0)
-        handlers.batch_ops.clear()
+        if n:
+            self._send_all(out)
+            self.stats.add_batch(handlers.batch_ops, time.monotonic() - t0)
+            handlers.batch_ops.clear()
+            self.drains += 1
+            self.drained += n
+        return n
 
     def _multi_frame(self, first: zmq.Frame) -> bytes:
         frames = 1
@@ -358,6 +416,9 @@ class Master:
             "last_snapshot_txid": snap_txid, "last_snapshot_age_s": snap_age,
             "requests_per_s": self.stats.requests_per_s(),
             "requests_total": self.stats.requests_total,
+            "messages_total": self.drained,
+            "batch_messages_total": self.handlers.batches if self.handlers else 0,
+            "messages_per_drain": round(self.drained / self.drains, 2) if self.drains else 0.0,
             "errors_total": sum(self.stats.errors_by_code.values()),
             "dropped_messages": self.stats.dropped, "retried_requests": self.stats.retries,
             "parked_sync_replies": len(self.handlers.parked) if self.handlers else 0,

@@ -21,7 +21,8 @@ STATUS_FIELDS = {"epoch", "txid", "durable_txid", "loss_window_s", "buffered_byt
                  "journal_bytes", "journal_segments", "last_snapshot_txid",
                  "last_snapshot_age_s", "requests_per_s", "uptime_s", "recovery_s", "recovery",
                  "peers", "durability", "fsync_p50_ms", "fsync_p99_ms", "keys", "jobs",
-                 "workers", "journal_failed", "last_error"}
+                 "workers", "journal_failed", "last_error", "messages_total",
+                 "batch_messages_total", "messages_per_drain"}
 
 
 def pack(value) -> bytes:
@@ -107,6 +108,77 @@ def test_sync_request_is_answered_only_once_durable(dealer):
         r = dealer.call(Op.PUT, [f"/sync/{i}", pack(i), None], durability=2)
         assert r.status == 0
         assert dealer.status()["durable_txid"] >= r.txid
+
+
+def batch(dealer, subs, *, request_id=None, client_id=None):
+    """Send a BATCH of (request_id, op, durability, args) and return its reply."""
+    r = dealer.call(Op.BATCH, [list(sub) for sub in subs], request_id=request_id,
+                    client_id=client_id)
+    assert r.status == 0, r
+    return r
+
+
+def test_a_batch_of_mixed_operations_end_to_end(dealer):
+    before = dealer.status()
+    r = batch(dealer, [(1, Op.PUT, 0, ["/bat/a", pack({"n": 1}), None]),
+                       (2, Op.MERGE, 0, ["/bat/a", pack({"m": 2}), 1]),
+                       (3, Op.GET, 0, ["/bat/a"]),
+                       (4, Op.MULTI, 0, [[[1, "/bat/b", pack(2), 0], [4, "/bat/a", 2]]]),
+                       (5, Op.LIST, 0, ["/bat/", 10, None]),
+                       (6, Op.DELETE, 0, ["/bat", True, None]),
+                       (7, Op.PING, 0, [])], request_id=900)
+    first = before["txid"] + 1
+    assert r.request_id == 900 and r.txid == first + 3
+    assert [(s[0], s[1], s[2]) for s in r.result] == [
+        (1, 0, first), (2, 0, first + 1), (3, 0, 0), (4, 0, first + 2), (5, 0, 0),
+        (6, 0, first + 3), (7, 0, 0)]
+    assert msgpack.unpackb(r.result[2][3][0]) == {"n": 1, "m": 2}
+    assert r.result[4][3] == ["/bat/a", "/bat/b"] and r.result[5][3] == 2
+    after = dealer.status()
+    assert after["batch_messages_total"] == before["batch_messages_total"] + 1
+    assert after["requests_total"] >= before["requests_total"] + 7
+
+
+def test_a_bad_sub_request_inside_a_good_batch(dealer):
+    r = batch(dealer, [(1, Op.PUT, 0, ["/bad/a", pack(1), None]),
+                       "garbage",
+                       (2, Op.PUT, 0, ["/bad/b"]),
+                       (3, Op.BATCH, 0, []),
+                       (4, 77, 0, []),
+                       (5, Op.PUT, 0, ["/bad/c", pack(3), None])])
+    assert [(s[0], s[1]) for s in r.result] == [
+        (1, 0), (0, ErrorCode.BAD_REQUEST), (2, ErrorCode.BAD_REQUEST),
+        (3, ErrorCode.BAD_REQUEST), (4, ErrorCode.UNKNOWN_OP), (5, 0)]
+    assert r.result[5][2] == r.result[0][2] + 1
+    assert dealer.call(Op.LIST, ["/bad/", 10, None]).result == ["/bad/a", "/bad/c"]
+
+
+def test_a_batch_with_a_sync_sub_request_is_answered_once_durable(dealer):
+    for i in range(10):
+        r = batch(dealer, [(1 + 2 * i, Op.PUT, 1, [f"/bsync/{i}/a", pack(i), None]),
+                           (2 + 2 * i, Op.PUT, 2, [f"/bsync/{i}/b", pack(i), None])])
+        assert r.txid == r.result[1][2] > r.result[0][2]
+        assert dealer.status()["durable_txid"] >= r.txid
+
+
+def test_a_retried_batch_is_applied_once(dealer):
+    subs = [(1, Op.PUT, 0, ["/retry/a", pack(1), None]),
+            (2, Op.PUT, 0, ["/retry/a", pack(2), 1])]
+    first = batch(dealer, subs, request_id=10)
+    txid = dealer.status()["txid"]
+    again = batch(dealer, subs, request_id=11)
+    assert [s[:3] for s in again.result] == [s[:3] for s in first.result]
+    assert dealer.status()["txid"] == txid
+    assert dealer.call(Op.STAT, ["/retry/a"]).result[0] == 2
+
+
+def test_a_batch_of_too_many_sub_requests_is_refused_whole(dealer):
+    before = dealer.status()["txid"]
+    subs = [[i + 1, Op.PUT, 0, [f"/many/{i}", pack(i), None]] for i in range(1025)]
+    r = dealer.call(Op.BATCH, subs)
+    assert r.status == ErrorCode.TOO_LARGE and "at most 1024" in r.result[1]
+    assert dealer.status()["txid"] == before
+    assert dealer.call(Op.BATCH, subs[:1024]).result[-1][1] == 0
 
 
 def _free_port() -> int:
