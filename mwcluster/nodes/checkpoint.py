@@ -283,12 +283,21 @@ class CheckpointNode:
         events = deque([event])
         while events:
             instructions = self.machine.handle(events.popleft())
+            failed = None
             for ins in instructions:
+                if failed is not None:
+                    # The rest assumed that record applied; a reload follows. A checkpoint
+                    # the machine counts as started must still be answered.
+                    if type(ins) is fm.Checkpoint:
+                        events.append(fm.CheckpointFailed(
+                            time.monotonic(), f"not started: record {failed.txid} did not "
+                            "apply"))
+                    continue
                 outcome = self._execute(ins)
                 if outcome is not None:
                     events.append(outcome)
-                    if isinstance(outcome, fm.ApplyFailed):
-                        break       # the rest assumed that record applied; a reload follows
+                    if type(outcome) is fm.ApplyFailed:
+                        failed = outcome
 
     def _execute(self, ins):
         kind = type(ins)

@@ -1,0 +1,68 @@
+"""The checkpoint node's shell in-process, with a scripted machine: it executes every
+instruction of one event before the next event, and after a record fails to apply it skips
+what assumed that record, but still answers a checkpoint the machine counts as started."""
+
+from __future__ import annotations
+
+from mwcluster.config import load_checkpoint_config
+from mwcluster.core import follower as fm
+from mwcluster.core import records as r
+from mwcluster.core.records import encode_record
+from mwcluster.core.state import State
+from mwcluster.core.values import encode
+from mwcluster.nodes.checkpoint import CheckpointNode
+
+
+class Script:
+    """Answers each event with the next scripted list of instructions; records the events."""
+
+    def __init__(self, *answers) -> None:
+        self.answers = list(answers)
+        self.events: list = []
+
+    def handle(self, event):
+        self.events.append(event)
+        return self.answers.pop(0) if self.answers else []
+
+
+def node_with(script: Script, tmp_path) -> CheckpointNode:
+    node = CheckpointNode(load_checkpoint_config(None, env={},
+                                                 flags={"data_dir": str(tmp_path)}))
+    node.machine = script
+    return node
+
+
+def put(txid: int, key: str = "/k") -> tuple[int, int, bytes]:
+    return txid, 1, encode_record(r.Put(key, encode(txid)))
+
+
+def test_after_a_failed_apply_the_rest_is_skipped_and_a_checkpoint_is_answered(tmp_path):
+    bad = (2, 1, b"\xc1")                              # not msgpack
+    script = Script([fm.Apply([put(1), bad, put(3)]), fm.CheckDigest(1, 3, 123),
+                     fm.Checkpoint(3, 1), fm.Note("info", "still logged? no")])
+    node = node_with(script, tmp_path)
+    try:
+        node._feed(fm.Tick(0.0))
+        assert node.state.txid == 1                     # 1 applied, 2 failed, 3 skipped
+        kinds = [type(e).__name__ for e in script.events]
+        assert kinds == ["Tick", "ApplyFailed", "CheckpointFailed"]
+        assert script.events[1].txid == 2 and "InvalidRecord" in script.events[1].reason
+        assert "record 2 did not apply" in script.events[2].reason
+        assert node.child is None
+    finally:
+        node.close()
+
+
+def test_instruction_outcomes_are_fed_after_the_whole_list(tmp_path):
+    script = Script([fm.Apply([put(1)]), fm.CheckDigest(1, 1, 5), fm.Apply([put(2)])])
+    node = node_with(script, tmp_path)
+    try:
+        node._feed(fm.Tick(0.0))
+        assert node.state.txid == 2
+        result = script.events[1]
+        assert isinstance(result, fm.DigestResult) and result.txid == 1
+        at_1 = State()
+        at_1.apply(1, r.Put("/k", encode(1)))
+        assert (result.expected, result.actual) == (5, at_1.digest)   # at txid 1, not 2
+    finally:
+        node.close()
