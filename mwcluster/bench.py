@@ -5,6 +5,12 @@ requests in flight: it sends until the window is full, then for every reply reco
 latency (time.perf_counter_ns, into a preallocated array indexed by request id) and sends the
 next request. Requests are encoded with mwcluster.wire.protocol and the value is encoded once,
 so the client spends a few microseconds per request and the master is what is measured.
+
+With `batch` K > 1 the client puts K requests in each message (a BATCH, docs/protocol.md):
+it queues requests while the window has room, sends a BATCH whenever K are queued, and sends
+a shorter one when the window is full or nothing is left to queue (it is about to wait). The
+window still counts requests. A request's latency runs from when it was queued to when the
+reply carrying its sub-reply arrived.
 Every loop is bounded in count (`ops`) and in time (`max_seconds`, and `timeout_s` without
 any reply).
 
@@ -32,8 +38,11 @@ from mwcluster.errors import MwclusterError
 # The operations a mix may name, with their wire op codes (mwcluster.wire.protocol.Op).
 OPS = {"put": 1, "get": 100, "stat": 101, "ping": 111}
 _DURABILITY = {"default": 0, "async": 1, "sync": 2}
-# Request ids of the warm-up pings: far above any measured request id.
+# Request ids of the warm-up pings and of BATCH messages: far above any measured request id.
 _WARMUP_ID = 1 << 62
+_BATCH_ID = 1 << 61
+_BATCH_OP = 200        # mwcluster.wire.protocol.Op.BATCH
+MAX_BATCH = 1024       # mwcluster.wire.protocol.DEFAULT_MAX_BATCH
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class BenchConfig:
     clients: int = 2
     inflight: int = 64
     ops: int = 200_000                 # in all, split between the clients
+    batch: int = 1                     # requests per message (1: no BATCH)
     value_bytes: int = 64
     mix: dict[str, int] = field(default_factory=lambda: {"put": 100})
     durability: str = "async"
@@ -92,9 +102,7 @@ def _client_run(config: BenchConfig, index: int, barrier: Any) -> dict:
     durability = _DURABILITY[config.durability]
     value = encode(os.urandom(config.value_bytes))
     keys = [f"/bench/k{j:07d}" for j in range(config.keys)]
-    nkeys = len(keys)
     plan = _plan(config, index, count)
-    put_code, ping_code = OPS["put"], OPS["ping"]
 
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
@@ -109,39 +117,15 @@ def _client_run(config: BenchConfig, index: int, barrier: Any) -> dict:
 
         sent_ns = array("q", bytes(8 * count))
         latency_ns = array("q", bytes(8 * count))
-        send = sock.send
-        recv = sock.recv
-        now_ns = time.perf_counter_ns
-        sent = done = error_replies = 0
-        timed_out = False
         start = time.monotonic_ns()
-        deadline_ns = now_ns() + int(config.max_seconds * 1e9)
-        window = config.inflight
-        stride = config.clients
-        while done < count:
-            while sent < count and sent - done < window:
-                op = plan[sent]
-                key = keys[(index + sent * stride) % nkeys]
-                args = [key, value, None] if op == put_code else [] if op == ping_code else [key]
-                frame = encode_request(client_id, sent + 1, op, args, durability)
-                sent_ns[sent] = now_ns()
-                send(frame)
-                sent += 1
-            try:
-                frame = recv()
-            except zmq.Again:
-                timed_out = True
-                break
-            t = now_ns()
-            reply = decode_reply(frame)
-            i = reply.request_id - 1
-            if 0 <= i < sent and latency_ns[i] == 0:
-                latency_ns[i] = t - sent_ns[i]
-                done += 1
-                if reply.status:
-                    error_replies += 1
-            if t > deadline_ns:
-                break
+        if config.batch > 1:
+            sent, done, error_replies, messages, timed_out = _batched_loop(
+                config, index, sock, client_id, plan, keys, value, durability, sent_ns,
+                latency_ns, encode_request, decode_reply, zmq)
+        else:
+            sent, done, error_replies, messages, timed_out = _single_loop(
+                config, index, sock, client_id, plan, keys, value, durability, sent_ns,
+                latency_ns, encode_request, decode_reply, zmq)
         end = time.monotonic_ns()
     finally:
         sock.close(linger=0)
@@ -149,7 +133,114 @@ def _client_run(config: BenchConfig, index: int, barrier: Any) -> dict:
     samples = array("q", (x for x in latency_ns if x))
     return {"index": index, "sent": sent, "done": done, "error_replies": error_replies,
             "unanswered": sent - done, "timed_out": timed_out, "start_ns": start,
-            "end_ns": end, "latency_ns": samples.tobytes()}
+            "end_ns": end, "messages": messages, "latency_ns": samples.tobytes()}
+
+
+def _single_loop(config, index, sock, client_id, plan, keys, value, durability, sent_ns,
+                 latency_ns, encode_request, decode_reply, zmq):
+    """One request per message. Returns (sent, done, error_replies, messages, timed_out)."""
+    count = len(plan)
+    nkeys = len(keys)
+    put_code, ping_code = OPS["put"], OPS["ping"]
+    send = sock.send
+    recv = sock.recv
+    now_ns = time.perf_counter_ns
+    sent = done = error_replies = 0
+    timed_out = False
+    deadline_ns = now_ns() + int(config.max_seconds * 1e9)
+    window = config.inflight
+    stride = config.clients
+    while done < count:
+        while sent < count and sent - done < window:
+            op = plan[sent]
+            key = keys[(index + sent * stride) % nkeys]
+            args = [key, value, None] if op == put_code else [] if op == ping_code else [key]
+            frame = encode_request(client_id, sent + 1, op, args, durability)
+            sent_ns[sent] = now_ns()
+            send(frame)
+            sent += 1
+        try:
+            frame = recv()
+        except zmq.Again:
+            timed_out = True
+            break
+        t = now_ns()
+        reply = decode_reply(frame)
+        i = reply.request_id - 1
+        if 0 <= i < sent and latency_ns[i] == 0:
+            latency_ns[i] = t - sent_ns[i]
+            done += 1
+            if reply.status:
+                error_replies += 1
+        if t > deadline_ns:
+            break
+    return sent, done, error_replies, sent, timed_out
+
+
+def _batched_loop(config, index, sock, client_id, plan, keys, value, durability, queued_ns,
+                  latency_ns, encode_request, decode_reply, zmq):
+    """`config.batch` requests per BATCH message. Returns (sent, done, error_replies,
+    messages, timed_out)."""
+    count = len(plan)
+    nkeys = len(keys)
+    put_code, ping_code = OPS["put"], OPS["ping"]
+    send = sock.send
+    recv = sock.recv
+    now_ns = time.perf_counter_ns
+    sent = done = error_replies = messages = 0
+    timed_out = False
+    deadline_ns = now_ns() + int(config.max_seconds * 1e9)
+    window = config.inflight
+    stride = config.clients
+    batch = config.batch
+    subs: list = []
+    batches: dict[int, tuple[int, int]] = {}   # BATCH request id -> (first index, count)
+
+    def flush() -> None:
+        nonlocal subs, messages
+        rid = _BATCH_ID + messages
+        batches[rid] = (subs[0][0] - 1, len(subs))
+        send(encode_request(client_id, rid, _BATCH_OP, subs, 0))
+        messages += 1
+        subs = []
+
+    while done < count:
+        while sent < count and sent - done < window:
+            op = plan[sent]
+            key = keys[(index + sent * stride) % nkeys]
+            args = [key, value, None] if op == put_code else [] if op == ping_code else [key]
+            queued_ns[sent] = now_ns()
+            sent += 1
+            subs.append((sent, op, durability, args))
+            if len(subs) == batch:
+                flush()
+        if subs:
+            flush()        # the window is full or nothing is left: about to wait
+        try:
+            frame = recv()
+        except zmq.Again:
+            timed_out = True
+            break
+        t = now_ns()
+        reply = decode_reply(frame)
+        first, n = batches.pop(reply.request_id, (0, 0))
+        if reply.status:              # the whole batch was refused
+            for i in range(first, first + n):
+                if latency_ns[i] == 0:
+                    latency_ns[i] = t - queued_ns[i]
+                    done += 1
+                    error_replies += 1
+        else:
+            for rid, status, _txid, _result in reply.result:
+                i = rid - 1
+                if 0 <= i < sent and latency_ns[i] == 0:
+                    latency_ns[i] = t - queued_ns[i]
+                    done += 1
+                    if status:
+                        error_replies += 1
+        if t > deadline_ns:
+            break
+    return sent, done, error_replies, messages, timed_out
 
 
 def _warm_up(sock, client_id, config, encode_request, decode_reply, zmq) -> None:
@@ -181,6 +272,8 @@ def run(config: BenchConfig) -> dict:
     """Run the benchmark; return the results (the JSON object `--json` prints)."""
     if config.ops < config.clients:
         raise ValueError("ops must be at least the number of clients")
+    if not 1 <= config.batch <= MAX_BATCH:
+        raise ValueError(f"batch must be within 1..{MAX_BATCH}")
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(config.clients + 1)
     results_q = ctx.Queue()
@@ -228,6 +321,7 @@ def summarize(config: BenchConfig, results: list[dict]) -> dict:
     cfg = asdict(config)
     return {
         "master": config.master, "clients": config.clients, "inflight": config.inflight,
+        "batch": config.batch, "messages": sum(r.get("messages", 0) for r in results),
         "ops": config.ops, "completed": done, "value_bytes": config.value_bytes,
         "mix": config.mix_text(), "durability": config.durability, "keys": cfg["keys"],
         "seconds": round(seconds, 4),
@@ -253,6 +347,7 @@ def print_table(result: dict) -> None:
     table.add_column("value", justify="right")
     rows = [
         ("clients x inflight", f"{result['clients']} x {result['inflight']}"),
+        ("requests per message", str(result["batch"])),
         ("durability", result["durability"]),
         ("mix", result["mix"]),
         ("value bytes", str(result["value_bytes"])),

@@ -270,6 +270,9 @@ def parse_mix(text: str) -> dict[str, int]:
               help="Requests each client keeps in flight.")
 @click.option("--ops", type=click.IntRange(1), default=200_000, show_default=True,
               help="Requests in all (split between the clients).")
+@click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Requests per message: 1 sends each alone; K > 1 sends BATCH messages of "
+                   "up to K (--inflight still counts requests).")
 @click.option("--value-bytes", type=click.IntRange(0, 1 << 20), default=64, show_default=True)
 @click.option("--mix", default="put=100", show_default=True,
               help="Weights of the operations: put, get, stat, ping (e.g. put=90,get=10).")
@@ -282,15 +285,16 @@ def parse_mix(text: str) -> dict[str, int]:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.1), default=10.0,
               show_default=True, help="Give up on a client after this long without a reply.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with the results.")
-def bench(master: str, clients: int, inflight: int, ops: int, value_bytes: int, mix: str,
-          durability: str, keys: int, max_seconds: float, timeout_s: float,
+def bench(master: str, clients: int, inflight: int, ops: int, batch: int, value_bytes: int,
+          mix: str, durability: str, keys: int, max_seconds: float, timeout_s: float,
           as_json: bool) -> None:
     """Load a running master and print throughput and latency percentiles."""
     from mwcluster.bench import BenchConfig, print_table, run
 
     config = BenchConfig(master=master, clients=clients, inflight=inflight, ops=ops,
-                         value_bytes=value_bytes, mix=parse_mix(mix), durability=durability,
-                         keys=keys, max_seconds=max_seconds, timeout_s=timeout_s)
+                         batch=batch, value_bytes=value_bytes, mix=parse_mix(mix),
+                         durability=durability, keys=keys, max_seconds=max_seconds,
+                         timeout_s=timeout_s)
     try:
         result = run(config)
     except MwclusterError as exc:

@@ -9,6 +9,9 @@
         with client.pipeline(window=64) as p:
             futures = [p.put(f"/bench/{i}", i) for i in range(1000)]
         print([f.result() for f in futures][:3])
+        with client.pipeline(window=1024, batch=64) as p:    # 64 requests per message
+            for i in range(100_000):
+                p.put(f"/bench/{i}", i)
 
 Every request carries the client's id (random, stable for the life of the Client) and an
 increasing request id. When no reply comes within `timeout_s`, the client closes its socket
@@ -16,7 +19,14 @@ increasing request id. When no reply comes within `timeout_s`, the client closes
 same requests with the same ids: the master applies a retried mutation once and answers with
 its first reply. A "shutting down" answer (a master restarting) is retried the same way.
 Replies for request ids the client is not waiting for (late answers to requests it already
-resent, or given up on) are dropped and counted in `stale_replies`. Retries follow the one
+resent, or given up on) are dropped and counted in `stale_replies`.
+
+A pipeline with `batch=K` queues requests and sends up to K of them in one BATCH message
+(docs/protocol.md): when K are queued, when the window is full, and whenever the caller waits
+(`result()`, `wait()`, `results()`, leaving the `with` block). Each request keeps its own
+request id, so a resent batch is applied once like any request; its future gets its own
+sub-reply. A batch whose frame would exceed `max_message_bytes` is split; a single request
+too large for a frame fails its future with MessageTooLarge. Retries follow the one
 tenacity policy below: bounded attempts, exponential backoff with jitter, an injectable sleep.
 
 A Client is not thread-safe: use one per thread (or per process).
@@ -32,14 +42,14 @@ from typing import Any, Callable
 import tenacity
 import zmq
 
-from mwcluster.client_calls import (Calls, Stat, convert_reply, op_check, op_delete, op_merge,
-                                    op_put)
+from mwcluster.client_calls import (Calls, Stat, convert_reply, error_from_reply, op_check,
+                                    op_delete, op_merge, op_put)
 from mwcluster.errors import MessageTooLarge, MwclusterError, RequestTimeout, ShuttingDown
-from mwcluster.wire.protocol import (DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op, ProtocolError,
-                                     Reply, decode_reply, encode_request)
+from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op,
+                                     ProtocolError, Reply, decode_reply, encode_request)
 
-__all__ = ["Client", "Future", "Pipeline", "Stat", "DEFAULT_ENDPOINT", "RETRY_POLICY",
-           "op_check", "op_delete", "op_merge", "op_put"]
+__all__ = ["BatchFuture", "Client", "Future", "Pipeline", "Stat", "DEFAULT_ENDPOINT",
+           "RETRY_POLICY", "op_check", "op_delete", "op_merge", "op_put"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +73,7 @@ class Future:
     the client's socket) and returns the result or raises the request's error."""
 
     __slots__ = ("_client", "_convert", "_owner", "request_id", "op", "frame", "sent_ns",
-                 "_done", "_value", "_error")
+                 "_done", "_value", "_error", "sub")
 
     def __init__(self, client: Client, request_id: int, op: int, frame: bytes,
                  convert: Callable[[Reply], Any], owner: Pipeline | None = None):
@@ -73,25 +83,32 @@ class Future:
         self.request_id = request_id
         self.op = op
         self.frame = frame
-        self.sent_ns = 0
+        self.sent_ns = 0           # when it was sent, or queued for a batch
         self._done = False
         self._value: Any = None
         self._error: BaseException | None = None
+        self.sub: tuple | None = None   # (request_id, op, durability, args) while queued
 
     def done(self) -> bool:
         return self._done
 
     def result(self) -> Any:
         if not self._done:
-            self._client._wait_for(self)
+            self._wait()
         if self._error is not None:
             raise self._error
         return self._value
 
     def exception(self) -> BaseException | None:
         if not self._done:
-            self._client._wait_for(self)
+            self._wait()
         return self._error
+
+    def _wait(self) -> None:
+        owner = self._owner
+        if owner is not None and owner._queue:
+            owner.flush()
+        self._client._wait_for(self)
 
     def _set_reply(self, reply: Reply) -> None:
         self._value, self._error = convert_reply(reply, self._convert)
@@ -104,8 +121,58 @@ class Future:
     def _finish(self) -> None:
         self._done = True
         self.frame = b""
+        self.sub = None
         if self._owner is not None:
             self._owner._inflight -= 1
+
+
+class BatchFuture:
+    """A BATCH message in flight: one frame and request id for many requests. Its reply is
+    handed out to the futures of its requests, in order; an error reply to the batch itself
+    (it was refused whole) becomes every request's error."""
+
+    __slots__ = ("request_id", "op", "frame", "sent_ns", "_done", "futures")
+
+    _convert = staticmethod(lambda reply: reply.result)
+
+    def __init__(self, request_id: int, frame: bytes, futures: list[Future]):
+        self.request_id = request_id
+        self.op = Op.BATCH
+        self.frame = frame
+        self.sent_ns = 0
+        self._done = False
+        self.futures = futures
+
+    def _set_reply(self, reply: Reply) -> None:
+        futures = self.futures
+        if reply.status:
+            self._set_error(error_from_reply(reply))
+            return
+        subs = reply.result
+        if type(subs) is not list or len(subs) != len(futures):
+            self._set_error(ProtocolError(
+                ErrorCode.BAD_REQUEST, f"malformed BATCH result from the master for request "
+                f"{reply.request_id}: expected {len(futures)} sub-replies"))
+            return
+        epoch = reply.epoch
+        for future, sub in zip(futures, subs):
+            if type(sub) is list and len(sub) == 4 and sub[0] == future.request_id:
+                future._set_reply(Reply(sub[0], epoch, sub[1], sub[2], sub[3]))
+            else:
+                future._set_error(ProtocolError(
+                    ErrorCode.BAD_REQUEST, f"malformed sub-reply from the master for request "
+                    f"{future.request_id}: {sub!r:.200}", future.request_id))
+        self._finish()
+
+    def _set_error(self, error: BaseException) -> None:
+        for future in self.futures:
+            if not future._done:
+                future._set_error(error)
+        self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        self.frame = b""
 
 
 class Client(Calls):
@@ -193,9 +260,10 @@ class Client(Calls):
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def pipeline(self, window: int = 64) -> Pipeline:
-        """A pipeline that keeps up to `window` requests in flight on this client."""
-        return Pipeline(self, window)
+    def pipeline(self, window: int = 64, batch: int = 1) -> Pipeline:
+        """A pipeline that keeps up to `window` requests in flight on this client, sent
+        `batch` per message (1: one request per message; more: BATCH messages)."""
+        return Pipeline(self, window, batch)
 
     def iter_keys(self, prefix: str, page: int = 1000):
         """Every key starting with `prefix`, in order, fetched `page` keys at a time (until
@@ -221,19 +289,68 @@ class Client(Calls):
         self._next_id += 1
         frame = encode_request(self.client_id, request_id, op, args, durability)
         if len(frame) > self.max_message_bytes:
-            raise MessageTooLarge(f"{Op(op).name} request is {len(frame)} bytes; the limit is "
-                                  f"{self.max_message_bytes} (store large data elsewhere and "
-                                  "keep a reference in the value)")
+            raise self._too_large(op, len(frame))
         future = Future(self, request_id, op, frame, convert, owner)
-        self._pending[request_id] = future
+        self._send(future)
+        return future
+
+    def _too_large(self, op: int, size: int) -> MessageTooLarge:
+        return MessageTooLarge(f"{Op(op).name} request is {size} bytes; the limit is "
+                               f"{self.max_message_bytes} (store large data elsewhere and "
+                               "keep a reference in the value)")
+
+    def _send(self, future: Future | BatchFuture) -> None:
+        self._pending[future.request_id] = future
         future.sent_ns = time.perf_counter_ns()
         try:
-            self._sock.send(frame)
+            self._sock.send(future.frame)
         except zmq.Again:
             # The socket cannot take it now: the next wait resends it on a new connection.
             self._reconnect()
             self._resend = True
+
+    def _queue(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any],
+               owner: Pipeline) -> Future:
+        """A future for a request that a pipeline sends later in a batch (_submit_batch)."""
+        if self._sock is None:
+            raise MwclusterError("the client is closed")
+        request_id = self._next_id
+        self._next_id += 1
+        future = Future(self, request_id, op, b"", convert, owner)
+        future.sub = (request_id, op, durability, args)
+        future.sent_ns = time.perf_counter_ns()
         return future
+
+    def _submit_batch(self, futures: list[Future]) -> None:
+        """Send queued requests in one BATCH message (one alone goes as itself); a batch too
+        large for a frame is split, a request too large alone fails with MessageTooLarge."""
+        if self._sock is None:
+            error = MwclusterError("the client is closed")
+            for future in futures:
+                future._set_error(error)
+            return
+        if len(futures) == 1:
+            future = futures[0]
+            request_id, op, durability, args = future.sub
+            frame = encode_request(self.client_id, request_id, op, args, durability)
+            if len(frame) > self.max_message_bytes:
+                future._set_error(self._too_large(op, len(frame)))
+                return
+            future.frame, future.sub = frame, None
+            self._send(future)
+            return
+        request_id = self._next_id
+        self._next_id += 1
+        frame = encode_request(self.client_id, request_id, Op.BATCH,
+                               [future.sub for future in futures])
+        if len(frame) > self.max_message_bytes:
+            half = len(futures) // 2
+            self._submit_batch(futures[:half])
+            self._submit_batch(futures[half:])
+            return
+        for future in futures:
+            future.sub = None
+        self._send(BatchFuture(request_id, frame, futures))
 
     def _wait_for(self, future: Future) -> None:
         while not future._done:
@@ -331,28 +448,53 @@ class Client(Calls):
 class Pipeline(Calls):
     """Keeps up to `window` requests in flight on a client. Every method returns a Future at
     once (waiting only while the window is full); `results()` waits for all and returns the
-    results in submission order. As a context manager, leaving the block waits for all."""
+    results in submission order. As a context manager, leaving the block waits for all.
 
-    def __init__(self, client: Client, window: int = 64):
+    With `batch` K > 1, requests are queued and sent K per BATCH message: when K are queued,
+    when the window is full, and when the caller waits (`flush()` sends what is queued). The
+    window counts requests, queued or sent."""
+
+    def __init__(self, client: Client, window: int = 64, batch: int = 1):
         if window < 1:
             raise ValueError("window must be at least 1")
+        if not 1 <= batch <= DEFAULT_MAX_BATCH:
+            raise ValueError(f"batch must be within 1..{DEFAULT_MAX_BATCH}")
         self.client = client
         self.window = window
+        self.batch = batch
         self._inflight = 0
+        self._queue: list[Future] = []
         self.futures: list[Future] = []
 
     def _run(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any]
              ) -> Future:
         client = self.client
         while self._inflight >= self.window:
+            if self._queue:
+                self.flush()
             client._progress()
-        future = client._submit(op, args, durability, convert, self)
+        if self.batch == 1:
+            future = client._submit(op, args, durability, convert, self)
+        else:
+            future = client._queue(op, args, durability, convert, self)
+            queue = self._queue
+            queue.append(future)
+            if len(queue) >= self.batch:
+                self.flush()
         self._inflight += 1
         self.futures.append(future)
         return future
 
+    def flush(self) -> None:
+        """Send the queued requests now (in one BATCH message)."""
+        queue = self._queue
+        if queue:
+            self._queue = []
+            self.client._submit_batch(queue)
+
     def wait(self) -> None:
         """Wait until every request of this pipeline is answered (or failed)."""
+        self.flush()
         client = self.client
         while self._inflight > 0:
             client._progress()

@@ -141,6 +141,24 @@ def test_pipeline_many_in_flight(client):
     assert [f.result() for f in reads] == list(range(0, 2000, 100))
 
 
+def test_batching_pipeline_against_the_master(client):
+    before = client.status()
+    with client.pipeline(window=256, batch=32) as pipe:
+        futures = [pipe.put(f"/pb/{i:04d}", i) for i in range(1000)]
+        cas = pipe.put("/pb/0000", "x", expected_version=5)
+        syncs = [pipe.put(f"/pb/sync/{i}", i, durability="sync") for i in range(40)]
+        reads = [pipe.get(f"/pb/{i:04d}") for i in range(0, 1000, 100)]
+    txids = [f.result() for f in futures]
+    assert txids == sorted(txids) and len(set(txids)) == 1000
+    assert isinstance(cas.exception(), errors.BadVersion)
+    assert [f.result() for f in reads] == list(range(0, 1000, 100))
+    status = client.status()
+    assert status["durable_txid"] >= max(f.result() for f in syncs)
+    batches = status["batch_messages_total"] - before["batch_messages_total"]
+    assert 1051 / 32 <= batches < 1051 / 2
+    assert status["requests_total"] - before["requests_total"] >= 1051
+
+
 def test_a_resent_request_is_applied_once(master):
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
@@ -214,6 +232,17 @@ def test_bench_json(master):
     r = run_cli(master, "bench", "--clients", "1", "--inflight", "4", "--ops", "200",
                 "--durability", "sync", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["errors"] == 0
+
+
+def test_bench_batch_json(master):
+    for durability in ("async", "sync"):
+        r = run_cli(master, "bench", "--clients", "2", "--inflight", "64", "--batch", "16",
+                    "--ops", "2000", "--durability", durability, "--json")
+        assert r.exit_code == 0, r.output
+        result = json.loads(r.output)
+        assert result["errors"] == 0 and result["completed"] == 2000
+        assert result["batch"] == 16 and 2000 // 16 <= result["messages"] < 2000
+        assert result["ops_per_s"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]
 
 
 def free_port() -> int:

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from mwcluster import errors
 from mwcluster.bench import BenchConfig, _plan, percentile, run
 from mwcluster.cli import main
+from mwcluster.wire.protocol import ErrorCode, Op, encode_error
 from test_client_socket import Stub
 
 REQUIRED = {"ops_per_s", "p50_ms", "p99_ms", "p999_ms", "errors", "clients", "inflight", "ops",
@@ -85,3 +86,49 @@ def test_plan_follows_the_weights_and_percentiles():
     assert percentile(list(range(1, 1001)), 50) == 500
     assert percentile(list(range(1, 1001)), 99.9) == 999
     assert percentile([], 50) == 0
+
+
+def test_bench_batch_sends_k_requests_per_message_and_reports_them():
+    stub = Stub()
+    try:
+        r = CliRunner().invoke(main, ["bench", "--master", stub.endpoint, "--clients", "2",
+                                      "--inflight", "40", "--batch", "16", "--ops", "500",
+                                      "--mix", "put=80,get=20", "--keys", "30", "--json"],
+                               catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        result = json.loads(r.output)
+        assert REQUIRED <= result.keys()
+        assert result["errors"] == 0 and result["completed"] == 500
+        assert result["batch"] == 16 and result["messages"] >= 500 // 16
+        assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["p999_ms"]
+        batches = [req for _, req in stub.seen() if req.op == Op.BATCH]
+        assert len(batches) == result["messages"]
+        assert all(1 <= len(b.args) <= 16 for b in batches)
+        subs = [sub for b in batches for sub in b.args]
+        assert len(subs) == 500 and {sub[1] for sub in subs} == {1, 100}
+        assert {sub[2] for sub in subs if sub[1] == 1} == {1}    # async puts
+    finally:
+        stub.close()
+
+
+def test_bench_batch_counts_sub_request_errors_and_refused_batches():
+    def handler(req, identity):
+        if req.op == Op.BATCH and len(req.args) == 3:     # the last, short batch of each
+            return [encode_error(req.request_id, 7, ErrorCode.TOO_LARGE, "refused")]
+        return stub.answer(req)
+
+    stub = Stub(handler)
+    try:
+        result = run(BenchConfig(master=stub.endpoint, clients=1, inflight=8, batch=5,
+                                 ops=13, mix={"put": 1}, timeout_s=5))
+        assert result["completed"] == 13 and result["errors"] == 3
+        assert result["messages"] == 3
+    finally:
+        stub.close()
+
+
+def test_bench_batch_is_bounded_by_the_masters_limit():
+    with pytest.raises(ValueError, match="batch"):
+        run(BenchConfig(master="tcp://127.0.0.1:1", batch=2000))
+    r = CliRunner().invoke(main, ["bench", "--batch", "0"])
+    assert r.exit_code == 2 and "--batch" in r.output

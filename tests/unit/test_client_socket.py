@@ -17,7 +17,8 @@ from mwcluster import Client, errors
 from mwcluster.client import Pipeline
 from mwcluster.core.namespace import Stat
 from mwcluster.core.values import decode, encode
-from mwcluster.wire.protocol import (ErrorCode, Op, decode_request, encode_error,
+from mwcluster.wire.protocol import (ErrorCode, Op, ProtocolError, decode_reply,
+                                     decode_request, decode_sub_request, encode_error,
                                      encode_reply)
 
 EPOCH = 7
@@ -65,8 +66,21 @@ class Stub:
             return list(self.requests)
 
     def answer(self, req, identity=None):
-        """A minimal master over a dict: PUT, GET, STAT, DELETE, CHILDREN, LIST, STATUS, PING."""
+        """A minimal master over a dict: PUT, GET, STAT, DELETE, CHILDREN, LIST, STATUS, PING,
+        and BATCH of those."""
         rid = req.request_id
+        if req.op == Op.BATCH:
+            subs = []
+            for raw in req.args:
+                try:
+                    sub = decode_sub_request(req.client_id, raw)
+                except ProtocolError as exc:
+                    subs.append([exc.request_id or 0, int(exc.error), 0,
+                                 [exc.error.name.lower(), str(exc)]])
+                    continue
+                r = decode_reply(self.answer(sub)[0])
+                subs.append([r.request_id, r.status, r.txid, r.result])
+            return [encode_reply(rid, EPOCH, 0, max([s[2] for s in subs], default=0), subs)]
         if req.op == Op.PUT:
             key, value, expected = req.args
             version = self.store.get(key, (b"", 0))[1]
