@@ -214,6 +214,13 @@ def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
                             "a request is an array [version, client_id, request_id, op, "
                             "durability, args]")
     version, client_id, request_id, op, durability, args = raw
+    # the common well-formed case in one expression; anything else gets the checks that say
+    # what is wrong
+    if version == PROTOCOL_VERSION and type(version) is int and type(client_id) is bytes \
+            and 1 <= len(client_id) <= 64 and type(request_id) is int \
+            and 0 <= request_id < _U64 and type(op) is int and op in _KNOWN_OPS \
+            and type(durability) is int and 0 <= durability <= 2 and type(args) is list:
+        return _new_request(Request, (client_id, request_id, op, durability, args))
     rid = request_id if type(request_id) is int and request_id >= 0 else None
     if version != PROTOCOL_VERSION or type(version) is not int:
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
