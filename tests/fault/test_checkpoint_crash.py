@@ -22,6 +22,13 @@ MASTER_ENV = {**os.environ, "MWCLUSTER_HEARTBEAT_INTERVAL_S": "0.05"}
 NODE_HB_S = 0.25
 
 
+def ipc_endpoints(directory) -> tuple[str, ...]:
+    """Master options binding Unix sockets in `directory`: a restarted master gets the same
+    address back, which no other process can take in between (a TCP port could be)."""
+    return ("--client-endpoint", f"ipc://{directory}/client.sock",
+            "--pub-endpoint", f"ipc://{directory}/pub.sock")
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -106,11 +113,10 @@ def test_sigterm_during_a_checkpoint_stops_cleanly(tmp_path):
 @pytest.mark.parametrize("how", ["kill", "terminate"])
 def test_a_master_restart_is_a_new_epoch_and_the_node_resyncs(tmp_path, how):
     data = tmp_path / "m"
-    with MasterProcess(data, env=MASTER_ENV) as master, \
+    endpoints = ipc_endpoints(tmp_path)          # the same address after the restart
+    with MasterProcess(data, env=MASTER_ENV, extra_args=endpoints) as master, \
             RawDealer(master.client_endpoint) as dealer:
         write(dealer, "/a", 500, durability=2)
-        endpoints = ("--client-endpoint", master.client_endpoint,
-                     "--pub-endpoint", master.pub_endpoint)
         with CheckpointProcess(tmp_path / "c", master, heartbeat_interval_s=NODE_HB_S,
                                txns=300) as node:
             status = idle_master_status(dealer)
@@ -133,11 +139,10 @@ def test_a_master_restart_is_a_new_epoch_and_the_node_resyncs(tmp_path, how):
 
 
 def test_a_master_with_less_history_than_the_replica_is_reloaded_from(tmp_path):
-    with MasterProcess(tmp_path / "m1", env=MASTER_ENV) as master, \
+    endpoints = ipc_endpoints(tmp_path)
+    with MasterProcess(tmp_path / "m1", env=MASTER_ENV, extra_args=endpoints) as master, \
             RawDealer(master.client_endpoint) as dealer:
         write(dealer, "/a", 400)
-        endpoints = ("--client-endpoint", master.client_endpoint,
-                     "--pub-endpoint", master.pub_endpoint)
         with CheckpointProcess(tmp_path / "c", master, heartbeat_interval_s=NODE_HB_S) \
                 as node:
             status = idle_master_status(dealer)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 
 import msgpack
 import pytest
@@ -23,22 +22,17 @@ MASTER_ENV = {**os.environ, "MWCLUSTER_HEARTBEAT_INTERVAL_S": "0.05"}
 NODE_HB_S = 0.25
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Placeholder:
-    """The endpoints a master will have, before it runs."""
+    """The endpoints a master will have, before it runs: Unix sockets in `directory`, so
+    that no other process can take them meanwhile (a free TCP port could be)."""
 
-    def __init__(self) -> None:
-        self.client_endpoint = f"tcp://127.0.0.1:{free_port()}"
-        self.pub_endpoint = f"tcp://127.0.0.1:{free_port()}"
+    def __init__(self, directory) -> None:
+        self.client_endpoint = f"ipc://{directory}/client.sock"
+        self.pub_endpoint = f"ipc://{directory}/pub.sock"
 
 
 def test_a_master_that_is_not_there_yet_is_retried_until_it_is(tmp_path):
-    where = Placeholder()
+    where = Placeholder(tmp_path)
     env = {**os.environ, "MWCLUSTER_CHECKPOINT_REQUEST_TIMEOUT_S": "0.3"}
     with CheckpointProcess(tmp_path / "c", where, heartbeat_interval_s=NODE_HB_S,
                            env=env) as node:
@@ -77,8 +71,10 @@ def test_a_frozen_node_misses_batches_and_fills_the_gap_with_fetch(tmp_path):
         status = idle_master_status(dealer)
         wait_for(lambda: in_step(node, status), timeout_s=30, what="caught up")
         s = node.status()
-        assert s["gaps"] >= 1 and s["fetches"] >= 2     # the PUB dropped most batches
-        assert s["stream_messages"] < 1000
+        assert s["stream_messages"] < 1000              # the PUB dropped most batches
+        # found as a gap in the stream, or (on a loaded machine, when a tick comes before
+        # the first message after the freeze) as silence: either way filled by FETCH
+        assert s["gaps"] + s["silences"] >= 1 and s["fetches"] >= 2
         assert s["checks_failed"] == 0
         assert node.terminate() == 0
 
@@ -97,7 +93,7 @@ def test_garbage_on_the_log_stream_is_counted_and_survived(tmp_path):
                 RawDealer(master.client_endpoint) as dealer:
             write(dealer, "/g", 30)
             status = idle_master_status(dealer)
-            fake = Placeholder()
+            fake = Placeholder(tmp_path)
             fake.client_endpoint = master.client_endpoint
             fake.pub_endpoint = f"tcp://127.0.0.1:{port}"
             with CheckpointProcess(tmp_path / "c", fake, heartbeat_interval_s=NODE_HB_S) \
