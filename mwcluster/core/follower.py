@@ -205,13 +205,21 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class SetAsideSnapshots:
+    """The replica diverged: local snapshots (and a checkpoint being written) above
+    `after_txid`, the last point known good, may hold the divergence; set them aside."""
+    after_txid: int               # -1: nothing of this replica was verified
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Note:
     level: str                    # "info", "warning" or "error"
     text: str
 
 
 Instruction = (Apply | Fetch | FetchSnapshot | ResetEmpty | CheckDigest | DigestMismatch
-               | Checkpoint | Note)
+               | Checkpoint | SetAsideSnapshots | Note)
 
 
 @dataclass(slots=True)
@@ -264,6 +272,9 @@ class Follower:
         self.durable = 0                  # the master's durable txid seen in this epoch
         self.counters = Counters()
         self.last_digest_check: tuple[int, int, bool] | None = None   # (epoch, txid, ok)
+        # the newest txid at which this replica is known to equal the master: a passed digest
+        # check, or a base from the master (its snapshot, or empty); None for a local base
+        self.verified_txid: int | None = None
         self.last_checkpoint_failure: str | None = None
         self.last_failure: str | None = None     # of a fetch or snapshot transfer
         self._buffer: dict[int, Rec] = {}
@@ -483,6 +494,7 @@ class Follower:
 
     def _apply_failed(self, ev: ApplyFailed, out: list) -> None:
         self.counters.apply_failures += 1
+        self._set_aside(f"record {ev.txid} did not apply", out)
         self._reload(f"epoch {self.epoch}: record {ev.txid} does not apply to the replica "
                      f"({ev.reason})", ev.now, out)
 
@@ -491,9 +503,11 @@ class Follower:
         self.last_digest_check = (ev.epoch, ev.txid, ok)
         if ok:
             self.counters.digest_checks_ok += 1
+            self.verified_txid = max(self.verified_txid or 0, ev.txid)
             return
         self.counters.digest_checks_failed += 1
         out.append(DigestMismatch(ev.epoch, ev.txid, ev.expected, ev.actual))
+        self._set_aside(f"digest mismatch at txid {ev.txid}", out)
         self._reload(f"epoch {ev.epoch}: digest mismatch at txid {ev.txid}", ev.now, out)
 
     def _checkpoint_done(self, ev: CheckpointDone, out: list) -> None:
@@ -563,7 +577,7 @@ class Follower:
 
     def _base(self, txid: int, now: float, out: list) -> None:
         """The replica now holds a base state at `txid` (the master's snapshot, or empty)."""
-        self.last = self._count_from = txid
+        self.last = self._count_from = self.verified_txid = txid
         self.phase = Phase.FETCHING
         self.durable = 0                # what the master has: its FETCH reply says
         if self._pending is not None and self._pending.txid < txid:
@@ -656,6 +670,12 @@ class Follower:
         self.last_failure = reason
         self._retry_at = now + self._backoff
         self._backoff = min(self._backoff * 2, self.config.retry_max_s)
+
+    def _set_aside(self, reason: str, out: list) -> None:
+        verified = -1 if self.verified_txid is None else self.verified_txid
+        out.append(SetAsideSnapshots(verified, reason))
+        if self.checkpoint_txid > verified:
+            self.checkpoint_txid = self._count_from = max(verified, 0)
 
     def _reload(self, reason: str, now: float, out: list) -> None:
         self.counters.reloads += 1

@@ -331,6 +331,8 @@ class CheckpointNode:
         if kind is fm.ResetEmpty:
             self.state = State()
             return None
+        if kind is fm.SetAsideSnapshots:
+            return self._set_aside(ins)
         if kind is fm.DigestMismatch:
             self.digest_mismatches += 1
             log.error("epoch %d: DIGEST MISMATCH at txid %d: the replica's digest is %016x, "
@@ -356,6 +358,28 @@ class CheckpointNode:
         return fm.SnapshotLoaded(state.txid, time.monotonic())
 
     # --- checkpoints -----------------------------------------------------------------------
+
+    def _set_aside(self, ins: fm.SetAsideSnapshots):
+        """Rename local snapshots above the last verified txid to `.diverged` (kept for
+        inspection, never loaded), and abandon a checkpoint of the diverged replica."""
+        for txid, path in snapshots.list_snapshots(self.snapshot_dir):
+            if txid > ins.after_txid:
+                aside = path.with_name(path.name + ".diverged")
+                try:
+                    os.replace(path, aside)
+                    log.error("local snapshot %s set aside as %s (%s after txid %d, the last "
+                              "point verified)", path.name, aside.name, ins.reason,
+                              ins.after_txid)
+                except OSError as exc:
+                    log.error("could not set aside %s: %s", path, exc)
+        child = self.child
+        if child is not None and child.txid > ins.after_txid:
+            self.child = None
+            child.kill()
+            self.checkpoint_failures += 1
+            self.last_checkpoint_failure = f"abandoned: {ins.reason}"
+            return fm.CheckpointFailed(time.monotonic(), f"abandoned: {ins.reason}")
+        return None
 
     def _start_checkpoint(self, ins: fm.Checkpoint):
         if self.state.txid != ins.txid:

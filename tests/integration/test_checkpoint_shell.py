@@ -66,3 +66,22 @@ def test_instruction_outcomes_are_fed_after_the_whole_list(tmp_path):
         assert (result.expected, result.actual) == (5, at_1.digest)   # at txid 1, not 2
     finally:
         node.close()
+
+
+def test_set_aside_renames_the_snapshots_above_the_verified_txid(tmp_path):
+    from mwcluster.storage import snapshot as snapshots
+
+    state = State()
+    snap_dir = tmp_path / "snapshots"
+    for txid in range(1, 4):
+        state.apply(txid, r.Put("/k", encode(txid)))
+        snapshots.write_snapshot(snap_dir, txid, 1, state.digest, state.image_chunks(), 0)
+    script = Script([fm.SetAsideSnapshots(1, "digest mismatch at txid 3")])
+    node = node_with(script, tmp_path)
+    try:
+        node._feed(fm.Tick(0.0))
+        assert [t for t, _ in snapshots.list_snapshots(snap_dir)] == [1]
+        assert sorted(p.name for p in snap_dir.glob("*.diverged")) == [
+            snapshots.snapshot_name(2) + ".diverged", snapshots.snapshot_name(3) + ".diverged"]
+    finally:
+        node.close()

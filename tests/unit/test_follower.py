@@ -274,8 +274,10 @@ def test_a_digest_mismatch_is_reported_and_repaired_from_the_masters_snapshot_an
     h.start()
     h.log.clear()
     h.feed(m.heartbeat(1.0))
-    assert h.kinds()[:4] == ["CheckDigest", "DigestMismatch", "Note", "FetchSnapshot"]
-    assert h.log[2].level == "error" and "epoch 1" in h.log[2].text
+    assert h.kinds()[:5] == ["CheckDigest", "DigestMismatch", "SetAsideSnapshots", "Note",
+                             "FetchSnapshot"]
+    assert h.log[2].after_txid == 12          # the master's snapshot it started from
+    assert h.log[3].level == "error" and "epoch 1" in h.log[3].text
     mismatch = h.mismatches[0]
     assert (mismatch.epoch, mismatch.txid, mismatch.expected) == (1, 30, m.digests[30])
     assert h.machine.counters.digest_checks_failed == 1 and h.machine.counters.reloads == 1
@@ -287,6 +289,7 @@ def test_a_digest_mismatch_is_reported_and_repaired_from_the_masters_snapshot_an
 def test_a_record_that_does_not_apply_reloads():
     h = following()
     h.feed(f.ApplyFailed(11, "no_node", 1.0))
+    assert h.log[0] == f.SetAsideSnapshots(0, "record 11 did not apply")
     assert h.machine.phase == f.Phase.FOLLOWING and h.machine.counters.reloads == 1
     assert "FetchSnapshot" in h.kinds()
 
@@ -514,3 +517,30 @@ def test_the_epoch_of_a_fetch_reply_counts_as_seen_and_a_new_one_as_a_change():
     out = h.machine.handle(f.Fetched(15, m.records[10:15], 3.5, epoch=2))   # ...a new master
     assert h.machine.counters.epoch_changes == 1 and h.machine.epoch == 2
     assert [type(i).__name__ for i in out] == ["Note", "Apply", "Note"]     # no second FETCH
+
+
+def test_after_a_mismatch_only_what_was_not_verified_is_set_aside():
+    m = FakeMaster(history(40))
+    m.durable = 20
+    h = Harness(m, local=10, corrupt_at=25)         # starts from its own (unverified) base
+    h.start()
+    h.feed(m.heartbeat(1.0))
+    assert h.machine.verified_txid == 20
+    m.durable = 30
+    h.feed(m.batch(21, 30, 2.0))
+    h.log.clear()
+    h.feed(m.heartbeat(3.0))                         # the bug at 25 shows at 30
+    aside = [i for i in h.log if isinstance(i, f.SetAsideSnapshots)]
+    assert aside == [f.SetAsideSnapshots(20, "digest mismatch at txid 30")]
+
+
+def test_a_mismatch_before_any_verification_sets_every_local_snapshot_aside():
+    m = FakeMaster(history(40))
+    m.durable = 20
+    h = Harness(m, local=10, corrupt_at=15)
+    h.start()
+    h.log.clear()
+    h.feed(m.heartbeat(1.0))
+    assert [i.after_txid for i in h.log if isinstance(i, f.SetAsideSnapshots)] == [-1]
+    finish(h, 2.0)
+    assert_in_step(h)
