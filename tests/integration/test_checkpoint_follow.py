@@ -148,3 +148,13 @@ def test_metrics_on_the_metrics_port(tmp_path):
 
         wait_for(scraped, what="the metrics to show the checkpoint")
         assert node.terminate() == 0
+
+
+def test_a_second_node_on_the_same_data_directory_is_refused(tmp_path):
+    with MasterProcess(tmp_path / "m", env=MASTER_ENV) as master, \
+            CheckpointProcess(tmp_path / "c", master, heartbeat_interval_s=NODE_HB_S) as node:
+        result = checkpoint_once(tmp_path / "c", master, heartbeat_interval_s=NODE_HB_S)
+        assert result.returncode == 1 and f"(pid {node.pid})" in result.stderr
+        result = checkpoint_once(tmp_path / "m", master, heartbeat_interval_s=NODE_HB_S)
+        assert result.returncode == 1 and "another process" in result.stderr   # the master's
+        assert node.terminate() == 0
