@@ -48,7 +48,7 @@ class FakeMaster:
         if from_txid < self.first_kept:
             return f.FetchTruncated(now)
         end = min(self.durable, from_txid + self.fetch_max - 1)
-        return f.Fetched(self.durable, self.records[from_txid - 1:end], now)
+        return f.Fetched(self.durable, self.records[from_txid - 1:end], now, self.epoch)
 
     def heartbeat(self, now: float) -> f.Heartbeat:
         return f.Heartbeat(self.epoch, self.durable, self.digests[self.durable], now)
@@ -462,6 +462,9 @@ def schedules(draw):
             deliveries.append(batch)
         if draw(st.booleans()):
             deliveries.append(("hb", batch[1]))
+    restart = draw(st.integers(0, len(deliveries) + 1))     # a master restart: epoch 2 from
+    deliveries = [(*item, 1 if i < restart else 2)         # this message on
+                  for i, item in enumerate(deliveries)]
     for _ in range(draw(st.integers(0, 4))):         # a few delayed (reordered) messages
         if len(deliveries) > 1:
             i = draw(st.integers(0, len(deliveries) - 2))
@@ -476,8 +479,9 @@ def schedules(draw):
 @settings(max_examples=300, deadline=None)
 @given(schedules())
 def test_dropped_duplicated_reordered_batches_end_at_the_masters_txid_and_digest(schedule):
-    """Any mix of lost, repeated and delayed batches and heartbeats, any start (own snapshot,
-    the master's snapshot, nothing), and optionally a replica bug at one txid: the replica
+    """Any mix of lost, repeated and delayed batches and heartbeats, a master restart (new
+    epoch) anywhere, any start (own snapshot, the master's snapshot, nothing), and
+    optionally a replica bug at one txid: the replica
     ends exactly at the master's txid with the master's digest, never applying out of
     order (State.apply would raise)."""
     n, deliveries, snapshot, local, fetch_max, corrupt = schedule
@@ -486,16 +490,17 @@ def test_dropped_duplicated_reordered_batches_end_at_the_masters_txid_and_digest
     h = Harness(m, local=local, corrupt_at=corrupt)
     h.start()
     now = 0.0
-    for item in deliveries:
+    for *item, epoch in deliveries:
         now += 0.1
+        m.epoch = max(m.epoch, epoch)       # the restarted master answers FETCH from now on
         if item[0] == "hb":
             txid = item[1]
-            h.at(now).feed(f.Heartbeat(1, txid, m.digests[txid], now))
+            h.at(now).feed(f.Heartbeat(epoch, txid, m.digests[txid], now))
         else:
             first, last = item
             published = max(published, last)
             m.durable = published
-            h.at(now).feed(m.batch(first, last, now))
+            h.at(now).feed(f.StreamBatch(epoch, first, last, m.records[first - 1:last], now))
     m.durable = n
     finish(h, now + 0.1)
     assert_in_step(h)
