@@ -45,10 +45,11 @@ from mwcluster.core.records import decode_payload
 from mwcluster.core.state import State
 from mwcluster.engine import load_snapshot
 from mwcluster.nodes.checkpoint_link import MasterLink, check_records
+from mwcluster.nodes.checkpoint_status import StatusEndpoint
 from mwcluster.nodes.checkpoint_writer import ForkedCheckpoint, Outcome
 from mwcluster.storage import snapshot as snapshots
-from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op, ProtocolError,
-                                     decode_pub, decode_request, encode_error, encode_reply)
+from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, ProtocolError,
+                                     decode_pub)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class CheckpointNode:
         self.local_start: dict[str, Any] | None = None
         self._ctx: zmq.Context | None = None
         self.sub: zmq.Socket | None = None
-        self.status_sock: zmq.Socket | None = None
+        self.status_server: StatusEndpoint | None = None
         self.link: MasterLink | None = None
         self._lock_fd: int | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -125,15 +126,8 @@ class CheckpointNode:
         self._connect(sub, cfg.subscribe, "subscribe")
         self.link = MasterLink(ctx, cfg.master, cfg.request_timeout_s)
         if cfg.status_endpoint:
-            sock = self.status_sock = ctx.socket(zmq.ROUTER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.MAXMSGSIZE, 1 << 16)
-            try:
-                sock.bind(cfg.status_endpoint)
-            except zmq.ZMQError as exc:
-                raise errors.MwclusterError(f"cannot bind the status endpoint "
-                                            f"{cfg.status_endpoint}: {exc}") from None
-            self.status_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.status_server = StatusEndpoint(ctx, cfg.status_endpoint)
+            self.status_endpoint = self.status_server.endpoint
         if cfg.metrics_port:
             from mwcluster.nodes.checkpoint_metrics import CheckpointCollector
             from mwcluster.nodes.metrics import MetricsServer
@@ -216,8 +210,9 @@ class CheckpointNode:
                 poller = zmq.Poller()
                 poller.register(sub, zmq.POLLIN)
                 poller.register(self._wake_r, zmq.POLLIN)
-                if self.status_sock is not None:
-                    poller.register(self.status_sock, zmq.POLLIN)
+                status_sock = self.status_server.sock if self.status_server else None
+                if status_sock is not None:
+                    poller.register(status_sock, zmq.POLLIN)
                 child = self.child
                 if child is not None and child.pidfd is not None:
                     poller.register(child.pidfd, zmq.POLLIN)
@@ -225,8 +220,8 @@ class CheckpointNode:
                 ready = dict(poller.poll(max(0.0, (next_tick - now) * 1000)))
                 if sub in ready:
                     self._drain_stream()
-                if self.status_sock is not None and self.status_sock in ready:
-                    self._answer_status()
+                if status_sock is not None and status_sock in ready:
+                    self.status_server.answer(self.status, self.machine.epoch or 0)
                 if self._wake_r in ready:
                     try:
                         os.read(self._wake_r, 4096)
@@ -474,34 +469,6 @@ class CheckpointNode:
         })
         return info
 
-    def _answer_status(self) -> None:
-        sock = self.status_sock
-        for _ in range(64):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            ident, body = frames[0], frames[-1]
-            try:
-                req = decode_request(body, 1 << 16)
-            except ProtocolError as exc:
-                reply = encode_error(exc.request_id or 0, self.machine.epoch or 0, exc.error,
-                                     str(exc))
-            else:
-                if req.op == Op.STATUS:
-                    reply = encode_reply(req.request_id, self.machine.epoch or 0, 0, 0,
-                                         self.status())
-                elif req.op == Op.PING:
-                    reply = encode_reply(req.request_id, self.machine.epoch or 0, 0, 0, None)
-                else:
-                    reply = encode_error(req.request_id, self.machine.epoch or 0,
-                                         ErrorCode.UNKNOWN_OP, "a checkpoint node answers "
-                                         "only STATUS and PING")
-            try:
-                sock.send_multipart([ident, reply], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
-
     # --- stop --------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -516,9 +483,10 @@ class CheckpointNode:
             self.child = None
         if self.link is not None:
             self.link.close()
-        for sock in (self.sub, self.status_sock):
-            if sock is not None:
-                sock.close(linger=0)
+        if self.status_server is not None:
+            self.status_server.close()
+        if self.sub is not None:
+            self.sub.close(linger=0)
         if self._ctx is not None:
             self._ctx.term()
         if self.metrics is not None:
