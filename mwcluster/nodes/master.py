@@ -26,6 +26,7 @@ The loop never waits for the disk: sync replies are parked, not waited for.
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -117,6 +118,10 @@ class Master:
         report = self.engine.open()
         log.info("epoch %d: recovered txid %d in %.3f s", self.epoch, report.last_txid,
                  report.seconds)
+        # The recovered state lives as long as the process: keep the cyclic garbage collector
+        # from walking it at every full collection (each one holds the GIL, so it stalls the
+        # loop and the flusher; 7-25 ms pauses twice a second were the loss window's p99).
+        gc.freeze()
         self.published_txid = self.engine.journal.durable_txid
         self.handlers = Handlers(self.engine, self.epoch, self.stats,
                                  default_sync=cfg.durability == "sync",
