@@ -220,8 +220,9 @@ class Engine:
         head = self._tail_head
         durable = self.journal.durable_txid
         size = self._tail_bytes
+        target = self._tail_limit * 3 // 4   # trim with slack, not on every record
         # never drop records that are not durable yet: they are not in the files to read
-        while size > self._tail_limit and head < len(tail) and tail[head][0] <= durable:
+        while size > target and head < len(tail) and tail[head][0] <= durable:
             size -= len(tail[head][2])
             tail[head] = None
             head += 1
