@@ -151,6 +151,24 @@ def bench_memory(keys: int) -> dict:
     return out
 
 
+NOTES = """Notes:
+- All in one process, no network; values are 64-byte bin values; keys look like
+  `/datasets/logs/2026-11-26/part-0000017`. The thread switch interval is the master's (1 ms).
+- "apply+append" is what the master does per mutation after its wire decoder validated the
+  request: `State.apply`, the record's msgpack encoding, `Journal.append` (framing, crc32,
+  buffer). `Engine.submit` adds the admission checks a library caller gets (key pattern,
+  value well-formedness, limits) and the record tail for the log stream.
+- Where the time goes (cProfile of `Engine.submit`, per put): the namespace entry and its
+  BLAKE2b digest share about 0.6 us, the SortedList insert of a new key about 1 us (hence
+  the lower figure when every put creates a key), admission about 1 us, encoding 0.4 us,
+  the journal append 0.7 us.
+- Replay includes the open-time scan that checks every record's crc32; records are then
+  read in 1 MiB chunks without a second crc pass.
+- Memory: RSS growth per key while 1,000,000 keys are put, key strings included: one
+  `bytes` object per key (32-byte header + msgpack value), a dict slot and a SortedList slot.
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -198,6 +216,7 @@ def main() -> None:
         f"| snapshot load + verify, {sn['keys']:,} keys | <= 3 s | {sn['load_s']:.2f} s |",
         f"| memory per key, 64-byte values ({m['keys']:,} keys, RSS growth) | <= 400 bytes | {m['bytes_per_key']:.0f} bytes |",
     ])
+    body += "\n\n" + NOTES
     print(body)
     if not args.no_record:
         cmd = "python benchmarks/bench_core.py " + " ".join(sys.argv[1:])
