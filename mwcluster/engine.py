@@ -175,18 +175,19 @@ class Engine:
     # --- the write path ------------------------------------------------------------------
 
     def submit(self, rec: Record, *, durability: str | None = None,
-               origin: Origin | None = None) -> tuple[int, Any]:
+               origin: Origin | None = None, wake: bool = True) -> tuple[int, Any]:
         """Admit, apply and log one record; return (txid, result). Raises ApplyError (nothing
         changed), InvalidRecord (nothing changed) or JournalUnavailable (nothing changed).
 
         `origin` (client_id, request_id) is logged with the record and remembered, so that
-        `recent(origin)` answers a retry of the same request, even after a restart."""
+        `recent(origin)` answers a retry of the same request, even after a restart.
+        `wake=False` leaves the journal flusher asleep until `journal.wake()` (see there)."""
         self.journal.check_writable()
         payload = check_admission(rec, self.limits, origin)
         state = self.state
         txid = state.txid + 1
         result = state.apply(txid, rec)
-        self.journal.append(txid, self.epoch, payload)
+        self.journal.append(txid, self.epoch, payload, wake)
         if origin is not None:
             self._remember(origin, txid, result)
         if self._tail_limit:

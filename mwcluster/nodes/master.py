@@ -127,6 +127,7 @@ class Master:
                                  default_sync=cfg.durability == "sync",
                                  max_message_bytes=cfg.max_message_bytes,
                                  fetch_max_bytes=cfg.fetch_max_bytes, status=self.status)
+        self.handlers.defer_flush = True     # _drain wakes the flusher after the replies
         self._bind()
         if cfg.metrics_port:
             collector = MasterCollector(self.stats, {int(op): op.name.lower() for op in Op},
@@ -299,6 +300,9 @@ class Master:
                 append((ident, reply))
         if n:
             self._send_all(out)
+            # The handlers appended without waking the flusher: woken earlier, it would take
+            # the GIL between the appends and the replies and delay every reply of the drain.
+            self.engine.journal.wake()
             self.stats.add_batch(handlers.batch_ops, time.monotonic() - t0)
             handlers.batch_ops.clear()
             self.drains += 1

@@ -64,6 +64,9 @@ class Handlers:
         self.max_batch = max_batch
         self.status = status
         self.shutting_down = False
+        # Set by the master's loop, which wakes the journal flusher itself once a drain's
+        # replies are sent; left False, every append wakes it (as in-memory tests expect).
+        self.defer_flush = False
         self.now = 0.0               # set by the loop before each batch (parking time)
         self.batch_ops: dict[int, int] = {}   # requests per op in the current drain
         self.batches = 0             # BATCH messages answered (their sub-requests count as
@@ -201,7 +204,8 @@ class Handlers:
             except errors.InvalidRecord as exc:
                 return self._fail(ErrorCode.BAD_REQUEST, f"{Op(op).name}: {exc}")
             try:
-                txid, result = engine.submit(rec, durability="async", origin=origin)
+                txid, result = engine.submit(rec, durability="async", origin=origin,
+                                             wake=not self.defer_flush)
             except errors.MwclusterError as exc:  # refused: nothing was applied
                 return self._fail(error_code_for(exc), str(exc))
         else:

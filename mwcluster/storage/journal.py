@@ -279,7 +279,7 @@ class Journal:
 
     # --- the append path -------------------------------------------------------------------
 
-    def append(self, txid: int, epoch: int, payload: bytes) -> None:
+    def append(self, txid: int, epoch: int, payload: bytes, wake: bool = True) -> None:
         """Frame a record into the buffer; never touches the disk. Blocks while the unflushed
         bytes are over buffer_limit_bytes. ValueError unless txid == last_txid + 1;
         JournalUnavailable when the journal is failed or closed."""
@@ -310,7 +310,16 @@ class Journal:
             buf += payload
             self._last_txid = txid
             self._unflushed_bytes += n + _FRAME
-            if self._flusher_idle:
+            if wake and self._flusher_idle:
+                self._flusher_idle = False
+                self._wake.notify()
+
+    def wake(self) -> None:
+        """Start a flush of what is buffered, if the flusher is idle. For callers that append
+        with `wake=False` so the flusher does not take the GIL while they are still busy
+        (the master wakes it once its replies are sent)."""
+        with self._lock:
+            if self._flusher_idle and self._active:
                 self._flusher_idle = False
                 self._wake.notify()
 
@@ -536,11 +545,16 @@ class Journal:
 
     def _flush(self, batch: _Batch) -> None:
         pieces = self._plan(batch)
-        for attempt in self._retrying:
-            with attempt:
-                while batch.next_piece < len(pieces):
-                    self._write_piece(batch, *pieces[batch.next_piece])
-                    batch.next_piece += 1
+        try:   # the common case, without the retry machinery's per-call cost under the GIL
+            while batch.next_piece < len(pieces):
+                self._write_piece(batch, *pieces[batch.next_piece])
+                batch.next_piece += 1
+        except OSError:   # the failure policy: retry with backoff (see the module docstring)
+            for attempt in self._retrying:
+                with attempt:
+                    while batch.next_piece < len(pieces):
+                        self._write_piece(batch, *pieces[batch.next_piece])
+                        batch.next_piece += 1
         with self._lock:
             self._inflight = None
             self._flushes += 1
