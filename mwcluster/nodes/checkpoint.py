@@ -27,7 +27,6 @@ plugs in there; for now it only records the checkpoint as not uploaded.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -48,6 +47,7 @@ from mwcluster.nodes.checkpoint_link import MasterLink, check_records
 from mwcluster.nodes.checkpoint_status import StatusEndpoint
 from mwcluster.nodes.checkpoint_writer import ForkedCheckpoint, Outcome
 from mwcluster.storage import snapshot as snapshots
+from mwcluster.storage.fsutil import lock_data_dir
 from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, ProtocolError,
                                      decode_pub)
 
@@ -158,22 +158,7 @@ class CheckpointNode:
                                         f"{exc}") from None
 
     def _lock_data_dir(self) -> None:
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.data_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise errors.StorageError(f"cannot use the data directory {self.data_dir}: "
-                                      f"{exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise errors.StorageError(f"another process (pid {holder}) is using "
-                                      f"{self.data_dir}; stop it first") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock_fd = lock_data_dir(self.data_dir, "process")
 
     def _load_local(self) -> int | None:
         """Load the newest local snapshot that verifies; its txid, or None."""

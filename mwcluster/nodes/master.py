@@ -25,7 +25,6 @@ The loop never waits for the disk: sync replies are parked, not waited for.
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import json
 import logging
@@ -44,7 +43,7 @@ from mwcluster.nodes.master_handlers import Handlers
 from mwcluster.nodes.metrics import MasterCollector, MasterStats, MetricsServer, TimedJournalIO
 from mwcluster.storage import epoch as epochs
 from mwcluster.storage import snapshot as snapshots
-from mwcluster.storage.fsutil import JournalIO
+from mwcluster.storage.fsutil import JournalIO, lock_data_dir
 from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op,
                                      encode_heartbeat, encode_log_batch)
 
@@ -141,22 +140,7 @@ class Master:
                  self.epoch, self.client_endpoint, self.pub_endpoint, cfg.durability)
 
     def _lock_data_dir(self) -> None:
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.data_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise errors.StorageError(f"cannot use the data directory {self.data_dir}: "
-                                      f"{exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise errors.StorageError(f"another master (pid {holder}) is running on "
-                                      f"{self.data_dir}; stop it first") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock_fd = lock_data_dir(self.data_dir, "master")
 
     def _bind(self) -> None:
         cfg = self.config

@@ -14,11 +14,14 @@ Owns:
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from mwcluster.errors import StorageError
 
 __all__ = ["AppendFile", "FaultyJournalIO", "JournalIO", "broken_path_for", "cut_aside",
            "fsync_dir", "write_all"]
@@ -259,3 +262,25 @@ class FaultyJournalIO(JournalIO):
 
     def fdatasync(self, fd: int) -> None:
         self._sync(fd, super().fdatasync)
+
+
+def lock_data_dir(directory: Path, what: str = "process") -> int:
+    """Take an exclusive lock on `directory/lock` (creating both) and write our pid into it;
+    return the file descriptor, which holds the lock until it is closed or the process
+    exits. A second holder is refused with the first one's pid: two writers of one data
+    directory would interleave their journals."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StorageError(f"cannot use the data directory {directory}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StorageError(f"another {what} (pid {holder}) is using {directory}; stop it "
+                           "first") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
