@@ -147,11 +147,17 @@ def run_demo(data_dir: str | None, records: int, console: Console | None = None)
     table.add_row("state digest", f"{report.digest:016x}")
     table.add_row("invariants", "ok" if not problems else "; ".join(problems))
     console.print(table)
-    for job in state.jobs.jobs.values():
-        info = job.summary()
+    jobs = list(state.jobs.jobs.values())
+    by_state: dict[str, int] = {}
+    for job in jobs:
+        by_state[job.state.value] = by_state.get(job.state.value, 0) + 1
+    console.print(f"{len(jobs)} jobs recovered: "
+                  + ", ".join(f"{n} {name}" for name, n in sorted(by_state.items())))
+    if jobs:
+        info = jobs[-1].summary()
         counts = ", ".join(f"{k} {v}" for k, v in info["counts"].items() if v)
-        console.print(f"{info['job_id']} '{info['name']}': {info['state']}, progress "
-                      f"{info['progress'] * 100:.1f}% ({counts})")
+        console.print(f"the newest, {info['job_id']} '{info['name']}': {info['state']}, "
+                      f"progress {info['progress'] * 100:.1f}% ({counts})")
     sample = "/datasets/logs/2026-11-26/part-00007"
     console.print(f"{sample} = {state.ns.get(sample)} (stat {state.ns.stat(sample)})")
     console.print("[bold]4.[/] graceful stop: write 1,000 more updates, close, reopen ...")
