@@ -285,12 +285,15 @@ class Engine:
         self.retain()
         return header
 
-    def retain(self) -> None:
-        """Keep the newest `keep_snapshots` snapshots and the journal from the oldest kept."""
+    def retain(self) -> list[Path]:
+        """Keep the newest `keep_snapshots` snapshots and the journal from the oldest kept;
+        return the journal segments deleted. Safe off the loop thread (Journal.purge takes
+        the journal's locks)."""
         snapshots.prune(self.snapshot_dir, self.keep_snapshots)
         kept = snapshots.list_snapshots(self.snapshot_dir)
         if kept:
-            self.journal.purge(kept[-1][0])
+            return self.journal.purge(kept[-1][0])
+        return []
 
     def close(self) -> None:
         """Graceful stop: drain the journal buffer, fsync, close. Nothing accepted is lost."""

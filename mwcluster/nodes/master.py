@@ -40,6 +40,7 @@ from mwcluster import errors
 from mwcluster.config import MasterConfig
 from mwcluster.engine import Engine
 from mwcluster.nodes.master_handlers import Handlers
+from mwcluster.nodes.master_upload import SnapshotUploads
 from mwcluster.nodes.metrics import MasterCollector, MasterStats, MetricsServer, TimedJournalIO
 from mwcluster.storage import epoch as epochs
 from mwcluster.storage import snapshot as snapshots
@@ -75,6 +76,7 @@ class Master:
         self.fsync_io = TimedJournalIO(journal_io, config.slow_fsync_ms / 1000)
         self.engine: Engine | None = None
         self.handlers: Handlers | None = None
+        self.uploads: SnapshotUploads | None = None
         self.epoch = 0
         self.client_endpoint = self.pub_endpoint = ""
         self.metrics: MetricsServer | None = None
@@ -122,10 +124,13 @@ class Master:
         # loop and the flusher; 7-25 ms pauses twice a second were the loss window's p99).
         gc.freeze()
         self.published_txid = self.engine.journal.durable_txid
+        self.uploads = SnapshotUploads(self.engine, self.epoch, wake=self._poke)
+        self.uploads.record(self.engine.state.txid, self.engine.state.digest)
         self.handlers = Handlers(self.engine, self.epoch, self.stats,
                                  default_sync=cfg.durability == "sync",
                                  max_message_bytes=cfg.max_message_bytes,
-                                 fetch_max_bytes=cfg.fetch_max_bytes, status=self.status)
+                                 fetch_max_bytes=cfg.fetch_max_bytes, status=self.status,
+                                 uploads=self.uploads)
         self.handlers.defer_flush = True     # _drain wakes the flusher after the replies
         self._bind()
         if cfg.metrics_port:
@@ -215,6 +220,7 @@ class Master:
         handlers = self.handlers
         monotonic = time.monotonic
         engine = self.engine
+        uploads = self.uploads
         next_tick = stalled_since = monotonic()
         last_durable = journal.durable_txid
         try:
@@ -224,6 +230,8 @@ class Master:
                 if durable > self.published_txid or (handlers.parked and
                                                       handlers.parked[0][0] <= durable):
                     self._after_durable()
+                if uploads.pending():
+                    self._send_all(uploads.finished())
                 now = monotonic()
                 if durable != last_durable:
                     last_durable, stalled_since = durable, now
@@ -291,6 +299,8 @@ class Master:
             handlers.batch_ops.clear()
             self.drains += 1
             self.drained += n
+            state = self.engine.state
+            self.uploads.record(state.txid, state.digest)
         return n
 
     def _multi_frame(self, first: zmq.Frame) -> bytes:
@@ -360,6 +370,8 @@ class Master:
         durable = engine.journal.durable_txid
         state = engine.state
         digest = state.digest if state.txid == durable else None
+        if digest is not None:
+            self.uploads.record(durable, digest)
         self.pub.send(TOPIC_HEARTBEAT, _SNDMORE)
         self.pub.send(encode_heartbeat(self.epoch, durable, digest, int(time.time() * 1000)))
         self.stats.heartbeats += 1
@@ -426,6 +438,7 @@ class Master:
             "workers": len(state.jobs.workers),
             "journal_failed": js.failed, "last_error": js.last_error,
             "pid": os.getpid(),
+            **(self.uploads.status() if self.uploads else {}),
         }
 
     # --- stop --------------------------------------------------------------------------------
@@ -441,6 +454,13 @@ class Master:
                 self._drain()           # requests already queued get `shutting_down`
             except zmq.ZMQError:
                 pass
+        if self.uploads is not None:
+            self.uploads.close()        # an install in progress finishes first
+            if self.router is not None:
+                try:
+                    self._send_all(self.uploads.finished())
+                except zmq.ZMQError:
+                    pass
         if self.engine is not None:
             try:
                 self.engine.close()
@@ -466,6 +486,8 @@ class Master:
         if self._closed:
             return
         self._closed = True
+        if self.uploads is not None:
+            self.uploads.close()
         if self.engine is not None and not self.engine.journal.closed:
             try:
                 self.engine.close()

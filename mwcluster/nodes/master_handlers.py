@@ -30,6 +30,7 @@ from mwcluster import errors
 from mwcluster.core.keys import check_prefix
 from mwcluster.core.records import from_wire
 from mwcluster.engine import Engine
+from mwcluster.nodes.master_upload import SnapshotUploads, UploadRefused
 from mwcluster.nodes.metrics import MasterStats
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op,
@@ -44,6 +45,7 @@ MAX_CHUNK_BYTES = 1 << 20    # bytes per SNAPSHOT_CHUNK reply
 _OPT_INT = (int, type(None))
 _OPT_STR = (str, type(None))
 _BATCH = int(Op.BATCH)
+_UPLOAD_END = int(Op.SNAPSHOT_UPLOAD_END)
 
 Answer = tuple  # (status, txid, result): what an operation answers, before it is packed
 
@@ -54,8 +56,10 @@ class Handlers:
     def __init__(self, engine: Engine, epoch: int, stats: MasterStats, *,
                  default_sync: bool = False, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  fetch_max_bytes: int = 4 << 20, max_batch: int = DEFAULT_MAX_BATCH,
-                 status: Callable[[], dict] = dict) -> None:
+                 status: Callable[[], dict] = dict,
+                 uploads: SnapshotUploads | None = None) -> None:
         self.engine = engine
+        self.uploads = uploads if uploads is not None else SnapshotUploads(engine, epoch)
         self.epoch = epoch
         self.stats = stats
         self.default_sync = default_sync
@@ -81,6 +85,10 @@ class Handlers:
             Op.LIST: self._list, Op.STATUS: self._status, Op.PING: self._ping,
             Op.FETCH: self._fetch, Op.SNAPSHOT_INFO: self._snapshot_info,
             Op.SNAPSHOT_CHUNK: self._snapshot_chunk,
+            Op.SNAPSHOT_UPLOAD_BEGIN: self._upload_begin,
+            Op.SNAPSHOT_UPLOAD_CHUNK: self._upload_chunk,
+            Op.SNAPSHOT_UPLOAD_END: self._upload_end_in_batch,
+            Op.SNAPSHOT_UPLOAD_ABORT: self._upload_abort,
         }
 
     # --- entry points ----------------------------------------------------------------------
@@ -98,6 +106,8 @@ class Handlers:
         ops[op] = ops.get(op, 0) + 1
         if self.shutting_down:
             return self._stopping(req[1])
+        if op == _UPLOAD_END:
+            return self._upload_end(ident, req)
         status, txid, result = self._apply(req)
         reply = encode_reply(req[1], self.epoch, status, txid, result)
         if txid and req[3] in self._sync_levels and txid > self.engine.journal.durable_txid:
@@ -316,3 +326,37 @@ class Handlers:
         finally:
             os.close(fd)
         return self._ok(req, data)
+
+    # --- snapshot upload (master_upload.py) ------------------------------------------------
+
+    def _upload_begin(self, req: Request) -> Answer:
+        try:
+            return self._ok(req, self.uploads.begin(req.client_id, req.args))
+        except UploadRefused as exc:
+            return self._fail(exc.code, str(exc))
+
+    def _upload_chunk(self, req: Request) -> Answer:
+        try:
+            return self._ok(req, self.uploads.chunk(req.args))
+        except UploadRefused as exc:
+            return self._fail(exc.code, str(exc))
+
+    def _upload_abort(self, req: Request) -> Answer:
+        try:
+            return self._ok(req, self.uploads.abort(req.args))
+        except UploadRefused as exc:
+            return self._fail(exc.code, str(exc))
+
+    def _upload_end_in_batch(self, req: Request) -> Answer:
+        return self._fail(ErrorCode.BAD_REQUEST, "SNAPSHOT_UPLOAD_END cannot be part of a BATCH")
+
+    def _upload_end(self, ident: bytes, req: Request) -> bytes | None:
+        """None: the reply comes from uploads.finished() once the install is done."""
+        try:
+            self.uploads.end(ident, req.request_id, req.args)
+        except UploadRefused as exc:
+            return self.error(req.request_id, exc.code, str(exc))
+        except Exception as exc:
+            status, _txid, result = self._internal(req.op, exc)
+            return encode_reply(req.request_id, self.epoch, status, 0, result)
+        return None

@@ -1,0 +1,332 @@
+"""Snapshot uploads to the master: the checkpoint node sends a snapshot file it wrote, the
+master installs it and deletes the journal segments the kept snapshots cover.
+
+    BEGIN  [txid, epoch, digest, size, crc32]: one upload at a time (BAD_STATE otherwise;
+           a BEGIN from the client that owns the current upload replaces it, since that client
+           gave up on it); INVALID when txid is older than the newest snapshot here or above
+           the durable txid; "have" when a snapshot at txid with that size is already kept.
+           Opens `.snap-{txid:020d}.mws.tmp` in the snapshot directory (clean_temp removes
+           such files at the next start).
+    CHUNK  [upload_id, offset, data]: written at once (at most 1 MiB, contiguous offsets),
+           with a running crc32.
+    END    [upload_id]: size and crc32 checked on the loop; then the install runs on the one
+           worker thread: verify (both checksums) -> header equals what BEGIN announced ->
+           fsync -> rename -> directory fsync -> prune snapshots (keep_snapshots) -> purge
+           the journal up to the oldest kept. The worker queues the outcome and pokes the
+           loop (`wake`), which sends the parked END reply (`finished()`).
+    ABORT  [upload_id]: drop the upload and its temporary file.
+
+The digest at the snapshot's txid is checked against a ring of (txid -> digest) the loop
+records at the end of every drain and with every heartbeat that carries a digest. A txid the
+ring no longer (or never) held is accepted on the checksums alone, logged, and counted in
+`digest_unverified_uploads`.
+
+Everything here except `_install` runs on the loop thread. Journal.purge takes the journal's
+locks, so the worker may call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from mwcluster import errors
+from mwcluster.storage import snapshot as snapshots
+from mwcluster.storage.fsutil import fsync_dir
+from mwcluster.wire.protocol import ErrorCode, encode_error, encode_reply
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_CHUNK_BYTES = 1 << 20
+DIGEST_RING = 10_000
+MAX_UPLOAD_BYTES = 1 << 40
+
+
+class UploadRefused(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Upload:
+    __slots__ = ("id", "client_id", "txid", "epoch", "digest", "size", "crc", "path", "fd",
+                 "received", "running_crc", "started", "ending")
+
+    def __init__(self, upload_id: int, client_id: bytes, txid: int, epoch: int, digest: int,
+                 size: int, crc: int, path: Path, fd: int) -> None:
+        self.id = upload_id
+        self.client_id = client_id
+        self.txid, self.epoch, self.digest, self.size, self.crc = txid, epoch, digest, size, crc
+        self.path = path
+        self.fd = fd
+        self.received = 0
+        self.running_crc = 0
+        self.started = time.monotonic()
+        self.ending = False
+
+
+class SnapshotUploads:
+    def __init__(self, engine, epoch: int, wake: Callable[[], None] = lambda: None) -> None:
+        self.engine = engine
+        self.epoch = epoch
+        self.wake = wake
+        self.current: _Upload | None = None
+        self._next_id = int(time.time())
+        self._ring: OrderedDict[int, int] = OrderedDict()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-install")
+        self._done: deque = deque()          # (ident, request_id, answer) from the worker
+        self.ok = 0
+        self.rejected = 0
+        self.have = 0
+        self.digest_unverified = 0
+        self.last_error: str | None = None
+        self.segments_after_purge: int | None = None
+        self.last_purged = 0
+
+    # --- the digest ring (loop thread) ---------------------------------------------------
+
+    def record(self, txid: int, digest: int) -> None:
+        ring = self._ring
+        if txid in ring:
+            return
+        ring[txid] = digest
+        if len(ring) > DIGEST_RING:
+            ring.popitem(last=False)
+
+    # --- requests (loop thread) -------------------------------------------------------------
+
+    def begin(self, client_id: bytes, args: list) -> list:
+        if len(args) != 5 or any(type(a) is not int or a < 0 for a in args):
+            raise UploadRefused(ErrorCode.BAD_REQUEST, "SNAPSHOT_UPLOAD_BEGIN takes [txid, "
+                                "epoch, digest, size_bytes, crc32] (unsigned integers)")
+        txid, epoch, digest, size, crc = args
+        cur = self.current
+        if cur is not None:
+            if cur.client_id != client_id or cur.ending:
+                raise UploadRefused(ErrorCode.BAD_STATE,
+                                    f"another snapshot upload (txid {cur.txid}) is in progress;"
+                                    " retry later")
+            log.info("epoch %d: the upload of txid %d is replaced by a new BEGIN from the "
+                     "same client", self.epoch, cur.txid)
+            self._drop(cur)
+        min_size = snapshots.HEADER_BYTES + snapshots.TRAILER_BYTES
+        if not min_size <= size <= MAX_UPLOAD_BYTES:
+            raise UploadRefused(ErrorCode.INVALID, f"size_bytes {size} is not a snapshot "
+                                f"file's size (at least {min_size})")
+        durable = self.engine.journal.durable_txid
+        if txid > durable:
+            raise UploadRefused(ErrorCode.INVALID, f"the snapshot's txid {txid} is above the "
+                                f"master's durable txid {durable} (another history?)")
+        kept = snapshots.list_snapshots(self.engine.snapshot_dir)
+        if kept:
+            newest, path = kept[0]
+            if txid < newest:
+                raise UploadRefused(ErrorCode.INVALID, f"the snapshot's txid {txid} is older "
+                                    f"than the master's newest snapshot ({newest})")
+        for kept_txid, path in kept:
+            if kept_txid == txid:
+                try:
+                    same = path.stat().st_size == size
+                except OSError:
+                    same = False
+                if same:
+                    self.have += 1
+                    return [0, "have"]
+                raise UploadRefused(ErrorCode.INVALID, f"the master keeps a snapshot at txid "
+                                    f"{txid} of another size")
+        known = self._ring.get(txid)
+        if known is not None and known != digest:
+            self._reject(f"digest {digest:016x} at txid {txid} differs from the master's "
+                         f"{known:016x} (another history?)")
+            raise UploadRefused(ErrorCode.INVALID, self.last_error)
+        directory = self.engine.snapshot_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f".{snapshots.snapshot_name(txid)}.tmp"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self._next_id += 1
+        self.current = _Upload(self._next_id, client_id, txid, epoch, digest, size, crc,
+                               path, fd)
+        return [self._next_id, "accepted"]
+
+    def _get(self, upload_id: Any) -> _Upload:
+        cur = self.current
+        if type(upload_id) is not int or cur is None or cur.id != upload_id:
+            raise UploadRefused(ErrorCode.BAD_STATE, f"no snapshot upload {upload_id!r:.40} "
+                                "in progress (aborted or replaced); start again with BEGIN")
+        return cur
+
+    def chunk(self, args: list) -> list:
+        if len(args) != 3 or type(args[1]) is not int or type(args[2]) is not bytes:
+            raise UploadRefused(ErrorCode.BAD_REQUEST, "SNAPSHOT_UPLOAD_CHUNK takes "
+                                "[upload_id, offset, data: bin]")
+        upload_id, offset, data = args
+        cur = self._get(upload_id)
+        if cur.ending:
+            raise UploadRefused(ErrorCode.BAD_STATE, "the upload is already being installed")
+        if len(data) > MAX_UPLOAD_CHUNK_BYTES:
+            raise UploadRefused(ErrorCode.TOO_LARGE, f"a chunk is at most "
+                                f"{MAX_UPLOAD_CHUNK_BYTES} bytes; got {len(data)}")
+        if offset != cur.received:
+            raise UploadRefused(ErrorCode.BAD_STATE, f"chunk at offset {offset}, expected "
+                                f"{cur.received} (offsets must be contiguous)")
+        if cur.received + len(data) > cur.size:
+            self._fail(cur, f"the chunks exceed the announced size {cur.size}")
+            raise UploadRefused(ErrorCode.INVALID, self.last_error)
+        try:
+            os.pwrite(cur.fd, data, offset)
+        except OSError as exc:
+            self._fail(cur, f"cannot write {cur.path}: {exc}")
+            raise UploadRefused(ErrorCode.UNAVAILABLE, self.last_error) from None
+        cur.received += len(data)
+        cur.running_crc = zlib.crc32(data, cur.running_crc)
+        return [cur.received]
+
+    def abort(self, args: list) -> None:
+        if len(args) != 1:
+            raise UploadRefused(ErrorCode.BAD_REQUEST, "SNAPSHOT_UPLOAD_ABORT takes [upload_id]")
+        cur = self.current
+        if cur is not None and cur.id == args[0] and not cur.ending:
+            self._drop(cur)
+        return None
+
+    def end(self, ident: bytes, request_id: int, args: list) -> None:
+        """Start the install; the reply comes from finished() once the worker is done."""
+        if len(args) != 1:
+            raise UploadRefused(ErrorCode.BAD_REQUEST, "SNAPSHOT_UPLOAD_END takes [upload_id]")
+        cur = self._get(args[0])
+        if cur.ending:
+            raise UploadRefused(ErrorCode.BAD_STATE, "the upload is already being installed")
+        if cur.received != cur.size:
+            self._fail(cur, f"received {cur.received} bytes of the announced {cur.size}")
+            raise UploadRefused(ErrorCode.INVALID, self.last_error)
+        if cur.running_crc != cur.crc:
+            self._fail(cur, f"crc32 of the received file {cur.running_crc:08x} differs from "
+                       f"the announced {cur.crc:08x}")
+            raise UploadRefused(ErrorCode.INVALID, self.last_error)
+        cur.ending = True
+        known = self._ring.get(cur.txid)
+        os.close(cur.fd)
+        cur.fd = -1
+        self._worker.submit(self._install_job, ident, request_id, cur, known)
+
+    # --- the worker ---------------------------------------------------------------------
+
+    def _install_job(self, ident: bytes, request_id: int, cur: _Upload,
+                     known: int | None) -> None:
+        try:
+            answer = (0, self._install(cur, known))
+        except UploadRefused as exc:
+            answer = (exc.code, str(exc))
+        except Exception as exc:          # an I/O failure, or a bug: the upload fails
+            log.exception("epoch %d: installing the snapshot at txid %d failed", self.epoch,
+                          cur.txid)
+            answer = (ErrorCode.INTERNAL, f"installing the snapshot failed: {exc}")
+        if answer[0]:
+            try:
+                cur.path.unlink(missing_ok=True)
+            except OSError:
+                pass
+        self._done.append((ident, request_id, cur, answer))
+        self.wake()
+
+    def _install(self, cur: _Upload, known: int | None) -> list:
+        try:
+            header = snapshots.verify(cur.path)
+        except errors.MwclusterError as exc:
+            raise UploadRefused(ErrorCode.INVALID, f"the uploaded snapshot does not verify: "
+                                f"{exc}") from None
+        if (header.txid, header.epoch, header.digest) != (cur.txid, cur.epoch, cur.digest):
+            raise UploadRefused(ErrorCode.INVALID, f"the file's header (txid {header.txid}, "
+                                f"epoch {header.epoch}, digest {header.digest:016x}) differs "
+                                "from what BEGIN announced")
+        if known is not None and known != cur.digest:
+            raise UploadRefused(ErrorCode.INVALID, f"digest {cur.digest:016x} at txid "
+                                f"{cur.txid} differs from the master's {known:016x}")
+        fd = os.open(cur.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        directory = self.engine.snapshot_dir
+        os.replace(cur.path, directory / snapshots.snapshot_name(cur.txid))
+        fsync_dir(directory)
+        purged = self.engine.retain()
+        kept = [t for t, _ in snapshots.list_snapshots(directory)]
+        return [kept, len(purged)]
+
+    # --- back on the loop -------------------------------------------------------------------
+
+    def finished(self) -> list[tuple[bytes, bytes]]:
+        """The END replies of installs the worker finished, as (ident, reply)."""
+        out = []
+        done = self._done
+        while done:
+            ident, request_id, cur, (code, result) = done.popleft()
+            if self.current is cur:
+                self.current = None
+            if code:
+                self._reject(result)
+                out.append((ident, encode_error(request_id, self.epoch, ErrorCode(code),
+                                                result)))
+                continue
+            self.ok += 1
+            self.last_purged = result[1]
+            self.segments_after_purge = self.engine.journal.stats().segments
+            if cur.txid not in self._ring:
+                self.digest_unverified += 1
+                log.warning("epoch %d: the snapshot at txid %d was installed on its checksums "
+                            "alone: the master no longer knows its digest at that txid",
+                            self.epoch, cur.txid)
+            log.info("epoch %d: installed the uploaded snapshot at txid %d; kept %s, purged "
+                     "%d journal segments", self.epoch, cur.txid, result[0], result[1])
+            out.append((ident, encode_reply(request_id, self.epoch, 0, 0, result)))
+        return out
+
+    def pending(self) -> bool:
+        return bool(self._done)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _reject(self, message: str) -> None:
+        self.rejected += 1
+        self.last_error = message
+        log.warning("epoch %d: snapshot upload rejected: %s", self.epoch, message)
+
+    def _fail(self, cur: _Upload, message: str) -> None:
+        self._reject(message)
+        self._drop(cur)
+
+    def _drop(self, cur: _Upload) -> None:
+        if cur.fd >= 0:
+            os.close(cur.fd)
+            cur.fd = -1
+        try:
+            cur.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if self.current is cur:
+            self.current = None
+
+    def status(self) -> dict[str, Any]:
+        cur = self.current
+        return {"uploads_ok": self.ok, "uploads_rejected": self.rejected,
+                "uploads_have": self.have, "last_upload_error": self.last_error,
+                "digest_unverified_uploads": self.digest_unverified,
+                "journal_segments_after_purge": self.segments_after_purge,
+                "upload_in_progress": None if cur is None else {
+                    "txid": cur.txid, "received": cur.received, "size": cur.size,
+                    "installing": cur.ending}}
+
+    def close(self) -> None:
+        """Wait for an install in progress; drop an unfinished upload."""
+        self._worker.shutdown(wait=True)
+        cur = self.current
+        if cur is not None and not cur.ending:
+            self._drop(cur)
+

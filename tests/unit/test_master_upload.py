@@ -1,0 +1,165 @@
+"""Snapshot uploads driven in memory: Handlers + SnapshotUploads on an Engine in tmp_path,
+with the install worker's outcome collected through `finished()` (no sockets)."""
+
+from __future__ import annotations
+
+import time
+import zlib
+
+import msgpack
+import pytest
+
+from mwcluster.core.records import from_wire
+from mwcluster.engine import Engine
+from mwcluster.nodes.master_handlers import Handlers
+from mwcluster.nodes.metrics import MasterStats
+from mwcluster.storage import snapshot as snapshots
+from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request
+
+EPOCH = 3
+
+
+@pytest.fixture
+def engine(tmp_path):
+    eng = Engine(tmp_path / "data", epoch=EPOCH, segment_bytes=4096)
+    eng.open()
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def handlers(engine):
+    h = Handlers(engine, EPOCH, MasterStats())
+    yield h
+    h.uploads.close()
+
+
+def ask(h, op, args, rid=1, cid=b"node"):
+    out = h.handle(b"peer", encode_request(cid, rid, op, list(args)))
+    return None if out is None else decode_reply(out)
+
+
+def fill(engine, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        engine.submit(from_wire([int(Op.PUT), f"/k/{i}",
+                                 msgpack.packb({"i": i, "pad": "x" * 200}), None]))
+        if i % 10 == 9:          # one flush per 10 records: several segments
+            engine.journal.wait_durable(engine.state.txid)
+    engine.journal.wait_durable(engine.state.txid)
+
+
+def node_snapshot(engine, directory):
+    """A snapshot file of the engine's state, as the checkpoint node would write it."""
+    st = engine.state
+    header = snapshots.write_snapshot(directory, st.txid, EPOCH, st.digest, st.image_chunks(),
+                                      int(time.time() * 1000))
+    data = header.path.read_bytes()
+    return header, data
+
+
+def upload(h, header, data, crc=None, rid=10, chunk=1000):
+    r = ask(h, Op.SNAPSHOT_UPLOAD_BEGIN, [header.txid, header.epoch, header.digest, len(data),
+                                          zlib.crc32(data) if crc is None else crc], rid=rid)
+    if r.status or r.result[1] == "have":
+        return r
+    uid = r.result[0]
+    for off in range(0, len(data), chunk):
+        rid += 1
+        c = ask(h, Op.SNAPSHOT_UPLOAD_CHUNK, [uid, off, data[off:off + chunk]], rid=rid)
+        assert c.status == 0 and c.result == [min(off + chunk, len(data))], c
+    r = ask(h, Op.SNAPSHOT_UPLOAD_END, [uid], rid=rid + 1)
+    if r is not None:
+        return r
+    deadline = time.monotonic() + 10
+    while True:
+        out = h.uploads.finished()
+        if out:
+            return decode_reply(out[0][1])
+        assert time.monotonic() < deadline, "the install never finished"
+        time.sleep(0.005)
+
+
+def test_upload_installs_the_snapshot_and_purges_the_journal(handlers, engine, tmp_path):
+    fill(engine, 200)
+    handlers.uploads.record(engine.state.txid, engine.state.digest)
+    segments_before = engine.journal.stats().segments
+    assert segments_before > 3
+    header, data = node_snapshot(engine, tmp_path / "node")
+    engine.journal.roll()
+    r = upload(handlers, header, data)
+    assert r.status == 0, r
+    kept, purged = r.result
+    assert kept == [header.txid] and purged >= segments_before - 1
+    installed = engine.snapshot_dir / snapshots.snapshot_name(header.txid)
+    assert installed.read_bytes() == data
+    assert not list(engine.snapshot_dir.glob(".snap-*"))
+    st = handlers.uploads.status()
+    assert st["uploads_ok"] == 1 and st["digest_unverified_uploads"] == 0
+    # the same snapshot again: "have"
+    r = upload(handlers, header, data, rid=100)
+    assert r.status == 0 and r.result[1] == "have"
+
+
+def test_wrong_checksum_is_rejected_and_nothing_is_installed(handlers, engine, tmp_path):
+    fill(engine, 20)
+    header, data = node_snapshot(engine, tmp_path / "node")
+    r = upload(handlers, header, data, crc=(zlib.crc32(data) + 1) & 0xFFFFFFFF)
+    assert r.status == ErrorCode.INVALID and "crc32" in r.result[1]
+    assert snapshots.list_snapshots(engine.snapshot_dir) == []
+    assert not list(engine.snapshot_dir.glob(".snap-*"))
+    assert handlers.uploads.status()["uploads_rejected"] == 1
+    assert handlers.uploads.current is None
+
+
+def test_damaged_body_is_rejected_by_verify(handlers, engine, tmp_path):
+    fill(engine, 20)
+    header, data = node_snapshot(engine, tmp_path / "node")
+    bad = bytearray(data)
+    bad[snapshots.HEADER_BYTES + 3] ^= 0xFF
+    r = upload(handlers, header, bytes(bad))
+    assert r.status == ErrorCode.INVALID and "verify" in r.result[1]
+    assert snapshots.list_snapshots(engine.snapshot_dir) == []
+
+
+def test_digest_differing_from_the_ring_is_rejected(handlers, engine, tmp_path):
+    fill(engine, 20)
+    handlers.uploads.record(engine.state.txid, engine.state.digest ^ 1)
+    header, data = node_snapshot(engine, tmp_path / "node")
+    r = upload(handlers, header, data)
+    assert r.status == ErrorCode.INVALID and "digest" in r.result[1]
+
+
+def test_unknown_digest_is_accepted_and_counted(handlers, engine, tmp_path):
+    fill(engine, 20)
+    header, data = node_snapshot(engine, tmp_path / "node")
+    r = upload(handlers, header, data)
+    assert r.status == 0
+    assert handlers.uploads.status()["digest_unverified_uploads"] == 1
+
+
+def test_one_upload_at_a_time_and_txid_bounds(handlers, engine, tmp_path):
+    fill(engine, 20)
+    st = engine.state
+    header, data = node_snapshot(engine, tmp_path / "node")
+    args = [header.txid, EPOCH, header.digest, len(data), zlib.crc32(data)]
+    r = ask(handlers, Op.SNAPSHOT_UPLOAD_BEGIN, args, rid=1, cid=b"a")
+    assert r.status == 0 and r.result[1] == "accepted"
+    r = ask(handlers, Op.SNAPSHOT_UPLOAD_BEGIN, args, rid=2, cid=b"b")
+    assert r.status == ErrorCode.BAD_STATE
+    # the owner may start again (it gave up on the first one)
+    r2 = ask(handlers, Op.SNAPSHOT_UPLOAD_BEGIN, args, rid=3, cid=b"a")
+    assert r2.status == 0 and r2.result[0] != r.result[0] if r.status == 0 else True
+    uid = r2.result[0]
+    r = ask(handlers, Op.SNAPSHOT_UPLOAD_CHUNK, [uid, 5, b"x"], rid=4, cid=b"a")
+    assert r.status == ErrorCode.BAD_STATE and "contiguous" in r.result[1]
+    assert ask(handlers, Op.SNAPSHOT_UPLOAD_ABORT, [uid], rid=5, cid=b"a").status == 0
+    assert handlers.uploads.current is None
+    r = ask(handlers, Op.SNAPSHOT_UPLOAD_BEGIN,
+            [st.txid + 5, EPOCH, 0, len(data), 0], rid=6)
+    assert r.status == ErrorCode.INVALID and "durable" in r.result[1]
+    assert upload(handlers, header, data, rid=20).status == 0
+    r = ask(handlers, Op.SNAPSHOT_UPLOAD_BEGIN, [header.txid - 1, EPOCH, 0, len(data), 0],
+            rid=40)
+    assert r.status == ErrorCode.INVALID and "older" in r.result[1]
+    r = ask(handlers, Op.SNAPSHOT_UPLOAD_CHUNK, [12345, 0, b"x"], rid=41)
+    assert r.status == ErrorCode.BAD_STATE
