@@ -20,9 +20,10 @@ thread owns the replica `State`; records are applied through `State.apply`, the 
 as the master's. Checkpoints are written by a forked child (checkpoint_writer.py) while this
 loop keeps applying.
 
-Upload seam: after a local checkpoint succeeds, `_upload(header)` is called. Sending the file
-to the master (chunks with credit, retries with backoff) is the next step of the design and
-plugs in there; for now it only records the checkpoint as not uploaded.
+Upload: after a local checkpoint succeeds, `_upload(header)` hands the file to the uploader
+(checkpoint_upload.py), a small thread with its own DEALER that sends it to the master
+(BEGIN, chunks with credit, END; retried from BEGIN with backoff). With `--once` the node
+waits for the upload before it exits (a few attempts only).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from mwcluster.core.state import State
 from mwcluster.engine import load_snapshot
 from mwcluster.nodes.checkpoint_link import MasterLink, check_records
 from mwcluster.nodes.checkpoint_status import StatusEndpoint
+from mwcluster.nodes.checkpoint_upload import Uploader
 from mwcluster.nodes.checkpoint_writer import ForkedCheckpoint, Outcome
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.fsutil import lock_data_dir
@@ -91,6 +93,7 @@ class CheckpointNode:
         self.sub: zmq.Socket | None = None
         self.status_server: StatusEndpoint | None = None
         self.link: MasterLink | None = None
+        self.uploader: Uploader | None = None
         self._lock_fd: int | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop_requested = False
@@ -125,6 +128,8 @@ class CheckpointNode:
         sub.setsockopt(zmq.SUBSCRIBE, TOPIC_HEARTBEAT)
         self._connect(sub, cfg.subscribe, "subscribe")
         self.link = MasterLink(ctx, cfg.master, cfg.request_timeout_s)
+        self.uploader = Uploader(ctx, cfg.master, cfg.request_timeout_s,
+                                 **({"attempts": 4, "backoff_max_s": 2.0} if self.once else {}))
         if cfg.status_endpoint:
             self.status_server = StatusEndpoint(ctx, cfg.status_endpoint)
             self.status_endpoint = self.status_server.endpoint
@@ -413,11 +418,10 @@ class CheckpointNode:
             self._stop_requested = True
 
     def _upload(self, header: snapshots.SnapshotHeader) -> None:
-        """The seam where a local checkpoint goes to the master (the next step: chunks with
-        credit over the DEALER, retries with backoff). For now it is only recorded."""
-        log.debug("upload not implemented yet: the checkpoint at txid %d stays local",
-                  header.txid)
+        """Send a local checkpoint to the master (on the uploader's thread)."""
         self.pending_upload = header
+        if self.uploader is not None:
+            self.uploader.submit(header)
 
     # --- status ----------------------------------------------------------------------------
 
@@ -447,8 +451,8 @@ class CheckpointNode:
                 "running_s": round(now - child.started, 3)},
             "local_snapshots": [t for t, _ in snapshots.list_snapshots(self.snapshot_dir)],
             "started_from": self.local_start,
-            "upload": {"implemented": False, "pending_txid": (self.pending_upload.txid
-                                                              if self.pending_upload else None)},
+            "upload": (self.uploader.status() if self.uploader else
+                       {"implemented": False, "pending_txid": None}),
             "stream_messages": self.stream_messages, "bad_stream_messages": self.bad_messages,
             "period_s": self.config.period_s, "txns": self.config.txns,
         })
@@ -466,6 +470,10 @@ class CheckpointNode:
             log.info("stopping the checkpoint of txid %d in progress", self.child.txid)
             self.child.kill()
             self.child = None
+        if self.uploader is not None:
+            if self.once and self.exit_code == 0:
+                self.uploader.wait()      # --once: the checkpoint goes to the master first
+            self.uploader.close()
         if self.link is not None:
             self.link.close()
         if self.status_server is not None:

@@ -37,7 +37,10 @@ def test_joins_an_empty_master_follows_it_and_checkpoints(tmp_path):
         s = node.status()
         assert s["epoch_seen"] == master.epoch and s["last_digest_check"]["ok"]
         assert s["checks_failed"] == 0 and s["checkpoint_failures"] == 0
-        assert s["last_checkpoint_size_bytes"] > 0 and s["upload"]["pending_txid"] == 300
+        assert s["last_checkpoint_size_bytes"] > 0
+        wait_for(lambda: node.status()["upload"]["last_upload_txid"] == 300,
+                 what="the checkpoint uploaded to the master")
+        assert dealer.status()["last_snapshot_txid"] == 300
         path = tmp_path / "c" / "snapshots" / snapshots.snapshot_name(status["txid"])
         state = load_snapshot(path)
         assert (state.txid, state.digest) == (status["txid"], status["digest"])
