@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_CHUNK_BYTES = 1 << 20
 DIGEST_RING = 10_000
 MAX_UPLOAD_BYTES = 1 << 40
+# An upload that saw no CHUNK for this long (its sender died) may be replaced by any BEGIN.
+UPLOAD_IDLE_S = 30.0
 
 
 class UploadRefused(Exception):
@@ -56,7 +58,7 @@ class UploadRefused(Exception):
 
 class _Upload:
     __slots__ = ("id", "client_id", "txid", "epoch", "digest", "size", "crc", "path", "fd",
-                 "received", "running_crc", "started", "ending")
+                 "received", "running_crc", "started", "ending", "last_activity")
 
     def __init__(self, upload_id: int, client_id: bytes, txid: int, epoch: int, digest: int,
                  size: int, crc: int, path: Path, fd: int) -> None:
@@ -67,13 +69,17 @@ class _Upload:
         self.fd = fd
         self.received = 0
         self.running_crc = 0
-        self.started = time.monotonic()
+        self.started = self.last_activity = time.monotonic()
         self.ending = False
 
 
 class SnapshotUploads:
-    def __init__(self, engine, epoch: int, wake: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, engine, epoch: int, wake: Callable[[], None] = lambda: None, *,
+                 idle_s: float = UPLOAD_IDLE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
+        self.idle_s = idle_s
+        self.clock = clock
         self.epoch = epoch
         self.wake = wake
         self.current: _Upload | None = None
@@ -108,12 +114,14 @@ class SnapshotUploads:
         txid, epoch, digest, size, crc = args
         cur = self.current
         if cur is not None:
-            if cur.client_id != client_id or cur.ending:
+            idle = not cur.ending and self.clock() - cur.last_activity >= self.idle_s
+            if cur.ending or (cur.client_id != client_id and not idle):
                 raise UploadRefused(ErrorCode.BAD_STATE,
                                     f"another snapshot upload (txid {cur.txid}) is in progress;"
                                     " retry later")
-            log.info("epoch %d: the upload of txid %d is replaced by a new BEGIN from the "
-                     "same client", self.epoch, cur.txid)
+            log.info("epoch %d: the upload of txid %d is replaced by a new BEGIN (%s)",
+                     self.epoch, cur.txid, "from the same client" if not idle else
+                     f"it was idle for {self.idle_s:g} s")
             self._drop(cur)
         min_size = snapshots.HEADER_BYTES + snapshots.TRAILER_BYTES
         if not min_size <= size <= MAX_UPLOAD_BYTES:
@@ -152,6 +160,7 @@ class SnapshotUploads:
         self._next_id += 1
         self.current = _Upload(self._next_id, client_id, txid, epoch, digest, size, crc,
                                path, fd)
+        self.current.started = self.current.last_activity = self.clock()
         return [self._next_id, "accepted"]
 
     def _get(self, upload_id: Any) -> _Upload:
@@ -185,6 +194,7 @@ class SnapshotUploads:
             raise UploadRefused(ErrorCode.UNAVAILABLE, self.last_error) from None
         cur.received += len(data)
         cur.running_crc = zlib.crc32(data, cur.running_crc)
+        cur.last_activity = self.clock()
         return [cur.received]
 
     def abort(self, args: list) -> None:

@@ -105,3 +105,27 @@ def test_wrong_checksum_is_rejected_and_a_second_begin_gets_bad_state(tmp_path):
         end = other.call(Op.SNAPSHOT_UPLOAD_END, [r.result[0]])
         assert end.status == 0 and end.result[0] == [150, status["txid"]], end
         wait_for(lambda: dealer.status()["uploads_ok"] == 3, what="three installs")
+
+
+def test_the_node_retries_with_backoff_while_another_upload_holds_the_master(tmp_path):
+    from mwcluster.testing_checkpoint import CheckpointProcess
+
+    with MasterProcess(tmp_path / "m", env=MASTER_ENV) as master, \
+            RawDealer(master.client_endpoint) as dealer:
+        write(dealer, "/a", 100, durability=2)
+        status = idle_master_status(dealer)
+        held = dealer.call(Op.SNAPSHOT_UPLOAD_BEGIN,
+                           [status["txid"], 0, status["digest"], 1000, 0])
+        assert held.status == 0 and held.result[1] == "accepted", held
+        with CheckpointProcess(tmp_path / "c", master, period_s=0.2,
+                               heartbeat_interval_s=NODE_HB_S) as node:
+            wait_for(lambda: node.status()["upload"]["upload_failures"] >= 2,
+                     what="failed upload attempts")
+            up = node.status()["upload"]
+            assert "in progress" in up["last_upload_failure"] and up["last_upload_txid"] is None
+            assert dealer.call(Op.SNAPSHOT_UPLOAD_ABORT, [held.result[0]]).status == 0
+            wait_for(lambda: node.status()["upload"]["last_upload_txid"] == status["txid"],
+                     timeout_s=20, what="the upload after the other one was aborted")
+            assert node.status()["upload"]["last_upload_duration_s"] is not None
+            assert dealer.status()["last_snapshot_txid"] == status["txid"]
+            assert node.terminate() == 0

@@ -163,3 +163,30 @@ def test_one_upload_at_a_time_and_txid_bounds(handlers, engine, tmp_path):
     assert r.status == ErrorCode.INVALID and "older" in r.result[1]
     r = ask(handlers, Op.SNAPSHOT_UPLOAD_CHUNK, [12345, 0, b"x"], rid=41)
     assert r.status == ErrorCode.BAD_STATE
+
+
+def test_an_idle_upload_is_replaced_by_another_clients_begin(engine, tmp_path):
+    now = [100.0]
+    from mwcluster.nodes.master_upload import SnapshotUploads
+
+    h = Handlers(engine, EPOCH, MasterStats(),
+                 uploads=SnapshotUploads(engine, EPOCH, idle_s=30.0, clock=lambda: now[0]))
+    try:
+        fill(engine, 20)
+        header, data = node_snapshot(engine, tmp_path / "node")
+        args = [header.txid, EPOCH, header.digest, len(data), zlib.crc32(data)]
+        first = ask(h, Op.SNAPSHOT_UPLOAD_BEGIN, args, rid=1, cid=b"a").result[0]
+        assert ask(h, Op.SNAPSHOT_UPLOAD_CHUNK, [first, 0, data[:10]], rid=2,
+                   cid=b"a").status == 0
+        now[0] += 29.0
+        assert ask(h, Op.SNAPSHOT_UPLOAD_BEGIN, args, rid=3, cid=b"b").status == \
+            ErrorCode.BAD_STATE
+        now[0] += 1.0
+        r = ask(h, Op.SNAPSHOT_UPLOAD_BEGIN, args, rid=4, cid=b"b")
+        assert r.status == 0 and r.result[1] == "accepted"
+        assert ask(h, Op.SNAPSHOT_UPLOAD_CHUNK, [first, 10, data[10:20]], rid=5,
+                   cid=b"a").status == ErrorCode.BAD_STATE
+        assert ask(h, Op.SNAPSHOT_UPLOAD_ABORT, [r.result[0]], rid=6, cid=b"b").status == 0
+        assert upload(h, header, data, rid=10).status == 0
+    finally:
+        h.uploads.close()
