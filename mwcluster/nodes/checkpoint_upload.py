@@ -186,8 +186,8 @@ class Uploader:
         try:
             self._send_chunks(link, upload_id, path, size)
             request_id = link.send(Op.SNAPSHOT_UPLOAD_END, [upload_id])
-            reply = link.recv({request_id}, time.monotonic() + max(END_TIMEOUT_S,
-                                                                   self.timeout_s))
+            reply = self._recv(link, {request_id},
+                               time.monotonic() + max(END_TIMEOUT_S, self.timeout_s))
         except BaseException:
             self._abort(link, upload_id)
             raise
@@ -212,10 +212,19 @@ class Uploader:
                     in_flight.add(link.send(Op.SNAPSHOT_UPLOAD_CHUNK,
                                             [upload_id, offset, data]))
                     offset += len(data)
-                reply = link.recv(in_flight, time.monotonic() + self.timeout_s)
+                reply = self._recv(link, in_flight, time.monotonic() + self.timeout_s)
                 in_flight.discard(reply.request_id)
                 if reply.status:
                     raise error_from_reply(reply)
+
+    def _recv(self, link: MasterLink, waiting, deadline: float):
+        """link.recv, but give up at once when the node stops."""
+        while not link.sock.poll(100):
+            if self._stop.is_set():
+                raise errors.MwclusterError("the node is stopping")
+            if time.monotonic() >= deadline:
+                break                    # link.recv reconnects and raises RequestTimeout
+        return link.recv(waiting, deadline)
 
     def _abort(self, link: MasterLink, upload_id: int) -> None:
         try:
