@@ -407,6 +407,7 @@ class Master:
             break
         p50, p99 = self.fsync_io.percentiles_ms()
         losses = sorted(js.loss_window_samples)
+        since_records, since_bytes, truncation = self._since_snapshot(snap_txid, snap_age)
         state = engine.state
         horizon = now - PEER_WINDOW_S
         recovery = engine.recovery
@@ -419,6 +420,8 @@ class Master:
             "buffered_bytes": js.buffered_bytes, "journal_bytes": js.journal_bytes,
             "journal_segments": js.segments, "first_txid": engine.journal.first_txid,
             "last_snapshot_txid": snap_txid, "last_snapshot_age_s": snap_age,
+            "records_since_snapshot": since_records,
+            "journal_bytes_since_snapshot": since_bytes, "journal_truncation": truncation,
             "requests_per_s": self.stats.requests_per_s(),
             "requests_total": self.stats.requests_total,
             "messages_total": self.drained,
@@ -440,6 +443,31 @@ class Master:
             "pid": os.getpid(),
             **(self.uploads.status() if self.uploads else {}),
         }
+
+    def _since_snapshot(self, snap_txid: int, snap_age: float | None
+                        ) -> tuple[int, int, str]:
+        """Records and journal bytes after the newest snapshot, and why the journal is (not)
+        being truncated, for operators watching it grow."""
+        from mwcluster.storage.segments import list_segments
+
+        journal = self.engine.journal
+        records = max(0, journal.last_txid - snap_txid)
+        size = 0
+        for first, path in list_segments(journal.directory):
+            if first > snap_txid:
+                try:
+                    size += path.stat().st_size
+                except OSError:
+                    pass
+        if not snap_txid:
+            why = ("no snapshot yet: nothing truncates the journal until a checkpoint node "
+                   "uploads one (run `mwcluster checkpoint`, or `mwcluster checkpoint --once` "
+                   "from cron)")
+        else:
+            why = (f"segments covered by the oldest kept snapshot are deleted at each upload; "
+                   f"the newest snapshot (txid {snap_txid}) is {snap_age:.0f} s old and "
+                   f"{records} records wait for the next checkpoint")
+        return records, size, why
 
     # --- stop --------------------------------------------------------------------------------
 

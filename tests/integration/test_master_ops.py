@@ -22,7 +22,8 @@ STATUS_FIELDS = {"epoch", "txid", "durable_txid", "loss_window_s", "buffered_byt
                  "last_snapshot_age_s", "requests_per_s", "uptime_s", "recovery_s", "recovery",
                  "peers", "durability", "fsync_p50_ms", "fsync_p99_ms", "keys", "jobs",
                  "workers", "journal_failed", "last_error", "messages_total",
-                 "batch_messages_total", "messages_per_drain"}
+                 "batch_messages_total", "messages_per_drain", "records_since_snapshot",
+                 "journal_bytes_since_snapshot", "journal_truncation"}
 
 
 def pack(value) -> bytes:

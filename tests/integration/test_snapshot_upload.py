@@ -29,6 +29,10 @@ def test_checkpoint_once_uploads_and_the_master_truncates_its_journal(tmp_path):
         status = idle_master_status(dealer)
         segments_before = status["journal_segments"]
         assert segments_before > 4, status
+        # no checkpoint yet: status says why the journal only grows
+        assert status["records_since_snapshot"] == status["txid"]
+        assert status["journal_bytes_since_snapshot"] == status["journal_bytes"]
+        assert "no snapshot yet" in status["journal_truncation"]
         assert dealer.call(Op.SNAPSHOT_INFO).status == ErrorCode.NO_SNAPSHOT
         result = checkpoint_once(tmp_path / "c", master, heartbeat_interval_s=NODE_HB_S)
         assert result.returncode == 0, result.stderr
@@ -41,6 +45,8 @@ def test_checkpoint_once_uploads_and_the_master_truncates_its_journal(tmp_path):
         assert s["last_snapshot_txid"] == status["txid"]
         assert s["journal_segments"] < segments_before
         assert s["journal_segments_after_purge"] == s["journal_segments"]
+        assert s["records_since_snapshot"] == 0
+        assert f"txid {status['txid']}" in s["journal_truncation"]
         assert s["first_txid"] is None or s["first_txid"] > 1
         # the same snapshot again: "have", nothing sent
         local = snapshots.list_snapshots(tmp_path / "c" / "snapshots")[0][1]
