@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import errno
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import msgpack
@@ -19,7 +18,7 @@ from mwcluster.engine import Engine
 from mwcluster.nodes.master import Master
 from mwcluster.storage.epoch import read_epoch
 from mwcluster.storage.fsutil import FaultyJournalIO
-from mwcluster.testing import RawDealer
+from mwcluster.testing import RawDealer, wait_for
 from mwcluster.wire.protocol import ErrorCode, Op
 
 pytestmark = pytest.mark.fault
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.fault
 
 def pack(value) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
-        pause.wait(0.005)
 
 
 @contextmanager

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import zmq
@@ -19,7 +18,7 @@ from mwcluster.cli import main
 from mwcluster.client import op_check, op_delete, op_merge, op_put
 from mwcluster.core.records import Put, decode_record
 from mwcluster.core.values import encode
-from mwcluster.testing import MasterProcess
+from mwcluster.testing import MasterProcess, wait_for
 from mwcluster.wire.protocol import Op, decode_reply, encode_request
 
 STATUS_FIELDS = {"epoch", "txid", "durable_txid", "journal_bytes", "last_snapshot_txid"}
@@ -35,17 +34,6 @@ def master(tmp_path_factory):
 def client(master):
     with Client(master.client_endpoint, timeout_s=5.0) as c:
         yield c
-
-
-def wait_until(condition, timeout_s=10.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s} s")
-        time.sleep(0.01)       # polling interval of a condition with a deadline
 
 
 def test_put_get_stat_cas_merge_delete(client):
@@ -120,7 +108,7 @@ def test_status_and_sync_durability(client):
     assert STATUS_FIELDS <= status.keys()
     assert status["durable_txid"] >= txid and status["epoch"] == client.epoch
     txid = client.put("/du/async", 2, durability="async")
-    wait_until(lambda: client.status()["durable_txid"] >= txid, what="async put durable")
+    wait_for(lambda: client.status()["durable_txid"] >= txid, what="async put durable")
 
 
 def test_fetch_returns_the_records_written(client):

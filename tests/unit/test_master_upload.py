@@ -14,6 +14,7 @@ from mwcluster.engine import Engine
 from mwcluster.nodes.master_handlers import Handlers
 from mwcluster.nodes.metrics import MasterStats
 from mwcluster.storage import snapshot as snapshots
+from mwcluster.testing import wait_for
 from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request
 
 EPOCH = 3
@@ -70,13 +71,10 @@ def upload(h, header, data, crc=None, rid=10, chunk=1000):
     r = ask(h, Op.SNAPSHOT_UPLOAD_END, [uid], rid=rid + 1)
     if r is not None:
         return r
-    deadline = time.monotonic() + 10
-    while True:
-        out = h.uploads.finished()
-        if out:
-            return decode_reply(out[0][1])
-        assert time.monotonic() < deadline, "the install never finished"
-        time.sleep(0.005)
+    finished: list = []
+    wait_for(lambda: finished.extend(h.uploads.finished()) or finished,
+             what="the install to finish")
+    return decode_reply(finished[0][1])
 
 
 def test_upload_installs_the_snapshot_and_purges_the_journal(handlers, engine, tmp_path):
