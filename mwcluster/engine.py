@@ -29,8 +29,8 @@ from typing import Any, Callable
 from mwcluster.core.limits import Limits
 from mwcluster.core.records import Origin, Record, check_admission, decode_payload
 from mwcluster.core.state import State
-from mwcluster.errors import (ApplyError, CorruptionError, InvalidRecord, MwclusterError,
-                              StorageError, Truncated)
+from mwcluster.errors import (ApplyError, CorruptionError, InvalidRecord, JournalUnavailable,
+                              MwclusterError, StorageError, Truncated)
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.journal import Journal
 
@@ -195,8 +195,12 @@ class Engine:
             self._tail_bytes += len(payload)
             if self._tail_bytes > self._tail_limit:
                 self._trim_tail()
-        if (durability or self.durability) == Durability.SYNC:
-            self.journal.wait_durable(txid)
+        if (durability or self.durability) == Durability.SYNC and \
+                not self.journal.wait_durable(txid):
+            # applied and buffered, but the journal stopped before an fsync covered it:
+            # a sync caller must not take that for durable
+            raise JournalUnavailable(f"record {txid} was applied but the journal stopped before "
+                                     "it was made durable; it may be lost")
         return txid, result
 
     def wait_durable(self, txid: int, timeout: float | None = None) -> bool:

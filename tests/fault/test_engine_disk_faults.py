@@ -50,3 +50,32 @@ def test_disk_failure_refuses_writes_keeps_reads_and_resumes(tmp_path, fault):
     assert again.state.digest == digest
     assert again.state.ns.get("/pending") == "x" and again.state.ns.get("/refused") is None
     again.close()
+
+
+def test_a_sync_submit_is_not_acknowledged_when_the_journal_stops_before_its_fsync(tmp_path):
+    import threading
+
+    io = FaultyJournalIO()
+    engine = Engine(tmp_path, journal_io=io, durability="sync")
+    engine.open()
+    engine.submit(r.Put("/first", encode(1)))
+    io.block_writes.clear()              # the next flush hangs inside its write
+    outcome: list = []
+
+    def writer():
+        try:
+            outcome.append(engine.submit(r.Put("/second", encode(2))))
+        except JournalUnavailable as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    wait_for(lambda: io.writes_waiting == 1, what="the flush to start its write")
+    # the process dies before that fsync: the flusher sees it between its write and fsync
+    crash = threading.Thread(target=engine.journal.abandon)
+    crash.start()
+    wait_for(lambda: engine.journal.closed, what="the journal to be stopping")
+    io.block_writes.set()
+    crash.join(timeout=10)
+    thread.join(timeout=10)
+    assert len(outcome) == 1 and isinstance(outcome[0], JournalUnavailable), outcome
