@@ -45,6 +45,7 @@ from mwcluster.nodes.metrics import MasterCollector, MasterStats, MetricsServer,
 from mwcluster.storage import epoch as epochs
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.fsutil import JournalIO, lock_data_dir
+from mwcluster.storage.segments import list_segments
 from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op,
                                      encode_heartbeat, encode_log_batch)
 
@@ -448,8 +449,6 @@ class Master:
                         ) -> tuple[int, int, str]:
         """Records and journal bytes after the newest snapshot, and why the journal is (not)
         being truncated, for operators watching it grow."""
-        from mwcluster.storage.segments import list_segments
-
         journal = self.engine.journal
         records = max(0, journal.last_txid - snap_txid)
         size = 0
