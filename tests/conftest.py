@@ -51,6 +51,11 @@ def assert_refused(state: State, rec: Record, error: type[BaseException],
     return info.value
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--cycles", type=int, default=20,
+                     help="kill -9 cycles of the crash-loop fault test (default 20)")
+
+
 @pytest.fixture
 def state() -> State:
     return State()

@@ -1,0 +1,277 @@
+"""The crash loop: a master killed with SIGKILL again and again under a mixed load, checked
+after every restart against a model of what was acknowledged.
+
+Several writer streams (one DEALER each) drive puts, compare-and-sets, merges, deletes and
+all-or-none multis, each on keys of its own, with a window of requests in flight. One
+DEALER's requests are applied in the order sent, every request here is built to succeed
+(compare-and-sets carry the version the model predicts), and each applied request is exactly
+one record; so after a restart at txid T:
+
+- each stream's keys equal the model after some prefix of that stream's requests, which
+  holds every acknowledged request with txid <= T and none with txid > T;
+- the prefix lengths of all streams add up to the records the cycle applied (no holes, no
+  reordering, nothing applied twice);
+- `sync`: nothing acknowledged is missing; `async`: what is missing was acknowledged no
+  longer ago than the loss window the master reported (with a margin for a noisy machine).
+
+Segments are small (rolls under load) and a checkpoint node installs snapshots every few
+hundred records, so kills land during flushes, rolls and installs; after the last cycle the
+node must catch up with the master and hold the same digest.
+
+`pytest tests/fault/test_crash_loop.py --cycles 200` runs a longer loop.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+
+import msgpack
+import pytest
+import zmq
+
+from mwcluster.testing import MasterProcess, RawDealer, wait_for
+from mwcluster.testing_checkpoint import CheckpointProcess, idle_master_status, in_step
+from mwcluster.wire.protocol import Op
+
+pytestmark = pytest.mark.fault
+
+MASTER_ENV = {**os.environ, "MWCLUSTER_HEARTBEAT_INTERVAL_S": "0.05",
+              "MWCLUSTER_SEGMENT_BYTES": str(64 << 10)}
+STREAMS = 3
+KEYS_PER_STREAM = 12
+WINDOW = 64
+LOSS_MARGIN_S = 1.0      # scheduling noise on a shared machine, added to the reported window
+
+PUT, MERGE, DELETE, CHECK = 1, 2, 3, 4
+
+
+def pack(value) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def merge_patch(target: dict, patch: dict) -> dict:
+    out = dict(target)
+    for name, value in patch.items():
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = value
+    return out
+
+
+@dataclass
+class Stream:
+    """One writer: its requests in send order, and the model of its keys."""
+    index: int
+    rng: random.Random
+    base: dict = field(default_factory=dict)      # key -> (value, version) at cycle start
+    model: dict = field(default_factory=dict)     # key -> (value, version) after all sent
+    sent: list = field(default_factory=list)      # (op, args) in send order this cycle
+    acked: dict = field(default_factory=dict)     # position in `sent` -> (txid, ack time)
+    counter: int = 0
+
+    def key(self, i: int) -> str:
+        return f"/s{self.index}/k{i:02d}"
+
+    def next_request(self) -> tuple[int, list]:
+        """A request that succeeds on the model, and the model after it."""
+        self.counter += 1
+        key = self.key(self.rng.randrange(KEYS_PER_STREAM))
+        cur = self.model.get(key)
+        value = {"s": self.index, "n": self.counter}
+        roll = self.rng.random()
+        if cur is None or roll < 0.3:
+            op, args = Op.PUT, [key, pack(value), None]
+            new = (value, 1 if cur is None else cur[1] + 1)
+        elif roll < 0.5:                      # compare-and-set on the predicted version
+            op, args = Op.PUT, [key, pack(value), cur[1]]
+            new = (value, cur[1] + 1)
+        elif roll < 0.7:
+            patch = {"m": self.counter, "n": None} if self.rng.random() < 0.3 else \
+                {"m": self.counter}
+            op, args = Op.MERGE, [key, pack(patch), None]
+            new = (merge_patch(cur[0], patch), cur[1] + 1)
+        elif roll < 0.8:
+            op, args = Op.DELETE, [key, False, cur[1]]
+            new = None
+        else:                                 # check this key, put another: all or none
+            other = self.key(self.rng.randrange(KEYS_PER_STREAM))
+            if other == key:
+                op, args = Op.PUT, [key, pack(value), cur[1]]
+                new = (value, cur[1] + 1)
+            else:
+                was = self.model.get(other)
+                op, args = Op.MULTI, [[[CHECK, key, cur[1]], [PUT, other, pack(value), None]]]
+                self.model[other] = (value, 1 if was is None else was[1] + 1)
+                new = cur
+        if new is None:
+            self.model.pop(key, None)
+        else:
+            self.model[key] = new
+        return op, args
+
+    def replay(self, count: int) -> dict:
+        """The model after the first `count` requests of this cycle."""
+        state = dict(self.base)
+        for op, args in self.sent[:count]:
+            apply_request(state, op, args)
+        return state
+
+
+def apply_request(state: dict, op: int, args: list) -> None:
+    if op == Op.PUT:
+        key, value, _ = args
+        cur = state.get(key)
+        state[key] = (msgpack.unpackb(value), 1 if cur is None else cur[1] + 1)
+    elif op == Op.MERGE:
+        key, patch, _ = args
+        cur = state[key]
+        state[key] = (merge_patch(cur[0], msgpack.unpackb(patch)), cur[1] + 1)
+    elif op == Op.DELETE:
+        del state[args[0]]
+    else:
+        for member in args[0]:
+            if member[0] == PUT:
+                apply_request(state, Op.PUT, member[1:])
+
+
+def drive(dealers: list[RawDealer], streams: list[Stream], seconds: float, master,
+          sync: bool) -> float:
+    """Keep WINDOW requests in flight per stream until `seconds` passed, then SIGKILL the
+    master; return the largest loss window its status reported meanwhile."""
+    poller = zmq.Poller()
+    for d in dealers:
+        poller.register(d.sock, zmq.POLLIN)
+    by_sock = {d.sock: (d, s) for d, s in zip(dealers, streams)}
+    ids: list[dict] = [{} for _ in streams]        # request id -> position in sent
+    durability = 2 if sync else 1
+    status_dealer = RawDealer(master.client_endpoint, timeout_s=2.0)
+    loss_window_s = 0.0
+    deadline = time.monotonic() + seconds
+    next_status = 0.0
+    try:
+        while time.monotonic() < deadline:
+            for d, s, pending in zip(dealers, streams, ids):
+                while len(pending) < WINDOW:
+                    op, args = s.next_request()
+                    pending[d.send(op, args, durability)] = len(s.sent)
+                    s.sent.append((op, args))
+            for sock, _ in poller.poll(10):
+                d, s = by_sock[sock]
+                pending = ids[streams.index(s)]
+                while sock.poll(0):
+                    reply = d.recv(0)
+                    assert reply.status == 0, (s.index, reply)
+                    s.acked[pending.pop(reply.request_id)] = (reply.txid, time.monotonic())
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + 0.05
+                loss_window_s = max(loss_window_s, status_dealer.status()["loss_window_s"])
+        master.kill()
+        killed_at = time.monotonic()
+    finally:
+        status_dealer.close()
+    # replies already queued on the sockets were sent before the kill: count them
+    for d, s, pending in zip(dealers, streams, ids):
+        while d.sock.poll(0):
+            reply = d.recv(0)
+            assert reply.status == 0, (s.index, reply)
+            s.acked[pending.pop(reply.request_id)] = (reply.txid, killed_at)
+    return loss_window_s
+
+
+def read_keys(dealer: RawDealer, stream: Stream) -> dict:
+    out = {}
+    for i in range(KEYS_PER_STREAM):
+        reply = dealer.call(Op.GET, [stream.key(i)])
+        assert reply.status == 0, reply
+        if reply.result is not None:
+            out[stream.key(i)] = (msgpack.unpackb(reply.result[0]), reply.result[1])
+    return out
+
+
+def check_cycle(dealer: RawDealer, streams: list[Stream], start_txid: int, recovered_txid: int,
+                killed_at: float, loss_window_s: float, sync: bool) -> int:
+    """Check the recovered master against the model; set each stream's new base. Returns
+    the acknowledged requests lost (always 0 in sync mode)."""
+    applied = 0
+    lost = 0
+    for s in streams:
+        acked = sorted(s.acked.items())
+        txids = [txid for _, (txid, _) in acked]
+        assert txids == sorted(txids), f"stream {s.index}: acks out of txid order"
+        lo = max((pos + 1 for pos, (txid, _) in acked if txid <= recovered_txid), default=0)
+        hi = min((pos for pos, (txid, _) in acked if txid > recovered_txid),
+                 default=len(s.sent))
+        missing = [(pos, t) for pos, (txid, t) in acked if txid > recovered_txid]
+        if sync:
+            assert not missing, f"stream {s.index}: acknowledged sync requests lost: {missing}"
+        for pos, acked_at in missing:
+            assert killed_at - acked_at <= loss_window_s + LOSS_MARGIN_S, (
+                f"stream {s.index}: request {pos} acknowledged {killed_at - acked_at:.3f} s "
+                f"before the kill was lost; the reported loss window was {loss_window_s} s")
+        lost += len(missing)
+        actual = read_keys(dealer, s)
+        matches = [k for k in range(lo, hi + 1) if s.replay(k) == actual]
+        assert matches, (f"stream {s.index}: the recovered keys match no prefix in "
+                         f"[{lo}, {hi}] of {len(s.sent)} requests sent this cycle")
+        count = matches[0]
+        applied += count
+        s.base, s.model = actual, dict(actual)
+        s.sent, s.acked = [], {}
+    assert start_txid + applied == recovered_txid, (
+        f"the cycle applied {recovered_txid - start_txid} records but the streams account for "
+        f"{applied}: a hole, a duplicate or a foreign record")
+    return lost
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+def test_kill9_loop_under_mixed_load(tmp_path, durability, request):
+    cycles = request.config.getoption("--cycles")
+    sync = durability == "sync"
+    rng = random.Random(f"crash-loop-{durability}")
+    endpoints = ("--client-endpoint", f"ipc://{tmp_path}/client.sock",
+                 "--pub-endpoint", f"ipc://{tmp_path}/pub.sock")
+    streams = [Stream(i, random.Random(rng.random())) for i in range(STREAMS)]
+    data = tmp_path / "m"
+    master = MasterProcess(data, durability=durability, env=MASTER_ENV, extra_args=endpoints)
+    master.start()
+    node = CheckpointProcess(tmp_path / "c", master, heartbeat_interval_s=0.25, txns=500,
+                             period_s=1.0)
+    totals = {"cycles": 0, "acked": 0, "lost": 0, "recovery_s": []}
+    try:
+        node.start()
+        start_txid = RawDealer(master.client_endpoint).status()["txid"]
+        for _ in range(cycles):
+            dealers = [RawDealer(master.client_endpoint) for _ in streams]
+            try:
+                loss = drive(dealers, streams, rng.uniform(0.15, 0.6), master, sync)
+                killed_at = time.monotonic()
+                totals["acked"] += sum(len(s.acked) for s in streams)
+            finally:
+                for d in dealers:
+                    d.close()
+            master = MasterProcess(data, durability=durability, env=MASTER_ENV,
+                                   extra_args=endpoints)
+            master.start()
+            with RawDealer(master.client_endpoint) as dealer:
+                status = dealer.status()
+                totals["recovery_s"].append(status["recovery_s"])
+                totals["lost"] += check_cycle(dealer, streams, start_txid, status["txid"],
+                                              killed_at, loss, sync)
+                start_txid = status["txid"]
+            totals["cycles"] += 1
+        with RawDealer(master.client_endpoint) as dealer:
+            final = idle_master_status(dealer)
+            wait_for(lambda: in_step(node, final), timeout_s=30,
+                     what="the checkpoint node to catch up with the master's digest")
+            assert node.status()["last_checkpoint_txid"] is not None
+    finally:
+        node.stop()
+        master.stop()
+    assert totals["cycles"] == cycles
+    print(f"\ncrash loop ({durability}): {totals['cycles']} cycles, {totals['acked']} "
+          f"acknowledged, {totals['lost']} lost, recovery max "
+          f"{max(totals['recovery_s']):.3f} s")
