@@ -224,26 +224,104 @@ def status_rows(info: dict) -> list[tuple[str, str]]:
     return rows
 
 
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON object (for scripts).")
-@master_option
-@timeout_option
-def status(as_json: bool, master: str, timeout_s: float) -> None:
-    """The master's state: epoch, txids, loss window, journal, snapshots, load, peers."""
-    with connect(master, timeout_s) as client:
-        info = client.status()
-    if as_json:
-        click.echo(dumps(info, sort_keys=True, indent=2))
-        return
+CHECKPOINT_TIMEOUT_S = 1.0     # per checkpoint node: an unreachable one must not hold us up
+
+
+def checkpoint_statuses(endpoints: list[tuple[str, str]], timeout_s: float) -> list[dict]:
+    """STATUS of each checkpoint node, as {endpoint, source, reachable, error, status}: an
+    unreachable node is reported as such, never raised."""
+    from mwcluster.client import Client
+
+    out = []
+    for endpoint, source in endpoints:
+        entry: dict[str, Any] = {"endpoint": endpoint, "source": source, "reachable": False,
+                                 "error": None, "status": None}
+        try:
+            with Client(endpoint, timeout_s=timeout_s, retries=0) as client:
+                entry["status"] = client.status()
+            entry["reachable"] = True
+        except MwclusterError as exc:
+            entry["error"] = f"{exc.code}: {exc}"
+        except ValueError as exc:
+            entry["error"] = f"bad endpoint: {exc}"
+        out.append(entry)
+    return out
+
+
+def checkpoint_endpoints(explicit: tuple[str, ...], master_info: dict | None
+                         ) -> list[tuple[str, str]]:
+    """(endpoint, source) of the nodes to ask: those named with --checkpoint, then those the
+    master heard from (`checkpoint_nodes` in its STATUS), without repeats."""
+    seen: dict[str, str] = {}
+    for item in explicit:
+        for endpoint in item.split(","):
+            if endpoint.strip():
+                seen.setdefault(endpoint.strip(), "option")
+    for node in (master_info or {}).get("checkpoint_nodes") or ():
+        endpoint = node.get("endpoint") if isinstance(node, dict) else None
+        if isinstance(endpoint, str) and endpoint:
+            seen.setdefault(endpoint, "master")
+    return list(seen.items())
+
+
+def print_status_table(title: str, info: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"master at {master}", show_header=False, min_width=48)
+    table = Table(title=title, show_header=False, min_width=48)
     table.add_column("field", style="bold")
     table.add_column("value", justify="right")
     for name, text in status_rows(info):
         table.add_row(name, text)
     Console().print(table)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (for scripts).")
+@click.option("--checkpoint", "checkpoints", multiple=True, metavar="ENDPOINT",
+              help="Also show this checkpoint node's status (repeatable, or comma-separated). "
+                   "The nodes the master knows of are shown too.")
+@click.option("--no-discover", is_flag=True,
+              help="Do not ask the checkpoint nodes the master knows of.")
+@master_option
+@timeout_option
+def status(as_json: bool, checkpoints: tuple[str, ...], no_discover: bool, master: str,
+           timeout_s: float) -> None:
+    """The master's state (epoch, txids, loss window, journal, snapshots, load, peers) and
+    its checkpoint nodes' (replica, lag, checkpoints, uploads).
+
+    Checkpoint nodes named with --checkpoint, and those the master heard from, are asked
+    with a short timeout; one that does not answer is shown as unreachable. The exit status
+    is 1 only when the master cannot be read."""
+    master_error = None
+    info = None
+    try:
+        with connect(master, timeout_s) as client:
+            info = client.status()
+    except click.ClickException as exc:
+        if not checkpoints:
+            raise
+        master_error = exc
+    nodes = checkpoint_statuses(
+        checkpoint_endpoints(checkpoints, None if no_discover else info),
+        min(timeout_s, CHECKPOINT_TIMEOUT_S))
+    if as_json:
+        out = dict(info or {"error": master_error.message if master_error else None})
+        if checkpoints or nodes:
+            out["checkpoint_node_status"] = nodes
+        click.echo(dumps(out, sort_keys=True, indent=2))
+    else:
+        if info is not None:
+            print_status_table(f"master at {master}", info)
+        for node in nodes:
+            if node["reachable"]:
+                print_status_table(f"checkpoint node at {node['endpoint']} (from "
+                                   f"{node['source']})", node["status"])
+            else:
+                click.echo(f"checkpoint node at {node['endpoint']} (from {node['source']}): "
+                           f"unreachable ({node['error']})")
+    if master_error is not None:
+        raise master_error
 
 
 def parse_mix(text: str) -> dict[str, int]:

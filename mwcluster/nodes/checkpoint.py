@@ -10,6 +10,8 @@ written off the master's hot path.
                status ROUTER readable: answer STATUS / PING
                child exited: CheckpointDone / CheckpointFailed, prune, then the upload seam
                every TICK_S: Tick (silence, retries, checkpoint period)
+               every HELLO_S: CHECKPOINT_HELLO to the master (fire and forget), so that the
+                 master's STATUS names this node's status endpoint
              until request_stop(); then kill a running checkpoint child (its temporary file
              is removed), close the sockets, release the lock.
 
@@ -50,12 +52,13 @@ from mwcluster.nodes.checkpoint_upload import Uploader
 from mwcluster.nodes.checkpoint_writer import ForkedCheckpoint, Outcome
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.fsutil import lock_data_dir
-from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, ProtocolError,
+from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op, ProtocolError,
                                      decode_pub)
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1
+HELLO_S = 2.0
 MAX_DRAIN = 1024          # stream messages read before the other sockets are looked at
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -101,6 +104,7 @@ class CheckpointNode:
         self.metrics = None                  # MetricsServer, with metrics_port
         self._collector = None
         self._next_metrics = 0.0
+        self._next_hello = 0.0
 
     # --- start ---------------------------------------------------------------------------
 
@@ -133,6 +137,7 @@ class CheckpointNode:
         if cfg.status_endpoint:
             self.status_server = StatusEndpoint(ctx, cfg.status_endpoint)
             self.status_endpoint = self.status_server.endpoint
+            self.uploader.status_endpoint = self.status_endpoint
         if cfg.metrics_port:
             from mwcluster.nodes.checkpoint_metrics import CheckpointCollector
             from mwcluster.nodes.metrics import MetricsServer
@@ -223,6 +228,9 @@ class CheckpointNode:
                 if now >= next_tick:
                     self._feed(fm.Tick(now))
                     next_tick = now + TICK_S
+                    if now >= self._next_hello:
+                        self._hello()
+                        self._next_hello = now + HELLO_S
                     if self._collector is not None and now >= self._next_metrics:
                         self._collector.status = self.status()
                         self._next_metrics = now + 1.0
@@ -232,6 +240,11 @@ class CheckpointNode:
             self.exit_code = 1
         self.close()
         return self.exit_code
+
+    def _hello(self) -> None:
+        last = self.last_checkpoint
+        self.link.notify(Op.CHECKPOINT_HELLO, [self.status_endpoint or None, self.state.txid,
+                                               last["txid"] if last else None])
 
     def _drain_stream(self) -> None:
         sub = self.sub

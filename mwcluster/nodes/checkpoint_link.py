@@ -97,6 +97,20 @@ class MasterLink:
                 self.epoch = reply.epoch
                 return reply
 
+    def notify(self, op: int, args: list) -> None:
+        """Send a request whose reply nobody waits for (CHECKPOINT_HELLO): first drop the
+        replies already queued (between calls nothing else is outstanding), then send without
+        blocking; a master that is away gets it when it comes back, or never."""
+        sock = self.sock
+        try:
+            while sock.poll(0):
+                sock.recv(zmq.NOBLOCK)
+            request_id = self._next_id
+            self._next_id += 1
+            sock.send(encode_request(self.client_id, request_id, op, args), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
     def call(self, op: int, args: list):
         """Send one request and return its result, or raise the master's error as a typed
         MwclusterError (Truncated, NoSnapshot...) or RequestTimeout."""

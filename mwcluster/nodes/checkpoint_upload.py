@@ -66,6 +66,7 @@ class Uploader:
         self.attempts = attempts
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        self.status_endpoint: str | None = None    # named in BEGIN, for the master's status
         self._lock = threading.Lock()
         self._pending: snapshots.SnapshotHeader | None = None
         self._thread: threading.Thread | None = None
@@ -176,7 +177,8 @@ class Uploader:
         crc = file_crc32(path)
         try:
             upload_id, status = link.call(Op.SNAPSHOT_UPLOAD_BEGIN,
-                                          [header.txid, header.epoch, header.digest, size, crc])
+                                          [header.txid, header.epoch, header.digest, size, crc,
+                                           self.status_endpoint])
         except errors.MwclusterError as exc:
             if getattr(exc, "error_code", None) == ErrorCode.INVALID:
                 raise UploadFailed(str(exc)) from None

@@ -383,6 +383,7 @@ class Master:
             self._heartbeat()
         if now >= self._next_rate:
             self._next_rate = now + 1.0
+            self.uploads.expire()
             self.stats.sample_rate(now)
             horizon = now - PEER_WINDOW_S
             peers = self.peers

@@ -30,6 +30,7 @@ from mwcluster import errors
 from mwcluster.core.keys import check_prefix
 from mwcluster.core.records import from_wire
 from mwcluster.engine import Engine
+from mwcluster.nodes.master_checkpoints import BadHello
 from mwcluster.nodes.master_upload import SnapshotUploads, UploadRefused
 from mwcluster.nodes.metrics import MasterStats
 from mwcluster.storage import snapshot as snapshots
@@ -89,6 +90,7 @@ class Handlers:
             Op.SNAPSHOT_UPLOAD_CHUNK: self._upload_chunk,
             Op.SNAPSHOT_UPLOAD_END: self._upload_end_in_batch,
             Op.SNAPSHOT_UPLOAD_ABORT: self._upload_abort,
+            Op.CHECKPOINT_HELLO: self._checkpoint_hello,
         }
 
     # --- entry points ----------------------------------------------------------------------
@@ -346,6 +348,14 @@ class Handlers:
             return self._ok(req, self.uploads.abort(req.args))
         except UploadRefused as exc:
             return self._fail(exc.code, str(exc))
+
+    def _checkpoint_hello(self, req: Request) -> Answer:
+        uploads = self.uploads
+        try:
+            uploads.nodes.hello(req.client_id, req.args, uploads.clock())
+        except BadHello as exc:
+            return self._fail(ErrorCode.BAD_REQUEST, str(exc))
+        return self._ok(req, None)
 
     def _upload_end_in_batch(self, req: Request) -> Answer:
         return self._fail(ErrorCode.BAD_REQUEST, "SNAPSHOT_UPLOAD_END cannot be part of a BATCH")

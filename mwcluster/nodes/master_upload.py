@@ -1,10 +1,13 @@
 """Snapshot uploads to the master: the checkpoint node sends a snapshot file it wrote, the
 master installs it and deletes the journal segments the kept snapshots cover.
 
-    BEGIN  [txid, epoch, digest, size, crc32]: one upload at a time (BAD_STATE otherwise;
-           a BEGIN from the client that owns the current upload replaces it, since that client
-           gave up on it); INVALID when txid is older than the newest snapshot here or above
-           the durable txid; "have" when a snapshot at txid with that size is already kept.
+    BEGIN  [txid, epoch, digest, size, crc32(, status_endpoint)]: one upload at a time
+           (BAD_STATE otherwise; a BEGIN from the client that owns the current upload, or from
+           the node that owns it (the same status endpoint: it restarted), replaces it, since
+           that sender gave up on it; so does any BEGIN once the current upload was idle for
+           `idle_s`, and `expire()` drops such an upload on the loop's tick); INVALID when
+           txid is older than the newest snapshot here or above the durable txid; "have" when
+           a snapshot at txid with that size is already kept.
            Opens `.snap-{txid:020d}.mws.tmp` in the snapshot directory (clean_temp removes
            such files at the next start).
     CHUNK  [upload_id, offset, data]: written at once (at most 1 MiB, contiguous offsets),
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mwcluster import errors
+from mwcluster.nodes.master_checkpoints import BadHello, CheckpointNodes, check_endpoint
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.fsutil import fsync_dir
 from mwcluster.wire.protocol import ErrorCode, encode_error, encode_reply
@@ -58,12 +62,13 @@ class UploadRefused(Exception):
 
 class _Upload:
     __slots__ = ("id", "client_id", "txid", "epoch", "digest", "size", "crc", "path", "fd",
-                 "received", "running_crc", "started", "ending", "last_activity")
+                 "received", "running_crc", "started", "ending", "last_activity", "endpoint")
 
     def __init__(self, upload_id: int, client_id: bytes, txid: int, epoch: int, digest: int,
-                 size: int, crc: int, path: Path, fd: int) -> None:
+                 size: int, crc: int, path: Path, fd: int, endpoint: str | None = None) -> None:
         self.id = upload_id
         self.client_id = client_id
+        self.endpoint = endpoint
         self.txid, self.epoch, self.digest, self.size, self.crc = txid, epoch, digest, size, crc
         self.path = path
         self.fd = fd
@@ -82,6 +87,7 @@ class SnapshotUploads:
         self.clock = clock
         self.epoch = epoch
         self.wake = wake
+        self.nodes = CheckpointNodes()       # who sent hellos and uploads (for STATUS)
         self.current: _Upload | None = None
         self._next_id = int(time.time())
         self._ring: OrderedDict[int, int] = OrderedDict()
@@ -108,19 +114,26 @@ class SnapshotUploads:
     # --- requests (loop thread) -------------------------------------------------------------
 
     def begin(self, client_id: bytes, args: list) -> list:
-        if len(args) != 5 or any(type(a) is not int or a < 0 for a in args):
+        if len(args) not in (5, 6) or any(type(a) is not int or a < 0 for a in args[:5]):
             raise UploadRefused(ErrorCode.BAD_REQUEST, "SNAPSHOT_UPLOAD_BEGIN takes [txid, "
-                                "epoch, digest, size_bytes, crc32] (unsigned integers)")
-        txid, epoch, digest, size, crc = args
+                                "epoch, digest, size_bytes, crc32] (unsigned integers) and "
+                                "optionally the node's status endpoint")
+        txid, epoch, digest, size, crc = args[:5]
+        try:
+            endpoint = check_endpoint(args[5]) if len(args) == 6 else None
+        except BadHello as exc:
+            raise UploadRefused(ErrorCode.BAD_REQUEST, str(exc)) from None
         cur = self.current
         if cur is not None:
             idle = not cur.ending and self.clock() - cur.last_activity >= self.idle_s
-            if cur.ending or (cur.client_id != client_id and not idle):
+            same = cur.client_id == client_id or (endpoint is not None
+                                                  and cur.endpoint == endpoint)
+            if cur.ending or (not same and not idle):
                 raise UploadRefused(ErrorCode.BAD_STATE,
                                     f"another snapshot upload (txid {cur.txid}) is in progress;"
                                     " retry later")
             log.info("epoch %d: the upload of txid %d is replaced by a new BEGIN (%s)",
-                     self.epoch, cur.txid, "from the same client" if not idle else
+                     self.epoch, cur.txid, "from the same node" if same else
                      f"it was idle for {self.idle_s:g} s")
             self._drop(cur)
         min_size = snapshots.HEADER_BYTES + snapshots.TRAILER_BYTES
@@ -145,6 +158,7 @@ class SnapshotUploads:
                     same = False
                 if same:
                     self.have += 1
+                    self.nodes.uploaded(endpoint, client_id, txid, self.clock())
                     return [0, "have"]
                 raise UploadRefused(ErrorCode.INVALID, f"the master keeps a snapshot at txid "
                                     f"{txid} of another size")
@@ -159,7 +173,7 @@ class SnapshotUploads:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         self._next_id += 1
         self.current = _Upload(self._next_id, client_id, txid, epoch, digest, size, crc,
-                               path, fd)
+                               path, fd, endpoint)
         self.current.started = self.current.last_activity = self.clock()
         return [self._next_id, "accepted"]
 
@@ -286,6 +300,7 @@ class SnapshotUploads:
                                                 result)))
                 continue
             self.ok += 1
+            self.nodes.uploaded(cur.endpoint, cur.client_id, cur.txid, self.clock())
             self.last_purged = result[1]
             self.segments_after_purge = self.engine.journal.stats().segments
             if cur.txid not in self._ring:
@@ -300,6 +315,17 @@ class SnapshotUploads:
 
     def pending(self) -> bool:
         return bool(self._done)
+
+    def expire(self) -> None:
+        """Drop an upload whose sender went silent for idle_s (called on the loop's tick), so
+        that status stops showing it and its temporary file goes."""
+        cur = self.current
+        if cur is not None and not cur.ending and self.clock() - cur.last_activity >= \
+                self.idle_s:
+            log.warning("epoch %d: the upload of txid %d saw nothing for %g s (its sender is "
+                        "gone?); dropped after %d of %d bytes", self.epoch, cur.txid,
+                        self.idle_s, cur.received, cur.size)
+            self._drop(cur)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -331,7 +357,8 @@ class SnapshotUploads:
                 "journal_segments_after_purge": self.segments_after_purge,
                 "upload_in_progress": None if cur is None else {
                     "txid": cur.txid, "received": cur.received, "size": cur.size,
-                    "installing": cur.ending}}
+                    "installing": cur.ending, "endpoint": cur.endpoint},
+                "checkpoint_nodes": self.nodes.status(self.clock())}
 
     def close(self) -> None:
         """Wait for an install in progress; drop an unfinished upload."""

@@ -65,11 +65,13 @@ class Op(IntEnum):
     SNAPSHOT_INFO = 121   # [] -> [txid, epoch, digest, size_bytes, created_ms] | nil
     SNAPSHOT_CHUNK = 122  # [txid, offset, length] -> bin
     # snapshot upload (checkpoint node -> master), one upload at a time
-    SNAPSHOT_UPLOAD_BEGIN = 130  # [txid, epoch, digest, size_bytes, crc32] -> [upload_id,
-    #                              "accepted" | "have"]
+    SNAPSHOT_UPLOAD_BEGIN = 130  # [txid, epoch, digest, size_bytes, crc32(, status_endpoint)]
+    #                              -> [upload_id, "accepted" | "have"]
     SNAPSHOT_UPLOAD_CHUNK = 131  # [upload_id, offset, data: bin] -> [received_bytes]
     SNAPSHOT_UPLOAD_END = 132    # [upload_id] -> [kept_snapshot_txids, purged_segment_count]
     SNAPSHOT_UPLOAD_ABORT = 133  # [upload_id] -> nil
+    CHECKPOINT_HELLO = 134       # [status_endpoint: str|nil, replica_txid, checkpoint_txid|nil]
+    #                              -> nil (the node tells the master it runs)
     # many requests in one frame
     BATCH = 200        # [[request_id, op, durability, args], ...] -> [[request_id, status,
     #                    txid, result], ...]

@@ -188,3 +188,75 @@ def test_an_idle_upload_is_replaced_by_another_clients_begin(engine, tmp_path):
         assert upload(h, header, data, rid=10).status == 0
     finally:
         h.uploads.close()
+
+
+def test_a_restarted_node_replaces_its_own_upload_and_an_idle_one_expires(engine, tmp_path):
+    now = [100.0]
+    from mwcluster.nodes.master_upload import SnapshotUploads
+
+    h = Handlers(engine, EPOCH, MasterStats(),
+                 uploads=SnapshotUploads(engine, EPOCH, idle_s=30.0, clock=lambda: now[0]))
+    try:
+        fill(engine, 20)
+        header, data = node_snapshot(engine, tmp_path / "node")
+        args = [header.txid, EPOCH, header.digest, len(data), zlib.crc32(data)]
+        ep = "tcp://127.0.0.1:7001"
+        first = ask(h, Op.SNAPSHOT_UPLOAD_BEGIN, [*args, ep], rid=1, cid=b"a").result[0]
+        assert ask(h, Op.SNAPSHOT_UPLOAD_CHUNK, [first, 0, data[:10]], rid=2,
+                   cid=b"a").status == 0
+        temp = h.uploads.current.path
+        assert temp.exists()
+        assert h.uploads.status()["upload_in_progress"]["endpoint"] == ep
+        # another node: refused; the same node (a new connection after a restart): replaces
+        assert ask(h, Op.SNAPSHOT_UPLOAD_BEGIN, [*args, "tcp://127.0.0.1:7002"], rid=3,
+                   cid=b"b").status == ErrorCode.BAD_STATE
+        r = ask(h, Op.SNAPSHOT_UPLOAD_BEGIN, [*args, ep], rid=4, cid=b"c")
+        assert r.status == 0 and r.result[1] == "accepted" and r.result[0] != first
+        # a malformed endpoint is refused
+        assert ask(h, Op.SNAPSHOT_UPLOAD_BEGIN, [*args, 5], rid=5, cid=b"c").status == \
+            ErrorCode.BAD_REQUEST
+        # silent for idle_s: expire() drops it and its temporary file
+        h.uploads.expire()
+        assert h.uploads.current is not None
+        now[0] += 30.0
+        h.uploads.expire()
+        assert h.uploads.current is None and h.uploads.status()["upload_in_progress"] is None
+        assert not list(engine.snapshot_dir.glob(".snap-*"))
+    finally:
+        h.uploads.close()
+
+
+def test_hellos_and_uploads_list_the_checkpoint_nodes(engine, tmp_path):
+    now = [100.0]
+    from mwcluster.nodes.master_checkpoints import FORGET_S
+    from mwcluster.nodes.master_upload import SnapshotUploads
+
+    h = Handlers(engine, EPOCH, MasterStats(),
+                 uploads=SnapshotUploads(engine, EPOCH, clock=lambda: now[0]))
+    try:
+        ep = "tcp://127.0.0.1:7001"
+        assert h.uploads.status()["checkpoint_nodes"] == []
+        assert ask(h, Op.CHECKPOINT_HELLO, [ep, 5, None], rid=1).status == 0
+        assert ask(h, Op.CHECKPOINT_HELLO, [None, 2, 1], rid=2, cid=b"anon").status == 0
+        for bad in ([ep, 5], ["no-scheme", 5, None], [ep, -1, None], [ep, 5, "x"]):
+            assert ask(h, Op.CHECKPOINT_HELLO, bad, rid=3).status == ErrorCode.BAD_REQUEST
+        now[0] += 2.0
+        fill(engine, 20)
+        header, data = node_snapshot(engine, tmp_path / "node")
+        args = [header.txid, EPOCH, header.digest, len(data), zlib.crc32(data), ep]
+        uid = ask(h, Op.SNAPSHOT_UPLOAD_BEGIN, args, rid=10, cid=b"up").result[0]
+        assert ask(h, Op.SNAPSHOT_UPLOAD_CHUNK, [uid, 0, data], rid=11, cid=b"up").status == 0
+        assert ask(h, Op.SNAPSHOT_UPLOAD_END, [uid], rid=12, cid=b"up") is None
+        finished: list = []
+        wait_for(lambda: finished.extend(h.uploads.finished()) or finished,
+                 what="the install to finish")
+        assert decode_reply(finished[0][1]).status == 0
+        nodes = h.uploads.status()["checkpoint_nodes"]
+        assert nodes[0] == {"endpoint": ep, "last_seen_age_s": 0.0, "replica_txid": 5,
+                            "checkpoint_txid": None, "last_upload_txid": header.txid,
+                            "last_upload_age_s": 0.0}
+        assert nodes[1]["endpoint"] is None and nodes[1]["last_seen_age_s"] == 2.0
+        now[0] += FORGET_S + 1
+        assert h.uploads.status()["checkpoint_nodes"] == []
+    finally:
+        h.uploads.close()
