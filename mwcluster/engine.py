@@ -133,6 +133,7 @@ class Engine:
             replayed = self._replay(state, snapshot_txid + 1)
         elif first is None:
             self.journal.set_next_txid(snapshot_txid + 1)
+        state.ns.max_merged_value_bytes = self.limits.max_value_bytes   # live path only
         self.state = state
         for message in warnings:
             log.warning("recovery: %s", message)

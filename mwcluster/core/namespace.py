@@ -22,7 +22,7 @@ from sortedcontainers import SortedList
 from mwcluster.core import values
 from mwcluster.core.digest import MASK
 from mwcluster.core.keys import subtree_bounds
-from mwcluster.errors import BadVersion, NodeExists, NoNode, NotEmpty
+from mwcluster.errors import BadVersion, InvalidRecord, NodeExists, NoNode, NotEmpty
 
 _from_bytes = int.from_bytes
 _META = struct.Struct("<QQQQ")      # version, create txid, modify txid, entry hash
@@ -58,12 +58,15 @@ def recompute_entry_hash(key: str, entry: bytes) -> int:
 
 
 class Namespace:
-    __slots__ = ("_entries", "_keys", "digest")
+    __slots__ = ("_entries", "_keys", "digest", "max_merged_value_bytes")
 
     def __init__(self) -> None:
         self._entries: dict[str, bytes] = {}
         self._keys = SortedList()
         self.digest = 0
+        # Set by the live path (Engine) to its max_value_bytes: a merge whose result would be
+        # larger is refused. None on replay and in replicas: what was accepted must replay.
+        self.max_merged_value_bytes: int | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -194,7 +197,13 @@ class Namespace:
         old = self._entries.get(key)
         self._check(key, old, expected)
         current = None if old is None else memoryview(old)[META_BYTES:]
-        return self.put(txid, key, values.merge_encoded(current, patch, key), None, undo)
+        merged = values.merge_encoded(current, patch, key)
+        limit = self.max_merged_value_bytes
+        if limit is not None and len(merged) > limit:
+            raise InvalidRecord(f"merging into {key} would make its value {len(merged)} bytes; "
+                                f"the limit is {limit} (max_value_bytes): split the value "
+                                "over several keys")
+        return self.put(txid, key, merged, None, undo)
 
     def delete(self, key: str, recursive: bool, expected: int | None,
                undo: list | None = None) -> int:

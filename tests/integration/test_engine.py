@@ -7,7 +7,7 @@ import pytest
 from mwcluster.core import records as r
 from mwcluster.core.values import encode
 from mwcluster.engine import Engine
-from mwcluster.errors import BadVersion, CorruptionError, InvalidRecord
+from mwcluster.errors import BadVersion, CorruptionError, InvalidRecord, MultiFailed
 from mwcluster.storage import snapshot as snapshots
 
 
@@ -205,3 +205,25 @@ def test_records_below_the_oldest_kept_say_truncated(tmp_path):
         engine.records(1)
     assert engine.records(engine.journal.first_txid)[0][0] == engine.journal.first_txid
     engine.close()
+
+
+def test_a_merge_that_would_grow_a_value_past_the_limit_is_refused(tmp_path):
+    from mwcluster.core.limits import Limits
+
+    engine = _reopen(tmp_path, limits=Limits(max_value_bytes=1000), durability="sync")
+    engine.submit(r.Put("/big", encode({"a": "x" * 600})))
+    engine.submit(r.Put("/other", encode({"n": 1})))
+    before = (engine.state.txid, engine.state.digest)
+    with pytest.raises(InvalidRecord, match="/big would make its value .* the limit is 1000"):
+        engine.submit(r.Merge("/big", encode({"b": "y" * 600})))
+    with pytest.raises(MultiFailed, match="operation 1 .* the limit is 1000"):   # all or none
+        engine.submit(r.Multi((r.Put("/other", encode({"n": 2})),
+                               r.Merge("/big", encode({"b": "y" * 600})))))
+    assert (engine.state.txid, engine.state.digest) == before
+    assert engine.state.ns.get("/other") == {"n": 1}
+    engine.submit(r.Merge("/big", encode({"b": "y" * 100})))      # within the limit
+    engine.close()
+    # what was accepted replays under a smaller limit: the limit applies to new merges only
+    again = _reopen(tmp_path, limits=Limits(max_value_bytes=100))
+    assert again.state.txid == before[0] + 1 and set(again.state.ns.get("/big")) == {"a", "b"}
+    again.close()
