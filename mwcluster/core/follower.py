@@ -19,9 +19,11 @@ The rules are zguide's Clone pattern:
   sends it back to fetching what it lacks; failures are retried with exponential backoff,
   never given up for good.
 
-Digest check: a heartbeat carries the master's digest at its durable txid D (when the master
-is idle). When the replica is exactly at D (now or later, as it applies), the machine asks
-the shell to compare (`CheckDigest`, placed right after the `Apply` that reaches D); a
+Digest check: each log batch carries the master's digest at its last txid, and a heartbeat
+its digest at its durable txid D (when the master is idle). When the replica is exactly at
+that txid (now or later, as it applies), the machine asks the shell to compare
+(`CheckDigest`, placed right after the `Apply` that reaches it); one check waits at a time
+(the sooner one is kept); a
 mismatch (`DigestResult` with different digests) is reported (`DigestMismatch`, which the
 shell logs at ERROR with the epoch and txid), counted, and repaired by reloading from the
 master's snapshot and log. A record that fails to apply, or a master whose durable txid is
@@ -200,6 +202,8 @@ class Follower:
         self._see_epoch(ev.epoch, ev.now, out)
         if ev.last > self.durable:
             self.durable = ev.last
+        if ev.digest is not None:
+            self._expect(ev.epoch, ev.last, ev.digest, out)
         if not self.has_base:
             for rec in ev.records:
                 self._keep(rec)
@@ -220,7 +224,7 @@ class Follower:
         last = self.last
         if not self.has_base or last is None:
             if ev.digest is not None:
-                self._pending = _Pending(ev.epoch, ev.durable_txid, ev.digest)
+                self._expect(ev.epoch, ev.durable_txid, ev.digest, out)
             return
         if ev.durable_txid < last:
             self._reload(f"epoch {ev.epoch}: the master's durable txid {ev.durable_txid} is "
@@ -228,10 +232,7 @@ class Follower:
                          ev.now, out)
             return
         if ev.digest is not None:
-            if last == ev.durable_txid:
-                out.append(CheckDigest(ev.epoch, last, ev.digest))
-            else:
-                self._pending = _Pending(ev.epoch, ev.durable_txid, ev.digest)
+            self._expect(ev.epoch, ev.durable_txid, ev.digest, out)
         if last < ev.durable_txid and not self._buffer and self.phase == Phase.FOLLOWING:
             self.counters.gaps += 1
             out.append(Note("warning", f"epoch {ev.epoch}: the master is at durable txid "
@@ -404,6 +405,21 @@ class Follower:
         if self.has_base and resync:
             self.phase = Phase.FETCHING
             self._fetch(now, out, force=True)
+
+    def _expect(self, epoch: int, txid: int, digest: int, out: list) -> None:
+        """The master's digest at txid: compare now if the replica is exactly there, else
+        when it gets there (unless a sooner check is already waiting)."""
+        last = self.last
+        if self.has_base and last is not None:
+            if txid == last:
+                out.append(CheckDigest(epoch, txid, digest))
+                return
+            if txid < last:
+                return                  # passed already (a late duplicate)
+        pending = self._pending
+        if pending is None or txid < pending.txid or (last is not None and
+                                                      pending.txid <= last):
+            self._pending = _Pending(epoch, txid, digest)
 
     def _base(self, txid: int, now: float, out: list) -> None:
         """The replica now holds a base state at `txid` (the master's snapshot, or empty)."""

@@ -31,6 +31,7 @@ class StreamBatch:
     last: int
     records: list                 # [(txid, epoch, payload), ...]
     now: float
+    digest: int | None = None     # the master's digest at `last`, when the batch carries it
 
 
 @dataclass(frozen=True, slots=True)

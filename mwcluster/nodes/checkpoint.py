@@ -260,10 +260,10 @@ class CheckpointNode:
                     raise ProtocolError(ErrorCode.BAD_REQUEST, f"{len(frames)} frames")
                 topic, fields = decode_pub(frames[0], frames[1])
                 if topic == TOPIC_LOG:
-                    epoch, first, last, records = fields
+                    epoch, first, last, records, digest = fields
                     check_records(records)
-                    _check_ints(epoch, first, last)
-                    event = fm.StreamBatch(epoch, first, last, records, now)
+                    _check_ints(epoch, first, last, 0 if digest is None else digest)
+                    event = fm.StreamBatch(epoch, first, last, records, now, digest)
                 else:
                     epoch, durable, digest, _now_ms = fields
                     _check_ints(epoch, durable, 0 if digest is None else digest)

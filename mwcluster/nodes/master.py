@@ -7,7 +7,8 @@
                  requests), then send all the replies
              durable txid moved (read after every drain; the wake pipe when idle): send the
                  parked sync replies it covers, publish the newly durable records on PUB (one
-                 message per publish_batch_bytes)
+                 message per publish_batch_bytes), each batch ending where a drain ended, with
+                 the state digest there
              the flusher stalled while the loop is busy: block on the wake pipe for a moment
                  (FLUSHER_STALL_S, FLUSHER_YIELD_S: it needs the GIL)
              tick (every TICK_S): heartbeat when nothing was published for a while, rate
@@ -31,6 +32,7 @@ import logging
 import os
 import select
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,9 @@ class Master:
         self._next_rate = 0.0
         self.drains = 0             # drains that read something, and the messages they read
         self.drained = 0
+        # (txid, digest) where each drain that applied something ended, not yet published:
+        # the published batches end at these points and carry the digest
+        self._points: deque[tuple[int, int]] = deque()
 
     # --- start ---------------------------------------------------------------------------
 
@@ -301,7 +306,9 @@ class Master:
             self.drains += 1
             self.drained += n
             state = self.engine.state
-            self.uploads.record(state.txid, state.digest)
+            points = self._points
+            if not points or points[-1][0] < state.txid:
+                points.append((state.txid, state.digest))
         return n
 
     def _multi_frame(self, first: zmq.Frame) -> bytes:
@@ -340,29 +347,52 @@ class Master:
             self._publish(durable)
 
     def _publish(self, durable: int) -> None:
-        """Publish the records up to `durable` in batches of at most publish_batch_bytes."""
+        """Publish the durable records up to the last drain end at or below `durable`, in
+        batches of at most publish_batch_bytes. A batch ends at a drain end when one falls
+        inside it and carries the state digest there (nil only for a batch inside one drain
+        larger than publish_batch_bytes). Records after the last drain end wait for the next
+        fsync: every drain records its end, so the durable txid reaches one."""
+        points = self._points
+        if not points or points[0][0] > durable:
+            return
+        ends = []
+        while points and points[0][0] <= durable:
+            ends.append(points.popleft())
         engine = self.engine
         pub = self.pub
         epoch = self.epoch
+        ring = self.uploads
+        stats = self.stats
         limit = self.config.publish_batch_bytes
+        target = ends[-1][0]
         nxt = self.published_txid + 1
-        while nxt <= durable:
+        i = 0
+        while nxt <= target:
             try:
                 records = engine.records(nxt, limit)
             except errors.Truncated as exc:
                 log.warning("epoch %d: records from txid %d are no longer kept, so they are not "
                             "published (subscribers fetch the snapshot): %s", epoch, nxt, exc)
-                nxt = durable + 1
+                nxt = target + 1
                 break
             if not records:
                 break
-            if records[-1][0] > durable:
-                records = [r for r in records if r[0] <= durable]
+            last = records[-1][0]
+            while i < len(ends) and ends[i][0] <= last:
+                i += 1
+            digest = None
+            if i and ends[i - 1][0] >= nxt:      # the last drain end inside this batch
+                end, digest = ends[i - 1]
+                if end < last:
+                    records = records[:end - nxt + 1]
+                    last = end
             pub.send(TOPIC_LOG, _SNDMORE)
-            pub.send(encode_log_batch(epoch, records))
-            self.stats.published_batches += 1
-            self.stats.published_records += len(records)
-            nxt = records[-1][0] + 1
+            pub.send(encode_log_batch(epoch, records, digest))
+            if digest is not None:
+                ring.record(last, digest)
+            stats.published_batches += 1
+            stats.published_records += len(records)
+            nxt = last + 1
         self.published_txid = nxt - 1
         self._last_publish = time.monotonic()
 

@@ -20,9 +20,10 @@ master installs it and deletes the journal segments the kept snapshots cover.
     ABORT  [upload_id]: drop the upload and its temporary file.
 
 The digest at the snapshot's txid is checked against a ring of (txid -> digest) the loop
-records at the end of every drain and with every heartbeat that carries a digest. A txid the
-ring no longer (or never) held is accepted on the checksums alone, logged, and counted in
-`digest_unverified_uploads`.
+records for every digest it publishes (at the end of each log batch, and in idle heartbeats;
+core/digest_ring.py, the last 131,072 of them). The checkpoint node checkpoints at the end of
+a batch, so its T is normally there. A txid the ring no longer (or never) held is accepted on
+the checksums alone, logged, and counted in `digest_unverified_uploads`.
 
 Everything here except `_install` runs on the loop thread. Journal.purge takes the journal's
 locks, so the worker may call it.
@@ -34,12 +35,13 @@ import logging
 import os
 import time
 import zlib
-from collections import OrderedDict, deque
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
 from mwcluster import errors
+from mwcluster.core.digest_ring import DigestRing
 from mwcluster.nodes.master_checkpoints import BadHello, CheckpointNodes, check_endpoint
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.fsutil import fsync_dir
@@ -48,7 +50,6 @@ from mwcluster.wire.protocol import ErrorCode, encode_error, encode_reply
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_CHUNK_BYTES = 1 << 20
-DIGEST_RING = 10_000
 MAX_UPLOAD_BYTES = 1 << 40
 # An upload that saw no CHUNK for this long (its sender died) may be replaced by any BEGIN.
 UPLOAD_IDLE_S = 30.0
@@ -90,7 +91,7 @@ class SnapshotUploads:
         self.nodes = CheckpointNodes()       # who sent hellos and uploads (for STATUS)
         self.current: _Upload | None = None
         self._next_id = int(time.time())
-        self._ring: OrderedDict[int, int] = OrderedDict()
+        self._ring = DigestRing()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-install")
         self._done: deque = deque()          # (ident, request_id, answer) from the worker
         self.ok = 0
@@ -104,12 +105,10 @@ class SnapshotUploads:
     # --- the digest ring (loop thread) ---------------------------------------------------
 
     def record(self, txid: int, digest: int) -> None:
-        ring = self._ring
-        if txid in ring:
-            return
-        ring[txid] = digest
-        if len(ring) > DIGEST_RING:
-            ring.popitem(last=False)
+        self._ring.record(txid, digest)
+
+    def digest_span(self) -> tuple[int, int] | None:
+        return self._ring.span()
 
     # --- requests (loop thread) -------------------------------------------------------------
 
@@ -354,6 +353,9 @@ class SnapshotUploads:
         return {"uploads_ok": self.ok, "uploads_rejected": self.rejected,
                 "uploads_have": self.have, "last_upload_error": self.last_error,
                 "digest_unverified_uploads": self.digest_unverified,
+                "digest_ring": None if not len(self._ring) else {
+                    "points": len(self._ring), "oldest_txid": self._ring.span()[0],
+                    "newest_txid": self._ring.span()[1]},
                 "journal_segments_after_purge": self.segments_after_purge,
                 "upload_in_progress": None if cur is None else {
                     "txid": cur.txid, "received": cur.received, "size": cur.size,

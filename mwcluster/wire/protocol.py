@@ -188,8 +188,11 @@ def sub_request(request_id: int, op: int, args: list | tuple, durability: int = 
     return request_id, op, durability, args
 
 
-def encode_log_batch(epoch: int, records: list[tuple[int, int, bytes]]) -> bytes:
-    return _pack((PROTOCOL_VERSION, epoch, records[0][0], records[-1][0], records))
+def encode_log_batch(epoch: int, records: list[tuple[int, int, bytes]],
+                     digest: int | None = None) -> bytes:
+    """A log batch; `digest` is the master's state digest at the batch's last txid (nil
+    when the master does not know it)."""
+    return _pack((PROTOCOL_VERSION, epoch, records[0][0], records[-1][0], records, digest))
 
 
 def encode_heartbeat(epoch: int, durable_txid: int, digest: int | None, now_ms: int) -> bytes:
@@ -310,14 +313,17 @@ def decode_reply(frame: bytes) -> Reply:
 
 
 def decode_pub(topic: bytes, body: bytes) -> tuple[bytes, list]:
-    """Decode one log-stream message into (topic, fields after the version)."""
+    """Decode one log-stream message into (topic, fields after the version): for a log
+    batch [epoch, first, last, records, digest] (digest nil when the message has none, as
+    from an older master), for a heartbeat [epoch, durable, digest, now_ms]. Fields after
+    those are ignored (later additions)."""
     raw = _unpack(body, "stream message")
     if type(raw) is not list or not raw or raw[0] != PROTOCOL_VERSION:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "malformed stream message")
-    if topic == TOPIC_LOG and len(raw) == 5:
-        return topic, raw[1:]
-    if topic == TOPIC_HEARTBEAT and len(raw) == 5:
-        return topic, raw[1:]
+    if topic == TOPIC_LOG and len(raw) >= 5:
+        return topic, [*raw[1:5], raw[5] if len(raw) > 5 else None]
+    if topic == TOPIC_HEARTBEAT and len(raw) >= 5:
+        return topic, raw[1:5]
     raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown stream topic {topic!r}")
 
 

@@ -85,3 +85,24 @@ def test_set_aside_renames_the_snapshots_above_the_verified_txid(tmp_path):
             snapshots.snapshot_name(2) + ".diverged", snapshots.snapshot_name(3) + ".diverged"]
     finally:
         node.close()
+
+
+def test_a_digest_mismatch_is_logged_at_error_with_the_epoch_and_txid(tmp_path, caplog):
+    at_1 = State()
+    at_1.apply(1, r.Put("/k", encode(1)))
+    wrong = at_1.digest ^ 0xFF
+    script = Script([fm.Apply([put(1)]), fm.CheckDigest(4, 1, wrong)],
+                    [fm.DigestMismatch(4, 1, wrong, at_1.digest)])
+    node = node_with(script, tmp_path)
+    try:
+        with caplog.at_level("ERROR", logger="mwcluster.nodes.checkpoint"):
+            node._feed(fm.StreamBatch(4, 1, 1, [list(put(1))], 0.0, wrong))
+        result = script.events[1]
+        assert isinstance(result, fm.DigestResult)
+        assert (result.expected, result.actual) == (wrong, at_1.digest)
+        [line] = [rec for rec in caplog.records if rec.levelname == "ERROR"]
+        assert "epoch 4: DIGEST MISMATCH at txid 1" in line.getMessage()
+        assert f"{wrong:016x}" in line.getMessage()
+        assert node.digest_mismatches == 1
+    finally:
+        node.close()

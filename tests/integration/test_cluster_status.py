@@ -42,6 +42,8 @@ def test_status_shows_the_master_and_the_checkpoint_node_it_discovered(tmp_path)
                                  for n in known_nodes(dealer)), timeout_s=30,
                      what="the master to list the node with an upload")
             listed = next(n for n in known_nodes(dealer) if n["endpoint"] == endpoint)
+            # the node checkpoints at the end of a published batch: the master knew its digest
+            assert dealer.status()["digest_unverified_uploads"] == 0
             assert listed["last_seen_age_s"] < 10
             assert listed["replica_txid"] <= dealer.status()["txid"]
             assert listed["last_upload_txid"] <= listed["replica_txid"]

@@ -1,5 +1,5 @@
 """The log stream and the reliable replication paths, as a replica uses them: subscribe, fill
-gaps with FETCH, check heartbeat digests; bootstrap from snapshot chunks when FETCH answers
+gaps with FETCH, check the digests of heartbeats and of log batches; bootstrap from snapshot chunks when FETCH answers
 `truncated`."""
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Replica:
         self.state = state or State()
         self.fetches = 0
         self.verified_digests = 0
+        self.verified_batches = 0
 
     def apply(self, records) -> None:
         for txid, _epoch, payload in records:
@@ -52,10 +53,13 @@ class Replica:
     def on_message(self, topic: bytes, body: bytes) -> None:
         topic, fields = decode_pub(topic, body)
         if topic == TOPIC_LOG:
-            _epoch, first, _last, records = fields
+            _epoch, first, last, records, digest = fields
             if first > self.state.txid + 1:
                 self.fill_to(first - 1)
             self.apply(records)
+            if digest is not None and last == self.state.txid:
+                assert digest == self.state.digest, "replica diverged from the master"
+                self.verified_batches += 1
         else:
             _epoch, durable, digest, _now_ms = fields
             if durable > self.state.txid:
@@ -99,7 +103,8 @@ def test_a_late_subscriber_fills_the_gap_with_fetch_and_verifies_digests(tmp_pat
                 assert reply.status == 0
                 last = reply.txid
             saw_batch = False
-            while replica.state.txid < last or replica.verified_digests == 0:
+            while replica.state.txid < last or replica.verified_digests == 0 \
+                    or replica.verified_batches == 0:
                 topic, body = recv_pub(sub, deadline)
                 saw_batch |= topic == TOPIC_LOG
                 assert decode_pub(topic, body)[1][0] == master.epoch

@@ -53,8 +53,11 @@ class FakeMaster:
     def heartbeat(self, now: float) -> f.Heartbeat:
         return f.Heartbeat(self.epoch, self.durable, self.digests[self.durable], now)
 
-    def batch(self, first: int, last: int, now: float) -> f.StreamBatch:
-        return f.StreamBatch(self.epoch, first, last, self.records[first - 1:last], now)
+    def batch(self, first: int, last: int, now: float, digest: bool = False) -> f.StreamBatch:
+        """A log batch; with `digest`, carrying the master's digest at `last` (as the master
+        publishes them)."""
+        return f.StreamBatch(self.epoch, first, last, self.records[first - 1:last], now,
+                             self.digests[last] if digest else None)
 
 
 class Harness:
@@ -286,6 +289,59 @@ def test_a_digest_mismatch_is_reported_and_repaired_from_the_masters_snapshot_an
     assert h.machine.counters.digest_checks_ok >= 1
 
 
+def test_a_batch_digest_is_checked_right_after_the_batchs_last_txid():
+    h = following()
+    m = h.master
+    m.durable = 15
+    h.feed(m.batch(11, 15, 1.0, digest=True))
+    assert h.kinds() == ["Apply", "CheckDigest"]
+    assert h.machine.last_digest_check == (1, 15, True)
+    # a duplicate of what the replica holds is checked at once; an older one is not
+    h.feed(m.batch(14, 15, 1.1, digest=True))
+    h.feed(m.batch(11, 12, 1.2, digest=True))
+    assert h.kinds() == ["Apply", "CheckDigest", "CheckDigest"]
+    assert h.machine.counters.digest_checks_ok == 2
+
+
+def test_a_batch_digest_ahead_of_a_gap_is_checked_once_the_gap_is_filled():
+    h = following()
+    m = h.master
+    m.durable = 20
+    h.feed(m.batch(16, 20, 1.0, digest=True))          # 11..15 lost: buffered, FETCH
+    assert h.machine.counters.gaps == 1
+    assert_in_step(h)
+    assert h.machine.last_digest_check == (1, 20, True)
+    checks = [i for i in h.log if isinstance(i, f.CheckDigest)]
+    assert [c.txid for c in checks] == [20]
+
+
+def test_a_batch_digest_mismatch_is_reported_in_status_and_repaired_by_a_reload():
+    """A replica bug at txid 14 is caught at the end of the batch that holds it, without
+    waiting for the master to go idle, and repaired from the master's snapshot and log."""
+    m = FakeMaster(history(40), snapshot_txid=8)
+    m.durable = 10
+    h = Harness(m, corrupt_at=14)
+    h.start()
+    assert h.state.txid == 10
+    h.log.clear()
+    m.durable = 16
+    h.feed(m.batch(11, 16, 1.0, digest=True))
+    assert h.kinds()[:6] == ["Apply", "CheckDigest", "DigestMismatch", "SetAsideSnapshots",
+                             "Note", "FetchSnapshot"]
+    assert (h.mismatches[0].txid, h.mismatches[0].expected) == (16, m.digests[16])
+    assert h.log[4].level == "error" and "digest mismatch at txid 16" in h.log[4].text
+    status = h.machine.status(1.0)
+    assert status["checks_failed"] == 1 and status["reloads"] == 1
+    assert status["last_digest_check"] == {"epoch": 1, "txid": 16, "ok": False}
+    m.durable = 20
+    h.at(1.1).feed(m.batch(17, 20, 1.1, digest=True))
+    finish(h, 2.0)
+    assert_in_step(h)
+    status = h.machine.status(2.0)
+    assert status["checks_failed"] == 1 and status["checks_passed"] >= 1
+    assert status["last_digest_check"]["ok"] is True
+
+
 def test_a_record_that_does_not_apply_reloads():
     h = following()
     h.feed(f.ApplyFailed(11, "no_node", 1.0))
@@ -473,18 +529,20 @@ def schedules(draw):
     snapshot = draw(st.none() | st.integers(0, n)) if n else None
     local = draw(st.none() | st.integers(0, n))
     corrupt = draw(st.none() | st.integers(1, n)) if n else None
-    return n, deliveries, snapshot, local, draw(st.integers(1, 9)), corrupt
+    return (n, deliveries, snapshot, local, draw(st.integers(1, 9)), corrupt,
+            draw(st.booleans()))
 
 
 @settings(max_examples=300, deadline=None)
 @given(schedules())
 def test_dropped_duplicated_reordered_batches_end_at_the_masters_txid_and_digest(schedule):
     """Any mix of lost, repeated and delayed batches and heartbeats, a master restart (new
-    epoch) anywhere, any start (own snapshot, the master's snapshot, nothing), and
-    optionally a replica bug at one txid: the replica
+    epoch) anywhere, any start (own snapshot, the master's snapshot, nothing), batches with
+    or without the master's digest at their last txid, and optionally a replica bug at one
+    txid: the replica
     ends exactly at the master's txid with the master's digest, never applying out of
     order (State.apply would raise)."""
-    n, deliveries, snapshot, local, fetch_max, corrupt = schedule
+    n, deliveries, snapshot, local, fetch_max, corrupt, batch_digests = schedule
     m = FakeMaster(history(n), snapshot_txid=snapshot or None, fetch_max=fetch_max)
     published = m.durable = max(local or 0, snapshot or 0)   # what happened before the start
     h = Harness(m, local=local, corrupt_at=corrupt)
@@ -500,7 +558,8 @@ def test_dropped_duplicated_reordered_batches_end_at_the_masters_txid_and_digest
             first, last = item
             published = max(published, last)
             m.durable = published
-            h.at(now).feed(f.StreamBatch(epoch, first, last, m.records[first - 1:last], now))
+            h.at(now).feed(f.StreamBatch(epoch, first, last, m.records[first - 1:last], now,
+                                         m.digests[last] if batch_digests else None))
     m.durable = n
     finish(h, now + 0.1)
     assert_in_step(h)
