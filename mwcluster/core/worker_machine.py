@@ -118,14 +118,14 @@ class Run:
 class WorkerMachine:
     """Decisions of one worker. Public fields are read by the shell and by status."""
 
-    def __init__(self, worker_id: str, slots: int, *, heartbeat_ms: int = 1000,
+    def __init__(self, worker_id: str, slots: int, *, heartbeat_ms: int | None = 1000,
                  progress_interval_ms: int = 500, idle_poll_ms: int = 200) -> None:
         if slots < 1:
             raise ValueError("a worker needs at least one slot")
         self.worker_id = worker_id
         self.slots = slots
-        self.configured_heartbeat_ms = heartbeat_ms
-        self.heartbeat_ms = heartbeat_ms
+        self.configured_heartbeat_ms = heartbeat_ms     # None: the master's
+        self.heartbeat_ms = heartbeat_ms or 1000
         self.progress_interval_ms = progress_interval_ms
         self.idle_poll_ms = idle_poll_ms
         self.registered = False
@@ -189,7 +189,9 @@ class WorkerMachine:
         self.registered = True
         self.counters["registrations"] += 1
         self.epoch = reply.get("epoch", self.epoch)
-        self.heartbeat_ms = self.configured_heartbeat_ms
+        told = reply.get("heartbeat_ms")
+        self.heartbeat_ms = (self.configured_heartbeat_ms
+                             or (told if isinstance(told, int) and told > 0 else 1000))
         timeout_ms = reply.get("worker_timeout_ms")
         if isinstance(timeout_ms, int) and timeout_ms > 0:
             # Never so slow that the master takes this worker for lost.

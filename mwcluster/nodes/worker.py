@@ -79,7 +79,9 @@ class WorkerNode:
         self._client_factory = client_factory or self._real_client
         self._clock = clock
         cfg = self.config
-        self.machine = wm.WorkerMachine(cfg.worker_id, cfg.slots, heartbeat_ms=cfg.heartbeat_ms,
+        # The master's heartbeat interval unless this worker was configured with its own.
+        heartbeat_ms = None if cfg.sources.get("heartbeat_ms") == "default" else cfg.heartbeat_ms
+        self.machine = wm.WorkerMachine(cfg.worker_id, cfg.slots, heartbeat_ms=heartbeat_ms,
                                         progress_interval_ms=cfg.progress_interval_ms,
                                         idle_poll_ms=cfg.idle_poll_ms)
         self.events: queue.SimpleQueue = queue.SimpleQueue()

@@ -204,3 +204,14 @@ def test_next_wakeup_covers_heartbeat_progress_and_requests():
     assert m.next_wakeup_ms() == 400                    # the coalesced report
     m.tick(400)
     assert m.next_wakeup_ms() == 1000                   # the heartbeat
+
+
+def test_the_masters_heartbeat_interval_is_used_unless_one_was_configured():
+    m = WorkerMachine("w1", 1, heartbeat_ms=None)
+    m.start(0)
+    m.on_registered({"epoch": 1, "tasks": [], "heartbeat_ms": 250}, 0)
+    assert m.heartbeat_ms == 250
+    m = WorkerMachine("w1", 1, heartbeat_ms=400)
+    m.start(0)
+    m.on_registered({"epoch": 1, "tasks": [], "heartbeat_ms": 250}, 0)
+    assert m.heartbeat_ms == 400
