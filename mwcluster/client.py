@@ -42,14 +42,14 @@ from typing import Any, Callable
 import tenacity
 import zmq
 
-from mwcluster.client_calls import (Calls, Stat, convert_reply, error_from_reply, op_check,
-                                    op_delete, op_merge, op_put)
+from mwcluster.client_calls import (Assignment, Calls, Stat, convert_reply, error_from_reply,
+                                    op_check, op_delete, op_merge, op_put)
 from mwcluster.errors import MessageTooLarge, MwclusterError, RequestTimeout, ShuttingDown
 from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op,
                                      ProtocolError, Reply, decode_reply, encode_request)
 
-__all__ = ["BatchFuture", "Client", "Future", "Pipeline", "Stat", "DEFAULT_ENDPOINT",
-           "RETRY_POLICY", "op_check", "op_delete", "op_merge", "op_put"]
+__all__ = ["Assignment", "BatchFuture", "Client", "Future", "Pipeline", "Stat",
+           "DEFAULT_ENDPOINT", "RETRY_POLICY", "op_check", "op_delete", "op_merge", "op_put"]
 
 log = logging.getLogger(__name__)
 

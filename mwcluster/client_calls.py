@@ -12,7 +12,7 @@ the record array `[code, fields...]` that MULTI carries.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from mwcluster import errors
 from mwcluster.core.namespace import Stat
@@ -20,8 +20,8 @@ from mwcluster.core.records import Op as RecordOp
 from mwcluster.core.values import decode, encode
 from mwcluster.wire.protocol import Durability, ErrorCode, Op, ProtocolError, Reply
 
-__all__ = ["Calls", "Stat", "error_from_reply", "op_check", "op_delete", "op_merge", "op_put",
-           "parse_durability"]
+__all__ = ["Assignment", "Calls", "Stat", "error_from_reply", "op_check", "op_delete",
+           "op_merge", "op_put", "parse_durability"]
 
 # The wire's error codes and the exceptions of the same meaning. The state machine's
 # refusals keep their classes, so `except NoNode` works the same against an Engine and a
@@ -139,6 +139,24 @@ def _result(reply: Reply) -> Any:
     return reply.result
 
 
+def _none(reply: Reply) -> None:
+    return None
+
+
+class Assignment(NamedTuple):
+    """One task given to a worker by TASK_REQUEST."""
+    job_id: str
+    index: int
+    attempt: int
+    handler: str
+    input: Any
+    params: dict
+
+
+def _assignments(reply: Reply) -> list[Assignment]:
+    return [Assignment(*item) for item in reply.result]
+
+
 def _epoch(reply: Reply) -> int:
     return reply.epoch
 
@@ -241,3 +259,77 @@ class Calls:
     def snapshot_chunk(self, txid: int, offset: int, length: int):
         """Bytes [offset, offset + length) of the snapshot named by `txid`."""
         return self._run(Op.SNAPSHOT_CHUNK, [txid, offset, length], 0, _result)
+
+    # --- jobs and workers (docs/protocol.md, "Jobs and workers") ---
+
+    def submit_job(self, name: str, handler: str, tasks: list, *, params: dict | None = None,
+                   max_attempts: int = 3, priority: int = 0, job_id: str | None = None,
+                   durability: str | int | None = None):
+        """Submit a job: one task per element of `tasks` (its input, anything msgpack
+        carries), each with `params`; returns the job id (made by the master when None)."""
+        shared = dict(params) if params else {}
+        return self._run(Op.JOB_SUBMIT, [job_id, name, handler, priority, max_attempts,
+                                         [[task, shared] for task in tasks]],
+                         parse_durability(durability), _result)
+
+    def cancel_job(self, job_id: str, reason: str = "", durability: str | int | None = None):
+        """Cancel every unfinished task of the job; returns how many were cancelled."""
+        return self._run(Op.JOB_CANCEL, [job_id, reason], parse_durability(durability),
+                         _result)
+
+    def delete_job(self, job_id: str, durability: str | int | None = None):
+        """Forget a finished job; returns its task count."""
+        return self._run(Op.JOB_DELETE, [job_id], parse_durability(durability), _result)
+
+    def jobs(self, include_finished: bool = True):
+        """Summary maps of the jobs, in submit order."""
+        return self._run(Op.JOB_LIST, [bool(include_finished)], 0, _result)
+
+    def job_status(self, job_id: str):
+        """The job's status map: counts per state, progress, rate, ETA, failures."""
+        return self._run(Op.JOB_STATUS, [job_id], 0, _result)
+
+    def job_tasks(self, job_id: str, start: int = 0, limit: int = 1000,
+                  state: str | None = None):
+        """Task maps from index `start`, at most `limit`, only those in `state` if given."""
+        return self._run(Op.JOB_TASKS, [job_id, start, limit, state], 0, _result)
+
+    def register_worker(self, worker_id: str, slots: int, address: str = "",
+                        durability: str | int | None = None):
+        """Register (or re-register) a worker; returns {"heartbeat_ms", "worker_timeout_ms",
+        "epoch", "tasks": [[job_id, index, attempt], ...] the master has on it}."""
+        return self._run(Op.WORKER_REGISTER, [worker_id, address, slots],
+                         parse_durability(durability), _result)
+
+    def worker_heartbeat(self, worker_id: str, running):
+        """Soft state: returns {"known": bool, "cancel": [[job_id, index, attempt], ...],
+        "epoch"}; known False means register again."""
+        return self._run(Op.WORKER_HEARTBEAT,
+                         [worker_id, [[j, int(i), int(a)] for j, i, a in running]], 0, _result)
+
+    def request_tasks(self, worker_id: str, max_tasks: int,
+                      durability: str | int | None = "sync"):
+        """Tasks for the worker to run now (maybe none), as Assignments; sync by default, so
+        that an assignment is durable before the worker starts it."""
+        return self._run(Op.TASK_REQUEST, [worker_id, max_tasks], parse_durability(durability),
+                         _assignments)
+
+    def report_progress(self, worker_id: str, job_id: str, index: int, attempt: int,
+                        progress: float, counters: dict | None = None,
+                        durability: str | int | None = None):
+        """Log the task's progress (0..1) and counters; raises BadState when the attempt is
+        no longer the task's current one on this worker (the report is stale)."""
+        return self._run(Op.TASK_PROGRESS, [worker_id, job_id, index, attempt,
+                                            float(progress), dict(counters or {})],
+                         parse_durability(durability), _none)
+
+    def finish_task(self, worker_id: str, job_id: str, index: int, attempt: int, ok: bool,
+                    outcome: Any, durability: str | int | None = "sync"):
+        """Report the attempt's end: `outcome` is the result when ok, else the error
+        message. Returns the task's new state; BadState when the report is stale."""
+        return self._run(Op.TASK_FINISH, [worker_id, job_id, index, attempt, bool(ok),
+                                          outcome], parse_durability(durability), _result)
+
+    def leave_worker(self, worker_id: str, durability: str | int | None = None):
+        """Graceful exit: the worker's unfinished tasks go back to pending."""
+        return self._run(Op.WORKER_LEAVE, [worker_id], parse_durability(durability), _none)

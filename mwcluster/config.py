@@ -91,6 +91,14 @@ MASTER_KEYS: tuple[Key, ...] = (
         "a number of milliseconds within 0.05..100"),
     Key("shutdown_linger_ms", int, 500, "at a graceful stop, how long the last replies and "
         "log messages may take to leave", lambda v: 0 <= v <= 60_000, "0..60000"),
+    Key("worker_timeout_s", float, 10.0, "a worker not heard from for this long is marked "
+        "lost and its tasks go back to pending", lambda v: 0.1 <= v <= 86_400,
+        "a number of seconds within 0.1..86400"),
+    Key("worker_heartbeat_ms", int, 1000, "how often workers are told to heartbeat (at "
+        "register); keep it well below worker_timeout_s", lambda v: 10 <= v <= 3_600_000,
+        "10..3600000"),
+    Key("max_assign_per_request", int, 64, "most tasks one TASK_REQUEST is given",
+        lambda v: 1 <= v <= 4096, "1..4096"),
 )
 
 _BY_NAME = {k.name: k for k in MASTER_KEYS}
@@ -119,6 +127,9 @@ class MasterConfig:
     pub_hwm: int
     switch_interval_ms: float
     shutdown_linger_ms: int
+    worker_timeout_s: float
+    worker_heartbeat_ms: int
+    max_assign_per_request: int
     sources: Mapping[str, str]       # key -> "default", "file PATH", "env NAME", "flag --x"
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,7 +11,8 @@
                  the state digest there
              the flusher stalled while the loop is busy: block on the wake pipe for a moment
                  (FLUSHER_STALL_S, FLUSHER_YIELD_S: it needs the GIL)
-             tick (every TICK_S): heartbeat when nothing was published for a while, rate
+             tick (every TICK_S): heartbeat when nothing was published for a while, log
+                 WorkerLost for workers silent past worker_timeout_s (master_jobs.py), rate
                  sample, forget peers silent for 30 s, metrics snapshot
              poll [ROUTER, wake pipe] only when the drain found nothing
              until request_stop(); then shut down: answer late requests `shutting_down`,
@@ -42,6 +43,7 @@ from mwcluster import errors
 from mwcluster.config import MasterConfig
 from mwcluster.engine import Engine
 from mwcluster.nodes.master_handlers import Handlers
+from mwcluster.nodes.master_jobs import JobsConfig
 from mwcluster.nodes.master_upload import SnapshotUploads
 from mwcluster.nodes.metrics import MasterCollector, MasterStats, MetricsServer, TimedJournalIO
 from mwcluster.storage import epoch as epochs
@@ -68,6 +70,12 @@ FLUSHER_STALL_S = 0.002
 FLUSHER_YIELD_S = 0.001
 PEER_WINDOW_S = 30.0
 _NOBLOCK = zmq.NOBLOCK
+
+
+def _wall_ms() -> int:
+    """The wall clock in ms, for the times job and worker records carry."""
+    return time.time_ns() // 1_000_000
+
 _SNDMORE = zmq.SNDMORE
 
 
@@ -136,7 +144,9 @@ class Master:
                                  default_sync=cfg.durability == "sync",
                                  max_message_bytes=cfg.max_message_bytes,
                                  fetch_max_bytes=cfg.fetch_max_bytes, status=self.status,
-                                 uploads=self.uploads)
+                                 uploads=self.uploads, wall_ms=_wall_ms,
+                                 jobs=JobsConfig(cfg.worker_timeout_s, cfg.worker_heartbeat_ms,
+                                                 cfg.max_assign_per_request))
         self.handlers.defer_flush = True     # _drain wakes the flusher after the replies
         self._bind()
         if cfg.metrics_port:
@@ -144,6 +154,8 @@ class Master:
                                         {int(c): c.name.lower() for c in ErrorCode})
             self.metrics = MetricsServer(collector, cfg.metrics_host, cfg.metrics_port)
         self.serving_since = time.monotonic()
+        # the workers recovered as active get a whole worker_timeout_s from now
+        self.handlers.jobs.grace(self.serving_since)
         self.stats.publish(self.status(), self.fsync_io)
         if cfg.ready_file:
             self._write_ready_file(Path(cfg.ready_file))
@@ -411,6 +423,8 @@ class Master:
     def _tick(self, now: float) -> None:
         if now - self._last_publish >= self.config.heartbeat_interval_s:
             self._heartbeat()
+        if self.handlers.jobs.expire(now):    # workers silent past worker_timeout_s: lost
+            self.engine.journal.wake()
         if now >= self._next_rate:
             self._next_rate = now + 1.0
             self.uploads.expire()
@@ -470,7 +484,7 @@ class Master:
             "fsyncs": js.fsyncs, "fsync_p50_ms": p50, "fsync_p99_ms": p99,
             "slow_fsyncs": self.fsync_io.slow,
             "keys": len(state.ns), "jobs": len(state.jobs.jobs),
-            "workers": len(state.jobs.workers),
+            "workers": len(state.jobs.workers), **self.handlers.jobs.status(),
             "journal_failed": js.failed, "last_error": js.last_error,
             "pid": os.getpid(),
             **(self.uploads.status() if self.uploads else {}),

@@ -12,6 +12,9 @@ into one reply frame, `_batch` packs the answers of a BATCH's sub-requests into 
 frame is decoded once; each sub-request is validated and applied exactly as a single request
 would be, with its own request id for idempotency and its own durability).
 
+Job and worker operations (JOB_SUBMIT..WORKER_LEAVE, JOB_LIST/STATUS/TASKS) are answered by
+master_jobs.JobHandlers, with the same idempotency, parking and error rules.
+
 Mutations: decode -> recent(origin) answers a retry -> `records.from_wire` builds and
 type-checks the record -> `Engine.submit(..., durability="async", origin=...)` -> reply now,
 or park it when the request (or the master's default) asks for sync: a batch is parked whole,
@@ -31,13 +34,14 @@ from mwcluster.core.keys import check_prefix
 from mwcluster.core.records import from_wire
 from mwcluster.engine import Engine
 from mwcluster.nodes.master_checkpoints import BadHello
+from mwcluster.nodes.master_jobs import JobHandlers, JobsConfig
 from mwcluster.nodes.master_upload import SnapshotUploads, UploadRefused
 from mwcluster.nodes.metrics import MasterStats
 from mwcluster.storage import snapshot as snapshots
-from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op,
-                                     ProtocolError, Request, args_check, decode_batch,
-                                     decode_request, encode_error, encode_reply,
-                                     error_code_for, error_result)
+from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES,
+                                     FIRST_JOB_OP, ErrorCode, Op, ProtocolError, Request,
+                                     args_check, decode_batch, decode_request, encode_error,
+                                     encode_reply, error_code_for, error_result)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,8 @@ class Handlers:
                  default_sync: bool = False, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  fetch_max_bytes: int = 4 << 20, max_batch: int = DEFAULT_MAX_BATCH,
                  status: Callable[[], dict] = dict,
-                 uploads: SnapshotUploads | None = None) -> None:
+                 uploads: SnapshotUploads | None = None, jobs: JobsConfig = JobsConfig(),
+                 wall_ms: Callable[[], int] | None = None) -> None:
         self.engine = engine
         self.uploads = uploads if uploads is not None else SnapshotUploads(engine, epoch)
         self.epoch = epoch
@@ -92,6 +97,10 @@ class Handlers:
             Op.SNAPSHOT_UPLOAD_ABORT: self._upload_abort,
             Op.CHECKPOINT_HELLO: self._checkpoint_hello,
         }
+        # jobs and workers (master_jobs.py): ops FIRST_JOB_OP..99 through _mutate, and reads
+        self.jobs = JobHandlers(self, jobs, **({"wall_ms": wall_ms} if wall_ms else {}))
+        for op in (Op.JOB_LIST, Op.JOB_STATUS, Op.JOB_TASKS):
+            self._reads[op] = self.jobs.handle
 
     # --- entry points ----------------------------------------------------------------------
 
@@ -207,6 +216,8 @@ class Handlers:
 
     def _mutate(self, req: Request) -> Answer:
         client_id, request_id, op, _durability, args = req
+        if op >= FIRST_JOB_OP:
+            return self.jobs.handle(req)
         engine = self.engine
         origin = (client_id, request_id)
         hit = engine.recent(origin)

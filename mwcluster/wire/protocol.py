@@ -53,11 +53,25 @@ class Op(IntEnum):
     MERGE = 2
     DELETE = 3
     MULTI = 5
+    # jobs and workers (master_jobs.py): args in ARG_SPECS below, see docs/protocol.md
+    JOB_SUBMIT = 10    # [job_id|nil, name, handler, priority, max_attempts, [[input, params]]]
+    JOB_CANCEL = 11    # [job_id, reason] -> cancelled task count
+    JOB_DELETE = 12    # [job_id] -> task count
+    WORKER_REGISTER = 20   # [worker_id, address, slots] -> map
+    WORKER_HEARTBEAT = 21  # [worker_id, running: [[job_id, index, attempt]]] -> map (not logged)
+    TASK_REQUEST = 22  # [worker_id, max_tasks] -> [[job_id, index, attempt, handler, input,
+    #                    params], ...]
+    TASK_PROGRESS = 23  # [worker_id, job_id, index, attempt, progress, counters] -> nil
+    TASK_FINISH = 24   # [worker_id, job_id, index, attempt, ok, outcome] -> task state
+    WORKER_LEAVE = 25  # [worker_id] -> nil
     # reads
     GET = 100          # [key] -> [value: bin, version, create_txid, modify_txid] | nil
     STAT = 101         # [key] -> [version, create_txid, modify_txid, value_bytes] | nil
     CHILDREN = 102     # [path, limit: uint|nil] -> [name, ...]
     LIST = 103         # [prefix, limit: uint, start_after: str|nil] -> [key, ...]
+    JOB_LIST = 104     # [include_finished: bool] -> [job summary map, ...]
+    JOB_STATUS = 105   # [job_id] -> map
+    JOB_TASKS = 106    # [job_id, start_index, limit, state|nil] -> [task map, ...]
     STATUS = 110       # [] -> map (see docs/protocol.md)
     PING = 111         # [] -> nil
     # replication (the checkpoint node and any replica)
@@ -78,6 +92,35 @@ class Op(IntEnum):
 
 
 MUTATIONS = frozenset({Op.PUT, Op.MERGE, Op.DELETE, Op.MULTI})
+# Logged job and worker operations: the master builds their records (it adds the time, a job
+# id, the scheduler's picks), so their args are not record fields. WORKER_HEARTBEAT is soft
+# state and logs nothing.
+JOB_MUTATIONS = frozenset({Op.JOB_SUBMIT, Op.JOB_CANCEL, Op.JOB_DELETE, Op.WORKER_REGISTER,
+                           Op.TASK_REQUEST, Op.TASK_PROGRESS, Op.TASK_FINISH, Op.WORKER_LEAVE})
+FIRST_JOB_OP = int(Op.JOB_SUBMIT)   # ops from here up to 99 are handled by master_jobs.py
+
+_OPT_STR = (str, type(None))
+_NUM = (int, float)
+_ANY = object
+# Per job op: (the type of each argument, its name). Checked by check_args; the values (names,
+# ranges, task shapes) are checked when the master builds the record.
+ARG_SPECS: dict[int, tuple[tuple, tuple[str, ...]]] = {
+    Op.JOB_SUBMIT: ((_OPT_STR, str, str, int, int, list),
+                    ("job_id", "name", "handler", "priority", "max_attempts", "tasks")),
+    Op.JOB_CANCEL: ((str, str), ("job_id", "reason")),
+    Op.JOB_DELETE: ((str,), ("job_id",)),
+    Op.WORKER_REGISTER: ((str, str, int), ("worker_id", "address", "slots")),
+    Op.WORKER_HEARTBEAT: ((str, list), ("worker_id", "running")),
+    Op.TASK_REQUEST: ((str, int), ("worker_id", "max_tasks")),
+    Op.TASK_PROGRESS: ((str, str, int, int, _NUM, dict),
+                       ("worker_id", "job_id", "index", "attempt", "progress", "counters")),
+    Op.TASK_FINISH: ((str, str, int, int, bool, _ANY),
+                     ("worker_id", "job_id", "index", "attempt", "ok", "outcome")),
+    Op.WORKER_LEAVE: ((str,), ("worker_id",)),
+    Op.JOB_LIST: ((bool,), ("include_finished",)),
+    Op.JOB_STATUS: ((str,), ("job_id",)),
+    Op.JOB_TASKS: ((str, int, int, _OPT_STR), ("job_id", "start_index", "limit", "state")),
+}
 
 
 class Durability(IntEnum):
@@ -328,15 +371,23 @@ def decode_pub(topic: bytes, body: bytes) -> tuple[bytes, list]:
 
 
 def args_check(req: Request, kinds: tuple[type | tuple, ...], names: tuple[str, ...]) -> list:
-    """Check a read request's args against types; return them. Raises ProtocolError."""
+    """Check a request's args against types; return them. Raises ProtocolError. A bool is
+    accepted only where bool is named (msgpack's bool is not an integer)."""
     args = req.args
     if len(args) != len(kinds):
         raise ProtocolError(ErrorCode.BAD_REQUEST,
                             f"{Op(req.op).name} takes {len(kinds)} args ({', '.join(names)}), "
                             f"got {len(args)}", req.request_id)
     for value, kind, name in zip(args, kinds, names):
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        if not isinstance(value, kind) or (type(value) is bool and kind is not bool
+                                           and kind is not _ANY):
             raise ProtocolError(ErrorCode.BAD_REQUEST,
                                 f"{Op(req.op).name}: {name} has the wrong type "
                                 f"({type(value).__name__})", req.request_id)
     return args
+
+
+def check_args(req: Request) -> list:
+    """Check the args of a job or worker op against ARG_SPECS; return them."""
+    kinds, names = ARG_SPECS[req.op]
+    return args_check(req, kinds, names)

@@ -23,8 +23,8 @@ from mwcluster.core.limits import Limits
 from mwcluster.core.records import Put, check_admission, from_wire
 from mwcluster.core.state import State
 from mwcluster.testing import MasterProcess, RawDealer
-from mwcluster.wire.protocol import (MUTATIONS, Op, ProtocolError, decode_request,
-                                     decode_sub_request)
+from mwcluster.wire.protocol import (JOB_MUTATIONS, MUTATIONS, Op, ProtocolError, check_args,
+                                     decode_request, decode_sub_request)
 
 pytestmark = pytest.mark.fault
 
@@ -102,7 +102,7 @@ def classify(message: list[bytes]) -> str:
                 applies(state, req.client_id, sub) for sub in req.args):
             return "mutation"
         return "batch"
-    if req.op not in MUTATIONS:
+    if req.op not in MUTATIONS and req.op not in JOB_MUTATIONS:
         return "read"
     return "mutation" if applies(mirror(), req.client_id, message[0]) else ""
 
@@ -113,6 +113,9 @@ def applies(state: State, client_id: bytes, sub) -> bool:
     try:
         req = (decode_request(sub, MAX_MESSAGE_BYTES) if isinstance(sub, bytes)
                else decode_sub_request(client_id, sub))
+        if req.op in JOB_MUTATIONS:
+            check_args(req)      # well-typed job ops may apply: counted as mutations
+            return True
         if req.op not in MUTATIONS:
             return False
         rec = from_wire([req.op, *req.args])

@@ -127,3 +127,41 @@ def test_an_unknown_code_is_a_server_error():
     assert type(exc) is errors.ServerError and "new_thing: from the future" in str(exc)
     exc = error_from_reply(_reply(status=12, result="not a pair"))
     assert isinstance(exc, errors.BadVersion) and "not a pair" in str(exc)
+
+
+def test_job_and_worker_calls_match_the_protocol():
+    calls = Recorder()
+    op, args, durability, _ = calls.submit_job("wc", "mod:fn", ["a", "b"], params={"k": 1},
+                                               max_attempts=4, priority=2)
+    assert (op, args, durability) == (Op.JOB_SUBMIT, [None, "wc", "mod:fn", 2, 4,
+                                                      [["a", {"k": 1}], ["b", {"k": 1}]]], 0)
+    assert calls.submit_job("n", "h", [1], job_id="j", durability="sync")[:3] == (
+        Op.JOB_SUBMIT, ["j", "n", "h", 0, 3, [[1, {}]]], 2)
+    assert calls.cancel_job("j", "why")[:3] == (Op.JOB_CANCEL, ["j", "why"], 0)
+    assert calls.delete_job("j")[:3] == (Op.JOB_DELETE, ["j"], 0)
+    assert calls.jobs(False)[:3] == (Op.JOB_LIST, [False], 0)
+    assert calls.job_status("j")[:3] == (Op.JOB_STATUS, ["j"], 0)
+    assert calls.job_tasks("j", 5, 10, "failed")[:3] == (Op.JOB_TASKS, ["j", 5, 10, "failed"], 0)
+    assert calls.register_worker("w", 4, "tcp://h:1")[:3] == (
+        Op.WORKER_REGISTER, ["w", "tcp://h:1", 4], 0)
+    assert calls.worker_heartbeat("w", [("j", 1, 2)])[:3] == (
+        Op.WORKER_HEARTBEAT, ["w", [["j", 1, 2]]], 0)
+    assert calls.request_tasks("w", 3)[:3] == (Op.TASK_REQUEST, ["w", 3], 2)
+    assert calls.report_progress("w", "j", 1, 2, 1, {"n": 3})[:3] == (
+        Op.TASK_PROGRESS, ["w", "j", 1, 2, 1.0, {"n": 3}], 0)
+    assert calls.finish_task("w", "j", 1, 2, 0, "boom")[:3] == (
+        Op.TASK_FINISH, ["w", "j", 1, 2, False, "boom"], 2)
+    assert calls.leave_worker("w")[:3] == (Op.WORKER_LEAVE, ["w"], 0)
+
+
+def test_job_call_conversions():
+    from mwcluster.client import Assignment
+
+    convert = Recorder().request_tasks("w", 1)[3]
+    got = convert(Reply(1, 1, 0, 9, [["j", 0, 1, "h", "in", {"p": 1}]]))
+    assert got == [Assignment("j", 0, 1, "h", "in", {"p": 1})] and got[0].params == {"p": 1}
+    assert Recorder().report_progress("w", "j", 0, 1, 0.5)[3](Reply(1, 1, 0, 9, None)) is None
+    assert Recorder().leave_worker("w")[3](Reply(1, 1, 0, 9, [])) is None
+    assert Recorder().submit_job("n", "h", [1])[3](Reply(1, 1, 0, 9, "job-9")) == "job-9"
+    stale = Reply(1, 1, int(ErrorCode.BAD_STATE), 0, ["bad_state", "stale"])
+    assert isinstance(convert_reply(stale, convert)[1], errors.BadState)
