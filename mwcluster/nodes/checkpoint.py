@@ -22,9 +22,10 @@ thread owns the replica `State`; records are applied through `State.apply`, the 
 as the master's. Checkpoints are written by a forked child (checkpoint_writer.py) while this
 loop keeps applying.
 
-Upload: after a local checkpoint succeeds, `_upload(header)` hands the file to the uploader
-(checkpoint_upload.py), a small thread with its own DEALER that sends it to the master
-(BEGIN, chunks with credit, END; retried from BEGIN with backoff). With `--once` the node
+Upload: after a local checkpoint succeeds, and at start for the newest local snapshot (it
+may not have reached the master before a crash), `_upload(header)` hands the file to the
+uploader (checkpoint_upload.py), a small thread with its own DEALER that sends it to the
+master (BEGIN, chunks with credit, END; retried from BEGIN with backoff). With `--once` the node
 waits for the upload before it exits (a few attempts only).
 """
 
@@ -145,6 +146,10 @@ class CheckpointNode:
             self._collector = CheckpointCollector()
             self.metrics = MetricsServer(self._collector, cfg.metrics_host, cfg.metrics_port)
         base = self._load_local()
+        if base is not None and not self.once:
+            # it may never have reached the master (the node died before or during its
+            # upload); the master answers "have" when it already keeps it
+            self._upload(snapshots.read_header(Path(self.local_start["path"])))
         if self.once:
             self._feed(fm.CheckpointRequested(time.monotonic()))
         self._feed(fm.Start(time.monotonic(), base))

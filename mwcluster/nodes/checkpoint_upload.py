@@ -9,11 +9,16 @@ so the node's loop keeps reading the log stream while a file goes up. A failed a
 retried from BEGIN with exponential backoff (tenacity); a refusal that cannot change by
 retrying (INVALID: an older snapshot, another history, a damaged file) ends the upload. A
 newer checkpoint that arrives meanwhile is uploaded next; an older pending one is dropped.
+
+Fault seam for tests: with MWCLUSTER_FAULT_UPLOAD_STALL_AFTER_BYTES=N in the environment, an
+upload stops sending once N bytes went out and were acknowledged (it waits until the node
+stops), so a test can kill the node, or the master, reliably in the middle of an upload.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import zlib
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
 CREDIT = 4
 END_TIMEOUT_S = 60.0      # END waits for the master's verify + fsync + purge
+FAULT_STALL_ENV = "MWCLUSTER_FAULT_UPLOAD_STALL_AFTER_BYTES"
+FAULT_STALL_S = 600.0
 
 
 class UploadFailed(errors.MwclusterError):
@@ -67,6 +74,8 @@ class Uploader:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.status_endpoint: str | None = None    # named in BEGIN, for the master's status
+        stall = os.environ.get(FAULT_STALL_ENV)
+        self._stall_after = int(stall) if stall else None
         self._lock = threading.Lock()
         self._pending: snapshots.SnapshotHeader | None = None
         self._thread: threading.Thread | None = None
@@ -207,7 +216,16 @@ class Uploader:
             while offset < size or in_flight:
                 if self._stop.is_set():
                     raise errors.MwclusterError("stopping")
-                while offset < size and len(in_flight) < self.credit:
+                stall = self._stall_after
+                if stall is not None and offset >= stall and offset < size:
+                    if not in_flight:
+                        log.warning("fault seam %s: the upload of %s stalls after %d of %d "
+                                    "bytes", FAULT_STALL_ENV, path.name, offset, size)
+                        self._stop.wait(FAULT_STALL_S)
+                        raise errors.MwclusterError("stalled by the fault seam")
+                    stall = offset      # send nothing more; wait for what is in flight
+                while offset < size and len(in_flight) < self.credit and \
+                        (stall is None or offset < stall):
                     data = f.read(min(self.chunk_bytes, size - offset))
                     if not data:
                         raise UploadFailed(f"{path} is shorter than its header says")
