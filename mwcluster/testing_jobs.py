@@ -18,23 +18,19 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
+from mwcluster.client_calls import Assignment
 from mwcluster.core import records as r
 from mwcluster.core.jobs import ACTIVE_TASK, FINISHED_JOB, TaskState, WorkerState
 from mwcluster.core.state import State
 from mwcluster.errors import BadState, RequestTimeout
+from mwcluster.nodes.master_jobs import job_status, job_summary
 
 __all__ = ["Assignment", "FakeClient", "FakeMaster"]
 
 
-class Assignment(NamedTuple):
-    job_id: str
-    index: int
-    attempt: int
-    handler: str
-    input: Any
-    params: Any
+_TASK_FIELDS = ("index", "state", "attempt", "worker", "progress", "counters", "result", "error")
 
 
 class FakeMaster:
@@ -105,28 +101,22 @@ class FakeMaster:
     def jobs(self, include_finished: bool = True) -> list[dict]:
         with self.lock:
             self._enter("jobs")
-            return [job.summary() for job in self.state.jobs.jobs.values()
+            return [job_summary(job) for job in self.state.jobs.jobs.values()
                     if include_finished or job.state not in FINISHED_JOB]
 
     def job_status(self, job_id: str) -> dict:
+        """The same map as the master's JOB_STATUS (nodes.master_jobs.job_status)."""
         with self.lock:
             self._enter("job_status", job_id)
-            job = self.state.jobs._job(job_id)
-            info = job.summary()
-            info["id"] = job.job_id
-            info["counters"] = {}
-            for task in job.tasks:
-                for name, value in task.counters.items():
-                    info["counters"][name] = info["counters"].get(name, 0) + value
-            info["failures"] = [[t.index, *f] for t in job.tasks for f in t.failures][-20:]
-            return info
+            return job_status(self.state.jobs._job(job_id), self._now())
 
     def job_tasks(self, job_id: str, start: int = 0, limit: int = 1000,
                   state: str | None = None) -> list[dict]:
         with self.lock:
             self._enter("job_tasks", job_id)
             job = self.state.jobs._job(job_id)
-            rows = [t.to_dict() for t in job.tasks[start:]
+            rows = [{k: v for k, v in t.to_dict().items() if k in _TASK_FIELDS}
+                    for t in job.tasks[start:]
                     if state is None or t.state.value == state]
             return rows[:limit]
 

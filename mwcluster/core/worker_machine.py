@@ -7,7 +7,8 @@ memory with a fake clock:
 - which tasks it asks for and when (free slots, an idle pause after an empty answer);
 - progress coalescing: a handler may report as often as it likes, the master gets at most one
   report per task per `progress_interval_ms` (the newest values; the first report of an
-  attempt goes at once, the rest when their interval is over);
+  attempt goes at once, the rest when their interval is over; a report still held when the
+  handler returns goes just before the finish, so the job's counter sums are complete);
 - what a reply means: a stale attempt, a cancelled job or a task the master no longer puts on
   this worker drops the task; "unknown worker" and an unreachable master mean register again;
   a new epoch (the master restarted) means register again too;
@@ -334,6 +335,9 @@ class WorkerMachine:
         self.counters["tasks_succeeded" if ok else "tasks_failed"] += 1
         self.next_request_ms = min(self.next_request_ms, now_ms)
         out: list = []
+        if ok and run.unsent and self.registered:
+            # The newest counters go before the finish, so the job's sums are complete.
+            out.append(self._send_progress(key, run, now_ms))
         if not ok:
             out.append(Note(WARNING, f"task {job_id}/{index} attempt {attempt} failed: "
                                      f"{outcome}"))

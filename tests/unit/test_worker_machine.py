@@ -78,8 +78,11 @@ def test_done_sends_the_finish_and_frees_the_slot_after_the_reply():
     m = registered(slots=1, heartbeat_ms=100_000)
     assign(m, 0, ("j", 0, 1))
     m.on_progress("j", 0, 1, 0.5, {}, 10)
+    m.on_progress("j", 0, 1, 1.0, {"rows": 9}, 11)          # held by the coalescing
     out = m.on_done("j", 0, 1, True, {"words": 3}, 20)
-    assert only(out, SendFinish) == [SendFinish("j", 0, 1, True, {"words": 3})]
+    sends = [i for i in out if isinstance(i, (SendProgress, SendFinish))]
+    assert sends == [SendProgress("j", 0, 1, 1.0, {"rows": 9}),   # the newest counters first
+                     SendFinish("j", 0, 1, True, {"words": 3})]
     assert only(out, RequestTasks) == []             # the unreported finish holds the slot
     assert only(m.tick(30), SendProgress) == []       # progress after done is not sent
     out = m.on_finish_reply("j", 0, 1, "succeeded", 40)
