@@ -76,7 +76,7 @@ def test_snapshot_inspect_and_a_damaged_snapshot(data_dir):
 
 def test_demo_runs_end_to_end(tmp_path):
     """The README's first command, with a smaller history so the suite stays fast."""
-    proc = subprocess.run([sys.executable, "-m", "mwcluster.cli", "demo", "--records", "6000",
+    proc = subprocess.run([sys.executable, "-m", "mwcluster.cli", "demo-crash", "--records", "6000",
                            "--data-dir", str(tmp_path / "demo")], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
