@@ -31,16 +31,25 @@ from mwcluster.errors import MwclusterError
               help="Serve Prometheus metrics on this port (0: off) [0].")
 @click.option("--ready-file", default=None,
               help="Write {client, pub, pid, epoch, metrics_port} as JSON here once serving.")
+@click.option("--worker-timeout-s", type=float, default=None,
+              help="Mark a worker lost after this long without a word from it [10].")
+@click.option("--worker-heartbeat-ms", type=int, default=None,
+              help="Heartbeat interval told to workers at register [1000].")
+@click.option("--max-assign-per-request", type=int, default=None,
+              help="Most tasks one TASK_REQUEST is given [64].")
 @click.option("--print-config", is_flag=True,
               help="Print the resolved configuration with the source of each value, and exit.")
 def master(config_file, data_dir, client_endpoint, pub_endpoint, durability, metrics_port,
-           ready_file, print_config) -> None:
+           ready_file, worker_timeout_s, worker_heartbeat_ms, max_assign_per_request,
+           print_config) -> None:
     """Run the master: serve requests, keep the journal, publish the log stream."""
     from mwcluster.config import load_master_config
 
     flags = {"data_dir": data_dir, "client_endpoint": client_endpoint,
              "pub_endpoint": pub_endpoint, "durability": durability,
-             "metrics_port": metrics_port, "ready_file": ready_file}
+             "metrics_port": metrics_port, "ready_file": ready_file,
+             "worker_timeout_s": worker_timeout_s, "worker_heartbeat_ms": worker_heartbeat_ms,
+             "max_assign_per_request": max_assign_per_request}
     try:
         config = load_master_config(config_file, flags=flags)
     except MwclusterError as exc:

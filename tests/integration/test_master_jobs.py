@@ -156,6 +156,34 @@ def test_kill_9_mid_job_keeps_sync_acknowledged_progress_and_the_job_completes(t
         assert all(t["attempt"] == 1 for t in client.job_tasks(job_id))
 
 
+def test_after_a_restart_recovered_workers_are_watched_again(tmp_path):
+    """Liveness is soft state: the restarted master starts each worker it recovers as active
+    on a fresh worker_timeout_s, so the one that never comes back is marked lost and its task
+    requeued, while the one that heartbeats keeps its task."""
+    data = tmp_path / "data"
+    env = master_env(worker_timeout_s=SHORT_TIMEOUT_S)
+    with MasterProcess(data, env=env) as first, \
+            Client(first.client_endpoint, timeout_s=10) as client:
+        job_id = client.submit_job("two", "demo:h", ["a", "b"], durability="sync")
+        client.register_worker("back", slots=1, durability="sync")
+        client.register_worker("gone", slots=1, durability="sync")
+        assert [a.index for a in client.request_tasks("back", 1)] == [0]
+        assert [a.index for a in client.request_tasks("gone", 1)] == [1]
+        first.kill()
+    with MasterProcess(data, env=env) as second, \
+            Client(second.client_endpoint, timeout_s=10) as client:
+        def gone_is_lost():
+            beat = client.worker_heartbeat("back", [(job_id, 0, 1)])
+            assert beat["known"] and beat["cancel"] == []
+            return client.job_tasks(job_id)[1]["state"] == "pending"
+
+        wait_for(gone_is_lost, SHORT_TIMEOUT_S + 10, "the silent worker marked lost")
+        tasks = client.job_tasks(job_id)
+        assert (tasks[0]["state"], tasks[0]["worker"]) == ("assigned", "back")
+        st = client.status()
+        assert st["workers_lost_total"] == 1 and st["workers_active"] == 1
+
+
 def test_a_retried_task_request_does_not_assign_twice(tmp_path):
     data = tmp_path / "data"
     with MasterProcess(data) as m, RawDealer(m.client_endpoint, client_id=b"w1") as dealer:

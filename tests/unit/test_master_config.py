@@ -98,3 +98,15 @@ def test_a_damaged_epoch_file_stops_the_start(tmp_path):
     path.write_bytes(b"short")
     with pytest.raises(CorruptionError, match="5 bytes"):
         epochs.next_epoch(tmp_path)
+
+
+def test_worker_keys_layer_and_are_checked():
+    cfg = load_master_config(None, env={"MWCLUSTER_WORKER_TIMEOUT_S": "2.5"},
+                             flags={"max_assign_per_request": 16, "worker_heartbeat_ms": None})
+    assert (cfg.worker_timeout_s, cfg.worker_heartbeat_ms, cfg.max_assign_per_request) == \
+        (2.5, 1000, 16)
+    assert cfg.sources["worker_timeout_s"] == "environment variable MWCLUSTER_WORKER_TIMEOUT_S"
+    for flags in ({"worker_timeout_s": 0.0}, {"worker_heartbeat_ms": 5},
+                  {"max_assign_per_request": 0}):
+        with pytest.raises(ConfigError, match=next(iter(flags))):
+            load_master_config(None, env={}, flags=flags)
