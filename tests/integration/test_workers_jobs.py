@@ -4,6 +4,8 @@ mwcluster.demo_job, and the `job` commands. Every process is stopped by LocalClu
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -91,6 +93,65 @@ def test_a_master_restart_mid_job_loses_no_durable_progress_and_the_job_complete
     assert status["state"] == "succeeded", status
     assert workers == {"worker-1": None, "worker-2": None}      # they rode it out
     assert demo_job.combine([t["result"] for t in tasks]) == demo_job.direct(7, 40, 200)
+
+
+def test_a_worker_back_from_a_pause_cannot_overwrite_the_tasks_new_owner(tmp_path):
+    """SIGSTOP a worker mid-task (a partition, seen from the master): it is marked lost and
+    its task runs elsewhere as attempt 2. After SIGCONT its old attempt's reports are stale:
+    they are refused, the worker drops the attempt and registers again, and the task keeps
+    the new owner's result."""
+    with LocalCluster(tmp_path, workers=2, slots=1, handlers=HANDLERS, checkpoint=False,
+                      worker_timeout_s=1.0, worker_heartbeat_ms=100) as cluster:
+        client = cluster.client()
+        job_id = submit(client, 4, read_delay_ms=150)
+        paused = cluster.workers[0]
+
+        def held_by_paused() -> list[int]:
+            return [t["index"] for t in results(client, job_id)
+                    if t["worker"] == paused.worker_id and t["state"] == "running"]
+
+        wait_for(held_by_paused, 30, f"{paused.worker_id} to be running a task")
+        index = held_by_paused()[0]
+        os.kill(paused.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: results(client, job_id)[index]["attempt"] >= 2, 30,
+                     "the task to be given to the other worker")
+        finally:
+            os.kill(paused.pid, signal.SIGCONT)
+        wait_for(lambda: finished(client, job_id), 60, "the job to finish")
+        status = client.job_status(job_id)
+        tasks = results(client, job_id)
+        task = tasks[index]
+        wait_for(lambda: "dropped" in paused.stderr_text(), 30, "the paused worker to drop it")
+        log = paused.stderr_text()
+        assert paused.returncode is None                  # it carried on
+    assert status["state"] == "succeeded", status
+    assert task["worker"] != paused.worker_id and task["attempt"] >= 2
+    assert f"task {job_id}/{index} attempt 1 dropped" in log, log[-3000:]
+    assert demo_job.combine([t["result"] for t in tasks]) == demo_job.direct(7, 4, 200)
+
+
+def test_sigterm_lets_the_running_task_finish_then_the_worker_leaves(tmp_path):
+    with LocalCluster(tmp_path, workers=2, slots=1, handlers=HANDLERS,
+                      checkpoint=False) as cluster:
+        client = cluster.client()
+        job_id = submit(client, 6, read_delay_ms=60)
+        leaving = cluster.workers[0]
+
+        def running() -> list[int]:
+            return [t["index"] for t in results(client, job_id)
+                    if t["worker"] == leaving.worker_id and t["state"] == "running"]
+
+        wait_for(running, 30, f"{leaving.worker_id} to be running a task")
+        index = running()[0]
+        assert leaving.terminate() == 0
+        log = leaving.stderr_text()
+        task = results(client, job_id)[index]
+        wait_for(lambda: finished(client, job_id), 60, "the job to finish")
+        status = client.job_status(job_id)
+    assert "left the cluster" in log, log[-2000:]
+    assert (task["state"], task["worker"], task["attempt"]) == ("succeeded", leaving.worker_id, 1)
+    assert status["state"] == "succeeded" and not status["failures"], status
 
 
 def run_cli(*args, timeout=60):
