@@ -12,7 +12,9 @@ forever in the child. The child therefore touches nothing but the state and the 
 code: no logging, no zmq, no socket; it resets SIGTERM/SIGINT to their defaults (the parent's
 handlers would poke the parent's wake pipe), asks the kernel to SIGKILL it if the parent dies
 (PR_SET_PDEATHSIG: a kill -9 of the node never leaves an orphan writing), disables the
-garbage collector (a collection would touch, and so copy, every object's page), and on failure
+garbage collector (a collection would touch, and so copy, every object's page), lowers its
+own priority (CHILD_NICE: the write is background work; on a small machine it must not take
+the CPU from the master or from the parent applying the stream), and on failure
 writes the reason to a pipe for the parent. A crash of the child, or of both, leaves at most
 a temporary `.snap-*.mws.tmp` file, which `clean_temp` removes at the next start.
 
@@ -35,6 +37,7 @@ from mwcluster.storage import snapshot as snapshots
 
 FAULT_PAUSE_ENV = "MWCLUSTER_FAULT_CHECKPOINT_PAUSE_S"
 _PR_SET_PDEATHSIG = 1
+CHILD_NICE = 10
 
 try:
     _libc = ctypes.CDLL(None, use_errno=True)
@@ -139,6 +142,10 @@ def _child(state: State, directory: Path, epoch: int, digest: int, created_ms: i
             _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:       # the parent died before the prctl took effect
             os._exit(1)
+        try:
+            os.nice(CHILD_NICE)
+        except OSError:
+            pass
         chunks = state.image_chunks()
         if pause_s > 0:
             chunks = _pause_after_first(chunks, pause_s)

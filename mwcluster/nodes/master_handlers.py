@@ -51,6 +51,7 @@ _OPT_INT = (int, type(None))
 _OPT_STR = (str, type(None))
 _BATCH = int(Op.BATCH)
 _UPLOAD_END = int(Op.SNAPSHOT_UPLOAD_END)
+_UPLOAD_CHUNK = int(Op.SNAPSHOT_UPLOAD_CHUNK)
 
 Answer = tuple  # (status, txid, result): what an operation answers, before it is packed
 
@@ -92,8 +93,8 @@ class Handlers:
             Op.FETCH: self._fetch, Op.SNAPSHOT_INFO: self._snapshot_info,
             Op.SNAPSHOT_CHUNK: self._snapshot_chunk,
             Op.SNAPSHOT_UPLOAD_BEGIN: self._upload_begin,
-            Op.SNAPSHOT_UPLOAD_CHUNK: self._upload_chunk,
-            Op.SNAPSHOT_UPLOAD_END: self._upload_end_in_batch,
+            Op.SNAPSHOT_UPLOAD_CHUNK: self._upload_in_batch,
+            Op.SNAPSHOT_UPLOAD_END: self._upload_in_batch,
             Op.SNAPSHOT_UPLOAD_ABORT: self._upload_abort,
             Op.CHECKPOINT_HELLO: self._checkpoint_hello,
         }
@@ -117,8 +118,8 @@ class Handlers:
         ops[op] = ops.get(op, 0) + 1
         if self.shutting_down:
             return self._stopping(req[1])
-        if op == _UPLOAD_END:
-            return self._upload_end(ident, req)
+        if op == _UPLOAD_END or op == _UPLOAD_CHUNK:
+            return self._upload_parked(ident, req)
         status, txid, result = self._apply(req)
         reply = encode_reply(req[1], self.epoch, status, txid, result)
         if txid and req[3] in self._sync_levels and txid > self.engine.journal.durable_txid:
@@ -348,12 +349,6 @@ class Handlers:
         except UploadRefused as exc:
             return self._fail(exc.code, str(exc))
 
-    def _upload_chunk(self, req: Request) -> Answer:
-        try:
-            return self._ok(req, self.uploads.chunk(req.args))
-        except UploadRefused as exc:
-            return self._fail(exc.code, str(exc))
-
     def _upload_abort(self, req: Request) -> Answer:
         try:
             return self._ok(req, self.uploads.abort(req.args))
@@ -368,13 +363,17 @@ class Handlers:
             return self._fail(ErrorCode.BAD_REQUEST, str(exc))
         return self._ok(req, None)
 
-    def _upload_end_in_batch(self, req: Request) -> Answer:
-        return self._fail(ErrorCode.BAD_REQUEST, "SNAPSHOT_UPLOAD_END cannot be part of a BATCH")
+    def _upload_in_batch(self, req: Request) -> Answer:
+        return self._fail(ErrorCode.BAD_REQUEST, f"{Op(req.op).name} cannot be part of a BATCH")
 
-    def _upload_end(self, ident: bytes, req: Request) -> bytes | None:
-        """None: the reply comes from uploads.finished() once the install is done."""
+    def _upload_parked(self, ident: bytes, req: Request) -> bytes | None:
+        """CHUNK and END: None, the reply comes from uploads.finished() once the worker
+        thread wrote the chunk or installed the file; an error reply at once."""
         try:
-            self.uploads.end(ident, req.request_id, req.args)
+            if req.op == _UPLOAD_END:
+                self.uploads.end(ident, req.request_id, req.args)
+            else:
+                self.uploads.chunk(ident, req.request_id, req.args)
         except UploadRefused as exc:
             return self.error(req.request_id, exc.code, str(exc))
         except Exception as exc:

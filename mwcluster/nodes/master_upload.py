@@ -8,16 +8,22 @@ master installs it and deletes the journal segments the kept snapshots cover.
            `idle_s`, and `expire()` drops such an upload on the loop's tick); INVALID when
            txid is older than the newest snapshot here or above the durable txid; "have" when
            a snapshot at txid with that size is already kept.
-           Opens `.snap-{txid:020d}.mws.tmp` in the snapshot directory (clean_temp removes
-           such files at the next start).
-    CHUNK  [upload_id, offset, data]: written at once (at most 1 MiB, contiguous offsets),
-           with a running crc32.
-    END    [upload_id]: size and crc32 checked on the loop; then the install runs on the one
-           worker thread: verify (both checksums) -> header equals what BEGIN announced ->
-           fsync -> rename -> directory fsync -> prune snapshots (keep_snapshots) -> purge
-           the journal up to the oldest kept. The worker queues the outcome and pokes the
-           loop (`wake`), which sends the parked END reply (`finished()`).
-    ABORT  [upload_id]: drop the upload and its temporary file.
+           Opens `.snap-{txid:020d}-{upload_id}.mws.tmp` in the snapshot directory
+           (clean_temp removes such files at the next start).
+    CHUNK  [upload_id, offset, data]: checked on the loop (at most 1 MiB, contiguous
+           offsets), then written by the worker thread with a running crc32; the reply is
+           parked until it is written, so the sender's credit bounds what waits in memory.
+    END    [upload_id]: size checked on the loop; then the install runs on the worker, after
+           the writes: crc32 equals BEGIN's -> verify (both checksums) -> header equals what
+           BEGIN announced -> fsync -> rename -> directory fsync -> prune snapshots
+           (keep_snapshots) -> purge the journal up to the oldest kept.
+    ABORT  [upload_id]: drop the upload; the worker closes and removes its temporary file
+           after the writes queued before.
+
+The worker queues each outcome (a CHUNK's or END's reply) and pokes the loop (`wake`), which
+sends the parked replies (`finished()`). The loop never writes the file itself: a 1 MiB
+pwrite can block for tens of ms when the kernel throttles a writer of many dirty pages,
+which showed as a master latency spike during every upload of a large snapshot.
 
 The digest at the snapshot's txid is checked against a ring of (txid -> digest) the loop
 records for every digest it publishes (at the end of each log batch, and in idle heartbeats;
@@ -25,8 +31,9 @@ core/digest_ring.py, the last 131,072 of them). The checkpoint node checkpoints 
 a batch, so its T is normally there. A txid the ring no longer (or never) held is accepted on
 the checksums alone, logged, and counted in `digest_unverified_uploads`.
 
-Everything here except `_install` runs on the loop thread. Journal.purge takes the journal's
-locks, so the worker may call it.
+Everything here except the `_*_job` methods runs on the loop thread; the file descriptor and
+the running crc32 of an upload belong to the worker once the upload is open. Journal.purge
+takes the journal's locks, so the worker may call it.
 """
 
 from __future__ import annotations
@@ -63,7 +70,8 @@ class UploadRefused(Exception):
 
 class _Upload:
     __slots__ = ("id", "client_id", "txid", "epoch", "digest", "size", "crc", "path", "fd",
-                 "received", "running_crc", "started", "ending", "last_activity", "endpoint")
+                 "received", "running_crc", "started", "ending", "last_activity", "endpoint",
+                 "dropped", "write_error")
 
     def __init__(self, upload_id: int, client_id: bytes, txid: int, epoch: int, digest: int,
                  size: int, crc: int, path: Path, fd: int, endpoint: str | None = None) -> None:
@@ -77,6 +85,8 @@ class _Upload:
         self.running_crc = 0
         self.started = self.last_activity = time.monotonic()
         self.ending = False
+        self.dropped = False          # set on the loop; the worker then skips its writes
+        self.write_error: str | None = None     # set by the worker
 
 
 class SnapshotUploads:
@@ -168,9 +178,10 @@ class SnapshotUploads:
             raise UploadRefused(ErrorCode.INVALID, self.last_error)
         directory = self.engine.snapshot_dir
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f".{snapshots.snapshot_name(txid)}.tmp"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         self._next_id += 1
+        # a name of its own: a replaced upload's file is removed later, by the worker
+        path = directory / f".{snapshots.snapshot_name(txid)[:-4]}-{self._next_id}.mws.tmp"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         self.current = _Upload(self._next_id, client_id, txid, epoch, digest, size, crc,
                                path, fd, endpoint)
         self.current.started = self.current.last_activity = self.clock()
@@ -183,7 +194,8 @@ class SnapshotUploads:
                                 "in progress (aborted or replaced); start again with BEGIN")
         return cur
 
-    def chunk(self, args: list) -> list:
+    def chunk(self, ident: bytes, request_id: int, args: list) -> None:
+        """Queue the write; the reply comes from finished() once it is written."""
         if len(args) != 3 or type(args[1]) is not int or type(args[2]) is not bytes:
             raise UploadRefused(ErrorCode.BAD_REQUEST, "SNAPSHOT_UPLOAD_CHUNK takes "
                                 "[upload_id, offset, data: bin]")
@@ -200,15 +212,9 @@ class SnapshotUploads:
         if cur.received + len(data) > cur.size:
             self._fail(cur, f"the chunks exceed the announced size {cur.size}")
             raise UploadRefused(ErrorCode.INVALID, self.last_error)
-        try:
-            os.pwrite(cur.fd, data, offset)
-        except OSError as exc:
-            self._fail(cur, f"cannot write {cur.path}: {exc}")
-            raise UploadRefused(ErrorCode.UNAVAILABLE, self.last_error) from None
         cur.received += len(data)
-        cur.running_crc = zlib.crc32(data, cur.running_crc)
         cur.last_activity = self.clock()
-        return [cur.received]
+        self._worker.submit(self._write_job, ident, request_id, cur, offset, data)
 
     def abort(self, args: list) -> None:
         if len(args) != 1:
@@ -228,21 +234,48 @@ class SnapshotUploads:
         if cur.received != cur.size:
             self._fail(cur, f"received {cur.received} bytes of the announced {cur.size}")
             raise UploadRefused(ErrorCode.INVALID, self.last_error)
-        if cur.running_crc != cur.crc:
-            self._fail(cur, f"crc32 of the received file {cur.running_crc:08x} differs from "
-                       f"the announced {cur.crc:08x}")
-            raise UploadRefused(ErrorCode.INVALID, self.last_error)
         cur.ending = True
         known = self._ring.get(cur.txid)
-        os.close(cur.fd)
-        cur.fd = -1
         self._worker.submit(self._install_job, ident, request_id, cur, known)
 
     # --- the worker ---------------------------------------------------------------------
 
+    def _write_job(self, ident: bytes, request_id: int, cur: _Upload, offset: int,
+                   data: bytes) -> None:
+        if cur.dropped or cur.write_error is not None:
+            answer = (ErrorCode.BAD_STATE, cur.write_error or "the upload was dropped "
+                      "(aborted, replaced or idle); start again with BEGIN")
+        else:
+            try:
+                os.pwrite(cur.fd, data, offset)
+                cur.running_crc = zlib.crc32(data, cur.running_crc)
+                answer = (0, [offset + len(data)])
+            except OSError as exc:
+                cur.write_error = f"cannot write {cur.path}: {exc}"
+                answer = (ErrorCode.UNAVAILABLE, cur.write_error)
+        self._done.append((ident, request_id, cur, answer, False))
+        self.wake()
+
+    def _close_job(self, cur: _Upload, unlink: bool = True) -> None:
+        if cur.fd >= 0:
+            os.close(cur.fd)
+            cur.fd = -1
+        if unlink:
+            try:
+                cur.path.unlink(missing_ok=True)
+            except OSError:
+                pass
+
     def _install_job(self, ident: bytes, request_id: int, cur: _Upload,
                      known: int | None) -> None:
         try:
+            self._close_job(cur, unlink=False)
+            if cur.write_error is not None:
+                raise UploadRefused(ErrorCode.UNAVAILABLE, cur.write_error)
+            if cur.running_crc != cur.crc:
+                raise UploadRefused(ErrorCode.INVALID, f"crc32 of the received file "
+                                    f"{cur.running_crc:08x} differs from the announced "
+                                    f"{cur.crc:08x}")
             answer = (0, self._install(cur, known))
         except UploadRefused as exc:
             answer = (exc.code, str(exc))
@@ -255,7 +288,7 @@ class SnapshotUploads:
                 cur.path.unlink(missing_ok=True)
             except OSError:
                 pass
-        self._done.append((ident, request_id, cur, answer))
+        self._done.append((ident, request_id, cur, answer, True))
         self.wake()
 
     def _install(self, cur: _Upload, known: int | None) -> list:
@@ -286,11 +319,20 @@ class SnapshotUploads:
     # --- back on the loop -------------------------------------------------------------------
 
     def finished(self) -> list[tuple[bytes, bytes]]:
-        """The END replies of installs the worker finished, as (ident, reply)."""
+        """The CHUNK and END replies of what the worker finished, as (ident, reply)."""
         out = []
         done = self._done
         while done:
-            ident, request_id, cur, (code, result) = done.popleft()
+            ident, request_id, cur, (code, result), is_end = done.popleft()
+            if not is_end:
+                if code:
+                    if self.current is cur and not cur.dropped:
+                        self._fail(cur, result)
+                    out.append((ident, encode_error(request_id, self.epoch, ErrorCode(code),
+                                                    result)))
+                else:
+                    out.append((ident, encode_reply(request_id, self.epoch, 0, 0, result)))
+                continue
             if self.current is cur:
                 self.current = None
             if code:
@@ -337,14 +379,14 @@ class SnapshotUploads:
         self._reject(message)
         self._drop(cur)
 
-    def _drop(self, cur: _Upload) -> None:
-        if cur.fd >= 0:
-            os.close(cur.fd)
-            cur.fd = -1
-        try:
-            cur.path.unlink(missing_ok=True)
-        except OSError:
-            pass
+    def _drop(self, cur: _Upload, *, closing: bool = False) -> None:
+        """Forget the upload; the worker closes and removes its file after the writes
+        queued before (at once when the worker is already stopped)."""
+        cur.dropped = True
+        if closing:
+            self._close_job(cur)
+        else:
+            self._worker.submit(self._close_job, cur)
         if self.current is cur:
             self.current = None
 
@@ -367,5 +409,5 @@ class SnapshotUploads:
         self._worker.shutdown(wait=True)
         cur = self.current
         if cur is not None and not cur.ending:
-            self._drop(cur)
+            self._drop(cur, closing=True)
 

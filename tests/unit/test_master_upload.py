@@ -1,5 +1,6 @@
 """Snapshot uploads driven in memory: Handlers + SnapshotUploads on an Engine in tmp_path,
-with the install worker's outcome collected through `finished()` (no sockets)."""
+with the worker's outcomes (chunk writes, installs) collected through `finished()` (no
+sockets)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,25 @@ def handlers(engine):
 
 
 def ask(h, op, args, rid=1, cid=b"node"):
+    """The reply; for a CHUNK or END the worker answers, the reply is awaited."""
     out = h.handle(b"peer", encode_request(cid, rid, op, list(args)))
+    if out is None and op == Op.SNAPSHOT_UPLOAD_CHUNK:
+        return parked_reply(h, rid)
     return None if out is None else decode_reply(out)
+
+
+def parked_reply(h, rid):
+    """The reply to request `rid` once the upload worker finished it."""
+    got: dict = {}
+
+    def done() -> bool:
+        for _ident, frame in h.uploads.finished():
+            reply = decode_reply(frame)
+            got[reply.request_id] = reply
+        return rid in got
+
+    wait_for(done, what=f"the worker's reply to request {rid}")
+    return got[rid]
 
 
 def fill(engine, n: int, start: int = 0) -> None:
@@ -71,10 +89,7 @@ def upload(h, header, data, crc=None, rid=10, chunk=1000):
     r = ask(h, Op.SNAPSHOT_UPLOAD_END, [uid], rid=rid + 1)
     if r is not None:
         return r
-    finished: list = []
-    wait_for(lambda: finished.extend(h.uploads.finished()) or finished,
-             what="the install to finish")
-    return decode_reply(finished[0][1])
+    return parked_reply(h, rid + 1)
 
 
 def test_upload_installs_the_snapshot_and_purges_the_journal(handlers, engine, tmp_path):
@@ -247,10 +262,7 @@ def test_hellos_and_uploads_list_the_checkpoint_nodes(engine, tmp_path):
         uid = ask(h, Op.SNAPSHOT_UPLOAD_BEGIN, args, rid=10, cid=b"up").result[0]
         assert ask(h, Op.SNAPSHOT_UPLOAD_CHUNK, [uid, 0, data], rid=11, cid=b"up").status == 0
         assert ask(h, Op.SNAPSHOT_UPLOAD_END, [uid], rid=12, cid=b"up") is None
-        finished: list = []
-        wait_for(lambda: finished.extend(h.uploads.finished()) or finished,
-                 what="the install to finish")
-        assert decode_reply(finished[0][1]).status == 0
+        assert parked_reply(h, 12).status == 0
         nodes = h.uploads.status()["checkpoint_nodes"]
         assert nodes[0] == {"endpoint": ep, "last_seen_age_s": 0.0, "replica_txid": 5,
                             "checkpoint_txid": None, "last_upload_txid": header.txid,
@@ -260,3 +272,34 @@ def test_hellos_and_uploads_list_the_checkpoint_nodes(engine, tmp_path):
         assert h.uploads.status()["checkpoint_nodes"] == []
     finally:
         h.uploads.close()
+
+
+def test_chunks_are_written_off_the_loop_and_a_dropped_upload_skips_its_queued_writes(
+        handlers, engine, tmp_path):
+    fill(engine, 20)
+    header, data = node_snapshot(engine, tmp_path / "node")
+    args = [header.txid, EPOCH, header.digest, len(data), zlib.crc32(data)]
+    uid = ask(handlers, Op.SNAPSHOT_UPLOAD_BEGIN, args, rid=1).result[0]
+    # the handler answers nothing at once: the worker writes, then finished() replies
+    frame = encode_request(b"node", 2, Op.SNAPSHOT_UPLOAD_CHUNK, [uid, 0, data[:100]])
+    assert handlers.handle(b"peer", frame) is None
+    assert parked_reply(handlers, 2).result == [100]
+    temp = handlers.uploads.current.path
+    assert temp.name.startswith(".snap-") and temp.name.endswith(".mws.tmp")
+    # a chunk queued, then the upload aborted: the write is skipped, the file removed
+    frame = encode_request(b"node", 3, Op.SNAPSHOT_UPLOAD_CHUNK, [uid, 100, data[100:200]])
+    assert handlers.handle(b"peer", frame) is None
+    assert ask(handlers, Op.SNAPSHOT_UPLOAD_ABORT, [uid], rid=4).status == 0
+    late = parked_reply(handlers, 3)
+    assert late.status in (0, ErrorCode.BAD_STATE)      # written before the abort, or not
+    wait_for(lambda: not temp.exists(), what="the worker to remove the file")
+    # CHUNK and END inside a BATCH are refused
+    from mwcluster.wire.protocol import sub_request
+    batch = encode_request(b"node", 5, Op.BATCH,
+                           [sub_request(6, Op.SNAPSHOT_UPLOAD_CHUNK, [uid, 0, b"x"])])
+    reply = decode_reply(handlers.handle(b"peer", batch))
+    assert reply.result[0][1] == ErrorCode.BAD_REQUEST
+    # a wrong crc32 is found by the worker after the writes, at END
+    r = upload(handlers, header, data, crc=(zlib.crc32(data) + 1) & 0xFFFFFFFF, rid=20)
+    assert r.status == ErrorCode.INVALID and "crc32" in r.result[1]
+    assert not list(engine.snapshot_dir.glob(".snap-*"))
