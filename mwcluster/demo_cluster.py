@@ -140,7 +140,8 @@ def _run_job(cluster: LocalCluster, console: Console, *, shards: int, records: i
     table.add_column("what")
     table.add_column("value", justify="right")
     counts = status.get("counts", {})
-    table.add_row("tasks", f"{status['tasks']} ({', '.join(f'{n} {s}' for s, n in counts.items() if n)})")
+    by_state = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    table.add_row("tasks", f"{status['tasks']} ({by_state})")
     retried = [t for t in tasks if t["attempt"] > 1]
     table.add_row("tasks that needed another attempt", str(len(retried)))
     by_worker: dict[str, int] = {}

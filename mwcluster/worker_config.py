@@ -26,7 +26,8 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("handlers", str, "", "comma-separated Python modules that register task handlers on "
         "import (e.g. mwcluster.demo_job)"),
     Key("heartbeat_ms", int, 1000, "heartbeat interval (when set nowhere, the master's "
-        "at register; never more than a third of its worker timeout)", lambda v: 10 <= v <= 60_000, "10..60000"),
+        "at register; never more than a third of its worker timeout)",
+        lambda v: 10 <= v <= 60_000, "10..60000"),
     Key("progress_interval_ms", int, 500, "at most one progress report per task this often",
         lambda v: 0 <= v <= 600_000, "0..600000"),
     Key("idle_poll_ms", int, 200, "after an empty answer, ask for tasks again after this long",

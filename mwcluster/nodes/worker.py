@@ -184,7 +184,7 @@ class WorkerNode:
                 todo[0:0] = more
 
     def _one(self, ins) -> list:  # noqa: C901 - one dispatch, each branch short
-        machine, client, wid, now = self.machine, self._client, self.config.worker_id, None
+        machine, client, wid = self.machine, self._client, self.config.worker_id
         kind = type(ins)
         if kind is wm.Note:
             log.log(ins.level, "%s", ins.message)

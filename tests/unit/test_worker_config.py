@@ -57,3 +57,18 @@ def test_registry_refuses_a_second_function_under_a_taken_name():
 def test_a_handler_module_that_cannot_be_imported_says_which():
     with pytest.raises(ConfigError, match="no_such_module_xyz"):
         load_handler_modules(["no_such_module_xyz"])
+
+
+def test_the_worker_command_prints_its_config_and_refuses_a_missing_handler_module():
+    from click.testing import CliRunner
+
+    from mwcluster.cli import main
+
+    runner = CliRunner()
+    shown = runner.invoke(main, ["worker", "--print-config", "--slots", "3", "--id", "w9"],
+                          env={})
+    assert shown.exit_code == 0, shown.output
+    assert 'slots = 3    # option --slots' in shown.output
+    assert 'worker_id = "w9"' in shown.output
+    missing = runner.invoke(main, ["worker", "--handlers", "no_such_module_xyz"], env={})
+    assert missing.exit_code == 1 and "no_such_module_xyz" in missing.output
