@@ -28,11 +28,11 @@ the workers silent longer than worker_timeout_s; the state machine requeues thei
 from __future__ import annotations
 
 import logging
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from mwcluster import errors
 from mwcluster.core import scheduler
+from mwcluster.core.job_stats import JobStats, Sums
 from mwcluster.core.jobs import (ACTIVE_TASK, FINISHED_JOB, FINISHED_TASK, Job, TaskState,
                                  WorkerState)
 from mwcluster.core.liveness import Liveness
@@ -79,7 +79,7 @@ class JobHandlers:
         self.assignments = 0            # TaskAssign records this master logged
         self._answers: dict[Origin, list] = {}
         self._answers_old: dict[Origin, list] = {}
-        self._final: dict[str, tuple[Job, dict]] = {}   # JOB_STATUS of finished jobs
+        self.sums = JobStats(self.engine.state.jobs)    # for JOB_STATUS and JOB_LIST
         self._ops: dict[int, Callable[[Request], Answer]] = {
             Op.JOB_SUBMIT: self._submit, Op.JOB_CANCEL: self._cancel,
             Op.JOB_DELETE: self._delete, Op.WORKER_REGISTER: self._register,
@@ -114,9 +114,15 @@ class JobHandlers:
             self.parent.stats.retries += 1
         return hit
 
-    def _log(self, req: Request, rec) -> tuple[int, Any]:
-        return self.engine.submit(rec, durability="async", origin=(req[0], req[1]),
-                                  wake=not self.parent.defer_flush)
+    def _log(self, req: Request, rec, touches: list | tuple = ()) -> tuple[int, Any]:
+        """Submit one record with the request as its origin; `touches`: the (job_id, index)
+        of the tasks it changes, whose jobs' kept sums follow."""
+        seen = self.sums.before(touches) if touches else None
+        out = self.engine.submit(rec, durability="async", origin=(req[0], req[1]),
+                                 wake=not self.parent.defer_flush)
+        if seen:
+            self.sums.after(seen)
+        return out
 
     # --- jobs ------------------------------------------------------------------------------
 
@@ -146,7 +152,9 @@ class JobHandlers:
         hit = self._hit(req)
         if hit is not None:
             return 0, *hit
-        return 0, *self._log(req, JobDelete(job_id))
+        out = self._log(req, JobDelete(job_id))
+        self.sums.forget(job_id)
+        return 0, *out
 
     # --- workers ---------------------------------------------------------------------------
 
@@ -170,7 +178,9 @@ class JobHandlers:
         worker_id, = check_args(req)
         hit = self._hit(req)
         if hit is None:
-            txid, _requeued = self._log(req, WorkerLeave(worker_id, self.wall_ms()))
+            worker = self.jobs.workers.get(worker_id)
+            txid, _requeued = self._log(req, WorkerLeave(worker_id, self.wall_ms()),
+                                        sorted(worker.running) if worker is not None else ())
         else:
             txid = hit[0]
         self.liveness.forget(worker_id)
@@ -225,7 +235,9 @@ class JobHandlers:
         now_ms = self.wall_ms()
         submit = self.engine.submit
         wake = not self.parent.defer_flush
+        sums = self.sums
         for job_id, index, attempt in picks:
+            seen = sums.before(((job_id, index),))
             try:
                 top, _ = submit(TaskAssign(job_id, index, worker_id, attempt, now_ms),
                                 durability="async", origin=origin, wake=wake)
@@ -233,6 +245,8 @@ class JobHandlers:
                 if not out:
                     raise
                 break       # the journal stopped taking writes: answer what was assigned
+            if seen:
+                sums.after(seen)
             job = jobs.jobs[job_id]
             task = job.tasks[index]
             out.append((job_id, index, attempt, job.handler, task.input, task.params))
@@ -282,7 +296,7 @@ class JobHandlers:
         self._owned(worker_id, job_id, index)
         self.liveness.seen(worker_id, self.parent.now)
         txid, _ = self._log(req, TaskProgress(job_id, index, attempt, progress, counters,
-                                              self.wall_ms()))
+                                              self.wall_ms()), ((job_id, index),))
         return 0, txid, None
 
     def _finish(self, req: Request) -> Answer:
@@ -293,7 +307,7 @@ class JobHandlers:
         self._owned(worker_id, job_id, index)
         self.liveness.seen(worker_id, self.parent.now)
         return 0, *self._log(req, TaskFinish(job_id, index, attempt, ok, outcome,
-                                             self.wall_ms()))
+                                             self.wall_ms()), ((job_id, index),))
 
     # --- liveness --------------------------------------------------------------------------
 
@@ -316,6 +330,7 @@ class JobHandlers:
             silent = liveness.silent_for(worker_id, now) or 0.0
             reason = (f"no heartbeat for {silent:.1f} s (worker_timeout_s "
                       f"{self.config.worker_timeout_s:g})")
+            seen = self.sums.before(sorted(worker.running))
             try:
                 txid, requeued = self.engine.submit(
                     WorkerLost(worker_id, reason, self.wall_ms()), durability="async")
@@ -323,6 +338,7 @@ class JobHandlers:
                 log.warning("epoch %d: worker %s could not be marked lost: %s",
                             self.parent.epoch, worker_id, exc)
                 break
+            self.sums.after(seen)
             liveness.forget(worker_id)
             lost.append(worker_id)
             self.workers_lost += 1
@@ -334,7 +350,8 @@ class JobHandlers:
 
     def _list(self, req: Request) -> Answer:
         include_finished, = check_args(req)
-        return 0, 0, [job_summary(job) for job in self.jobs.jobs.values()
+        get = self.sums.get
+        return 0, 0, [job_summary(job, get(job)) for job in self.jobs.jobs.values()
                       if include_finished or job.state not in FINISHED_JOB]
 
     def _status(self, req: Request) -> Answer:
@@ -342,14 +359,7 @@ class JobHandlers:
         job = self.jobs.jobs.get(job_id)
         if job is None:
             raise errors.NotFound(f"job {job_id} does not exist")
-        if job.state not in FINISHED_JOB:
-            return 0, 0, job_status(job, self.wall_ms())
-        cached = self._final.get(job_id)
-        if cached is None or cached[0] is not job:      # (deleted and submitted again)
-            cached = self._final[job_id] = (job, job_status(job, 0))
-            if len(self._final) > 1000:
-                self._final.pop(next(iter(self._final)))
-        return 0, 0, cached[1]
+        return 0, 0, job_status(job, self.wall_ms(), self.sums.get(job))
 
     def _tasks(self, req: Request) -> Answer:
         job_id, start, limit, state = check_args(req)
@@ -384,33 +394,26 @@ class JobHandlers:
                 "assignments_total": self.assignments}
 
 
-def job_summary(job: Job) -> dict:
-    tasks = job.tasks
+def job_summary(job: Job, sums: Sums | None = None) -> dict:
+    """A JOB_LIST entry; `sums` are the job's kept sums (None: walk its tasks now)."""
+    if sums is None:
+        sums = Sums(job)
     return {"id": job.job_id, "job_id": job.job_id, "name": job.name, "handler": job.handler,
             "state": job.state.value, "priority": job.priority,
             "max_attempts": job.max_attempts, "tasks": len(job.tasks),
             "counts": {s.value: n for s, n in job.counts.items()},
-            "progress": sum(map(_progress, tasks)) / len(tasks) if tasks else 0.0,
-            "submitted_ms": job.created_ms,
+            "progress": sums.progress(), "submitted_ms": job.created_ms,
             "finished_ms": job.finished_ms, "reason": job.reason}
 
 
-def job_status(job: Job, now_ms: int) -> dict:
-    """The JOB_STATUS map: the summary plus the start (the earliest assignment among the
-    tasks' current attempts), rate, ETA, counter sums and the last failures. A few passes
-    over the tasks: about 10 ms for 100,000 tasks on the loop thread, so clients poll a large
-    running job a few times a second at most (a finished job's status is computed once)."""
-    out = job_summary(job)
-    tasks = job.tasks
-    started = min([ms for ms in map(_assigned_ms, tasks) if ms is not None], default=None)
-    counters: dict[str, float] = {}
-    for task_counters in filter(None, map(_counters, tasks)):
-        for name, value in task_counters.items():
-            counters[name] = counters.get(name, 0) + value
-    failures = [[task.index, attempt, worker, error, at_ms]
-                for task in filter(_failures, tasks)
-                for attempt, worker, error, at_ms in task.failures]
-    failures.sort(key=lambda f: (f[4], f[0], f[1]))
+def job_status(job: Job, now_ms: int, sums: Sums | None = None) -> dict:
+    """The JOB_STATUS map: the summary plus the start, rate, ETA, counter sums and the last
+    failures, from the job's kept sums (core/job_stats.py): no walk over the tasks (None:
+    walk them now)."""
+    if sums is None:
+        sums = Sums(job)
+    out = job_summary(job, sums)
+    started = sums.started_ms
     done = job.counts[TaskState.SUCCEEDED]
     rate = 0.0
     if started is not None:
@@ -418,17 +421,12 @@ def job_status(job: Job, now_ms: int) -> dict:
                      - started) / 1000
         if elapsed_s > 0:
             rate = done / elapsed_s
-    unfinished = len(tasks) - sum(job.counts[s] for s in FINISHED_TASK)
+    unfinished = len(job.tasks) - sum(job.counts[s] for s in FINISHED_TASK)
     if job.state in FINISHED_JOB:
         eta = 0.0
     else:
         eta = unfinished / rate if rate > 0 else None
     out.update({"started_ms": started, "rate_per_s": rate, "eta_s": eta,
-                "counters": counters, "failures": failures[-MAX_FAILURES:]})
+                "counters": dict(sums.counters),
+                "failures": [list(f) for f in sums.failures[-MAX_FAILURES:]]})
     return out
-
-
-_assigned_ms = attrgetter("assigned_ms")
-_progress = attrgetter("progress")
-_counters = attrgetter("counters")
-_failures = attrgetter("failures")
