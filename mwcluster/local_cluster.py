@@ -172,7 +172,10 @@ class LocalCluster:
     def checkpoint_status(self) -> dict | None:
         if self.checkpoint is None or self.checkpoint.returncode is not None:
             return None
-        return self.checkpoint.status()
+        try:
+            return self.checkpoint.status()
+        except AssertionError:          # it did not answer in time
+            return None
 
     def logs(self) -> str:
         parts = [f"--- master ---\n{self.master.stderr_text()[-3000:]}"]

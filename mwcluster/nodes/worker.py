@@ -38,8 +38,8 @@ import msgpack
 import tenacity
 
 from mwcluster.core import worker_machine as wm
-from mwcluster.errors import (BadState, MessageTooLarge, MwclusterError, NotFound,
-                              RequestTimeout, ShuttingDown)
+from mwcluster.errors import (BadState, MwclusterError, NotFound, RequestTimeout,
+                              ShuttingDown)
 from mwcluster.worker import Registry, Task
 from mwcluster.worker_config import WorkerConfig
 
@@ -207,7 +207,13 @@ class WorkerNode:
             return self._register(ins)
         try:
             if kind is wm.Heartbeat:
-                reply = client.worker_heartbeat(wid, ins.running)
+                try:
+                    reply = client.worker_heartbeat(wid, ins.running)
+                except (RequestTimeout, ShuttingDown):
+                    raise
+                except MwclusterError as exc:
+                    log.warning("worker %s: heartbeat refused: %s", wid, exc)
+                    return []
                 return machine.on_heartbeat_reply(reply, self._now_ms())
             if kind is wm.RequestTasks:
                 try:
@@ -225,6 +231,11 @@ class WorkerNode:
                 except (BadState, NotFound) as exc:
                     return machine.on_progress_stale(ins.job_id, ins.index, ins.attempt,
                                                      str(exc), self._now_ms())
+                except (RequestTimeout, ShuttingDown):
+                    raise
+                except MwclusterError as exc:      # e.g. counters the master refuses
+                    log.warning("task %s/%d: progress report refused: %s", ins.job_id,
+                                ins.index, exc)
                 return []
             if kind is wm.SendFinish:
                 return self._finish(ins)
@@ -244,11 +255,19 @@ class WorkerNode:
         try:
             state = self._client.finish_task(wid, ins.job_id, ins.index, ins.attempt, ok,
                                              outcome, durability="sync")
-        except MessageTooLarge as exc:
-            # Report the failure instead, so the task does not stay assigned forever.
-            return [wm.SendFinish(ins.job_id, ins.index, ins.attempt, False,
-                                  f"the result was too large for the master: {exc}")]
         except (BadState, NotFound) as exc:
+            return machine.on_finish_reply(ins.job_id, ins.index, ins.attempt, None,
+                                           self._now_ms(), stale=str(exc))
+        except (RequestTimeout, ShuttingDown):
+            raise
+        except MwclusterError as exc:
+            if ok:
+                # The master refused the result (too large, invalid): report the failure
+                # instead, so that the task does not stay assigned forever.
+                log.warning("task %s/%d: the master refused its result: %s", ins.job_id,
+                            ins.index, exc)
+                return [wm.SendFinish(ins.job_id, ins.index, ins.attempt, False,
+                                      f"the master refused the result: {exc}"[:2000])]
             return machine.on_finish_reply(ins.job_id, ins.index, ins.attempt, None,
                                            self._now_ms(), stale=str(exc))
         log.debug("task %s/%d attempt %d -> %s", ins.job_id, ins.index, ins.attempt, state)
@@ -307,6 +326,9 @@ class WorkerNode:
         events = self.events
 
         def report(progress: float, **counters: Any) -> bool:
+            for name, value in counters.items():
+                if type(value) not in (int, float):
+                    raise TypeError(f"report(): counter {name}={value!r} is not a number")
             with handle.lock:
                 if not handle.current:
                     return False

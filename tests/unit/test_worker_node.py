@@ -221,3 +221,27 @@ def test_graceful_stop_abandons_a_task_past_the_deadline():
         never.set()
         node.request_stop()
         thread.join(20)
+
+
+def test_a_result_the_master_refuses_becomes_a_failure_and_bad_counters_fail_the_handler():
+    from mwcluster.errors import MessageTooLarge
+
+    reg = Registry()
+    reg.register("big", lambda task, report: "x" * 100)
+    reg.register("badcounter", lambda task, report: report(0.5, name="text"))
+    fake = FakeMaster()
+    real_finish = fake.finish_task
+
+    def finish_task(worker_id, job_id, index, attempt, ok, outcome, durability="sync"):
+        if ok and outcome == "x" * 100:
+            raise MessageTooLarge("TASK_FINISH request is too large")
+        return real_finish(worker_id, job_id, index, attempt, ok, outcome, durability)
+
+    fake.finish_task = finish_task
+    big = fake.submit_job("big", "big", [1], max_attempts=1)
+    bad = fake.submit_job("bad", "badcounter", [1], max_attempts=1)
+    with Running(WorkerNode(config(), reg, client_factory=fake.client)):
+        wait_for(lambda: fake.job_state(big) == "failed" and fake.job_state(bad) == "failed",
+                 what="both jobs to fail")
+    assert "the master refused the result" in fake.job_tasks(big)[0]["error"]
+    assert "counter name='text' is not a number" in fake.job_tasks(bad)[0]["error"]
