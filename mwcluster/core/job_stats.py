@@ -49,12 +49,14 @@ class Sums:
                                     if t.assigned_ms is not None], default=None)
         return self._started_ms
 
-    def _add(self, task: Task, sign: int, progress: float | None = None,
-             counters: dict | None = None) -> None:
-        self.progress_micro += sign * _micro(task.progress if progress is None else progress)
+    def _add(self, task: Task, sign: int) -> None:
+        self.progress_micro += sign * _micro(task.progress)
+        self._count(task.counters, sign)
+
+    def _count(self, counters: dict, sign: int) -> None:
         sums = self.counters
         holders = self._holders
-        for name, value in (task.counters if counters is None else counters).items():
+        for name, value in counters.items():
             left = holders.get(name, 0) + sign
             if left:
                 holders[name] = left
@@ -105,9 +107,11 @@ class JobStats:
         for sums, task, progress, counters, failures, assigned_ms in seen:
             if sums.job is not self.jobs.jobs.get(sums.job.job_id):
                 continue
-            if task.progress != progress or task.counters is not counters:
-                sums._add(task, -1, progress, counters)
-                sums._add(task, 1)
+            if task.progress != progress:
+                sums.progress_micro += round(task.progress * SCALE) - round(progress * SCALE)
+            if task.counters is not counters:
+                sums._count(counters, -1)
+                sums._count(task.counters, 1)
             if len(task.failures) > failures:
                 sums.failures.extend([task.index, *f] for f in task.failures[failures:])
                 sums.failures.sort(key=_failure_order)
