@@ -363,9 +363,14 @@ class Master:
         batches of at most publish_batch_bytes. A batch ends at a drain end when one falls
         inside it and carries the state digest there (nil only for a batch inside one drain
         larger than publish_batch_bytes). Records after the last drain end wait for the next
-        fsync: every drain records its end, so the durable txid reaches one."""
+        fsync: every drain records its end, so the durable txid reaches one. The state as it
+        is now is a point too: records applied outside a drain (the tick's WorkerLost) are
+        published once durable, without waiting for a request."""
         points = self._points
-        if not points or points[0][0] > durable:
+        state = self.engine.state
+        if not points or points[-1][0] < state.txid:
+            points.append((state.txid, state.digest))
+        if points[0][0] > durable:
             return
         ends = []
         while points and points[0][0] <= durable:

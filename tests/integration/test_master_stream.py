@@ -162,3 +162,33 @@ def test_fetch_below_the_oldest_record_is_truncated_and_the_snapshot_fills_it(tm
         assert (replica.state.txid, replica.state.digest) == (305, status["digest"])
         assert status["last_snapshot_txid"] == 300 and status["last_snapshot_age_s"] < 600
         assert status["recovery"]["snapshot_txid"] == 300
+
+
+def test_records_the_tick_logs_are_published_without_another_request(tmp_path):
+    """A WorkerLost logged by the master's tick (no request applied it) goes out on the
+    stream by itself, in a batch that carries the master's digest at its last txid."""
+    with MasterProcess(tmp_path / "data", env=env(heartbeat_interval_s=0.05,
+                                                  worker_timeout_s=0.5,
+                                                  worker_heartbeat_ms=100)) as master, \
+            RawDealer(master.client_endpoint) as dealer:
+        sub = subscribe(master.pub_endpoint)
+        try:
+            deadline = time.monotonic() + 10
+            while recv_pub(sub, deadline)[0] != TOPIC_HEARTBEAT:   # connected
+                pass
+            reply = dealer.call(Op.WORKER_REGISTER, ["w1", "", 1], durability=2)
+            assert reply.status == 0
+            lost = reply.txid + 1           # the tick logs it; nothing else is sent
+            while True:
+                topic, body = recv_pub(sub, deadline)
+                if topic != TOPIC_LOG:
+                    continue
+                _epoch, _first, last, records, digest = decode_pub(topic, body)[1]
+                if last >= lost:
+                    break
+            assert records[-1][0] == last == lost
+            status = dealer.status()
+            assert status["txid"] == lost and digest == status["digest"]
+            assert status["published_txid"] == lost
+        finally:
+            sub.close(0)

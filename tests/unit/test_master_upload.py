@@ -236,7 +236,9 @@ def test_a_restarted_node_replaces_its_own_upload_and_an_idle_one_expires(engine
         now[0] += 30.0
         h.uploads.expire()
         assert h.uploads.current is None and h.uploads.status()["upload_in_progress"] is None
-        assert not list(engine.snapshot_dir.glob(".snap-*"))
+        # the worker closes and removes the files of the dropped uploads
+        wait_for(lambda: not list(engine.snapshot_dir.glob(".snap-*")),
+                 what="the temporary files to be removed")
     finally:
         h.uploads.close()
 
