@@ -106,7 +106,7 @@ Instruction = (Register | Heartbeat | RequestTasks | SendProgress | SendFinish |
 class Run:
     """One attempt this worker runs (or has finished and not yet reported)."""
 
-    __slots__ = ("attempt", "handler", "last_sent_ms", "latest", "unsent")
+    __slots__ = ("attempt", "handler", "last_sent_ms", "latest", "unsent", "sending")
 
     def __init__(self, attempt: int, handler: str) -> None:
         self.attempt = attempt
@@ -114,6 +114,7 @@ class Run:
         self.last_sent_ms: int | None = None
         self.latest: tuple[float, dict] | None = None   # newest progress from the handler
         self.unsent = False                              # `latest` is not at the master yet
+        self.sending: SendProgress | None = None         # the newest report handed out
 
 
 class WorkerMachine:
@@ -155,6 +156,27 @@ class WorkerMachine:
         held = [[job, index, run.attempt] for (job, index), run in self.running.items()]
         held += [[job, index, entry[0]] for (job, index), entry in self.outbox.items()]
         return sorted(held)
+
+    def still_wanted(self, ins) -> bool:
+        """Whether an instruction of an earlier batch is still to be executed: a reply to
+        one instruction (a drop, a new registration) can make the next ones of the same
+        batch stale, and those must not reach the master."""
+        kind = type(ins)
+        if kind is SendProgress:
+            # The newest report of a running attempt (one handed out again after a new
+            # registration replaces the one before), or the report just before a finish.
+            key = (ins.job_id, ins.index)
+            run = self.running.get(key)
+            if run is not None:
+                return self.registered and run.sending is ins
+            entry = self.outbox.get(key)
+            return self.registered and entry is not None and entry[0] == ins.attempt
+        if kind is SendFinish:
+            entry = self.outbox.get((ins.job_id, ins.index))
+            return self.registered and entry is not None and entry[0] == ins.attempt
+        if kind is Heartbeat or kind is RequestTasks:
+            return self.registered and not self.leaving
+        return True
 
     def next_wakeup_ms(self) -> int | None:
         """The earliest time tick() may have something to do (None: only events matter)."""
@@ -277,7 +299,8 @@ class WorkerMachine:
         run.last_sent_ms = now_ms
         self.counters["progress_sent"] += 1
         progress, counters = run.latest
-        return SendProgress(key[0], key[1], run.attempt, progress, counters)
+        run.sending = SendProgress(key[0], key[1], run.attempt, progress, counters)
+        return run.sending
 
     # --- tasks -----------------------------------------------------------------------------
 

@@ -177,8 +177,11 @@ class WorkerNode:
 
     def _execute(self, instructions: list) -> None:
         todo = list(instructions)
+        machine = self.machine
         while todo and self.exit_code is None:
             instruction = todo.pop(0)
+            if not machine.still_wanted(instruction):
+                continue
             more = self._one(instruction)
             if more:
                 todo[0:0] = more

@@ -83,6 +83,7 @@ def test_done_sends_the_finish_and_frees_the_slot_after_the_reply():
     sends = [i for i in out if isinstance(i, (SendProgress, SendFinish))]
     assert sends == [SendProgress("j", 0, 1, 1.0, {"rows": 9}),   # the newest counters first
                      SendFinish("j", 0, 1, True, {"words": 3})]
+    assert all(m.still_wanted(i) for i in sends)
     assert only(out, RequestTasks) == []             # the unreported finish holds the slot
     assert only(m.tick(30), SendProgress) == []       # progress after done is not sent
     out = m.on_finish_reply("j", 0, 1, "succeeded", 40)
@@ -218,3 +219,21 @@ def test_the_masters_heartbeat_interval_is_used_unless_one_was_configured():
     m.start(0)
     m.on_registered({"epoch": 1, "tasks": [], "heartbeat_ms": 250}, 0)
     assert m.heartbeat_ms == 400
+
+
+def test_instructions_made_stale_by_an_earlier_reply_of_their_batch_are_not_wanted():
+    m = registered(slots=2, progress_interval_ms=100, heartbeat_ms=1000)
+    assign(m, 0, ("j", 0, 1), ("j", 1, 1))
+    m.on_progress("j", 0, 1, 0.1, {}, 0)
+    m.on_progress("j", 0, 1, 0.2, {}, 50)                 # held
+    m.on_done("j", 1, 1, True, "r", 60)
+    batch = m.tick(1000)                                  # heartbeat, then the held report
+    progress = only(batch, SendProgress)
+    assert only(batch, Heartbeat) and progress
+    assert all(m.still_wanted(i) for i in batch)
+    # The heartbeat's reply says the worker is unknown: it registers again and the master
+    # lists nothing, so both attempts are dropped; the rest of the batch must not be sent.
+    m.on_heartbeat_reply({"known": False, "epoch": 1, "cancel": []}, 1001)
+    m.on_registered({"epoch": 1, "tasks": []}, 1002)
+    assert not any(m.still_wanted(i) for i in progress)
+    assert not m.still_wanted(SendFinish("j", 1, 1, True, "r"))
