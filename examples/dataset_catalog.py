@@ -27,7 +27,7 @@ from pathlib import Path
 from mwcluster import Client
 from mwcluster.client import op_check, op_put
 from mwcluster.errors import BadVersion
-from mwcluster.local_cluster import LocalMaster
+from mwcluster.local_cluster import LocalMaster, exit_on_sigterm
 
 DATASETS = {"weblogs": {"owner": "web-team", "format": "jsonl",
                         "schema": ["ts", "host", "path", "status", "ms"]},
@@ -96,6 +96,7 @@ def main() -> int:
     parser.add_argument("--master", help="use this running master instead of starting one")
     parser.add_argument("--days", type=int, default=7)
     args = parser.parse_args()
+    exit_on_sigterm()          # a terminated run still stops the processes it started
     if args.master:
         with Client(args.master, timeout_s=2.0) as client:
             return catalog(client, args.days)

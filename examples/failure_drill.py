@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from mwcluster import demo_job
-from mwcluster.local_cluster import LocalCluster
+from mwcluster.local_cluster import LocalCluster, exit_on_sigterm
 from mwcluster.testing import wait_for
 
 
@@ -84,6 +84,7 @@ def main() -> int:
     parser.add_argument("--shards", type=int, default=120)
     parser.add_argument("--workers", type=int, default=3)
     args = parser.parse_args()
+    exit_on_sigterm()          # a terminated run still stops the processes it started
     with tempfile.TemporaryDirectory(prefix="mwcluster-drill-") as tmp:
         with LocalCluster(Path(tmp), workers=args.workers, slots=2,
                           handlers=[demo_job.__name__], checkpoint=False,

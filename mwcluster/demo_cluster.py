@@ -28,7 +28,7 @@ from rich.table import Table
 from mwcluster import demo_job
 from mwcluster.errors import MwclusterError
 from mwcluster.job_watch import watch_jobs
-from mwcluster.local_cluster import LocalCluster
+from mwcluster.local_cluster import LocalCluster, exit_on_sigterm
 
 
 class Chaos:
@@ -76,6 +76,7 @@ def run_demo(*, data_dir: str | None = None, shards: int = 300, records: int = 1
              workers: int = 4, slots: int = 2, chaos: bool = False, seed: int = 2026,
              read_delay_ms: int = 10, console: Console | None = None) -> int:
     console = console or Console()
+    exit_on_sigterm()          # a terminated demo still stops the processes it started
     owned = data_dir is None
     base = Path(tempfile.mkdtemp(prefix="mwcluster-demo-")) if owned else Path(data_dir)
     started = time.monotonic()

@@ -16,6 +16,7 @@ goes to a file that `logs()` returns (shown when something fails).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,40 @@ from typing import Any
 from mwcluster.testing import MasterProcess
 from mwcluster.testing_checkpoint import CheckpointProcess
 
-__all__ = ["LocalCluster", "LocalMaster", "WorkerProcess"]
+__all__ = ["LocalCluster", "LocalMaster", "WorkerProcess", "exit_on_sigterm", "run_command"]
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit in the main thread, so that `with LocalCluster(...)`
+    blocks stop their children when a program using them is terminated."""
+    import signal
+    import threading
+
+    def on_sigterm(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def run_command(args: list[str], timeout_s: float, cwd: str | os.PathLike[str] | None = None
+                ) -> subprocess.CompletedProcess:
+    """Run a command to its end, capturing its output; past `timeout_s` it gets SIGTERM (so
+    that a demo or an example stops what it started), then SIGKILL, and AssertionError."""
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(args)} did not finish within {timeout_s} s:\n"
+                             f"{out[-3000:]}\n{err[-3000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 class LocalMaster(MasterProcess):

@@ -31,7 +31,7 @@ from rich.console import Console
 
 from mwcluster.client import Client
 from mwcluster.job_watch import watch_jobs
-from mwcluster.local_cluster import LocalCluster
+from mwcluster.local_cluster import LocalCluster, exit_on_sigterm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -90,6 +90,7 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=3)
     args = parser.parse_args()
+    exit_on_sigterm()          # a terminated run still stops the processes it started
     console = Console()
     with tempfile.TemporaryDirectory(prefix="mwcluster-wordcount-") as tmp:
         if args.corpus:

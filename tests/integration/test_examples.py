@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from mwcluster.local_cluster import WorkerProcess
+from mwcluster.local_cluster import WorkerProcess, run_command
 from mwcluster.testing import MasterProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_command([sys.executable, *args], timeout, cwd=ROOT)
 
 
 @pytest.mark.parametrize("script, args, expect", [

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 
 import pytest
 
 from mwcluster import demo_job
-from mwcluster.local_cluster import LocalCluster
+from mwcluster.local_cluster import LocalCluster, run_command
 from mwcluster.testing import wait_for
 
 HANDLERS = [demo_job.__name__]
@@ -155,8 +154,7 @@ def test_sigterm_lets_the_running_task_finish_then_the_worker_leaves(tmp_path):
 
 
 def run_cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "mwcluster.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return run_command([sys.executable, "-m", "mwcluster.cli", *args], timeout)
 
 
 def test_job_commands_submit_list_status_wait_and_cancel(tmp_path):
