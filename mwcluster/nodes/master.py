@@ -428,6 +428,8 @@ class Master:
     def _tick(self, now: float) -> None:
         if now - self._last_publish >= self.config.heartbeat_interval_s:
             self._heartbeat()
+        if self.handlers.parked and self.engine.journal.failure is not None:
+            self._send_all(self.handlers.fail_parked())
         if self.handlers.jobs.expire(now):    # workers silent past worker_timeout_s: lost
             self.engine.journal.wake()
         if now >= self._next_rate:
@@ -548,6 +550,9 @@ class Master:
             if handlers is not None and self.router is not None:
                 try:
                     self._after_durable()
+                    if code:       # what the journal could not save is lost: say so
+                        self._send_all(handlers.fail_parked(
+                            "the master stopped before the journal could save it"))
                     self._heartbeat()
                 except zmq.ZMQError:
                     pass

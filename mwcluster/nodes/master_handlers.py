@@ -84,9 +84,9 @@ class Handlers:
         #                              requests of their own op)
         # sync is wanted by durability 2, or by 0 when the master's default is sync
         self._sync_levels = (0, 2) if default_sync else (2,)
-        # (txid, ident, reply, parked_at): sync replies waiting for their fsync, in the order
-        # they were parked (txid order, except a retry of an older request)
-        self.parked: deque[tuple[int, bytes, bytes, float]] = deque()
+        # (txid, ident, reply, parked_at, request_id): sync replies waiting for their fsync, in
+        # the order they were parked (txid order, except a retry of an older request)
+        self.parked: deque[tuple[int, bytes, bytes, float, int]] = deque()
         self._reads: dict[int, Callable[[Request], Answer]] = {
             Op.GET: self._get, Op.STAT: self._stat, Op.CHILDREN: self._children,
             Op.LIST: self._list, Op.STATUS: self._status, Op.PING: self._ping,
@@ -123,9 +123,33 @@ class Handlers:
         status, txid, result = self._apply(req)
         reply = encode_reply(req[1], self.epoch, status, txid, result)
         if txid and req[3] in self._sync_levels and txid > self.engine.journal.durable_txid:
-            self.parked.append((txid, ident, reply, self.now))
-            return None
+            return self._park(txid, ident, reply, req[1])
         return reply
+
+    def _park(self, txid: int, ident: bytes, reply: bytes, request_id: int) -> bytes | None:
+        """Park a sync reply until its fsync; while the journal is failing, answer at once
+        that the record is not durable (a retry with the same request id learns its fate)."""
+        failure = self.engine.journal.failure
+        if failure is not None:
+            return self.error(request_id, ErrorCode.UNAVAILABLE, _not_durable(txid, failure))
+        self.parked.append((txid, ident, reply, self.now, request_id))
+        return None
+
+    def fail_parked(self, failure: str | None = None) -> list[tuple[bytes, bytes]]:
+        """The parked sync replies as `unavailable` errors, oldest first, while the journal
+        is failing (or with `failure` given, at a stop that could not save them): their
+        records were applied but may never become durable, and a sync caller must not wait
+        in silence for a disk that may stay full."""
+        failure = failure or self.engine.journal.failure
+        parked = self.parked
+        if failure is None or not parked:
+            return []
+        out = []
+        while parked:
+            txid, ident, _reply, _at, request_id = parked.popleft()
+            out.append((ident, self.error(request_id, ErrorCode.UNAVAILABLE,
+                                          _not_durable(txid, failure))))
+        return out
 
     def _apply(self, req: Request) -> Answer:
         """Run one decoded request; every failure becomes an error answer."""
@@ -184,8 +208,7 @@ class Handlers:
             append((sub[1], status, txid, result))
         reply = encode_reply(request_id, self.epoch, 0, top, out)
         if want_sync and top > self.engine.journal.durable_txid:
-            self.parked.append((top, ident, reply, self.now))
-            return None
+            return self._park(top, ident, reply, request_id)
         return reply
 
     def _stopping(self, request_id: int) -> bytes:
@@ -208,7 +231,7 @@ class Handlers:
         out = []
         wait = self.stats.sync_wait
         while parked and parked[0][0] <= durable_txid:
-            _txid, ident, reply, parked_at = parked.popleft()
+            _txid, ident, reply, parked_at, _rid = parked.popleft()
             out.append((ident, reply))
             wait.add(now - parked_at)
         return out
@@ -380,3 +403,9 @@ class Handlers:
             status, _txid, result = self._internal(req.op, exc)
             return encode_reply(req.request_id, self.epoch, status, 0, result)
         return None
+
+
+def _not_durable(txid: int, failure: str) -> str:
+    return (f"applied as txid {txid} but not durable: {failure}. It becomes durable only if "
+            "the disk recovers before the master stops; retry with the same request id to "
+            "learn whether it did")

@@ -333,6 +333,11 @@ class Journal:
         if self._refuse is not None:
             raise JournalUnavailable(self._refuse)
 
+    @property
+    def failure(self) -> str | None:
+        """Why appends are refused right now (a failed write or fsync), or None."""
+        return self._refuse
+
     def check_writable(self) -> None:
         """Raise JournalUnavailable now if an append would be refused."""
         refuse = self._refuse

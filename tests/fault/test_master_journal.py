@@ -107,3 +107,25 @@ def test_stop_answers_parked_sync_requests_once_the_journal_saved_them(tmp_path)
         reply = dealer.recv()
         assert (reply.request_id, reply.status, reply.txid) == (rid, 0, 1)
     assert exit_codes == [0]
+
+
+def test_a_sync_reply_parked_when_the_disk_fails_is_answered_unavailable_then_a_retry_learns(
+        tmp_path):
+    io = FaultyJournalIO()
+    with running_master(tmp_path / "data", io) as (master, _), \
+            RawDealer(master.client_endpoint) as dealer:
+        assert dealer.call(Op.PUT, ["/ok", pack(1), None], durability=2).status == 0
+        io.fail_write_errno = errno.ENOSPC
+        rid = dealer.send(Op.PUT, ["/limbo", pack(2), None], durability=2)
+        reply = dealer.recv()            # not silence: an answer within a tick of the failure
+        assert reply.request_id == rid and reply.status == ErrorCode.UNAVAILABLE, reply
+        assert "not durable" in reply.result[1] and "same request id" in reply.result[1]
+        # while failing, a retry of the same request is answered at once, still unavailable
+        again = dealer.call(Op.PUT, ["/limbo", pack(2), None], durability=2, request_id=rid)
+        assert again.status == ErrorCode.UNAVAILABLE and dealer.status()["parked_sync_replies"] == 0
+        io.heal()
+        wait_for(lambda: not dealer.status()["journal_failed"], what="the journal to heal")
+        # the record did become durable: the retry now gets the original success
+        learned = dealer.call(Op.PUT, ["/limbo", pack(2), None], durability=2, request_id=rid)
+        assert learned.status == 0 and learned.txid == 2, learned
+        assert dealer.status()["txid"] == 2
