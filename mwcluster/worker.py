@@ -102,3 +102,6 @@ def load_handler_modules(modules: list[str] | tuple[str, ...]) -> None:
                               "dotted module name importable from the worker's Python path, "
                               "e.g. mwcluster.demo_job or a module in the current "
                               "directory)") from None
+        except Exception as exc:      # the module itself fails: a syntax error, a raise
+            raise ConfigError(f"the handler module {module!r} failed while being imported: "
+                              f"{type(exc).__name__}: {exc}") from exc

@@ -72,3 +72,10 @@ def test_the_worker_command_prints_its_config_and_refuses_a_missing_handler_modu
     assert 'worker_id = "w9"' in shown.output
     missing = runner.invoke(main, ["worker", "--handlers", "no_such_module_xyz"], env={})
     assert missing.exit_code == 1 and "no_such_module_xyz" in missing.output
+
+
+def test_a_handler_module_that_raises_on_import_says_so(tmp_path, monkeypatch):
+    (tmp_path / "broken_handlers_xyz.py").write_text("raise RuntimeError('no config')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="broken_handlers_xyz.*RuntimeError: no config"):
+        load_handler_modules(["broken_handlers_xyz"])
