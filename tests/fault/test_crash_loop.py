@@ -2,14 +2,18 @@
 after every restart against a model of what was acknowledged.
 
 Several writer streams (one DEALER each) drive puts, compare-and-sets, merges, deletes and
-all-or-none multis, each on keys of its own, with a window of requests in flight. One
+all-or-none multis, each on keys of its own, with a window of requests in flight; a worker
+stream takes tasks of a job, reports their progress and finishes them, one request at a time.
+One
 DEALER's requests are applied in the order sent, every request here is built to succeed
 (compare-and-sets carry the version the model predicts), and each applied request is exactly
 one record; so after a restart at txid T:
 
 - each stream's keys equal the model after some prefix of that stream's requests, which
   holds every acknowledged request with txid <= T and none with txid > T;
-- the prefix lengths of all streams add up to the records the cycle applied (no holes, no
+- the job's tasks hold exactly what the worker stream's requests with txid <= T did (the one
+  request in flight at the kill may or may not have been applied);
+- the records of all streams add up to the records the cycle applied (no holes, no
   reordering, nothing applied twice);
 - `sync`: nothing acknowledged is missing; `async`: what is missing was acknowledged no
   longer ago than the loss window the master reported (with a margin for a noisy machine).
@@ -39,7 +43,8 @@ from mwcluster.wire.protocol import Op
 pytestmark = pytest.mark.fault
 
 MASTER_ENV = {**os.environ, "MWCLUSTER_HEARTBEAT_INTERVAL_S": "0.05",
-              "MWCLUSTER_SEGMENT_BYTES": str(64 << 10)}
+              "MWCLUSTER_SEGMENT_BYTES": str(64 << 10), "MWCLUSTER_WORKER_TIMEOUT_S": "3600"}
+JOB_ID, WORKER_ID, JOB_TASKS = "crash-job", "crash-worker", 100_000
 STREAMS = 3
 KEYS_PER_STREAM = 12
 WINDOW = 64
@@ -138,8 +143,66 @@ def apply_request(state: dict, op: int, args: list) -> None:
                 apply_request(state, Op.PUT, member[1:])
 
 
+class JobStream:
+    """A worker taking tasks of one job, one request in flight: register, then take a task
+    when it holds fewer than two, else report progress on one (0.25 a step) or finish it.
+    `tasks` is what its acknowledged requests made of the tasks it touched:
+    index -> (state, attempt, progress, result)."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, tuple] = {}       # as the stream sees them now
+        self.base: dict[int, tuple] = {}        # as recovered at the start of this cycle
+        self.registered = False
+        self.acked: list[tuple[int, list, int, tuple | None]] = []   # (txid, request,
+        #                             records it made, effect) in order, this cycle
+        self.in_flight: tuple[int, list] | None = None    # (request id, request)
+        self.turn = 0
+
+    def held(self) -> list[int]:
+        return sorted(i for i, t in self.tasks.items() if t[0] in ("assigned", "running"))
+
+    def next_request(self) -> list:
+        if not self.registered:
+            return [Op.WORKER_REGISTER, [WORKER_ID, "crash-loop", 2]]
+        held = self.held()
+        self.turn += 1
+        if len(held) < 2 and self.turn % 3:
+            return [Op.TASK_REQUEST, [WORKER_ID, 1]]
+        if not held:
+            return [Op.TASK_REQUEST, [WORKER_ID, 1]]
+        index = held[self.turn % len(held)]
+        _state, attempt, progress, _ = self.tasks[index]
+        if progress >= 0.75:
+            return [Op.TASK_FINISH, [WORKER_ID, JOB_ID, index, attempt, True, {"i": index}]]
+        return [Op.TASK_PROGRESS, [WORKER_ID, JOB_ID, index, attempt, progress + 0.25,
+                                   {"steps": int((progress + 0.25) * 4)}]]
+
+    def effect(self, request: list, result) -> tuple[int, list]:
+        """(records made, [(index, new task tuple)]) of an acknowledged request."""
+        op, args = request
+        if op == Op.WORKER_REGISTER:
+            return 1, []
+        if op == Op.TASK_REQUEST:
+            return len(result), [(a[1], ("assigned", a[2], 0.0, None)) for a in result]
+        _w, _job, index, attempt = args[:4]
+        if op == Op.TASK_PROGRESS:
+            return 1, [(index, ("running", attempt, args[4], None))]
+        return 1, [(index, ("succeeded", attempt, 1.0, args[5]))]
+
+    def on_reply(self, reply) -> None:
+        _rid, request = self.in_flight
+        self.in_flight = None
+        assert reply.status == 0, ("job stream", request, reply)
+        records, changes = self.effect(request, reply.result)
+        if request[0] == Op.WORKER_REGISTER:
+            self.registered = True
+        for index, task in changes:
+            self.tasks[index] = task
+        self.acked.append((reply.txid, request, records, changes))
+
+
 def drive(dealers: list[RawDealer], streams: list[Stream], seconds: float, master,
-          sync: bool) -> float:
+          sync: bool, job: JobStream | None = None) -> float:
     """Keep WINDOW requests in flight per stream until `seconds` passed, then SIGKILL the
     master; return the largest loss window its status reported meanwhile."""
     poller = zmq.Poller()
@@ -149,6 +212,9 @@ def drive(dealers: list[RawDealer], streams: list[Stream], seconds: float, maste
     ids: list[dict] = [{} for _ in streams]        # request id -> position in sent
     durability = 2 if sync else 1
     status_dealer = RawDealer(master.client_endpoint, timeout_s=2.0)
+    job_dealer = RawDealer(master.client_endpoint) if job is not None else None
+    if job_dealer is not None:
+        poller.register(job_dealer.sock, zmq.POLLIN)
     loss_window_s = 0.0
     deadline = time.monotonic() + seconds
     next_status = 0.0
@@ -159,7 +225,14 @@ def drive(dealers: list[RawDealer], streams: list[Stream], seconds: float, maste
                     op, args = s.next_request()
                     pending[d.send(op, args, durability)] = len(s.sent)
                     s.sent.append((op, args))
+            if job_dealer is not None and job.in_flight is None:
+                request = job.next_request()
+                job.in_flight = (job_dealer.send(request[0], request[1], durability), request)
             for sock, _ in poller.poll(10):
+                if job_dealer is not None and sock is job_dealer.sock:
+                    while sock.poll(0):
+                        job.on_reply(job_dealer.recv(0))
+                    continue
                 d, s = by_sock[sock]
                 pending = ids[streams.index(s)]
                 while sock.poll(0):
@@ -173,6 +246,10 @@ def drive(dealers: list[RawDealer], streams: list[Stream], seconds: float, maste
         killed_at = time.monotonic()
     finally:
         status_dealer.close()
+    if job_dealer is not None:
+        while job_dealer.sock.poll(0):
+            job.on_reply(job_dealer.recv(0))
+        job_dealer.close()
     # replies already queued on the sockets were sent before the kill: count them
     for d, s, pending in zip(dealers, streams, ids):
         while d.sock.poll(0):
@@ -180,6 +257,61 @@ def drive(dealers: list[RawDealer], streams: list[Stream], seconds: float, maste
             assert reply.status == 0, (s.index, reply)
             s.acked[pending.pop(reply.request_id)] = (reply.txid, killed_at)
     return loss_window_s
+
+
+def read_job(dealer: RawDealer) -> dict[int, tuple]:
+    """The job's tasks the worker stream touched, as index -> (state, attempt, progress,
+    result)."""
+    out = {}
+    for state in ("assigned", "running", "succeeded"):
+        reply = dealer.call(Op.JOB_TASKS, [JOB_ID, 0, JOB_TASKS, state])
+        assert reply.status == 0, reply
+        for t in reply.result:
+            assert t["worker"] == WORKER_ID, t
+            out[t["index"]] = (t["state"], t["attempt"], t["progress"], t["result"])
+    return out
+
+
+def check_job(dealer: RawDealer, job: JobStream, base: dict, recovered_txid: int,
+              sync: bool) -> int:
+    """Check the job's tasks against the worker stream's history; reset the stream for the
+    next cycle. Returns the records the stream's requests applied this cycle."""
+    actual = read_job(dealer)
+    expected = dict(base)
+    records = 0
+    kept = [a for a in job.acked if a[0] <= recovered_txid]
+    lost = [a for a in job.acked if a[0] > recovered_txid]
+    assert [a[0] for a in job.acked] == sorted(a[0] for a in job.acked)
+    assert job.acked[:len(kept)] == kept, "a lost request before a kept one: a hole"
+    if sync:
+        assert not lost, f"acknowledged sync job requests lost: {lost}"
+    for _txid, _request, made, changes in kept:
+        records += made
+        expected.update(changes)
+    if actual != expected and not lost and job.in_flight is not None:
+        request = job.in_flight[1]
+        if request[0] == Op.TASK_REQUEST:          # one more assignment, at an index unknown
+            new = {i: t for i, t in actual.items() if i not in expected}
+            if len(new) == 1 and next(iter(new.values())) == ("assigned", 1, 0.0, None) and \
+                    {i: t for i, t in actual.items() if i in expected} == expected:
+                expected.update(new)
+                records += 1
+        elif request[0] != Op.WORKER_REGISTER:
+            made, changes = job.effect(request, None)
+            candidate = {**expected, **dict(changes)}
+            if candidate == actual:
+                expected, records = candidate, records + made
+    elif actual == expected and not lost and job.in_flight is not None and \
+            job.in_flight[1][0] == Op.WORKER_REGISTER:
+        pass        # a re-register changes no task: whether it applied shows in the count
+    assert actual == expected, (
+        f"the job's tasks after recovery at txid {recovered_txid} are not what the worker "
+        f"stream's requests up to it made: {len(actual)} tasks vs {len(expected)} expected; "
+        f"differing: {[(i, actual.get(i), expected.get(i)) for i in sorted(set(actual) | set(expected)) if actual.get(i) != expected.get(i)][:6]}; "
+        f"in flight: {job.in_flight}; lost: {lost}")
+    job.base, job.tasks = actual, dict(actual)
+    job.acked, job.in_flight, job.registered = [], None, False
+    return records
 
 
 def read_keys(dealer: RawDealer, stream: Stream) -> dict:
@@ -193,11 +325,18 @@ def read_keys(dealer: RawDealer, stream: Stream) -> dict:
 
 
 def check_cycle(dealer: RawDealer, streams: list[Stream], start_txid: int, recovered_txid: int,
-                killed_at: float, loss_window_s: float, sync: bool) -> int:
+                killed_at: float, loss_window_s: float, sync: bool,
+                job: JobStream | None = None) -> int:
     """Check the recovered master against the model; set each stream's new base. Returns
     the acknowledged requests lost (always 0 in sync mode)."""
     applied = 0
     lost = 0
+    register_in_flight = (job is not None and job.in_flight is not None
+                          and job.in_flight[1][0] == Op.WORKER_REGISTER
+                          and all(a[0] <= recovered_txid for a in job.acked))
+    if job is not None:
+        lost += sum(1 for a in job.acked if a[0] > recovered_txid)
+        applied += check_job(dealer, job, job.base, recovered_txid, sync)
     for s in streams:
         acked = sorted(s.acked.items())
         txids = [txid for _, (txid, _) in acked]
@@ -221,6 +360,8 @@ def check_cycle(dealer: RawDealer, streams: list[Stream], start_txid: int, recov
         applied += count
         s.base, s.model = actual, dict(actual)
         s.sent, s.acked = [], {}
+    if register_in_flight and start_txid + applied + 1 == recovered_txid:
+        applied += 1                       # the worker's re-register, sent just before the kill
     assert start_txid + applied == recovered_txid, (
         f"the cycle applied {recovered_txid - start_txid} records but the streams account for "
         f"{applied}: a hole, a duplicate or a foreign record")
@@ -240,16 +381,21 @@ def test_kill9_loop_under_mixed_load(tmp_path, durability, request):
     master.start()
     node = CheckpointProcess(tmp_path / "c", master, heartbeat_interval_s=0.25, txns=500,
                              period_s=1.0)
-    totals = {"cycles": 0, "acked": 0, "lost": 0, "recovery_s": []}
+    totals = {"cycles": 0, "acked": 0, "lost": 0, "recovery_s": [], "finished": 0}
     try:
         node.start()
-        start_txid = RawDealer(master.client_endpoint).status()["txid"]
+        job = JobStream()
+        with RawDealer(master.client_endpoint) as dealer:
+            tasks = [[i, {}] for i in range(JOB_TASKS)]
+            submitted = dealer.call(Op.JOB_SUBMIT, [JOB_ID, "crash", "h", 0, 3, tasks], 2)
+            assert submitted.status == 0, submitted
+            start_txid = dealer.status()["txid"]
         for _ in range(cycles):
             dealers = [RawDealer(master.client_endpoint) for _ in streams]
             try:
-                loss = drive(dealers, streams, rng.uniform(0.15, 0.6), master, sync)
+                loss = drive(dealers, streams, rng.uniform(0.15, 0.6), master, sync, job)
                 killed_at = time.monotonic()
-                totals["acked"] += sum(len(s.acked) for s in streams)
+                totals["acked"] += sum(len(s.acked) for s in streams) + len(job.acked)
             finally:
                 for d in dealers:
                     d.close()
@@ -260,7 +406,8 @@ def test_kill9_loop_under_mixed_load(tmp_path, durability, request):
                 status = dealer.status()
                 totals["recovery_s"].append(status["recovery_s"])
                 totals["lost"] += check_cycle(dealer, streams, start_txid, status["txid"],
-                                              killed_at, loss, sync)
+                                              killed_at, loss, sync, job)
+                totals["finished"] = sum(1 for t in job.tasks.values() if t[0] == "succeeded")
                 start_txid = status["txid"]
             totals["cycles"] += 1
         with RawDealer(master.client_endpoint) as dealer:
@@ -273,5 +420,6 @@ def test_kill9_loop_under_mixed_load(tmp_path, durability, request):
         master.stop()
     assert totals["cycles"] == cycles
     print(f"\ncrash loop ({durability}): {totals['cycles']} cycles, {totals['acked']} "
-          f"acknowledged, {totals['lost']} lost, recovery max "
+          f"acknowledged, {totals['lost']} lost, {totals['finished']} tasks finished, "
+          f"recovery max "
           f"{max(totals['recovery_s']):.3f} s")
