@@ -13,9 +13,10 @@ memory with a fake clock:
   this worker drops the task; "unknown worker" and an unreachable master mean register again;
   a new epoch (the master restarted) means register again too;
 - reconciliation at register: the master's reply lists the attempts it has on this worker;
-  those the worker does not run (it was restarted with the same id) are finished as failed so
-  that they go back to pending, and those the worker runs but the master does not list are
-  dropped; the newest progress of every task kept is reported again;
+  those the worker does not run (it was restarted with the same id, or the answer that gave
+  them was lost) are finished as failed so that they go back to pending, and those the
+  worker runs but the master does not list are dropped; the newest progress of every task
+  kept is reported again;
 - a graceful stop: no new tasks, running ones may finish until a deadline, then WORKER_LEAVE
   (the master requeues whatever is left) and exit.
 
@@ -240,8 +241,9 @@ class WorkerMachine:
             entry = self.outbox.get(key)
             if (held is None or held.attempt != attempt) and (entry is None
                                                               or entry[0] != attempt):
-                self.outbox[key] = (attempt, False, "the worker no longer runs this attempt "
-                                                    "(it was restarted)")
+                self.outbox[key] = (attempt, False, "this worker does not run this attempt "
+                                                    "(it was restarted, or never got the "
+                                                    "assignment)")
         for key, (attempt, ok, outcome) in sorted(self.outbox.items()):
             out.append(SendFinish(key[0], key[1], attempt, ok, outcome))
         self.next_heartbeat_ms = now_ms + self.heartbeat_ms

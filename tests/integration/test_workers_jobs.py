@@ -94,6 +94,27 @@ def test_a_master_restart_mid_job_loses_no_durable_progress_and_the_job_complete
     assert demo_job.combine([t["result"] for t in tasks]) == demo_job.direct(7, 40, 200)
 
 
+def test_a_worker_restarted_with_the_same_id_hands_back_the_attempts_it_lost(tmp_path):
+    """A worker killed and started again under the same id, long before the master would
+    time it out: at register the master lists the attempts it still has on that id, the new
+    process does not run them and reports them failed, so they run again at once."""
+    with LocalCluster(tmp_path, workers=1, slots=2, handlers=HANDLERS, checkpoint=False,
+                      worker_timeout_s=60.0) as cluster:
+        client = cluster.client()
+        job_id = submit(client, 6, read_delay_ms=100)
+        wait_for(lambda: client.job_status(job_id)["counts"]["running"] >= 1, 30, "running")
+        cluster.kill_worker(0)
+        again = cluster.add_worker("worker-1")
+        wait_for(lambda: finished(client, job_id), 60, "the job to finish")
+        status = client.job_status(job_id)
+        tasks = results(client, job_id)
+        assert again.returncode is None
+    assert status["state"] == "succeeded", status
+    assert status["failures"] and all("does not run this attempt" in f[3]
+                                      for f in status["failures"]), status["failures"]
+    assert demo_job.combine([t["result"] for t in tasks]) == demo_job.direct(7, 6, 200)
+
+
 def test_a_worker_back_from_a_pause_cannot_overwrite_the_tasks_new_owner(tmp_path):
     """SIGSTOP a worker mid-task (a partition, seen from the master): it is marked lost and
     its task runs elsewhere as attempt 2. After SIGCONT its old attempt's reports are stale:
