@@ -56,6 +56,14 @@ def pytest_addoption(parser) -> None:
                      help="kill -9 cycles of the crash-loop fault test (default 20)")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The crash loop's time limit grows with --cycles (10 s a cycle, at least the default)."""
+    cycles = config.getoption("--cycles")
+    for item in items:
+        if item.nodeid.startswith("tests/fault/test_crash_loop.py"):
+            item.add_marker(pytest.mark.timeout(max(120, 10 * cycles)))
+
+
 @pytest.fixture
 def state() -> State:
     return State()
