@@ -70,3 +70,16 @@ def test_status_text_has_counts_progress_throughput_eta_and_failures():
                   "50.0%", "2.00 tasks/s", "eta:        3 s", "records=40",
                   "task 3 attempt 1 on w1: OSError: boom"):
         assert words in text, (words, text)
+
+
+def test_the_readme_job_spec_parses_and_names_the_demo_handler():
+    import re
+    from pathlib import Path
+
+    from mwcluster import demo_job
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```toml\n(name = .*?)```", readme, re.S).group(1)
+    parsed = parse_job_spec(__import__("tomllib").loads(block), "README.md")
+    assert parsed["handler"] == demo_job.HANDLER and len(parsed["tasks"]) == 100
+    assert parsed["tasks"][7] == {"seed": 1, "shard": 7, "records": 1000}
