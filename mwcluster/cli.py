@@ -205,6 +205,9 @@ main.add_command(master)
 from mwcluster.cli_checkpoint import checkpoint  # noqa: E402
 main.add_command(checkpoint)
 
+from mwcluster.cli_failover import promote  # noqa: E402
+main.add_command(promote)
+
 from mwcluster.cli_worker import worker  # noqa: E402
 main.add_command(worker)
 

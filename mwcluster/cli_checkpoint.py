@@ -38,19 +38,34 @@ from mwcluster.errors import MwclusterError
               help="Serve Prometheus metrics on this port (0: off) [0].")
 @click.option("--ready-file", default=None,
               help="Write {status, pid, data_dir, metrics_port} as JSON here once running.")
+@click.option("--promote-client-endpoint", default=None,
+              help="ROUTER endpoint to serve on as master once promoted [none: no promotion].")
+@click.option("--promote-pub-endpoint", default=None,
+              help="PUB endpoint of the log stream once promoted [none].")
+@click.option("--promote-data-dir", default=None,
+              help="Master data directory once promoted [DATA_DIR/master].")
+@click.option("--failover", type=click.Choice(["manual", "auto"]), default=None,
+              help="auto: also promote itself when the master is silent and a client votes "
+                   "[manual].")
+@click.option("--failover-timeout-s", type=float, default=None,
+              help="Auto failover: the master's silence needed, in seconds [3].")
 @click.option("--once", is_flag=True,
               help="Catch up with the master, write one checkpoint, exit.")
 @click.option("--print-config", is_flag=True,
               help="Print the resolved configuration with the source of each value, and exit.")
 def checkpoint(config_file, data_dir, master, subscribe, period_s, txns, keep_snapshots,
-               status_endpoint, metrics_port, ready_file, once, print_config) -> None:
+               status_endpoint, metrics_port, ready_file, promote_client_endpoint,
+               promote_pub_endpoint, promote_data_dir, failover, failover_timeout_s, once,
+               print_config) -> None:
     """Follow the master's log stream and write snapshots of the replica."""
     from mwcluster.config import load_checkpoint_config
 
     flags = {"data_dir": data_dir, "master": master, "subscribe": subscribe,
              "period_s": period_s, "txns": txns, "keep_snapshots": keep_snapshots,
              "status_endpoint": status_endpoint, "metrics_port": metrics_port,
-             "ready_file": ready_file}
+             "ready_file": ready_file, "promote_client_endpoint": promote_client_endpoint,
+             "promote_pub_endpoint": promote_pub_endpoint, "promote_data_dir": promote_data_dir,
+             "failover": failover, "failover_timeout_s": failover_timeout_s}
     try:
         config = load_checkpoint_config(config_file, flags=flags)
     except MwclusterError as exc:
@@ -65,6 +80,8 @@ def checkpoint(config_file, data_dir, master, subscribe, period_s, txns, keep_sn
 
     def on_signal(signum, _frame):
         node.request_stop()
+        if node.promoted_master is not None:
+            node.promoted_master.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -72,4 +89,16 @@ def checkpoint(config_file, data_dir, master, subscribe, period_s, txns, keep_sn
         node.open()
     except MwclusterError as exc:
         raise click.ClickException(str(exc)) from None
-    sys.exit(node.run())
+    code = node.run()
+    master = node.promoted_master
+    if master is None:
+        sys.exit(code)
+    # promoted (docs/failover.md): this process now runs the master's loop
+    sys.setswitchinterval(master.config.switch_interval_ms / 1000)
+
+    def on_master_signal(signum, _frame):
+        master.request_stop()
+
+    signal.signal(signal.SIGTERM, on_master_signal)
+    signal.signal(signal.SIGINT, on_master_signal)
+    sys.exit(master.run())

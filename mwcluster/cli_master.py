@@ -37,10 +37,21 @@ from mwcluster.errors import MwclusterError
               help="Heartbeat interval told to workers at register [1000].")
 @click.option("--max-assign-per-request", type=int, default=None,
               help="Most tasks one TASK_REQUEST is given [64].")
+@click.option("--peer-master-endpoint", default=None,
+              help="Failover: the standby's promote endpoint, asked at start [none].")
+@click.option("--peer-status-endpoint", default=None,
+              help="Failover: the standby's status endpoint, asked at start [none].")
+@click.option("--rejoin-as-standby", is_flag=True,
+              help="If the peer replaced this master, resynchronise as its standby (this "
+                   "node's journal and snapshots are moved aside, kept).")
+@click.option("--force", is_flag=True,
+              help="Serve even if the peer cannot be reached (it may have taken over: two "
+                   "masters until one is fenced).")
 @click.option("--print-config", is_flag=True,
               help="Print the resolved configuration with the source of each value, and exit.")
 def master(config_file, data_dir, client_endpoint, pub_endpoint, durability, metrics_port,
            ready_file, worker_timeout_s, worker_heartbeat_ms, max_assign_per_request,
+           peer_master_endpoint, peer_status_endpoint, rejoin_as_standby, force,
            print_config) -> None:
     """Run the master: serve requests, keep the journal, publish the log stream."""
     from mwcluster.config import load_master_config
@@ -49,7 +60,9 @@ def master(config_file, data_dir, client_endpoint, pub_endpoint, durability, met
              "pub_endpoint": pub_endpoint, "durability": durability,
              "metrics_port": metrics_port, "ready_file": ready_file,
              "worker_timeout_s": worker_timeout_s, "worker_heartbeat_ms": worker_heartbeat_ms,
-             "max_assign_per_request": max_assign_per_request}
+             "max_assign_per_request": max_assign_per_request,
+             "peer_master_endpoint": peer_master_endpoint,
+             "peer_status_endpoint": peer_status_endpoint}
     try:
         config = load_master_config(config_file, flags=flags)
     except MwclusterError as exc:
@@ -58,6 +71,11 @@ def master(config_file, data_dir, client_endpoint, pub_endpoint, durability, met
         for key, value in config.to_dict().items():
             click.echo(f"{key} = {json.dumps(value)}    # {config.sources[key]}")
         return
+    if config.peer_master_endpoint or config.peer_status_endpoint:
+        _start_with_peer(config, rejoin_as_standby, force)
+    elif rejoin_as_standby:
+        raise click.ClickException("--rejoin-as-standby needs the peer: set "
+                                   "peer_master_endpoint (--peer-master-endpoint)")
     from mwcluster.nodes.master import Master
 
     sys.setswitchinterval(config.switch_interval_ms / 1000)
@@ -72,4 +90,42 @@ def master(config_file, data_dir, client_endpoint, pub_endpoint, durability, met
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    sys.exit(node.run())
+
+
+def _start_with_peer(config, rejoin: bool, force: bool) -> None:
+    """Ask the peer before serving (nodes/master_start.py): start fenced, or rejoin as the
+    new master's standby (this process then runs a checkpoint node and exits with it)."""
+    from mwcluster.core.failover import StartAs
+    from mwcluster.nodes import master_start
+
+    stop = {"now": False}
+
+    def on_signal(signum, _frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        decision, peer = master_start.decide_start(config, force=force,
+                                                   stop_requested=lambda: stop["now"])
+        if stop["now"]:
+            sys.exit(0)
+        if decision is not StartAs.STANDBY:
+            if rejoin:
+                raise click.ClickException("--rejoin-as-standby: the peer does not serve as "
+                                           "master under a higher epoch; nothing to rejoin")
+            return
+        if not rejoin:
+            master_start.start_fenced(config, int(peer["epoch"]))
+            return
+        master_start.prepare_rejoin(config, int(peer["epoch"]))
+        from mwcluster.nodes.checkpoint import CheckpointNode
+
+        node = CheckpointNode(master_start.standby_config(config, peer))
+        signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: node.request_stop())
+        node.open()
+    except MwclusterError as exc:
+        raise click.ClickException(str(exc)) from None
     sys.exit(node.run())

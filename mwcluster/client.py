@@ -18,6 +18,17 @@ increasing request id. When no reply comes within `timeout_s`, the client closes
 (linger 0), connects a new one (to the next endpoint when several are given) and resends the
 same requests with the same ids: the master applies a retried mutation once and answers with
 its first reply. A "shutting down" answer (a master restarting) is retried the same way.
+
+Failover (docs/failover.md): give the client every master endpoint (the master and the
+standby's promote endpoint). Every request carries the highest master epoch the client has
+seen; a reply from a lower epoch (a master that was replaced) is not used, and neither is a
+`fenced` answer: in both cases the request stays pending and is resent on the next endpoint,
+under the same retry policy. A fenced master applied nothing, so resending is safe; after a
+timeout the request may have been applied by the old master and not replicated, and is
+applied again by the new one (the recent-request table is not carried across a failover).
+With `standby_status` (the standby's status endpoints), every timeout also sends a VOTE
+there, without waiting for an answer: a standby in `auto` failover mode that has not heard the
+master for its timeout then promotes itself (core/failover.py).
 Replies for request ids the client is not waiting for (late answers to requests it already
 resent, or given up on) are dropped and counted in `stale_replies`.
 
@@ -44,7 +55,9 @@ import zmq
 
 from mwcluster.client_calls import (Assignment, Calls, Stat, convert_reply, error_from_reply,
                                     op_check, op_delete, op_merge, op_put)
-from mwcluster.errors import MessageTooLarge, MwclusterError, RequestTimeout, ShuttingDown
+from mwcluster.core.failover import EpochFollower
+from mwcluster.errors import (Fenced, MessageTooLarge, MwclusterError, RequestTimeout,
+                              ShuttingDown)
 from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op,
                                      ProtocolError, Reply, decode_reply, encode_request)
 
@@ -56,10 +69,12 @@ log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5550"
 DEFAULT_RETRIES = 3
 
-# The retry policy, defined once: timeouts and "the master is shutting down" are retried (a
-# restarting master answers the resent request); every other error is the master's answer.
+# The retry policy, defined once: timeouts, "the master is shutting down" and "fenced" (or a
+# reply from a lower epoch) are retried, the last two on the next endpoint (a restarting
+# master answers the resent request, a promoted standby takes it); every other error is the
+# master's answer.
 # Each Client copies it with its own attempt count and sleep.
-RETRYABLE = (RequestTimeout, ShuttingDown)
+RETRYABLE = (RequestTimeout, ShuttingDown, Fenced)
 RETRY_POLICY = tenacity.Retrying(
     stop=tenacity.stop_after_attempt(DEFAULT_RETRIES + 1),
     wait=tenacity.wait_exponential(multiplier=0.05, max=2.0) + tenacity.wait_random(0, 0.05),
@@ -184,7 +199,12 @@ class Client(Calls):
                  retries: int = DEFAULT_RETRIES, client_id: bytes | str | None = None, *,
                  sleep: Callable[[float], None] | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None,
+                 standby_status: str | list[str] | None = None):
+        self.standby_status = ([standby_status] if isinstance(standby_status, str)
+                               else list(standby_status or ()))
+        self._vote_socks: dict[str, zmq.Socket] = {}
+        self.votes = 0
         self.endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
         if not self.endpoints:
             raise ValueError("at least one endpoint is needed")
@@ -211,6 +231,9 @@ class Client(Calls):
         self._endpoint_index = 0
         self._sock: zmq.Socket | None = None
         self.epoch: int | None = None   # the master's epoch in the newest reply
+        self.epochs = EpochFollower()   # the highest epoch seen; lower ones are refused
+        self.stale_epoch_replies = 0    # replies from a replaced master (a lower epoch)
+        self.fenced_replies = 0
         self.stale_replies = 0
         self.bad_replies = 0
         self.reconnects = 0
@@ -248,6 +271,9 @@ class Client(Calls):
 
     def close(self) -> None:
         """Close the socket; requests still in flight fail with RequestTimeout."""
+        for sock in self._vote_socks.values():
+            sock.close(linger=0)
+        self._vote_socks.clear()
         if self._sock is None:
             return
         self._sock.close(linger=0)
@@ -287,7 +313,8 @@ class Client(Calls):
             raise MwclusterError("the client is closed")
         request_id = self._next_id
         self._next_id += 1
-        frame = encode_request(self.client_id, request_id, op, args, durability)
+        frame = encode_request(self.client_id, request_id, op, args, durability,
+                               self.epochs.highest)
         if len(frame) > self.max_message_bytes:
             raise self._too_large(op, len(frame))
         future = Future(self, request_id, op, frame, convert, owner)
@@ -332,7 +359,8 @@ class Client(Calls):
         if len(futures) == 1:
             future = futures[0]
             request_id, op, durability, args = future.sub
-            frame = encode_request(self.client_id, request_id, op, args, durability)
+            frame = encode_request(self.client_id, request_id, op, args, durability,
+                                   self.epochs.highest)
             if len(frame) > self.max_message_bytes:
                 future._set_error(self._too_large(op, len(frame)))
                 return
@@ -342,7 +370,7 @@ class Client(Calls):
         request_id = self._next_id
         self._next_id += 1
         frame = encode_request(self.client_id, request_id, Op.BATCH,
-                               [future.sub for future in futures])
+                               [future.sub for future in futures], 0, self.epochs.highest)
         if len(frame) > self.max_message_bytes:
             half = len(futures) // 2
             self._submit_batch(futures[:half])
@@ -388,8 +416,9 @@ class Client(Calls):
                 self._timed_out(f"no reply within {self.timeout_s} s")
             delivered, stopping = self._drain(sock)
             if stopping is not None:
-                # The master is going away: resend on a new connection, after the backoff
-                # unless other requests were answered meanwhile.
+                # The master is going away (or was replaced: fenced, or a lower epoch):
+                # resend on a new connection to the next endpoint, after the backoff unless
+                # other requests were answered meanwhile.
                 self._reconnect()
                 self._resend = True
                 if not delivered:
@@ -397,18 +426,40 @@ class Client(Calls):
             if delivered:
                 return
 
+    def _vote(self) -> None:
+        """Ask the standby to serve (auto failover): sent without waiting for an answer."""
+        for endpoint in self.standby_status:
+            sock = self._vote_socks.get(endpoint)
+            try:
+                if sock is None:
+                    sock = self._ctx.socket(zmq.DEALER)
+                    sock.setsockopt(zmq.LINGER, 0)
+                    sock.setsockopt(zmq.SNDHWM, 4)
+                    sock.connect(endpoint)
+                    self._vote_socks[endpoint] = sock
+                while sock.poll(0):
+                    sock.recv(zmq.NOBLOCK)       # earlier answers: not waited for
+                sock.send(encode_request(self.client_id, 0, Op.VOTE, [], 0,
+                                         self.epochs.highest), zmq.NOBLOCK)
+                self.votes += 1
+            except zmq.ZMQError as exc:
+                log.debug("could not send a vote to %s: %s", endpoint, exc)
+
     def _timed_out(self, why: str) -> None:
         oldest = next(iter(self._pending.values()))
         endpoint = self.endpoint
+        if self.standby_status:
+            self._vote()
         self._reconnect()
         self._resend = True
         raise RequestTimeout(f"{why} from the master at {endpoint} ({Op(oldest.op).name} "
                              f"request {oldest.request_id}, {len(self._pending)} in flight); "
                              "is the master running there?")
 
-    def _drain(self, sock: zmq.Socket) -> tuple[int, ShuttingDown | None]:
+    def _drain(self, sock: zmq.Socket) -> tuple[int, MwclusterError | None]:
         """Receive every reply that is ready; return how many answered a pending request, and
-        the error of a "shutting down" reply (its request stays pending, to be resent)."""
+        the error of a "shutting down" or "fenced" reply, or of a reply from a lower epoch
+        than the highest seen (its request stays pending, to be resent elsewhere)."""
         delivered = 0
         stopping = None
         pending = self._pending
@@ -420,6 +471,18 @@ class Client(Calls):
                 self.bad_replies += 1
                 log.warning("dropped a malformed reply from %s: %s", self.endpoint, exc)
             else:
+                if not self.epochs.accept(reply.epoch):
+                    # a replaced master: its answer may not be used (it may even be a
+                    # success of a write the new master never saw)
+                    self.stale_epoch_replies += 1
+                    if reply.request_id in pending:
+                        stopping = Fenced(
+                            f"the master at {self.endpoint} answered under epoch "
+                            f"{reply.epoch}, below epoch {self.epochs.highest} seen already: "
+                            "it was replaced")
+                    if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        return delivered, stopping
+                    continue
                 self.epoch = reply.epoch
                 future = pending.pop(reply.request_id, None)
                 if future is None and reply.request_id == 0 and reply.status and \
@@ -429,9 +492,12 @@ class Client(Calls):
                     future = pending.popitem()[1]
                 if future is None:
                     self.stale_replies += 1
-                elif reply.status == ErrorCode.SHUTTING_DOWN:
+                elif reply.status == ErrorCode.SHUTTING_DOWN or \
+                        reply.status == ErrorCode.FENCED:
                     pending[future.request_id] = future
                     stopping = convert_reply(reply, future._convert)[1]
+                    if reply.status == ErrorCode.FENCED:
+                        self.fenced_replies += 1
                 else:
                     future._set_reply(reply)
                     delivered += 1

@@ -44,6 +44,7 @@ ERROR_CLASSES: dict[int, type[errors.MwclusterError]] = {
     ErrorCode.TRUNCATED: errors.Truncated,
     ErrorCode.NO_SNAPSHOT: errors.NoSnapshot,
     ErrorCode.SHUTTING_DOWN: errors.ShuttingDown,
+    ErrorCode.FENCED: errors.Fenced,
     ErrorCode.INTERNAL: errors.InternalServerError,
 }
 

@@ -99,6 +99,12 @@ MASTER_KEYS: tuple[Key, ...] = (
         "10..3600000"),
     Key("max_assign_per_request", int, 64, "most tasks one TASK_REQUEST is given",
         lambda v: 1 <= v <= 4096, "1..4096"),
+    Key("peer_master_endpoint", str, "", "failover: the standby's promote_client_endpoint, "
+        "asked at start whether it serves as master under a higher epoch (empty: no peer)",
+        lambda v: v == "" or _endpoint(v), "empty or a ZeroMQ endpoint"),
+    Key("peer_status_endpoint", str, "", "failover: the standby's status endpoint, asked at "
+        "start whether it is still a standby (empty: none)",
+        lambda v: v == "" or _endpoint(v), "empty or a ZeroMQ endpoint"),
 )
 
 _BY_NAME = {k.name: k for k in MASTER_KEYS}
@@ -130,6 +136,8 @@ class MasterConfig:
     worker_timeout_s: float
     worker_heartbeat_ms: int
     max_assign_per_request: int
+    peer_master_endpoint: str
+    peer_status_endpoint: str
     sources: Mapping[str, str]       # key -> "default", "file PATH", "env NAME", "flag --x"
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,6 +274,20 @@ CHECKPOINT_KEYS: tuple[Key, ...] = (
         lambda v: v != "", "a host name or address"),
     Key("ready_file", str, "", "write a JSON file with the status endpoint and pid once "
         "running (empty: none)"),
+    Key("promote_client_endpoint", str, "", "the ROUTER this node serves on as master once "
+        "promoted (empty: it cannot be promoted)", lambda v: v == "" or _endpoint(v),
+        "empty or a ZeroMQ endpoint such as tcp://127.0.0.1:5560"),
+    Key("promote_pub_endpoint", str, "", "the PUB of its log stream once promoted",
+        lambda v: v == "" or _endpoint(v),
+        "empty or a ZeroMQ endpoint such as tcp://127.0.0.1:5561"),
+    Key("promote_data_dir", str, "", "the master data directory it writes and serves from "
+        "once promoted (empty: DATA_DIR/master)"),
+    Key("failover", str, "manual", "manual: only `mwcluster promote` promotes this node; "
+        "auto: it also promotes itself when the master is silent and a client votes",
+        lambda v: v in ("manual", "auto"), "manual or auto"),
+    Key("failover_timeout_s", float, 3.0, "auto failover: the master's silence needed before "
+        "a vote can promote this node", lambda v: 0.1 <= v <= 3600,
+        "a number of seconds within 0.1..3600"),
 )
 
 _CHECKPOINT_BY_NAME = {k.name: k for k in CHECKPOINT_KEYS}
@@ -289,6 +311,11 @@ class CheckpointConfig:
     metrics_port: int
     metrics_host: str
     ready_file: str
+    promote_client_endpoint: str
+    promote_pub_endpoint: str
+    promote_data_dir: str
+    failover: str
+    failover_timeout_s: float
     sources: Mapping[str, str]
 
     def to_dict(self) -> dict[str, Any]:

@@ -157,6 +157,14 @@ class ShuttingDown(ServerError):
     code = "shutting_down"
 
 
+class Fenced(ServerError):
+    """This master saw a higher epoch than its own: another master replaced it, and it
+    refuses requests until it rejoins as a standby. Nothing was applied; ask the other
+    master (the client moves to its next endpoint)."""
+
+    code = "fenced"
+
+
 class InternalServerError(ServerError):
     code = "internal"
 

@@ -44,6 +44,7 @@ import zmq
 
 from mwcluster import errors
 from mwcluster.config import CheckpointConfig
+from mwcluster.core import failover as fo
 from mwcluster.core import follower as fm
 from mwcluster.core.records import decode_payload
 from mwcluster.core.state import State
@@ -107,6 +108,12 @@ class CheckpointNode:
         self._collector = None
         self._next_metrics = 0.0
         self._next_hello = 0.0
+        # failover (core/failover.py, checkpoint_promote.py): this node is the standby
+        self.standby = fo.StandbyMachine(
+            fo.FailoverConfig(fo.Mode(config.failover), config.failover_timeout_s,
+                              config.failover_timeout_s), time.monotonic())
+        self.promoted_master = None          # the Master it serves as, once promoted
+        self.promotion: dict[str, Any] | None = None
 
     # --- start ---------------------------------------------------------------------------
 
@@ -121,6 +128,8 @@ class CheckpointNode:
     def _open(self) -> None:
         cfg = self.config
         self._lock_data_dir()
+        from mwcluster.nodes.checkpoint_promote import highest_epoch_on_disk
+        self.standby.saw_epoch(highest_epoch_on_disk(cfg))
         for leftover in snapshots.clean_temp(self.snapshot_dir):
             log.warning("removed %s, left by a crash during a checkpoint", leftover)
         if self.incoming_dir.is_dir():
@@ -223,7 +232,11 @@ class CheckpointNode:
                 if sub in ready:
                     self._drain_stream()
                 if status_sock is not None and status_sock in ready:
-                    self.status_server.answer(self.status, self.machine.epoch or 0)
+                    self.status_server.answer(self.status, self.machine.epoch or 0,
+                                              {Op.PROMOTE: self._on_promote,
+                                               Op.VOTE: self._on_vote})
+                    if self.promoted_master is not None:
+                        break               # promoted: the master's loop takes over now
                 if self._wake_r in ready:
                     try:
                         os.read(self._wake_r, 4096)
@@ -233,6 +246,9 @@ class CheckpointNode:
                     self._reap()
                 now = time.monotonic()
                 if now >= next_tick:
+                    self._failover_tick(now)
+                    if self.promoted_master is not None:
+                        break
                     self._feed(fm.Tick(now))
                     next_tick = now + TICK_S
                     if now >= self._next_hello:
@@ -275,6 +291,7 @@ class CheckpointNode:
                     epoch, durable, digest, _now_ms = fields
                     _check_ints(epoch, durable, 0 if digest is None else digest)
                     event = fm.Heartbeat(epoch, durable, digest, now)
+                self.standby.saw_master(now, epoch)
             except (errors.MwclusterError, ValueError, TypeError) as exc:
                 self.bad_messages += 1
                 log.warning("a log-stream message could not be read (%s); the gap it leaves "
@@ -447,6 +464,34 @@ class CheckpointNode:
         if self.uploader is not None:
             self.uploader.submit(header)
 
+    # --- promotion (checkpoint_promote.py) ------------------------------------------------
+
+    def _on_promote(self, _req) -> dict[str, Any]:
+        """The operator's PROMOTE: become the master (any failover mode)."""
+        return self._promote(self.standby.promote(time.monotonic()))
+
+    def _on_vote(self, req) -> dict[str, Any]:
+        """A client or worker that cannot reach the master asks this node to serve: it
+        promotes itself only as core/failover.py decides (auto mode, master silent)."""
+        decision = self.standby.vote(time.monotonic(), req.epoch_seen)
+        if isinstance(decision, fo.Refuse):
+            return {"promoted": False, "reason": decision.reason}
+        return self._promote(decision)
+
+    def _failover_tick(self, now: float) -> None:
+        decision = self.standby.tick(now)
+        if decision is None or self.promotion is not None:
+            return
+        try:
+            self._promote(decision)
+        except errors.MwclusterError as exc:
+            log.error("automatic promotion failed: %s", exc)
+
+    def _promote(self, decision: fo.Promote) -> dict[str, Any]:
+        from mwcluster.nodes.checkpoint_promote import promote_node
+
+        return promote_node(self, decision)
+
     # --- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -479,6 +524,10 @@ class CheckpointNode:
                        {"implemented": False, "pending_txid": None}),
             "stream_messages": self.stream_messages, "bad_stream_messages": self.bad_messages,
             "period_s": self.config.period_s, "txns": self.config.txns,
+            "failover": self.config.failover, "standby": self.standby.state.value,
+            "highest_epoch_seen": self.standby.highest_epoch,
+            "master_silent_s": round(self.standby.silent_for(now), 3),
+            "votes": self.standby.votes,
         })
         return info
 
@@ -501,15 +550,16 @@ class CheckpointNode:
         if self.link is not None:
             self.link.close()
         if self.status_server is not None:
-            self.status_server.close()
+            # the PROMOTE reply was just queued: give it a moment to leave
+            self.status_server.close(linger_ms=1000 if self.promoted_master else 0)
         if self.sub is not None:
             self.sub.close(linger=0)
         if self._ctx is not None:
             self._ctx.term()
         if self.metrics is not None:
             self.metrics.close()
-        if self.config.ready_file:
-            Path(self.config.ready_file).unlink(missing_ok=True)
+        if self.config.ready_file and self.promoted_master is None:
+            Path(self.config.ready_file).unlink(missing_ok=True)   # (the master's, once promoted)
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
         if self._lock_fd is not None:

@@ -50,6 +50,8 @@ class MasterLink:
         self._next_id = time.time_ns() // 1000
         self.sock: zmq.Socket | None = None
         self.epoch: int | None = None        # the master's epoch in the newest reply
+        self.epoch_seen = 0                  # carried in every request (fences a replaced
+        #                                      master once this node took a higher epoch)
         self.reconnects = 0
         self._connect()
 
@@ -76,7 +78,7 @@ class MasterLink:
     def send(self, op: int, args: list) -> int:
         request_id = self._next_id
         self._next_id += 1
-        self.sock.send(encode_request(self.client_id, request_id, op, args))
+        self.sock.send(encode_request(self.client_id, request_id, op, args, 0, self.epoch_seen))
         return request_id
 
     def recv(self, waiting: set[int] | dict, deadline: float) -> Reply:
@@ -107,7 +109,8 @@ class MasterLink:
                 sock.recv(zmq.NOBLOCK)
             request_id = self._next_id
             self._next_id += 1
-            sock.send(encode_request(self.client_id, request_id, op, args), zmq.NOBLOCK)
+            sock.send(encode_request(self.client_id, request_id, op, args, 0, self.epoch_seen),
+                      zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
 

@@ -44,12 +44,12 @@ from mwcluster.config import MasterConfig
 from mwcluster.engine import Engine
 from mwcluster.nodes.master_handlers import Handlers
 from mwcluster.nodes.master_jobs import JobsConfig
+from mwcluster.nodes.master_status import master_status
 from mwcluster.nodes.master_upload import SnapshotUploads
 from mwcluster.nodes.metrics import MasterCollector, MasterStats, MetricsServer, TimedJournalIO
 from mwcluster.storage import epoch as epochs
-from mwcluster.storage import snapshot as snapshots
+from mwcluster.storage import fenced as fence_file
 from mwcluster.storage.fsutil import JournalIO, lock_data_dir
-from mwcluster.storage.segments import list_segments
 from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op,
                                      encode_heartbeat, encode_log_batch)
 
@@ -70,6 +70,12 @@ FLUSHER_STALL_S = 0.002
 FLUSHER_YIELD_S = 0.001
 PEER_WINDOW_S = 30.0
 _NOBLOCK = zmq.NOBLOCK
+# Fault seam for the split-brain test (docs/failover.md): while the file named by this
+# variable exists (looked at every tick), the master publishes nothing and leaves the requests
+# a standby sends unanswered, as if the network between them were cut.
+CUT_STANDBY_ENV = "MWCLUSTER_FAULT_CUT_STANDBY_FILE"
+CUT_OPS = frozenset(int(op) for op in (Op.FETCH, Op.SNAPSHOT_INFO, Op.SNAPSHOT_CHUNK,
+                                       Op.CHECKPOINT_HELLO, Op.PING))
 
 
 def _wall_ms() -> int:
@@ -80,8 +86,11 @@ _SNDMORE = zmq.SNDMORE
 
 
 class Master:
-    def __init__(self, config: MasterConfig, *, journal_io: JournalIO | None = None) -> None:
+    def __init__(self, config: MasterConfig, *, journal_io: JournalIO | None = None,
+                 epoch: int | None = None) -> None:
         self.config = config
+        # a promoted standby serves under the epoch it took (already persisted), not + 1
+        self._promoted_epoch = epoch
         self.data_dir = Path(config.data_dir)
         self.stats = MasterStats()
         self.fsync_io = TimedJournalIO(journal_io, config.slow_fsync_ms / 1000)
@@ -109,6 +118,8 @@ class Master:
         # (txid, digest) where each drain that applied something ended, not yet published:
         # the published batches end at these points and carry the digest
         self._points: deque[tuple[int, int]] = deque()
+        self._cut_file = os.environ.get(CUT_STANDBY_ENV) or None
+        self._cut = False
 
     # --- start ---------------------------------------------------------------------------
 
@@ -124,7 +135,18 @@ class Master:
     def _open(self) -> None:
         cfg = self.config
         self._lock_data_dir()
-        self.epoch = epochs.next_epoch(self.data_dir)
+        fenced_by = fence_file.read_fenced(self.data_dir, epochs.read_epoch(self.data_dir))
+        if fenced_by is not None:
+            # a fenced data directory claims no new epoch: it will not serve
+            self.epoch = epochs.read_epoch(self.data_dir)
+        elif self._promoted_epoch is None:
+            self.epoch = epochs.next_epoch(self.data_dir)
+        else:
+            if epochs.read_epoch(self.data_dir) > self._promoted_epoch:
+                raise errors.MwclusterError(f"{self.data_dir} already holds an epoch above "
+                                            f"{self._promoted_epoch}")
+            epochs.write_epoch(self.data_dir, self._promoted_epoch)
+            self.epoch = self._promoted_epoch
         self.engine = Engine(self.data_dir, durability="async", keep_snapshots=cfg.keep_snapshots,
                              epoch=self.epoch, segment_bytes=cfg.segment_bytes,
                              buffer_limit_bytes=cfg.buffer_limit_bytes, journal_io=self.fsync_io,
@@ -146,7 +168,13 @@ class Master:
                                  fetch_max_bytes=cfg.fetch_max_bytes, status=self.status,
                                  uploads=self.uploads, wall_ms=_wall_ms,
                                  jobs=JobsConfig(cfg.worker_timeout_s, cfg.worker_heartbeat_ms,
-                                                 cfg.max_assign_per_request))
+                                                 cfg.max_assign_per_request),
+                                 fenced_by=fenced_by,
+                                 on_fenced=self._on_fenced)
+        if self.handlers.fence.fenced:
+            log.error("epoch %d: this data directory is FENCED (a master under epoch %d "
+                      "replaced it): client requests are refused; rejoin as a standby",
+                      self.epoch, self.handlers.fence.fenced_by)
         self.handlers.defer_flush = True     # _drain wakes the flusher after the replies
         self._bind()
         if cfg.metrics_port:
@@ -161,6 +189,13 @@ class Master:
             self._write_ready_file(Path(cfg.ready_file))
         log.info("epoch %d: serving requests on %s, log stream on %s (durability %s)",
                  self.epoch, self.client_endpoint, self.pub_endpoint, cfg.durability)
+
+    def _on_fenced(self, fenced_by: int) -> None:
+        """Persist the fence before the first refusal is sent (a restart stays fenced)."""
+        try:
+            fence_file.write_fenced(self.data_dir, self.epoch, fenced_by)
+        except errors.MwclusterError as exc:   # still fenced in memory; say it loudly
+            log.error("epoch %d: %s", self.epoch, exc)
 
     def _lock_data_dir(self) -> None:
         self._lock_fd = lock_data_dir(self.data_dir, "master")
@@ -403,8 +438,9 @@ class Master:
                 if end < last:
                     records = records[:end - nxt + 1]
                     last = end
-            pub.send(TOPIC_LOG, _SNDMORE)
-            pub.send(encode_log_batch(epoch, records, digest))
+            if not self._cut:
+                pub.send(TOPIC_LOG, _SNDMORE)
+                pub.send(encode_log_batch(epoch, records, digest))
             if digest is not None:
                 ring.record(last, digest)
             stats.published_batches += 1
@@ -420,12 +456,17 @@ class Master:
         digest = state.digest if state.txid == durable else None
         if digest is not None:
             self.uploads.record(durable, digest)
-        self.pub.send(TOPIC_HEARTBEAT, _SNDMORE)
-        self.pub.send(encode_heartbeat(self.epoch, durable, digest, int(time.time() * 1000)))
+        if not self._cut:
+            self.pub.send(TOPIC_HEARTBEAT, _SNDMORE)
+            self.pub.send(encode_heartbeat(self.epoch, durable, digest,
+                                           int(time.time() * 1000)))
         self.stats.heartbeats += 1
         self._last_publish = time.monotonic()
 
     def _tick(self, now: float) -> None:
+        if self._cut_file is not None:
+            cut = self._cut = os.path.exists(self._cut_file)
+            self.handlers.drop_ops = CUT_OPS if cut else frozenset()
         if now - self._last_publish >= self.config.heartbeat_interval_s:
             self._heartbeat()
         if self.handlers.parked and self.engine.journal.failure is not None:
@@ -446,79 +487,7 @@ class Master:
     # --- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        engine = self.engine
-        js = engine.journal.stats()
-        now = time.monotonic()
-        snap_txid, snap_age = 0, None
-        for _txid, path in snapshots.list_snapshots(engine.snapshot_dir):
-            try:
-                header = snapshots.read_header(path)
-            except errors.MwclusterError:
-                continue
-            snap_txid = header.txid
-            snap_age = round(max(0.0, time.time() - header.created_ms / 1000), 3)
-            break
-        p50, p99 = self.fsync_io.percentiles_ms()
-        losses = sorted(js.loss_window_samples)
-        since_records, since_bytes, truncation = self._since_snapshot(snap_txid, snap_age)
-        state = engine.state
-        horizon = now - PEER_WINDOW_S
-        recovery = engine.recovery
-        return {
-            "epoch": self.epoch, "txid": state.txid, "durable_txid": js.durable_txid,
-            "digest": state.digest, "published_txid": self.published_txid,
-            "loss_window_s": round(js.oldest_unflushed_age_s, 6),
-            "loss_window_p99_s": (round(losses[min(len(losses) - 1, int(len(losses) * 0.99))], 6)
-                                  if losses else None),
-            "buffered_bytes": js.buffered_bytes, "journal_bytes": js.journal_bytes,
-            "journal_segments": js.segments, "first_txid": engine.journal.first_txid,
-            "last_snapshot_txid": snap_txid, "last_snapshot_age_s": snap_age,
-            "records_since_snapshot": since_records,
-            "journal_bytes_since_snapshot": since_bytes, "journal_truncation": truncation,
-            "requests_per_s": self.stats.requests_per_s(),
-            "requests_total": self.stats.requests_total,
-            "messages_total": self.drained,
-            "batch_messages_total": self.handlers.batches if self.handlers else 0,
-            "messages_per_drain": round(self.drained / self.drains, 2) if self.drains else 0.0,
-            "errors_total": sum(self.stats.errors_by_code.values()),
-            "dropped_messages": self.stats.dropped, "retried_requests": self.stats.retries,
-            "parked_sync_replies": len(self.handlers.parked) if self.handlers else 0,
-            "uptime_s": round(now - self.serving_since, 3),
-            "recovery_s": round(recovery.seconds, 6) if recovery else None,
-            "recovery": recovery.to_dict() if recovery else None,
-            "peers": sum(1 for t in list(self.peers.values()) if t >= horizon),
-            "durability": self.config.durability,
-            "fsyncs": js.fsyncs, "fsync_p50_ms": p50, "fsync_p99_ms": p99,
-            "slow_fsyncs": self.fsync_io.slow,
-            "keys": len(state.ns), "jobs": len(state.jobs.jobs),
-            "workers": len(state.jobs.workers), **self.handlers.jobs.status(),
-            "journal_failed": js.failed, "last_error": js.last_error,
-            "pid": os.getpid(),
-            **(self.uploads.status() if self.uploads else {}),
-        }
-
-    def _since_snapshot(self, snap_txid: int, snap_age: float | None
-                        ) -> tuple[int, int, str]:
-        """Records and journal bytes after the newest snapshot, and why the journal is (not)
-        being truncated, for operators watching it grow."""
-        journal = self.engine.journal
-        records = max(0, journal.last_txid - snap_txid)
-        size = 0
-        for first, path in list_segments(journal.directory):
-            if first > snap_txid:
-                try:
-                    size += path.stat().st_size
-                except OSError:
-                    pass
-        if not snap_txid:
-            why = ("no snapshot yet: nothing truncates the journal until a checkpoint node "
-                   "uploads one (run `mwcluster checkpoint`, or `mwcluster checkpoint --once` "
-                   "from cron)")
-        else:
-            why = (f"segments covered by the oldest kept snapshot are deleted at each upload; "
-                   f"the newest snapshot (txid {snap_txid}) is {snap_age:.0f} s old and "
-                   f"{records} records wait for the next checkpoint")
-        return records, size, why
+        return master_status(self)
 
     # --- stop --------------------------------------------------------------------------------
 

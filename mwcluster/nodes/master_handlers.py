@@ -30,6 +30,7 @@ from collections import deque
 from typing import Any, Callable
 
 from mwcluster import errors
+from mwcluster.core.failover import Fence
 from mwcluster.core.keys import check_prefix
 from mwcluster.core.records import from_wire
 from mwcluster.engine import Engine
@@ -52,6 +53,10 @@ _OPT_STR = (str, type(None))
 _BATCH = int(Op.BATCH)
 _UPLOAD_END = int(Op.SNAPSHOT_UPLOAD_END)
 _UPLOAD_CHUNK = int(Op.SNAPSHOT_UPLOAD_CHUNK)
+# What a fenced master still answers: its status, and the replication reads a standby or the
+# new master may need to take its last records (never a client's read or write).
+FENCED_ALLOWED = frozenset(int(op) for op in (Op.STATUS, Op.PING, Op.FETCH, Op.SNAPSHOT_INFO,
+                                              Op.SNAPSHOT_CHUNK, Op.CHECKPOINT_HELLO))
 
 Answer = tuple  # (status, txid, result): what an operation answers, before it is packed
 
@@ -64,8 +69,16 @@ class Handlers:
                  fetch_max_bytes: int = 4 << 20, max_batch: int = DEFAULT_MAX_BATCH,
                  status: Callable[[], dict] = dict,
                  uploads: SnapshotUploads | None = None, jobs: JobsConfig = JobsConfig(),
-                 wall_ms: Callable[[], int] | None = None) -> None:
+                 wall_ms: Callable[[], int] | None = None, fenced_by: int | None = None,
+                 on_fenced: Callable[[int], None] | None = None) -> None:
         self.engine = engine
+        # Epoch fencing (core/failover.py): a request carrying a higher epoch than this
+        # master's fences it for good; `on_fenced` persists that before any refusal goes out.
+        self.fence = Fence(epoch)
+        if fenced_by is not None:        # from the fence file: fenced whatever its value
+            self.fence.fenced_by = fenced_by
+        self.on_fenced = on_fenced
+        self.drop_ops: frozenset[int] = frozenset()   # set only by the loop's fault seam
         self.uploads = uploads if uploads is not None else SnapshotUploads(engine, epoch)
         self.epoch = epoch
         self.stats = stats
@@ -97,6 +110,7 @@ class Handlers:
             Op.SNAPSHOT_UPLOAD_END: self._upload_in_batch,
             Op.SNAPSHOT_UPLOAD_ABORT: self._upload_abort,
             Op.CHECKPOINT_HELLO: self._checkpoint_hello,
+            Op.PROMOTE: self._standby_only, Op.VOTE: self._standby_only,
         }
         # jobs and workers (master_jobs.py): ops FIRST_JOB_OP..99 through _mutate, and reads
         self.jobs = JobHandlers(self, jobs, **({"wall_ms": wall_ms} if wall_ms else {}))
@@ -112,6 +126,12 @@ class Handlers:
         except ProtocolError as exc:
             return self.error(exc.request_id or 0, exc.error, str(exc))
         op = req[2]
+        if op in self.drop_ops:
+            return None              # the fault seam (master.CUT_STANDBY_ENV): unanswered
+        if req[5] > self.epoch:
+            self.saw_epoch(req[5])
+        if self.fence.fenced_by is not None and op not in FENCED_ALLOWED:
+            return self.fenced_error(req[1])
         if op == _BATCH:
             return self._batch(ident, req)
         ops = self.batch_ops
@@ -125,6 +145,21 @@ class Handlers:
         if txid and req[3] in self._sync_levels and txid > self.engine.journal.durable_txid:
             return self._park(txid, ident, reply, req[1])
         return reply
+
+    def saw_epoch(self, epoch: int) -> None:
+        """An epoch seen on any message (a request, the other node): fence on a higher one."""
+        if self.fence.saw_epoch(epoch):
+            log.error("epoch %d: FENCED: a peer has seen epoch %d, so another master replaced "
+                      "this one; client requests are refused from now on (rejoin as a "
+                      "standby: mwcluster master --rejoin-as-standby)", self.epoch, epoch)
+            if self.on_fenced is not None:
+                self.on_fenced(epoch)
+
+    def fenced_error(self, request_id: int) -> bytes:
+        return self.error(request_id, ErrorCode.FENCED,
+                          f"this master (epoch {self.epoch}) is fenced: a master under epoch "
+                          f"{self.fence.fenced_by} replaced it; nothing was applied, ask the "
+                          "other master")
 
     def _park(self, txid: int, ident: bytes, reply: bytes, request_id: int) -> bytes | None:
         """Park a sync reply until its fsync; while the journal is failing, answer at once
@@ -171,7 +206,7 @@ class Handlers:
     def _batch(self, ident: bytes, req: Request) -> bytes | None:
         """One reply frame for a BATCH: the sub-replies in order; parked whole until the
         fsync that covers its highest txid when any sub-request wants sync."""
-        client_id, request_id, _op, _durability, subs = req
+        client_id, request_id, _op, _durability, subs, _epoch_seen = req
         if len(subs) > self.max_batch:
             return self.error(request_id, ErrorCode.TOO_LARGE,
                               f"a BATCH carries at most {self.max_batch} sub-requests; got "
@@ -239,7 +274,7 @@ class Handlers:
     # --- mutations ---------------------------------------------------------------------------
 
     def _mutate(self, req: Request) -> Answer:
-        client_id, request_id, op, _durability, args = req
+        client_id, request_id, op, _durability, args, _epoch_seen = req
         if op >= FIRST_JOB_OP:
             return self.jobs.handle(req)
         engine = self.engine
@@ -306,6 +341,10 @@ class Handlers:
     def _status(self, req: Request) -> Answer:
         args_check(req, (), ())
         return self._ok(req, self.status())
+
+    def _standby_only(self, req: Request) -> Answer:
+        return self._fail(ErrorCode.BAD_REQUEST, f"{Op(req.op).name} is sent to a checkpoint "
+                          "node's status endpoint (the standby), not to a master")
 
     def _ping(self, req: Request) -> Answer:
         args_check(req, (), ())

@@ -6,11 +6,14 @@ message beside this code. All payloads are msgpack (strings as str, byte strings
 
 Request/reply (client DEALER -> master ROUTER; the ROUTER adds the peer's identity frame):
 
-    request frame:  [1, client_id: bin(1..64), request_id: uint, op: uint, durability: uint, args: array]
+    request frame:  [1, client_id: bin(1..64), request_id: uint, op: uint, durability: uint, args: array
+                     (, epoch_seen: uint)]
     reply frame:    [1, request_id: uint, epoch: uint, status: uint, txid: uint, result: any]
 
 `durability` is 0 (the master's default), 1 (async) or 2 (sync). `status` 0 is success; any
 other value is an error code (ErrorCode) and `result` is then [code_name: str, message: str].
+`epoch_seen`, optional (a 6-element request means 0), is the highest master epoch the sender
+has seen: a master under a lower epoch is fenced by it (docs/failover.md).
 `txid` is the txid a mutation was logged at (0 for reads and errors). A request must be one
 ZMQ frame; anything else is refused.
 
@@ -86,6 +89,10 @@ class Op(IntEnum):
     SNAPSHOT_UPLOAD_ABORT = 133  # [upload_id] -> nil
     CHECKPOINT_HELLO = 134       # [status_endpoint: str|nil, replica_txid, checkpoint_txid|nil]
     #                              -> nil (the node tells the master it runs)
+    # failover, answered by a checkpoint node's status endpoint (docs/failover.md)
+    PROMOTE = 140      # [] -> map: the promotion report (the node then serves as master)
+    VOTE = 141         # [] -> map: a client or worker that cannot reach the master asks the
+    #                    standby to serve (auto failover); `promoted` says whether it did
     # many requests in one frame
     BATCH = 200        # [[request_id, op, durability, args], ...] -> [[request_id, status,
     #                    txid, result], ...]
@@ -148,6 +155,7 @@ class ErrorCode(IntEnum):
     TRUNCATED = 22        # FETCH: the records asked for were dropped after a checkpoint
     NO_SNAPSHOT = 23
     SHUTTING_DOWN = 24
+    FENCED = 25           # this master saw a higher epoch: another master replaced it
     INTERNAL = 30
 
 
@@ -162,6 +170,7 @@ _ERROR_CLASSES: dict[type, ErrorCode] = {
     errors.MultiFailed: ErrorCode.MULTI_FAILED,
     errors.InvalidRecord: ErrorCode.INVALID,
     errors.JournalUnavailable: ErrorCode.UNAVAILABLE,
+    errors.Fenced: ErrorCode.FENCED,
 }
 
 
@@ -191,6 +200,7 @@ class Request(NamedTuple):
     op: int
     durability: int
     args: list
+    epoch_seen: int = 0      # the sender's highest epoch seen (0: not sent)
 
 
 class Reply(NamedTuple):
@@ -208,7 +218,10 @@ _pack = _packer.pack
 
 
 def encode_request(client_id: bytes, request_id: int, op: int, args: list | tuple,
-                   durability: int = 0) -> bytes:
+                   durability: int = 0, epoch_seen: int = 0) -> bytes:
+    if epoch_seen:
+        return _pack((PROTOCOL_VERSION, client_id, request_id, op, durability, args,
+                      epoch_seen))
     return _pack((PROTOCOL_VERSION, client_id, request_id, op, durability, args))
 
 
@@ -263,10 +276,17 @@ def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
         raise ProtocolError(ErrorCode.TOO_LARGE,
                             f"request is {len(frame)} bytes; the limit is {max_bytes}")
     raw = _unpack(frame, "request")
+    epoch_seen = 0
+    if type(raw) is list and len(raw) == 7:
+        epoch_seen = raw.pop()
+        if type(epoch_seen) is not int or not 0 <= epoch_seen < _U64:
+            rid = raw[2] if type(raw[2]) is int and raw[2] >= 0 else None
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "epoch_seen (the 7th element) must be "
+                                "an unsigned integer", rid)
     if type(raw) is not list or len(raw) != 6:
         raise ProtocolError(ErrorCode.BAD_REQUEST,
                             "a request is an array [version, client_id, request_id, op, "
-                            "durability, args]")
+                            "durability, args(, epoch_seen)]")
     version, client_id, request_id, op, durability, args = raw
     # the common well-formed case in one expression; anything else gets the checks that say
     # what is wrong
@@ -274,7 +294,7 @@ def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
             and 1 <= len(client_id) <= 64 and type(request_id) is int \
             and 0 <= request_id < _U64 and type(op) is int and op in _KNOWN_OPS \
             and type(durability) is int and 0 <= durability <= 2 and type(args) is list:
-        return _new_request(Request, (client_id, request_id, op, durability, args))
+        return _new_request(Request, (client_id, request_id, op, durability, args, epoch_seen))
     rid = request_id if type(request_id) is int and request_id >= 0 else None
     if version != PROTOCOL_VERSION or type(version) is not int:
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
@@ -283,7 +303,7 @@ def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
     if type(client_id) is not bytes or not 1 <= len(client_id) <= 64:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "client_id must be 1..64 bytes (bin)", rid)
     _check_fields(rid, request_id, op, durability, args, "")
-    return Request(client_id, request_id, op, durability, args)
+    return Request(client_id, request_id, op, durability, args, epoch_seen)
 
 
 def decode_sub_request(client_id: bytes, raw: Any) -> Request:
@@ -313,7 +333,7 @@ def decode_batch(client_id: bytes, subs: list) -> list[Request | ProtocolError]:
             rid, op, dur, args = raw
             if type(rid) is int and 0 <= rid < _U64 and type(op) is int and op in ok_ops \
                     and type(dur) is int and 0 <= dur <= 2 and type(args) is list:
-                append_ok(new(Request, (client_id, rid, op, dur, args)))
+                append_ok(new(Request, (client_id, rid, op, dur, args, 0)))
                 continue
         try:
             decode_sub_request(client_id, raw)

@@ -1,0 +1,56 @@
+"""The old master coming back after a promotion (real processes): kill -9 of the master, the
+standby promoted; the old master restarted with its peer configured asks the peer first and
+starts fenced; with --rejoin-as-standby it moves its journal aside (kept) and follows the new
+master as its standby."""
+
+from __future__ import annotations
+
+from mwcluster import Client
+from mwcluster.testing import MasterProcess, RawDealer, wait_for
+from mwcluster.testing_checkpoint import write
+from mwcluster.testing_failover import StandbyProcess
+
+
+def test_old_master_restarts_fenced_then_rejoins_as_standby(tmp_path):
+    old = MasterProcess(tmp_path / "m", durability="sync")
+    with old, StandbyProcess(tmp_path / "c", old) as standby:
+        with RawDealer(old.client_endpoint) as dealer:
+            write(dealer, "/w", 300)
+        wait_for(lambda: standby.status()["replica_txid"] >= 300, what="standby caught up")
+        old_epoch = old.epoch
+        old.kill()
+        report = standby.promote()
+        assert report["epoch"] == old_epoch + 1 and report["old_master_fenced"] is False
+        assert report["txid"] == 300 and report["records_missing"] == 0
+        new = standby.promote_client_endpoint
+
+        # restarted with its peer configured: it asks first, and starts fenced
+        old.extra_args = ("--peer-master-endpoint", new)
+        old._proc = None
+        old.start()
+        with RawDealer(old.client_endpoint) as dealer:
+            s = dealer.status()
+            assert (s["fenced"], s["fenced_by"], s["epoch"]) == (True, report["epoch"],
+                                                                old_epoch)
+            assert dealer.call(1, ["/x", b"\x01", None]).status == 25      # PUT: fenced
+        assert old.terminate() == 0
+
+        # rejoin as the new master's standby
+        with Client([new], timeout_s=10) as client:
+            client.put("/after", 1)
+        old.extra_args = ("--peer-master-endpoint", new, "--rejoin-as-standby")
+        old._proc = None
+        old.start()
+        node_status = old.info["status"]
+        with RawDealer(node_status) as dealer, Client([new], timeout_s=10) as client:
+            target = client.status()["txid"]
+            wait_for(lambda: dealer.status()["replica_txid"] == target and
+                     dealer.status()["state"] == "following", 30, "the rejoined standby")
+            s = dealer.status()
+            assert s["role"] == "checkpoint" and s["epoch_seen"] == report["epoch"]
+        aside = [p for p in (tmp_path / "m").iterdir() if p.name.startswith("diverged-epoch-")]
+        assert len(aside) == 1 and any((aside[0] / "journal").iterdir())
+        assert not (tmp_path / "m" / "journal").exists() or \
+            not any((tmp_path / "m" / "journal").iterdir())
+        assert old.terminate() == 0
+        assert standby.terminate() == 0
