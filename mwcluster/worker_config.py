@@ -18,8 +18,10 @@ from mwcluster.config import Key, _at_least, _endpoint, _layer
 WORKER_ENV_PREFIX = "MWCLUSTER_WORKER_"
 
 WORKER_KEYS: tuple[Key, ...] = (
-    Key("master", str, "tcp://127.0.0.1:5550", "the master's ROUTER endpoint", _endpoint,
-        "a ZeroMQ endpoint such as tcp://127.0.0.1:5550"),
+    Key("master", str, "tcp://127.0.0.1:5550", "the master's ROUTER endpoint; several separated "
+        "by commas (the master and the standby's promote endpoint) let the worker follow a "
+        "failover", lambda v: all(_endpoint(e.strip()) for e in v.split(",")),
+        "a ZeroMQ endpoint such as tcp://127.0.0.1:5550, or several separated by commas"),
     Key("worker_id", str, "", "this worker's id (empty: host name and process id)"),
     Key("slots", int, 0, "tasks run at once, one thread each (0: the CPU count)",
         lambda v: 0 <= v <= 4096, "0..4096"),

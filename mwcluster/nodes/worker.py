@@ -96,7 +96,10 @@ class WorkerNode:
     def _real_client(self):
         from mwcluster.client import Client
 
-        return Client(self.config.master, timeout_s=self.config.request_timeout_s, retries=2,
+        # several endpoints (the master, the standby's promote endpoint): the Client follows
+        # the highest epoch and moves on from a fenced or replaced master (docs/failover.md)
+        endpoints = [e.strip() for e in self.config.master.split(",")]
+        return Client(endpoints, timeout_s=self.config.request_timeout_s, retries=2,
                       client_id=f"worker:{self.config.worker_id}"[:64])
 
     def _now_ms(self) -> int:

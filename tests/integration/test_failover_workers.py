@@ -1,0 +1,46 @@
+"""Workers through a manual failover (real processes): two workers given both master
+endpoints run a job; the standby is promoted mid-job; the workers move to the new master by
+themselves and the job completes there with the result computed directly."""
+
+from __future__ import annotations
+
+from mwcluster import Client, demo_job
+from mwcluster.local_cluster import WorkerProcess
+from mwcluster.testing import MasterProcess, wait_for
+from mwcluster.testing_failover import StandbyProcess
+
+SHARDS, RECORDS = 24, 200
+
+
+def test_running_job_completes_after_a_manual_promotion(tmp_path):
+    with MasterProcess(tmp_path / "m", durability="sync") as master, \
+            StandbyProcess(tmp_path / "c", master) as standby:
+        both = f"{master.client_endpoint},{standby.promote_client_endpoint}"
+        workers = [WorkerProcess(f"w{n}", both, slots=2, handlers=["mwcluster.demo_job"])
+                   for n in (1, 2)]
+        try:
+            for w in workers:
+                w.start()
+            with Client([master.client_endpoint, standby.promote_client_endpoint],
+                        timeout_s=5, retries=6) as client:
+                job = client.submit_job("wc", demo_job.HANDLER,
+                                        demo_job.job_inputs(7, SHARDS, RECORDS),
+                                        params={"read_delay_ms": 150}, max_attempts=4)
+
+                def succeeded() -> int:
+                    return client.job_status(job)["counts"].get("succeeded", 0)
+                wait_for(lambda: succeeded() >= 2, 60, "some tasks done before the failover")
+                assert succeeded() < SHARDS
+                report = standby.promote()
+                assert report["old_master_fenced"] and report["records_missing"] == 0
+                wait_for(lambda: client.job_status(job)["state"] == "succeeded", 120,
+                         "the job to complete on the new master")
+                assert client.epochs.highest == report["epoch"]
+                assert client.status()["epoch"] == report["epoch"]
+                tasks = client.job_tasks(job, 0, 1000)
+            assert demo_job.combine([t["result"] for t in tasks]) == \
+                demo_job.direct(7, SHARDS, RECORDS)
+        finally:
+            for w in workers:
+                w.stop()
+        assert standby.terminate() == 0
