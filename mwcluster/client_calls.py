@@ -73,17 +73,19 @@ def error_from_reply(reply: Reply) -> errors.MwclusterError:
     return exc
 
 
-_DURABILITY = {None: 0, "default": 0, "async": 1, "sync": 2}
+_DURABILITY = {None: 0, "default": 0, "async": 1, "sync": 2, "replicated": 3}
 
 
 def parse_durability(durability: str | int | None) -> int:
-    """None or "default" (the master's mode), "async", "sync", or a Durability value."""
+    """None or "default" (the master's mode), "async", "sync", "replicated" (acknowledged once
+    the standby has the record: docs/failover.md), or a Durability value."""
     if isinstance(durability, int) and not isinstance(durability, bool):
         return int(Durability(durability))
     try:
         return _DURABILITY[durability]
     except (KeyError, TypeError):
-        raise ValueError(f"durability must be None, 'default', 'async' or 'sync', not "
+        raise ValueError(f"durability must be None, 'default', 'async', 'sync' or "
+                         f"'replicated', not "
                          f"{durability!r}") from None
 
 

@@ -113,6 +113,7 @@ class CheckpointNode:
             fo.FailoverConfig(fo.Mode(config.failover), config.failover_timeout_s,
                               config.failover_timeout_s), time.monotonic())
         self.promoted_master = None          # the Master it serves as, once promoted
+        self._acked_txid = 0                 # the replica txid last reported (REPLICA_ACK)
         self.promotion: dict[str, Any] | None = None
 
     # --- start ---------------------------------------------------------------------------
@@ -231,6 +232,8 @@ class CheckpointNode:
                 ready = dict(poller.poll(max(0.0, (next_tick - now) * 1000)))
                 if sub in ready:
                     self._drain_stream()
+                if self.state.txid != self._acked_txid:
+                    self._ack_replica()
                 if status_sock is not None and status_sock in ready:
                     self.status_server.answer(self.status, self.machine.epoch or 0,
                                               {Op.PROMOTE: self._on_promote,
@@ -263,6 +266,12 @@ class CheckpointNode:
             self.exit_code = 1
         self.close()
         return self.exit_code
+
+    def _ack_replica(self) -> None:
+        """Tell the master how far the replica is (it releases `replicated` replies up to
+        there): one message per loop iteration that applied something, not waited for."""
+        self._acked_txid = self.state.txid
+        self.link.notify(Op.REPLICA_ACK, [self.state.txid])
 
     def _hello(self) -> None:
         last = self.last_checkpoint

@@ -69,6 +69,8 @@ DRAIN_BUDGET_S = 0.002
 FLUSHER_STALL_S = 0.002
 FLUSHER_YIELD_S = 0.001
 PEER_WINDOW_S = 30.0
+# A `replicated` reply not confirmed by a standby within this long is answered unavailable.
+REPLICATED_TIMEOUT_S = 5.0
 _NOBLOCK = zmq.NOBLOCK
 # Fault seam for the split-brain test (docs/failover.md): while the file named by this
 # variable exists (looked at every tick), the master publishes nothing and leaves the requests
@@ -283,6 +285,9 @@ class Master:
                 if durable > self.published_txid or (handlers.parked and
                                                       handlers.parked[0][0] <= durable):
                     self._after_durable()
+                if handlers.parked_replicated and \
+                        handlers.parked_replicated[0][0] <= handlers.replica_txid:
+                    self._send_all(handlers.release_replicated(monotonic()))
                 if uploads.pending():
                     self._send_all(uploads.finished())
                 now = monotonic()
@@ -471,6 +476,8 @@ class Master:
             self._heartbeat()
         if self.handlers.parked and self.engine.journal.failure is not None:
             self._send_all(self.handlers.fail_parked())
+        if self.handlers.parked_replicated:
+            self._send_all(self.handlers.expire_replicated(now, REPLICATED_TIMEOUT_S))
         if self.handlers.jobs.expire(now):    # workers silent past worker_timeout_s: lost
             self.engine.journal.wake()
         if now >= self._next_rate:
@@ -519,6 +526,8 @@ class Master:
             if handlers is not None and self.router is not None:
                 try:
                     self._after_durable()
+                    # replicated replies the standby did not confirm: not left waiting
+                    self._send_all(handlers.expire_replicated(float("inf"), 0.0))
                     if code:       # what the journal could not save is lost: say so
                         self._send_all(handlers.fail_parked(
                             "the master stopped before the journal could save it"))

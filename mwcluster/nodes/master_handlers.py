@@ -53,6 +53,7 @@ _OPT_STR = (str, type(None))
 _BATCH = int(Op.BATCH)
 _UPLOAD_END = int(Op.SNAPSHOT_UPLOAD_END)
 _UPLOAD_CHUNK = int(Op.SNAPSHOT_UPLOAD_CHUNK)
+_REPLICATED = 3
 # What a fenced master still answers: its status, and the replication reads a standby or the
 # new master may need to take its last records (never a client's read or write).
 FENCED_ALLOWED = frozenset(int(op) for op in (Op.STATUS, Op.PING, Op.FETCH, Op.SNAPSHOT_INFO,
@@ -100,6 +101,11 @@ class Handlers:
         # (txid, ident, reply, parked_at, request_id): sync replies waiting for their fsync, in
         # the order they were parked (txid order, except a retry of an older request)
         self.parked: deque[tuple[int, bytes, bytes, float, int]] = deque()
+        # `replicated` replies (durability 3), same tuples: released when the standby's
+        # REPLICA_ACK reaches their txid (it applies only records durable here)
+        self.parked_replicated: deque[tuple[int, bytes, bytes, float, int]] = deque()
+        self.replica_txid = 0        # the highest txid a standby reported applied
+        self.replica_acks = 0
         self._reads: dict[int, Callable[[Request], Answer]] = {
             Op.GET: self._get, Op.STAT: self._stat, Op.CHILDREN: self._children,
             Op.LIST: self._list, Op.STATUS: self._status, Op.PING: self._ping,
@@ -111,6 +117,7 @@ class Handlers:
             Op.SNAPSHOT_UPLOAD_ABORT: self._upload_abort,
             Op.CHECKPOINT_HELLO: self._checkpoint_hello,
             Op.PROMOTE: self._standby_only, Op.VOTE: self._standby_only,
+            Op.REPLICA_ACK: self._replica_ack,
         }
         # jobs and workers (master_jobs.py): ops FIRST_JOB_OP..99 through _mutate, and reads
         self.jobs = JobHandlers(self, jobs, **({"wall_ms": wall_ms} if wall_ms else {}))
@@ -142,6 +149,8 @@ class Handlers:
             return self._upload_parked(ident, req)
         status, txid, result = self._apply(req)
         reply = encode_reply(req[1], self.epoch, status, txid, result)
+        if txid and req[3] == _REPLICATED and txid > self.replica_txid:
+            return self._park_replicated(txid, ident, reply, req[1])
         if txid and req[3] in self._sync_levels and txid > self.engine.journal.durable_txid:
             return self._park(txid, ident, reply, req[1])
         return reply
@@ -169,6 +178,40 @@ class Handlers:
             return self.error(request_id, ErrorCode.UNAVAILABLE, _not_durable(txid, failure))
         self.parked.append((txid, ident, reply, self.now, request_id))
         return None
+
+    def _park_replicated(self, txid: int, ident: bytes, reply: bytes,
+                         request_id: int) -> bytes | None:
+        failure = self.engine.journal.failure
+        if failure is not None:
+            return self.error(request_id, ErrorCode.UNAVAILABLE, _not_durable(txid, failure))
+        self.parked_replicated.append((txid, ident, reply, self.now, request_id))
+        return None
+
+    def release_replicated(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Replicated replies the standby now has, as (ident, reply), oldest first."""
+        parked = self.parked_replicated
+        upto = self.replica_txid
+        out = []
+        wait = self.stats.sync_wait
+        while parked and parked[0][0] <= upto:
+            _txid, ident, reply, parked_at, _rid = parked.popleft()
+            out.append((ident, reply))
+            wait.add(now - parked_at)
+        return out
+
+    def expire_replicated(self, now: float, timeout_s: float) -> list[tuple[bytes, bytes]]:
+        """Replicated replies parked longer than `timeout_s`: answered `unavailable` (the
+        record is applied and, once durable, kept here; the standby did not confirm it)."""
+        parked = self.parked_replicated
+        out = []
+        while parked and now - parked[0][3] > timeout_s:
+            txid, ident, _reply, _at, request_id = parked.popleft()
+            out.append((ident, self.error(
+                request_id, ErrorCode.UNAVAILABLE,
+                f"applied as txid {txid} on the master, but no standby confirmed having it "
+                f"within {timeout_s:g} s (is a checkpoint node following this master?); it "
+                "may be lost by a failover. A retry with the same request id waits again")))
+        return out
 
     def fail_parked(self, failure: str | None = None) -> list[tuple[bytes, bytes]]:
         """The parked sync replies as `unavailable` errors, oldest first, while the journal
@@ -221,7 +264,7 @@ class Handlers:
         out = []
         append = out.append
         top = 0
-        want_sync = False
+        want_sync = want_replicated = False
         for sub in decode_batch(client_id, subs):
             if type(sub) is not Request:
                 append((sub.request_id or 0, *self._fail(sub.error, str(sub))))
@@ -238,10 +281,14 @@ class Handlers:
                         top = txid
                     if sub[3] in sync_levels:
                         want_sync = True
+                    elif sub[3] == _REPLICATED:
+                        want_replicated = True
             else:
                 status, txid, result = apply(sub)
             append((sub[1], status, txid, result))
         reply = encode_reply(request_id, self.epoch, 0, top, out)
+        if want_replicated and top > self.replica_txid:
+            return self._park_replicated(top, ident, reply, request_id)
         if want_sync and top > self.engine.journal.durable_txid:
             return self._park(top, ident, reply, request_id)
         return reply
@@ -341,6 +388,14 @@ class Handlers:
     def _status(self, req: Request) -> Answer:
         args_check(req, (), ())
         return self._ok(req, self.status())
+
+    def _replica_ack(self, req: Request) -> Answer:
+        txid, = args_check(req, (int,), ("replica_txid",))
+        if txid > self.replica_txid:
+            # never above what is durable here: the stream carries only durable records
+            self.replica_txid = min(txid, self.engine.journal.durable_txid)
+        self.replica_acks += 1
+        return self._ok(req, None)
 
     def _standby_only(self, req: Request) -> Answer:
         return self._fail(ErrorCode.BAD_REQUEST, f"{Op(req.op).name} is sent to a checkpoint "

@@ -10,7 +10,8 @@ Request/reply (client DEALER -> master ROUTER; the ROUTER adds the peer's identi
                      (, epoch_seen: uint)]
     reply frame:    [1, request_id: uint, epoch: uint, status: uint, txid: uint, result: any]
 
-`durability` is 0 (the master's default), 1 (async) or 2 (sync). `status` 0 is success; any
+`durability` is 0 (the master's default), 1 (async), 2 (sync) or 3 (replicated: the reply
+waits until the standby reports having the record). `status` 0 is success; any
 other value is an error code (ErrorCode) and `result` is then [code_name: str, message: str].
 `epoch_seen`, optional (a 6-element request means 0), is the highest master epoch the sender
 has seen: a master under a lower epoch is fenced by it (docs/failover.md).
@@ -89,6 +90,8 @@ class Op(IntEnum):
     SNAPSHOT_UPLOAD_ABORT = 133  # [upload_id] -> nil
     CHECKPOINT_HELLO = 134       # [status_endpoint: str|nil, replica_txid, checkpoint_txid|nil]
     #                              -> nil (the node tells the master it runs)
+    REPLICA_ACK = 135            # [replica_txid] -> nil: the standby has applied up to there
+    #                              (releases `replicated` replies)
     # failover, answered by a checkpoint node's status endpoint (docs/failover.md)
     PROMOTE = 140      # [] -> map: the promotion report (the node then serves as master)
     VOTE = 141         # [] -> map: a client or worker that cannot reach the master asks the
@@ -134,6 +137,7 @@ class Durability(IntEnum):
     DEFAULT = 0
     ASYNC = 1
     SYNC = 2
+    REPLICATED = 3     # durable on the master and applied by the standby
 
 
 class ErrorCode(IntEnum):
@@ -293,7 +297,7 @@ def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
     if version == PROTOCOL_VERSION and type(version) is int and type(client_id) is bytes \
             and 1 <= len(client_id) <= 64 and type(request_id) is int \
             and 0 <= request_id < _U64 and type(op) is int and op in _KNOWN_OPS \
-            and type(durability) is int and 0 <= durability <= 2 and type(args) is list:
+            and type(durability) is int and 0 <= durability <= 3 and type(args) is list:
         return _new_request(Request, (client_id, request_id, op, durability, args, epoch_seen))
     rid = request_id if type(request_id) is int and request_id >= 0 else None
     if version != PROTOCOL_VERSION or type(version) is not int:
@@ -332,7 +336,7 @@ def decode_batch(client_id: bytes, subs: list) -> list[Request | ProtocolError]:
         if type(raw) is list and len(raw) == 4:
             rid, op, dur, args = raw
             if type(rid) is int and 0 <= rid < _U64 and type(op) is int and op in ok_ops \
-                    and type(dur) is int and 0 <= dur <= 2 and type(args) is list:
+                    and type(dur) is int and 0 <= dur <= 3 and type(args) is list:
                 append_ok(new(Request, (client_id, rid, op, dur, args, 0)))
                 continue
         try:
@@ -355,9 +359,10 @@ def _check_fields(rid: int | None, request_id: Any, op: Any, durability: Any, ar
                             f"{what}request_id must be an unsigned 64-bit integer")
     if type(op) is not int:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}op must be an integer", rid)
-    if type(durability) is not int or durability not in (0, 1, 2):
+    if type(durability) is not int or durability not in (0, 1, 2, 3):
         raise ProtocolError(ErrorCode.BAD_REQUEST,
-                            f"{what}durability must be 0 (default), 1 (async) or 2 (sync)", rid)
+                            f"{what}durability must be 0 (default), 1 (async), 2 (sync) or 3 "
+                            "(replicated)", rid)
     if type(args) is not list:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}args must be an array", rid)
     if op not in _KNOWN_OPS:
