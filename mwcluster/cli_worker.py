@@ -24,7 +24,12 @@ log = logging.getLogger(__name__)
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               default=None, help="TOML config file (see conf/worker.toml); default: "
                                  "$MWCLUSTER_WORKER_CONFIG if set.")
-@click.option("--master", default=None, help="The master's endpoint [tcp://127.0.0.1:5550].")
+@click.option("--master", default=None,
+              help="The master's endpoint, or several separated by commas (the master and the "
+                   "standby's promote endpoint) [tcp://127.0.0.1:5550].")
+@click.option("--standby-status", default=None,
+              help="The standby's status endpoint: unanswered requests vote for it to serve "
+                   "(auto failover) [none].")
 @click.option("--id", "worker_id", default=None, help="Worker id [host name and pid].")
 @click.option("--slots", type=int, default=None, help="Tasks at once [the CPU count].")
 @click.option("--handlers", multiple=True,
@@ -38,13 +43,14 @@ log = logging.getLogger(__name__)
               help="Write {worker_id, pid, slots, master} as JSON here once registered.")
 @click.option("--print-config", is_flag=True,
               help="Print the resolved configuration with the source of each value, and exit.")
-def worker(config_file, master, worker_id, slots, handlers, heartbeat_ms, progress_interval_ms,
-           ready_file, print_config) -> None:
+def worker(config_file, master, standby_status, worker_id, slots, handlers, heartbeat_ms,
+           progress_interval_ms, ready_file, print_config) -> None:
     """Run a worker: take tasks from the master, run their handlers, report progress."""
     from mwcluster.worker import REGISTRY, load_handler_modules
     from mwcluster.worker_config import load_worker_config
 
-    flags = {"master": master, "worker_id": worker_id, "slots": slots,
+    flags = {"master": master, "standby_status": standby_status, "worker_id": worker_id,
+             "slots": slots,
              "handlers": ",".join(handlers) if handlers else None,
              "heartbeat_ms": heartbeat_ms, "progress_interval_ms": progress_interval_ms,
              "ready_file": ready_file}

@@ -42,6 +42,10 @@ WORKER_KEYS: tuple[Key, ...] = (
         "a number of seconds >= 0"),
     Key("ready_file", str, "", "write a JSON file with the worker id and pid once registered "
         "(empty: none)"),
+    Key("standby_status", str, "", "the standby's status endpoint(s), comma-separated: an "
+        "unanswered request also asks it to serve (a VOTE, for failover = auto); empty: none",
+        lambda v: v == "" or all(_endpoint(e.strip()) for e in v.split(",")),
+        "empty, or ZeroMQ endpoints separated by commas"),
 )
 
 _BY_NAME = {k.name: k for k in WORKER_KEYS}
@@ -59,6 +63,7 @@ class WorkerConfig:
     request_timeout_s: float
     stop_timeout_s: float
     ready_file: str
+    standby_status: str
     sources: Mapping[str, str]
 
     def to_dict(self) -> dict[str, Any]:

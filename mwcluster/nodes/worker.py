@@ -99,7 +99,9 @@ class WorkerNode:
         # several endpoints (the master, the standby's promote endpoint): the Client follows
         # the highest epoch and moves on from a fenced or replaced master (docs/failover.md)
         endpoints = [e.strip() for e in self.config.master.split(",")]
+        standby = [e.strip() for e in self.config.standby_status.split(",") if e.strip()]
         return Client(endpoints, timeout_s=self.config.request_timeout_s, retries=2,
+                      standby_status=standby,
                       client_id=f"worker:{self.config.worker_id}"[:64])
 
     def _now_ms(self) -> int:

@@ -44,3 +44,35 @@ def test_running_job_completes_after_a_manual_promotion(tmp_path):
             for w in workers:
                 w.stop()
         assert standby.terminate() == 0
+
+
+def test_workers_vote_and_their_job_completes_after_an_automatic_failover(tmp_path):
+    old = MasterProcess(tmp_path / "m", durability="sync")
+    with old, StandbyProcess(tmp_path / "c", old, failover="auto",
+                             failover_timeout_s=3.0) as standby:
+        both = f"{old.client_endpoint},{standby.promote_client_endpoint}"
+        workers = [WorkerProcess(f"w{n}", both, slots=2, handlers=["mwcluster.demo_job"],
+                                 extra_args=("--standby-status", standby.status_endpoint))
+                   for n in (1, 2)]
+        try:
+            for w in workers:
+                w.start()
+            with Client([old.client_endpoint], timeout_s=5) as client:   # votes for nobody
+                job = client.submit_job("wc", demo_job.HANDLER,
+                                        demo_job.job_inputs(7, SHARDS, RECORDS),
+                                        params={"read_delay_ms": 150}, max_attempts=4)
+                wait_for(lambda: client.job_status(job)["counts"].get("succeeded", 0) >= 2,
+                         60, "some tasks done before the kill")
+            old.kill()
+            # only the workers, which cannot reach the master, vote for the standby
+            wait_for(lambda: standby.master_info() is not None, 60, "the standby to serve")
+            with Client([standby.promote_client_endpoint], timeout_s=10) as client:
+                wait_for(lambda: client.job_status(job)["state"] == "succeeded", 120,
+                         "the job to complete on the new master")
+                tasks = client.job_tasks(job, 0, 1000)
+            assert demo_job.combine([t["result"] for t in tasks]) == \
+                demo_job.direct(7, SHARDS, RECORDS)
+        finally:
+            for w in workers:
+                w.stop()
+        assert standby.terminate() == 0
