@@ -274,6 +274,8 @@ class CheckpointNode:
         self.link.notify(Op.REPLICA_ACK, [self.state.txid])
 
     def _hello(self) -> None:
+        # the highest epoch this node has seen travels with it: a master below it is fenced
+        self.link.epoch_seen = self.standby.highest_epoch
         last = self.last_checkpoint
         self.link.notify(Op.CHECKPOINT_HELLO, [self.status_endpoint or None, self.state.txid,
                                                last["txid"] if last else None])
@@ -475,19 +477,45 @@ class CheckpointNode:
 
     # --- promotion (checkpoint_promote.py) ------------------------------------------------
 
+    def _unpromotable(self) -> str | None:
+        """Why this node cannot be promoted now, or None. Every epoch it has heard of counts
+        first (the stream, FETCH replies): the new epoch must be above the master's."""
+        standby = self.standby
+        standby.saw_epoch(self.machine.epoch or 0)
+        standby.saw_epoch(self.link.epoch or 0)
+        cfg = self.config
+        if not (cfg.promote_client_endpoint and cfg.promote_pub_endpoint):
+            return ("this node cannot be promoted: set promote_client_endpoint and "
+                    "promote_pub_endpoint in its configuration (conf/checkpoint.toml) and "
+                    "restart it")
+        if standby.highest_epoch == 0:
+            return ("this node has never heard from a master (no epoch seen), so it cannot "
+                    "take an epoch known to be above the master's; let it join the master "
+                    "first")
+        return None
+
     def _on_promote(self, _req) -> dict[str, Any]:
         """The operator's PROMOTE: become the master (any failover mode)."""
+        why = self._unpromotable()
+        if why is not None and self.promotion is None:
+            raise errors.BadState(why)
         return self._promote(self.standby.promote(time.monotonic()))
 
     def _on_vote(self, req) -> dict[str, Any]:
         """A client or worker that cannot reach the master asks this node to serve: it
         promotes itself only as core/failover.py decides (auto mode, master silent)."""
+        why = self._unpromotable()
+        if why is not None and self.promotion is None:
+            self.standby.saw_epoch(req.epoch_seen)
+            return {"promoted": False, "reason": why}
         decision = self.standby.vote(time.monotonic(), req.epoch_seen)
         if isinstance(decision, fo.Refuse):
             return {"promoted": False, "reason": decision.reason}
         return self._promote(decision)
 
     def _failover_tick(self, now: float) -> None:
+        if self.standby.config.mode is not fo.Mode.AUTO or self._unpromotable() is not None:
+            return
         decision = self.standby.tick(now)
         if decision is None or self.promotion is not None:
             return

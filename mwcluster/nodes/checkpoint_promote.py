@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,40 @@ def master_config(config: CheckpointConfig, directory: Path):
         "ready_file": config.ready_file or None})
 
 
+PEER_FENCE_S = 1.0
+
+
+def start_peer_fencer(endpoint: str, epoch: int) -> threading.Thread:
+    """A daemon thread of the promoted process that sends the old master a PING carrying the
+    new epoch every PEER_FENCE_S, without waiting for answers: an old master cut off at the
+    promotion is fenced as soon as the network lets one through, even if no client ever
+    reaches it. It lives as long as the process."""
+    import zmq
+
+    from mwcluster.wire.protocol import encode_request
+
+    def run() -> None:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 1)      # a PING waiting is enough: the next replaces it
+        sock.connect(endpoint)
+        client_id = os.urandom(16)
+        pause = threading.Event()
+        while True:
+            try:
+                while sock.poll(0):
+                    sock.recv(zmq.NOBLOCK)  # answers are not needed
+                sock.send(encode_request(client_id, 0, Op.PING, [], 0, epoch), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass                         # queue full (the old master is away): next time
+            pause.wait(PEER_FENCE_S)
+
+    thread = threading.Thread(target=run, name="peer-fencer", daemon=True)
+    thread.start()
+    return thread
+
+
 def promote_node(node, decision: Promote) -> dict[str, Any]:
     """Steps 1 to 5 on a CheckpointNode (nodes/checkpoint.py), on its loop; the report.
     The node's loop stops after this; its process then runs `node.promoted_master`."""
@@ -122,10 +157,6 @@ def promote_node(node, decision: Promote) -> dict[str, Any]:
     if node.promotion is not None:
         return node.promotion
     cfg = node.config
-    if not (cfg.promote_client_endpoint and cfg.promote_pub_endpoint):
-        raise errors.BadState("this node cannot be promoted: set promote_client_endpoint "
-                              "and promote_pub_endpoint in its configuration "
-                              "(conf/checkpoint.toml) and restart it")
     started = time.monotonic()
     epoch = decision.epoch
     directory = master_dir(cfg)
@@ -145,6 +176,7 @@ def promote_node(node, decision: Promote) -> dict[str, Any]:
     write_master_dir(cfg, node.state, epoch)
     master = Master(master_config(cfg, directory), epoch=epoch)
     master.open()
+    start_peer_fencer(cfg.master, epoch)
     node.promoted_master = master
     node.request_stop()
     report.update({

@@ -46,3 +46,18 @@ def test_promote_under_sync_load_loses_no_acknowledged_write(tmp_path):
             assert client.get("/before/299") == {"i": 299}
         assert standby.master_info()["epoch"] == report["epoch"]
         assert standby.terminate() == 0
+
+
+def test_a_standby_that_never_heard_a_master_refuses_to_promote(tmp_path):
+    import pytest
+
+    from mwcluster import errors
+
+    master = MasterProcess(tmp_path / "m")
+    with master:
+        master.kill()                     # gone before the standby ever hears it
+        with StandbyProcess(tmp_path / "c", master) as standby:
+            with pytest.raises(errors.BadState, match="never heard from a master"):
+                standby.promote()
+            assert standby.status()["standby"] == "following"
+            assert standby.terminate() == 0

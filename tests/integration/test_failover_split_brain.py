@@ -19,6 +19,22 @@ from mwcluster.testing import MasterProcess, RawDealer, wait_for
 from mwcluster.testing_failover import StandbyProcess
 
 
+def test_the_new_master_fences_the_old_one_once_the_cut_heals(tmp_path):
+    cut = tmp_path / "cut-standby"
+    old = MasterProcess(tmp_path / "m", env=dict(os.environ, **{CUT_STANDBY_ENV: str(cut)}))
+    with old, StandbyProcess(tmp_path / "c", old) as standby:
+        cut.touch()
+        wait_for(lambda: standby.status()["master_silent_s"] >= 1.0, 30, "the cut to bite")
+        report = standby.promote()
+        assert report["old_master_fenced"] is False
+        with RawDealer(old.client_endpoint) as dealer:
+            assert dealer.status()["fenced"] is False       # two masters for now
+            cut.unlink()                                     # no client involved
+            wait_for(lambda: dealer.status()["fenced"], 30, "the new master's PING to fence it")
+            assert dealer.status()["fenced_by"] == report["epoch"]
+        assert standby.terminate() == 0
+
+
 def test_isolated_old_master_is_fenced_and_its_writes_do_not_survive(tmp_path):
     cut = tmp_path / "cut-standby"
     old = MasterProcess(tmp_path / "m", durability="sync",
