@@ -81,8 +81,8 @@ def decide_start(config: MasterConfig, *, force: bool = False,
         decision, why = start_decision(own, peer, force=force)
         now = time.monotonic()
         if decision is not StartAs.WAIT or stop_requested():
-            log.warning("start: %s", why) if decision is not StartAs.MASTER or peer.role \
-                is None else log.info("start: %s", why)
+            quiet = decision is StartAs.MASTER and peer.role is not None
+            log.log(logging.INFO if quiet else logging.WARNING, "start: %s", why)
             return decision, status
         if now - last_log >= WAIT_LOG_S:
             log.warning("start: %s", why)

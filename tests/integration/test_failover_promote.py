@@ -4,7 +4,9 @@ and serves under a higher epoch; no acknowledged sync write is lost and the clie
 
 from __future__ import annotations
 
-from mwcluster import Client
+import pytest
+
+from mwcluster import Client, errors
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
 from mwcluster.testing_checkpoint import write
 from mwcluster.testing_failover import StandbyProcess, SyncWriter
@@ -49,10 +51,6 @@ def test_promote_under_sync_load_loses_no_acknowledged_write(tmp_path):
 
 
 def test_a_standby_that_never_heard_a_master_refuses_to_promote(tmp_path):
-    import pytest
-
-    from mwcluster import errors
-
     master = MasterProcess(tmp_path / "m")
     with master:
         master.kill()                     # gone before the standby ever hears it
