@@ -262,6 +262,9 @@ CHECKPOINT_KEYS: tuple[Key, ...] = (
         "a number of seconds within 0.05..600"),
     Key("fetch_max_bytes", int, 4 << 20, "record payload asked for per FETCH",
         _at_least(1024), "an integer >= 1024"),
+    Key("upload_bytes_per_s", int, 32 << 20, "pace of a snapshot upload to the master, in "
+        "bytes per second (0: unpaced); a burst slows the master's answers", _at_least(0),
+        "an integer >= 0"),
     Key("snapshot_chunk_bytes", int, 1 << 20, "bytes per SNAPSHOT_CHUNK request",
         lambda v: 1024 <= v <= 1 << 20, "an integer within 1024..1048576"),
     Key("snapshot_credit", int, 4, "SNAPSHOT_CHUNK requests kept in flight",
@@ -305,6 +308,7 @@ class CheckpointConfig:
     heartbeat_interval_s: float
     request_timeout_s: float
     fetch_max_bytes: int
+    upload_bytes_per_s: int
     snapshot_chunk_bytes: int
     snapshot_credit: int
     max_buffer_bytes: int

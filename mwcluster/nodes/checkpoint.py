@@ -145,6 +145,7 @@ class CheckpointNode:
         self._connect(sub, cfg.subscribe, "subscribe")
         self.link = MasterLink(ctx, cfg.master, cfg.request_timeout_s)
         self.uploader = Uploader(ctx, cfg.master, cfg.request_timeout_s,
+                                 bytes_per_s=cfg.upload_bytes_per_s,
                                  **({"attempts": 4, "backoff_max_s": 2.0} if self.once else {}))
         if cfg.status_endpoint:
             self.status_server = StatusEndpoint(ctx, cfg.status_endpoint)

@@ -64,7 +64,7 @@ class Uploader:
     def __init__(self, ctx: zmq.Context, endpoint: str, timeout_s: float, *,
                  chunk_bytes: int = CHUNK_BYTES, credit: int = CREDIT,
                  attempts: int = 1_000_000, backoff_initial_s: float = 0.2,
-                 backoff_max_s: float = 30.0) -> None:
+                 backoff_max_s: float = 30.0, bytes_per_s: int = 0) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
         self.timeout_s = timeout_s
@@ -73,6 +73,9 @@ class Uploader:
         self.attempts = attempts
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        # pace the upload (0: as fast as the credit allows): a master receiving a snapshot
+        # in bursts answers its clients later, on a small machine several times later
+        self.bytes_per_s = max(0, bytes_per_s)
         self.status_endpoint: str | None = None    # named in BEGIN, for the master's status
         stall = os.environ.get(FAULT_STALL_ENV)
         self._stall_after = int(stall) if stall else None
@@ -212,6 +215,7 @@ class Uploader:
     def _send_chunks(self, link: MasterLink, upload_id: int, path: Path, size: int) -> None:
         in_flight: set[int] = set()
         offset = 0
+        started = time.monotonic()
         with open(path, "rb") as f:
             while offset < size or in_flight:
                 if self._stop.is_set():
@@ -226,6 +230,10 @@ class Uploader:
                     stall = offset      # send nothing more; wait for what is in flight
                 while offset < size and len(in_flight) < self.credit and \
                         (stall is None or offset < stall):
+                    if self.bytes_per_s:
+                        ahead = offset / self.bytes_per_s - (time.monotonic() - started)
+                        if ahead > 0:
+                            self._stop.wait(ahead)
                     data = f.read(min(self.chunk_bytes, size - offset))
                     if not data:
                         raise UploadFailed(f"{path} is shorter than its header says")

@@ -12,9 +12,9 @@ forever in the child. The child therefore touches nothing but the state and the 
 code: no logging, no zmq, no socket; it resets SIGTERM/SIGINT to their defaults (the parent's
 handlers would poke the parent's wake pipe), asks the kernel to SIGKILL it if the parent dies
 (PR_SET_PDEATHSIG: a kill -9 of the node never leaves an orphan writing), disables the
-garbage collector (a collection would touch, and so copy, every object's page), lowers its
-own priority (CHILD_NICE: the write is background work; on a small machine it must not take
-the CPU from the master or from the parent applying the stream), and on failure
+garbage collector (a collection would touch, and so copy, every object's page), runs under
+SCHED_IDLE (else at CHILD_NICE: the write is background work; on a small machine it must not
+take the CPU from the master or from the parent applying the stream), and on failure
 writes the reason to a pipe for the parent. A crash of the child, or of both, leaves at most
 a temporary `.snap-*.mws.tmp` file, which `clean_temp` removes at the next start.
 
@@ -129,6 +129,20 @@ class ForkedCheckpoint:
         return self.outcome
 
 
+def _background_priority() -> None:
+    """Run only when nothing else wants a CPU: SCHED_IDLE where the kernel has it (a task
+    woken by a request preempts it at once), else the lowest nice level we may take."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.nice(CHILD_NICE)
+    except OSError:
+        pass
+
+
 def _child(state: State, directory: Path, epoch: int, digest: int, created_ms: int,
            parent: int, read_fd: int, write_fd: int, pause_s: float) -> None:
     """The forked child: write the snapshot and leave with os._exit, whatever happens."""
@@ -142,10 +156,7 @@ def _child(state: State, directory: Path, epoch: int, digest: int, created_ms: i
             _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:       # the parent died before the prctl took effect
             os._exit(1)
-        try:
-            os.nice(CHILD_NICE)
-        except OSError:
-            pass
+        _background_priority()
         chunks = state.image_chunks()
         if pause_s > 0:
             chunks = _pause_after_first(chunks, pause_s)
