@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mwcluster.core.limits import Limits
+from mwcluster.core.recent import RecentRequests
 from mwcluster.core.records import Origin, Record, check_admission, decode_payload
 from mwcluster.core.state import State
 from mwcluster.errors import (ApplyError, CorruptionError, InvalidRecord, JournalUnavailable,
@@ -86,12 +87,10 @@ class Engine:
                                retry_initial_s=retry_initial_s, retry_max_s=retry_max_s)
         self.recovery: RecoveryReport | None = None
         # (client_id, request_id) -> (txid, result) of recent mutations: a retried request is
-        # answered from here instead of being applied twice. Two generations of plain dicts:
-        # when the young one holds half the limit it becomes the old one, so between half
-        # and all of the last `recent_requests` are remembered, at one dict store per record.
-        self._recent: dict[Origin, tuple[int, Any]] = {}
-        self._recent_old: dict[Origin, tuple[int, Any]] = {}
-        self._recent_half = max(1, recent_requests // 2)
+        # answered from here instead of being applied twice (core/recent.py)
+        self.recent_requests = RecentRequests(recent_requests)
+        self._remember = self.recent_requests.remember
+        self.recent = self.recent_requests.get
         # the newest records, (txid, epoch, payload), for the log stream and FETCH
         # A list with a moving head rather than a deque: reads index it by txid in O(1)
         # (a deque walks its blocks), and the dead prefix is cut off in amortised O(1).
@@ -209,17 +208,16 @@ class Engine:
 
     # --- retries and the record tail -----------------------------------------------------
 
-    def _remember(self, origin: Origin, txid: int, result: Any) -> None:
-        recent = self._recent
-        recent[origin] = (txid, result)
-        if len(recent) >= self._recent_half:
-            self._recent_old = recent
-            self._recent = {}
-
-    def recent(self, origin: Origin) -> tuple[int, Any] | None:
-        """(txid, result) of a mutation made by request `origin`, if it is remembered."""
-        found = self._recent.get(origin)
-        return found if found is not None else self._recent_old.get(origin)
+    def adopt_recent(self, table: RecentRequests) -> int:
+        """Remember the requests of another table (a promoted replica's) up to this state's
+        txid; returns how many. `recent(origin)` is `recent_requests.get`: (txid, result)."""
+        count = 0
+        last = self.state.txid
+        for origin, (txid, result) in table.items():
+            if txid <= last and self.recent(origin) is None:
+                self._remember(origin, txid, result)
+                count += 1
+        return count
 
     def _trim_tail(self) -> None:
         tail = self._tail

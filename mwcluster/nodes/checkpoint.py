@@ -46,6 +46,7 @@ from mwcluster import errors
 from mwcluster.config import CheckpointConfig
 from mwcluster.core import failover as fo
 from mwcluster.core import follower as fm
+from mwcluster.core.recent import RecentRequests
 from mwcluster.core.records import decode_payload
 from mwcluster.core.state import State
 from mwcluster.engine import load_snapshot
@@ -59,6 +60,8 @@ from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op, 
                                      decode_pub)
 
 log = logging.getLogger(__name__)
+
+RECENT_REQUESTS = 100_000     # requests remembered from applied records (as the master)
 
 TICK_S = 0.1
 HELLO_S = 2.0
@@ -83,6 +86,9 @@ class CheckpointNode:
             heartbeat_interval_s=config.heartbeat_interval_s, period_s=config.period_s,
             txns=config.txns, max_buffer_bytes=config.max_buffer_bytes))
         self.state = State()
+        # the requests behind the records this replica applied: a promotion hands them to
+        # the new master, so that a retry of one of them is answered, not applied again
+        self.recent = RecentRequests(RECENT_REQUESTS)
         self.status_endpoint = ""
         self.exit_code = 0
         self.started = time.monotonic()
@@ -337,9 +343,13 @@ class CheckpointNode:
         kind = type(ins)
         if kind is fm.Apply:
             state = self.state
+            remember = self.recent.remember
             for txid, _epoch, payload in ins.records:
                 try:
-                    state.apply(txid, decode_payload(payload)[0])
+                    rec, origin = decode_payload(payload)
+                    result = state.apply(txid, rec)
+                    if origin is not None:
+                        remember(origin, txid, result)
                 except Exception as exc:  # noqa: BLE001  any failure: the replica reloads
                     return fm.ApplyFailed(txid, f"{type(exc).__name__}: {exc}",
                                           time.monotonic())
@@ -364,6 +374,7 @@ class CheckpointNode:
             return self._load_master_snapshot(ins.reason)
         if kind is fm.ResetEmpty:
             self.state = State()
+            self.recent.clear()
             return None
         if kind is fm.SetAsideSnapshots:
             return self._set_aside(ins)
@@ -389,6 +400,7 @@ class CheckpointNode:
             return fm.SnapshotFailed(time.monotonic(), f"cannot write {self.incoming_dir}: "
                                                        f"{exc}")
         self.state = state
+        self.recent.clear()         # another history may follow: forget the old one's requests
         # A base of millions of objects: keep the cyclic collector from walking it at every
         # full collection (pauses of hundreds of ms at 1,000,000 keys, the replica's lag),
         # as the master does after recovery. Dropped states are still freed by refcount.

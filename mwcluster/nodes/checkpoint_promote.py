@@ -34,6 +34,7 @@ from typing import Any
 from mwcluster import errors
 from mwcluster.config import CheckpointConfig, load_master_config
 from mwcluster.core.failover import Promote
+from mwcluster.core.recent import RecentRequests
 from mwcluster.core.records import decode_payload
 from mwcluster.core.state import State
 from mwcluster.nodes.checkpoint_link import MasterLink
@@ -56,7 +57,8 @@ def highest_epoch_on_disk(config: CheckpointConfig) -> int:
 
 
 def fence_and_catch_up(link: MasterLink, state: State, new_epoch: int, announced: int,
-                       deadline_s: float) -> dict[str, Any]:
+                       deadline_s: float, recent: RecentRequests | None = None
+                       ) -> dict[str, Any]:
     """Steps 2 and 3. Applies the records fetched to `state`; returns what was learnt."""
     link.epoch_seen = new_epoch
     out: dict[str, Any] = {"old_master_fenced": False, "old_master_txid": None,
@@ -73,7 +75,10 @@ def fence_and_catch_up(link: MasterLink, state: State, new_epoch: int, announced
             for txid, _epoch, payload in records:
                 if txid != state.txid + 1:
                     continue
-                state.apply(txid, decode_payload(payload)[0])
+                rec, origin = decode_payload(payload)
+                result = state.apply(txid, rec)
+                if recent is not None and origin is not None:
+                    recent.remember(origin, txid, result)
                 out["fetched_records"] += 1
             if not records:
                 # applied but not yet durable there: its flusher is still writing them
@@ -172,10 +177,12 @@ def promote_node(node, decision: Promote) -> dict[str, Any]:
         # silent for the failover timeout already: one short try, not a full request timeout
         node.link.timeout_s = min(node.link.timeout_s, QUICK_PING_S)
     report = fence_and_catch_up(node.link, node.state, epoch, announced,
-                                max(5.0, 2 * cfg.request_timeout_s))
+                                max(5.0, 2 * cfg.request_timeout_s), node.recent)
     write_master_dir(cfg, node.state, epoch)
     master = Master(master_config(cfg, directory), epoch=epoch)
     master.open()
+    # retries of requests the old master applied are answered, not applied again
+    report["recent_requests_adopted"] = master.engine.adopt_recent(node.recent)
     start_peer_fencer(cfg.master, epoch)
     node.promoted_master = master
     node.request_stop()

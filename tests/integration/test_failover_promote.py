@@ -59,3 +59,33 @@ def test_a_standby_that_never_heard_a_master_refuses_to_promote(tmp_path):
                 standby.promote()
             assert standby.status()["standby"] == "following"
             assert standby.terminate() == 0
+
+
+def test_a_retry_after_a_promotion_is_answered_not_applied_again(tmp_path):
+    """A request the old master applied (and the standby received) that the client retries
+    on the new master, with the same request id, gets the first answer: the standby hands the
+    requests behind its records to the master it becomes."""
+    import msgpack
+
+    from mwcluster.wire.protocol import Op
+
+    client_id = b"retrying-client"
+    with MasterProcess(tmp_path / "m", durability="sync") as master, \
+            StandbyProcess(tmp_path / "c", master) as standby:
+        with RawDealer(master.client_endpoint, client_id=client_id) as dealer:
+            first = dealer.call(Op.PUT, ["/once", msgpack.packb({"n": 1}), None], 2,
+                                request_id=10_000)
+            assert first.status == 0, first
+            write(dealer, "/after", 50)
+        wait_for(lambda: standby.status()["replica_txid"] >= first.txid + 50,
+                 what="standby caught up")
+        report = standby.promote()
+        assert report["recent_requests_adopted"] >= 51, report
+        with RawDealer(standby.promote_client_endpoint, client_id=client_id) as dealer:
+            before = dealer.status()["txid"]
+            again = dealer.call(Op.PUT, ["/once", msgpack.packb({"n": 1}), None], 2,
+                                request_id=10_000)
+            assert (again.status, again.txid, again.result) == (0, first.txid, first.result)
+            assert dealer.status()["txid"] == before          # nothing applied again
+            assert dealer.call(Op.STAT, ["/once"]).result[0] == 1   # still version 1
+        assert standby.terminate() == 0
