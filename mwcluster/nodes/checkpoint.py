@@ -55,7 +55,7 @@ from mwcluster.nodes.checkpoint_status import StatusEndpoint
 from mwcluster.nodes.checkpoint_upload import Uploader
 from mwcluster.nodes.checkpoint_writer import ForkedCheckpoint, Outcome
 from mwcluster.storage import snapshot as snapshots
-from mwcluster.storage.fsutil import lock_data_dir
+from mwcluster.storage.fsutil import lock_data_dir, write_file_atomic
 from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op, ProtocolError,
                                      decode_pub)
 
@@ -172,12 +172,11 @@ class CheckpointNode:
             self._feed(fm.CheckpointRequested(time.monotonic()))
         self._feed(fm.Start(time.monotonic(), base))
         if cfg.ready_file:
-            tmp = Path(cfg.ready_file + ".tmp")
-            tmp.write_text(json.dumps({"status": self.status_endpoint, "pid": os.getpid(),
-                                       "data_dir": str(self.data_dir),
-                                       "metrics_port": self.metrics.port if self.metrics
-                                       else None}))
-            os.replace(tmp, cfg.ready_file)
+            write_file_atomic(cfg.ready_file, json.dumps(
+                {"status": self.status_endpoint, "pid": os.getpid(),
+                 "data_dir": str(self.data_dir),
+                 "metrics_port": self.metrics.port if self.metrics else None}).encode(),
+                durable=False)
         log.info("following %s (log stream %s) %s; checkpoints every %g s or %d records in "
                  "%s", cfg.master, cfg.subscribe, "with no local snapshot" if base is None
                  else f"from the local snapshot at txid {base}", cfg.period_s, cfg.txns,

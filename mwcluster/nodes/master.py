@@ -49,7 +49,7 @@ from mwcluster.nodes.master_upload import SnapshotUploads
 from mwcluster.nodes.metrics import MasterCollector, MasterStats, MetricsServer, TimedJournalIO
 from mwcluster.storage import epoch as epochs
 from mwcluster.storage import fenced as fence_file
-from mwcluster.storage.fsutil import JournalIO, lock_data_dir
+from mwcluster.storage.fsutil import JournalIO, lock_data_dir, write_file_atomic
 from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op,
                                      encode_heartbeat, encode_log_batch)
 
@@ -229,9 +229,7 @@ class Master:
                 "epoch": self.epoch, "metrics_port": self.metrics.port if self.metrics else None}
 
     def _write_ready_file(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.ready_info()))
-        os.replace(tmp, path)
+        write_file_atomic(path, json.dumps(self.ready_info()).encode(), durable=False)
 
     # --- wake-ups from other threads ------------------------------------------------------
 

@@ -31,7 +31,6 @@ import os
 import queue
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import msgpack
@@ -40,6 +39,7 @@ import tenacity
 from mwcluster.core import worker_machine as wm
 from mwcluster.errors import (BadState, MwclusterError, NotFound, RequestTimeout,
                               ShuttingDown)
+from mwcluster.storage.fsutil import write_file_atomic
 from mwcluster.worker import Registry, Task
 from mwcluster.worker_config import WorkerConfig
 
@@ -306,11 +306,9 @@ class WorkerNode:
     def _write_ready(self) -> None:
         if self._ready_written or not self.config.ready_file:
             return
-        path = Path(self.config.ready_file)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"worker_id": self.config.worker_id, "pid": os.getpid(),
-                                   "slots": self.config.slots, "master": self.config.master}))
-        os.replace(tmp, path)
+        write_file_atomic(self.config.ready_file, json.dumps(
+            {"worker_id": self.config.worker_id, "pid": os.getpid(), "slots": self.config.slots,
+             "master": self.config.master}).encode(), durable=False)
         self._ready_written = True
 
     # --- handler threads -------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path
 
 from mwcluster.errors import CorruptionError, StorageError
-from mwcluster.storage.fsutil import JournalIO, fsync_dir, write_all
+from mwcluster.storage.fsutil import write_file_atomic
 
 MAGIC = b"MWEPOCH\0"
 VERSION = 1
@@ -72,18 +72,9 @@ def write_epoch(data_dir: str | os.PathLike[str], epoch: int) -> None:
         raise ValueError(f"epoch {epoch} does not fit in 32 bits")
     directory = Path(data_dir)
     path = directory / FILE_NAME
-    tmp = directory / (FILE_NAME + ".tmp")
-    io = JournalIO()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            write_all(io, fd, encode(epoch), 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        fsync_dir(directory)
+        write_file_atomic(path, encode(epoch))
     except OSError as exc:
         raise StorageError(f"cannot write the epoch file {path}: {exc}; check that the data "
                            "directory is writable and the disk has space") from exc

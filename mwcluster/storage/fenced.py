@@ -28,7 +28,7 @@ import zlib
 from pathlib import Path
 
 from mwcluster.errors import StorageError
-from mwcluster.storage.fsutil import JournalIO, fsync_dir, write_all
+from mwcluster.storage.fsutil import write_file_atomic
 
 MAGIC = b"MWFENCE\0"
 VERSION = 1
@@ -62,19 +62,9 @@ def read_fenced(data_dir: str | os.PathLike[str], own_epoch: int = 0) -> int | N
 
 def write_fenced(data_dir: str | os.PathLike[str], own_epoch: int, fenced_by: int) -> None:
     """Persist the fence atomically and durably."""
-    directory = Path(data_dir)
-    path = directory / FILE_NAME
-    tmp = directory / (FILE_NAME + ".tmp")
-    io = JournalIO()
+    path = Path(data_dir) / FILE_NAME
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            write_all(io, fd, encode(own_epoch, fenced_by), 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        fsync_dir(directory)
+        write_file_atomic(path, encode(own_epoch, fenced_by))
     except OSError as exc:
         raise StorageError(f"cannot write the fence file {path}: {exc}") from exc
 

@@ -2,6 +2,7 @@
 
 Owns:
 - `fsync_dir`: make a create, rename or unlink durable;
+- `write_file_atomic`: replace a small file whole (epoch, fence, ready files);
 - `write_all`: a positional write that survives short writes;
 - `cut_aside`: cut a damaged file, keeping the bytes it cuts in a `.broken` file beside it;
 - `AppendFile`: a file written at its end, whose durable size is the end of its last
@@ -72,6 +73,25 @@ class JournalIO:
 
     def unlink(self, path: Path) -> None:
         os.unlink(path)
+
+
+def write_file_atomic(path: str | os.PathLike[str], data: bytes, *, durable: bool = True
+                      ) -> None:
+    """Replace `path` with `data` so that a reader or a crash sees the old file or the new
+    one, never a part: write `path.tmp`, rename it over `path`. `durable` adds the fsync of
+    the file before the rename and of the directory after it. OSError as raised."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(JournalIO(), fd, data, 0)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def write_all(io: JournalIO, fd: int, data: bytes | bytearray | memoryview, offset: int) -> int:
