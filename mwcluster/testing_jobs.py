@@ -22,41 +22,12 @@ from typing import Any
 
 from mwcluster.client_calls import Assignment
 from mwcluster.core import records as r
-from mwcluster.core.jobs import (ACTIVE_TASK, FINISHED_JOB, FINISHED_TASK, Job, TaskState,
-                                 WorkerState)
+from mwcluster.core.jobs import ACTIVE_TASK, FINISHED_JOB, TaskState, WorkerState
 from mwcluster.core.state import State
+from mwcluster.nodes.master_jobs import job_status, job_summary   # the master's own maps
 from mwcluster.errors import BadState, RequestTimeout
 
 __all__ = ["Assignment", "FakeClient", "FakeMaster"]
-
-
-def job_summary(job: Job) -> dict:
-    return {"id": job.job_id, "job_id": job.job_id, "name": job.name, "handler": job.handler,
-            "state": job.state.value, "priority": job.priority,
-            "max_attempts": job.max_attempts, "tasks": len(job.tasks),
-            "counts": {s.value: n for s, n in job.counts.items()},
-            "progress": job.progress(), "submitted_ms": job.created_ms,
-            "finished_ms": job.finished_ms, "reason": job.reason}
-
-
-def job_status(job: Job, now_ms: int) -> dict:
-    out = job_summary(job)
-    assigned = [t.assigned_ms for t in job.tasks if t.assigned_ms is not None]
-    started = min(assigned) if assigned else None
-    counters: dict = {}
-    for task in job.tasks:
-        for name, value in task.counters.items():
-            counters[name] = counters.get(name, 0) + value
-    failures = sorted(([t.index, *f] for t in job.tasks for f in t.failures),
-                      key=lambda f: (f[4], f[0], f[1]))
-    end = job.finished_ms if job.finished_ms is not None else now_ms
-    elapsed_s = (end - started) / 1000 if started is not None else 0
-    rate = job.counts[TaskState.SUCCEEDED] / elapsed_s if elapsed_s > 0 else 0.0
-    left = len(job.tasks) - sum(job.counts[s] for s in FINISHED_TASK)
-    eta = 0.0 if job.state in FINISHED_JOB else (left / rate if rate > 0 else None)
-    out.update({"started_ms": started, "rate_per_s": rate, "eta_s": eta,
-                "counters": counters, "failures": failures[-20:]})
-    return out
 
 
 _TASK_FIELDS = ("index", "state", "attempt", "worker", "progress", "counters", "result", "error")
