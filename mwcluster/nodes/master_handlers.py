@@ -150,9 +150,9 @@ class Handlers:
         status, txid, result = self._apply(req)
         reply = encode_reply(req[1], self.epoch, status, txid, result)
         if txid and req[3] == _REPLICATED and txid > self.replica_txid:
-            return self._park_replicated(txid, ident, reply, req[1])
+            return self._park(self.parked_replicated, txid, ident, reply, req[1])
         if txid and req[3] in self._sync_levels and txid > self.engine.journal.durable_txid:
-            return self._park(txid, ident, reply, req[1])
+            return self._park(self.parked, txid, ident, reply, req[1])
         return reply
 
     def saw_epoch(self, epoch: int) -> None:
@@ -170,34 +170,35 @@ class Handlers:
                           f"{self.fence.fenced_by} replaced it; nothing was applied, ask the "
                           "other master")
 
-    def _park(self, txid: int, ident: bytes, reply: bytes, request_id: int) -> bytes | None:
-        """Park a sync reply until its fsync; while the journal is failing, answer at once
-        that the record is not durable (a retry with the same request id learns its fate)."""
+    def _park(self, queue: deque, txid: int, ident: bytes, reply: bytes,
+              request_id: int) -> bytes | None:
+        """Park a reply in `queue` (sync: until its fsync; replicated: until the standby has
+        it); while the journal is failing, answer at once that the record is not durable (a
+        retry with the same request id learns its fate)."""
         failure = self.engine.journal.failure
         if failure is not None:
             return self.error(request_id, ErrorCode.UNAVAILABLE, _not_durable(txid, failure))
-        self.parked.append((txid, ident, reply, self.now, request_id))
+        queue.append((txid, ident, reply, self.now, request_id))
         return None
 
-    def _park_replicated(self, txid: int, ident: bytes, reply: bytes,
-                         request_id: int) -> bytes | None:
-        failure = self.engine.journal.failure
-        if failure is not None:
-            return self.error(request_id, ErrorCode.UNAVAILABLE, _not_durable(txid, failure))
-        self.parked_replicated.append((txid, ident, reply, self.now, request_id))
-        return None
-
-    def release_replicated(self, now: float) -> list[tuple[bytes, bytes]]:
-        """Replicated replies the standby now has, as (ident, reply), oldest first."""
-        parked = self.parked_replicated
-        upto = self.replica_txid
+    def _release(self, queue: deque, upto: int, now: float) -> list[tuple[bytes, bytes]]:
+        """The replies parked in `queue` for txids up to `upto`, as (ident, reply), oldest
+        first."""
         out = []
         wait = self.stats.sync_wait
-        while parked and parked[0][0] <= upto:
-            _txid, ident, reply, parked_at, _rid = parked.popleft()
+        while queue and queue[0][0] <= upto:
+            _txid, ident, reply, parked_at, _rid = queue.popleft()
             out.append((ident, reply))
             wait.add(now - parked_at)
         return out
+
+    def release(self, durable_txid: int, now: float) -> list[tuple[bytes, bytes]]:
+        """Parked sync replies whose record is now durable."""
+        return self._release(self.parked, durable_txid, now)
+
+    def release_replicated(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Replicated replies the standby now has."""
+        return self._release(self.parked_replicated, self.replica_txid, now)
 
     def expire_replicated(self, now: float, timeout_s: float) -> list[tuple[bytes, bytes]]:
         """Replicated replies parked longer than `timeout_s`: answered `unavailable` (the
@@ -288,9 +289,9 @@ class Handlers:
             append((sub[1], status, txid, result))
         reply = encode_reply(request_id, self.epoch, 0, top, out)
         if want_replicated and top > self.replica_txid:
-            return self._park_replicated(top, ident, reply, request_id)
+            return self._park(self.parked_replicated, top, ident, reply, request_id)
         if want_sync and top > self.engine.journal.durable_txid:
-            return self._park(top, ident, reply, request_id)
+            return self._park(self.parked, top, ident, reply, request_id)
         return reply
 
     def _stopping(self, request_id: int) -> bytes:
@@ -306,17 +307,6 @@ class Handlers:
         counts = self.stats.errors_by_code
         counts[code] = counts.get(code, 0) + 1
         return int(code), 0, error_result(code, message)
-
-    def release(self, durable_txid: int, now: float) -> list[tuple[bytes, bytes]]:
-        """Parked replies whose record is now durable, as (ident, reply), oldest first."""
-        parked = self.parked
-        out = []
-        wait = self.stats.sync_wait
-        while parked and parked[0][0] <= durable_txid:
-            _txid, ident, reply, parked_at, _rid = parked.popleft()
-            out.append((ident, reply))
-            wait.add(now - parked_at)
-        return out
 
     # --- mutations ---------------------------------------------------------------------------
 
