@@ -9,37 +9,23 @@ not receive.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
 
 
 def send_promote(endpoint: str, timeout_s: float) -> dict:
-    """PROMOTE the node at `endpoint`; its report, or MwclusterError."""
-    import zmq
-
+    """PROMOTE the node at `endpoint`, once; its report, or MwclusterError."""
     from mwcluster import errors
-    from mwcluster.client_calls import error_from_reply
-    from mwcluster.wire.protocol import Op, decode_reply, encode_request
+    from mwcluster.client import Client
 
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
     try:
-        sock.connect(endpoint)
-        sock.send(encode_request(os.urandom(16), 1, Op.PROMOTE, []))
-        if not sock.poll(int(timeout_s * 1000)):
-            raise errors.RequestTimeout(f"no answer from {endpoint} within {timeout_s} s: is a "
-                                        "checkpoint node's status endpoint there? (its "
-                                        "status tells whether it was promoted meanwhile)")
-        reply = decode_reply(sock.recv())
-    finally:
-        sock.close(0)
-        ctx.term()
-    if reply.status:
-        raise error_from_reply(reply)
-    return reply.result
+        with Client(endpoint, timeout_s=timeout_s, retries=0) as client:
+            return client.promote()
+    except errors.RequestTimeout:
+        raise errors.RequestTimeout(f"no answer from {endpoint} within {timeout_s} s: is a "
+                                    "checkpoint node's status endpoint there? (its status "
+                                    "tells whether it was promoted meanwhile)") from None
 
 
 @click.command()

@@ -247,6 +247,11 @@ class Calls:
         """A round trip; returns the master's epoch."""
         return self._run(Op.PING, [], 0, _epoch)
 
+    def promote(self):
+        """Ask a checkpoint node (at its status endpoint) to become the master; its report
+        (docs/failover.md). Use a Client with retries=0: a promotion is not repeated blindly."""
+        return self._run(Op.PROMOTE, [], 0, _result)
+
     # --- replication ---
 
     def fetch(self, from_txid: int, max_bytes: int = 1 << 20):

@@ -29,7 +29,6 @@ from mwcluster.config import CheckpointConfig, MasterConfig, load_checkpoint_con
 from mwcluster.core.failover import PeerView, StartAs, start_decision
 from mwcluster.storage import epoch as epochs
 from mwcluster.storage import fenced as fence_file
-from mwcluster.wire.protocol import Op, decode_reply, encode_request
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +38,14 @@ WAIT_LOG_S = 5.0
 
 def _status(endpoint: str, timeout_s: float) -> dict | None:
     """The STATUS map at `endpoint`, or None when nothing answers in time."""
-    import zmq
+    from mwcluster.client import Client
 
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
     try:
-        sock.connect(endpoint)
-        sock.send(encode_request(os.urandom(16), 1, Op.STATUS, []))
-        if not sock.poll(int(timeout_s * 1000)):
-            return None
-        reply = decode_reply(sock.recv())
-    except (zmq.ZMQError, errors.MwclusterError):
+        with Client(endpoint, timeout_s=timeout_s, retries=0) as client:
+            status = client.status()
+    except (errors.MwclusterError, ValueError):
         return None
-    finally:
-        sock.close(0)
-        ctx.term()
-    return reply.result if reply.status == 0 and isinstance(reply.result, dict) else None
+    return status if isinstance(status, dict) else None
 
 
 def ask_peer(config: MasterConfig, timeout_s: float = ASK_TIMEOUT_S) -> tuple[PeerView, dict]:
