@@ -296,14 +296,11 @@ def check_job(dealer: RawDealer, job: JobStream, base: dict, recovered_txid: int
                     {i: t for i, t in actual.items() if i in expected} == expected:
                 expected.update(new)
                 records += 1
-        elif request[0] != Op.WORKER_REGISTER:
-            made, changes = job.effect(request, None)
+        elif request[0] != Op.WORKER_REGISTER:   # (a re-register changes no task: whether
+            made, changes = job.effect(request, None)   # it applied shows in the count)
             candidate = {**expected, **dict(changes)}
             if candidate == actual:
                 expected, records = candidate, records + made
-    elif actual == expected and not lost and job.in_flight is not None and \
-            job.in_flight[1][0] == Op.WORKER_REGISTER:
-        pass        # a re-register changes no task: whether it applied shows in the count
     assert actual == expected, (
         f"the job's tasks after recovery at txid {recovered_txid} are not what the worker "
         f"stream's requests up to it made: {len(actual)} tasks vs {len(expected)} expected; "
