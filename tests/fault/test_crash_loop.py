@@ -333,9 +333,12 @@ def check_cycle(dealer: RawDealer, streams: list[Stream], start_txid: int, recov
     register_in_flight = (job is not None and job.in_flight is not None
                           and job.in_flight[1][0] == Op.WORKER_REGISTER
                           and all(a[0] <= recovered_txid for a in job.acked))
+    accounts: list = []
     if job is not None:
         lost += sum(1 for a in job.acked if a[0] > recovered_txid)
+        accounts.append(("job", len(job.acked), job.in_flight, job.acked[-3:]))
         applied += check_job(dealer, job, job.base, recovered_txid, sync)
+        accounts.append(("job records", applied))
     for s in streams:
         acked = sorted(s.acked.items())
         txids = [txid for _, (txid, _) in acked]
@@ -363,11 +366,12 @@ def check_cycle(dealer: RawDealer, streams: list[Stream], start_txid: int, recov
                          f"[{lo}, {hi}] of {len(s.sent)} requests sent this cycle")
         count = matches[0]
         applied += count
+        accounts.append((s.index, lo, hi, count, len(s.sent), len(s.acked)))
         s.base, s.model = actual, dict(actual)
         s.sent, s.acked = [], {}
     if register_in_flight and start_txid + applied + 1 == recovered_txid:
         applied += 1                       # the worker's re-register, sent just before the kill
-    assert start_txid + applied == recovered_txid, (
+    assert start_txid + applied == recovered_txid, (accounts, 
         f"the cycle applied {recovered_txid - start_txid} records but the streams account for "
         f"{applied}: a hole, a duplicate or a foreign record")
     return lost
