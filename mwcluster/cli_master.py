@@ -79,8 +79,8 @@ def master(config_file, data_dir, client_endpoint, pub_endpoint, durability, met
     from mwcluster.nodes.master import Master
 
     sys.setswitchinterval(config.switch_interval_ms / 1000)
-    node = Master(config)
     try:
+        node = Master(config)
         node.open()
     except MwclusterError as exc:
         raise click.ClickException(str(exc)) from None

@@ -49,6 +49,7 @@ from mwcluster.nodes.master_upload import SnapshotUploads
 from mwcluster.nodes.metrics import MasterCollector, MasterStats, MetricsServer, TimedJournalIO
 from mwcluster.storage import epoch as epochs
 from mwcluster.storage import fenced as fence_file
+from mwcluster.storage import crashpoints
 from mwcluster.storage.fsutil import JournalIO, lock_data_dir, write_file_atomic
 from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op,
                                      encode_heartbeat, encode_log_batch)
@@ -95,7 +96,8 @@ class Master:
         self._promoted_epoch = epoch
         self.data_dir = Path(config.data_dir)
         self.stats = MasterStats()
-        self.fsync_io = TimedJournalIO(journal_io, config.slow_fsync_ms / 1000)
+        self.fsync_io = TimedJournalIO(crashpoints.journal_io_from_env(journal_io),
+                                       config.slow_fsync_ms / 1000)
         self.engine: Engine | None = None
         self.handlers: Handlers | None = None
         self.uploads: SnapshotUploads | None = None

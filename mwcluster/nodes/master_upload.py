@@ -51,6 +51,7 @@ from mwcluster import errors
 from mwcluster.core.digest_ring import DigestRing
 from mwcluster.nodes.master_checkpoints import BadHello, CheckpointNodes, check_endpoint
 from mwcluster.storage import snapshot as snapshots
+from mwcluster.storage.crashpoints import crash_point
 from mwcluster.storage.fsutil import fsync_dir
 from mwcluster.wire.protocol import ErrorCode, encode_error, encode_reply
 
@@ -311,6 +312,7 @@ class SnapshotUploads:
             os.close(fd)
         directory = self.engine.snapshot_dir
         os.replace(cur.path, directory / snapshots.snapshot_name(cur.txid))
+        crash_point("install.renamed")
         fsync_dir(directory)
         purged = self.engine.retain()
         kept = [t for t, _ in snapshots.list_snapshots(directory)]
