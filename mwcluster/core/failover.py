@@ -4,8 +4,12 @@ No sockets, files or clock: times come in as arguments (seconds, monotonic), and
 returns what the node must do. The I/O shells (the checkpoint node as standby, the master,
 the clients) persist epochs and act.
 
-Epochs. Every master serves under an epoch persisted in its data directory; a promotion takes
-an epoch strictly greater than any the standby has seen. Every reply carries its epoch, and
+Epochs. Every master serves under an epoch persisted in its data directory, one more at each
+start; a promotion takes an epoch strictly greater than any the standby has seen: the first
+of the next *generation* (`promotion_epoch`: the generation is the epoch's bits above
+GENERATION_SHIFT), so that an old master that restarts without asking its peer, one epoch
+higher at each start, stays below the promoted node's epoch for its next 2**20 - 1 starts
+instead of tying it at the first. Every reply carries its epoch, and
 every peer (client, worker, the other node) remembers the highest it has seen: a reply from a
 lower epoch is refused, and a master that sees a higher epoch than its own is *fenced* for
 good (it refuses writes until it rejoins as a standby).
@@ -36,6 +40,17 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+
+GENERATION_SHIFT = 20                  # epoch = generation << 20 | starts within it
+MAX_EPOCH = (1 << 32) - 1                # epochs are u32 on disk and on the wire
+
+
+def promotion_epoch(highest: int) -> int:
+    """The epoch a promotion takes when `highest` is the highest seen: the first of the next
+    generation, or `highest + 1` once generations run out (4,095 promotions)."""
+    first_of_next = ((highest >> GENERATION_SHIFT) + 1) << GENERATION_SHIFT
+    return first_of_next if first_of_next <= MAX_EPOCH else highest + 1
 
 
 class Mode(enum.StrEnum):
@@ -136,7 +151,7 @@ class StandbyMachine:
                              "ago")
 
     def _promote(self, reason: str) -> Promote:
-        self.promoted = Promote(self.highest_epoch + 1, reason)
+        self.promoted = Promote(promotion_epoch(self.highest_epoch), reason)
         self.state = StandbyState.PROMOTED
         return self.promoted
 

@@ -13,6 +13,7 @@ import os
 import pytest
 
 from mwcluster import Client, errors
+from mwcluster.core.failover import promotion_epoch
 from mwcluster.engine import replay_all
 from mwcluster.nodes.master import CUT_STANDBY_ENV
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
@@ -47,15 +48,17 @@ def test_isolated_old_master_is_fenced_and_its_writes_do_not_survive(tmp_path):
         cut.touch()
         wait_for(lambda: standby.status()["master_silent_s"] >= 1.0, 30, "the cut to bite")
         c_old.put("/stale/1", 1)                  # acknowledged by the soon-stale master
+        old_epoch = old.epoch
         report = standby.promote()
         assert report["old_master_fenced"] is False and report["old_master_txid"] is None
         epoch = report["epoch"]
+        assert epoch == promotion_epoch(old_epoch)
         new = standby.promote_client_endpoint
 
         # both believe they are master
         with RawDealer(old.client_endpoint) as dealer:
             s = dealer.status()
-            assert (s["role"], s["fenced"], s["epoch"]) == ("master", False, epoch - 1)
+            assert (s["role"], s["fenced"], s["epoch"]) == ("master", False, old_epoch)
         with Client([new], timeout_s=10) as c_new:
             s = c_new.status()
             assert (s["role"], s["epoch"]) == ("master", epoch)
