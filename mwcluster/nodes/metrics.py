@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mwcluster.errors import MwclusterError
-from mwcluster.storage.fsutil import JournalIO
+from mwcluster.storage.fsutil import JournalIO, WrappedJournalIO
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,11 @@ class Histogram:
         return self.bounds, list(self.counts), self.total, self.count
 
 
-class TimedJournalIO(JournalIO):
+class TimedJournalIO(WrappedJournalIO):
     """Delegates every call to `inner`; times fsync and fdatasync (the flusher's calls)."""
 
     def __init__(self, inner: JournalIO | None = None, slow_fsync_s: float = 0.05) -> None:
-        self.inner = inner or JournalIO()
+        super().__init__(inner)
         self.slow_fsync_s = slow_fsync_s
         self.histogram = Histogram()
         self.samples: deque[float] = deque(maxlen=FSYNC_SAMPLES)
@@ -80,27 +80,6 @@ class TimedJournalIO(JournalIO):
 
     def fdatasync(self, fd: int) -> None:
         self._timed(self.inner.fdatasync, fd)
-
-    def open(self, path, flags, mode=0o644):
-        return self.inner.open(path, flags, mode)
-
-    def write(self, fd, data, offset):
-        return self.inner.write(fd, data, offset)
-
-    def ftruncate(self, fd, length):
-        self.inner.ftruncate(fd, length)
-
-    def close(self, fd):
-        self.inner.close(fd)
-
-    def fsync_dir(self, path):
-        self.inner.fsync_dir(path)
-
-    def rename(self, src, dst):
-        self.inner.rename(src, dst)
-
-    def unlink(self, path):
-        self.inner.unlink(path)
 
     def percentiles_ms(self) -> tuple[float | None, float | None]:
         """p50 and p99 of the recent fsyncs, in milliseconds (None before the first)."""

@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 
 from mwcluster.errors import ConfigError
-from mwcluster.storage.fsutil import JournalIO
+from mwcluster.storage.fsutil import JournalIO, WrappedJournalIO
 
 __all__ = ["CRASH_ENV", "POINTS", "CrashingJournalIO", "crash_point", "journal_io_from_env"]
 
@@ -90,11 +90,11 @@ def crash_point(point: str) -> None:
         die()
 
 
-class CrashingJournalIO(JournalIO):
+class CrashingJournalIO(WrappedJournalIO):
     """Delegates to `inner`, dying at the journal's crash points of `trigger`."""
 
     def __init__(self, inner: JournalIO | None, trigger: _Trigger) -> None:
-        self.inner = inner or JournalIO()
+        super().__init__(inner)
         self.trigger = trigger
         self._created: set[int] = set()     # fds of segments created and not written yet
 
@@ -124,21 +124,9 @@ class CrashingJournalIO(JournalIO):
             die()
         self.inner.fdatasync(fd)
 
-    def fsync(self, fd):
-        self.inner.fsync(fd)
-
-    def ftruncate(self, fd, length):
-        self.inner.ftruncate(fd, length)
-
     def close(self, fd):
         self._created.discard(fd)
         self.inner.close(fd)
-
-    def fsync_dir(self, path):
-        self.inner.fsync_dir(path)
-
-    def rename(self, src, dst):
-        self.inner.rename(src, dst)
 
     def unlink(self, path: Path):
         self.inner.unlink(path)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from mwcluster.errors import StorageError
 
-__all__ = ["AppendFile", "FaultyJournalIO", "JournalIO", "broken_path_for", "cut_aside",
-           "fsync_dir", "write_all"]
+__all__ = ["AppendFile", "FaultyJournalIO", "JournalIO", "WrappedJournalIO", "broken_path_for",
+           "cut_aside", "fsync_dir", "write_all"]
 
 BROKEN_SUFFIX = ".broken"
 
@@ -73,6 +73,41 @@ class JournalIO:
 
     def unlink(self, path: Path) -> None:
         os.unlink(path)
+
+
+class WrappedJournalIO(JournalIO):
+    """A JournalIO that hands every call to `inner` (the real one by default): subclass it
+    and override only the calls to watch or change (timing, crash points)."""
+
+    def __init__(self, inner: JournalIO | None = None) -> None:
+        self.inner = inner or JournalIO()
+
+    def open(self, path: Path, flags: int, mode: int = 0o644) -> int:
+        return self.inner.open(path, flags, mode)
+
+    def write(self, fd: int, data: memoryview, offset: int) -> int:
+        return self.inner.write(fd, data, offset)
+
+    def fsync(self, fd: int) -> None:
+        self.inner.fsync(fd)
+
+    def fdatasync(self, fd: int) -> None:
+        self.inner.fdatasync(fd)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        self.inner.ftruncate(fd, length)
+
+    def close(self, fd: int) -> None:
+        self.inner.close(fd)
+
+    def fsync_dir(self, path: Path) -> None:
+        self.inner.fsync_dir(path)
+
+    def rename(self, src: Path, dst: Path) -> None:
+        self.inner.rename(src, dst)
+
+    def unlink(self, path: Path) -> None:
+        self.inner.unlink(path)
 
 
 def write_file_atomic(path: str | os.PathLike[str], data: bytes, *, durable: bool = True
