@@ -13,7 +13,9 @@ are then cancelled. Workers register with an id, address and slot count, and are
 
 Every transition is a method called by the state machine with fields of one record; each
 either raises an ApplyError before changing anything or changes everything it must. Derived
-indexes (per-job pending sets and counts, per-worker running sets) are rebuilt on load.
+indexes (per-job pending sets and counts, per-worker running sets, and `Jobs.runnable`, the
+jobs that have pending tasks and are not finished, which is all the scheduler looks at) are
+kept in step by every transition, never stored in an image, and rebuilt on load.
 """
 
 from __future__ import annotations
@@ -188,12 +190,15 @@ class Worker:
 class Jobs:
     """The jobs, tasks and workers tables, with the transitions records make."""
 
-    __slots__ = ("jobs", "workers", "digest")
+    __slots__ = ("jobs", "workers", "digest", "runnable")
 
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.workers: dict[str, Worker] = {}
         self.digest = 0
+        # derived: job_id -> job for the jobs with pending tasks that are not finished, so
+        # that the scheduler never walks the finished jobs a master keeps (thousands)
+        self.runnable: dict[str, Job] = {}
 
     # --- helpers that keep the digest and the derived indexes right ----------------------
 
@@ -212,15 +217,27 @@ class Jobs:
             raise NotFound(f"job {job_id} has no task {index} (it has {len(job.tasks)})")
         return job, job.tasks[index]
 
+    def _runnable(self, job: Job) -> None:
+        """Put the job in `runnable` or take it out, after its pending set or state changed."""
+        if job.pending and job.state not in FINISHED_JOB:
+            self.runnable[job.job_id] = job
+        else:
+            self.runnable.pop(job.job_id, None)
+
     def _move(self, job: Job, task: Task, state: TaskState) -> None:
-        """Change a task's state, keeping counts, the pending set and worker sets in step."""
+        """Change a task's state, keeping counts, the pending set, the runnable jobs and
+        worker sets in step."""
         old = task.state
         job.counts[old] -= 1
         job.counts[state] += 1
         if old is TaskState.PENDING:
             job.pending.discard(task.index)
+            if not job.pending:
+                self.runnable.pop(job.job_id, None)
         if state is TaskState.PENDING:
             job.pending.add(task.index)
+            if job.state not in FINISHED_JOB:
+                self.runnable[job.job_id] = job
         if old in ACTIVE_TASK and state not in ACTIVE_TASK and task.worker is not None:
             worker = self.workers.get(task.worker)
             if worker is not None:
@@ -234,6 +251,7 @@ class Jobs:
         if state in FINISHED_JOB:
             job.finished_ms = now_ms
             job.reason = reason
+        self._runnable(job)
         self._rehash(old, job.hash())
 
     def _active_task(self, job_id: str, index: int, attempt: int) -> tuple[Job, Task]:
@@ -259,6 +277,7 @@ class Jobs:
         job.counts[TaskState.PENDING] = len(job.tasks)
         job.pending.update(range(len(job.tasks)))
         self.jobs[job_id] = job
+        self._runnable(job)
         self.digest = (self.digest + digest) & MASK
         return job_id
 
@@ -287,6 +306,7 @@ class Jobs:
             raise BadState(f"job {job_id} is {job.state.value}; cancel it before deleting it")
         digest = job.hash() + sum(t.hash() for t in job.tasks)
         del self.jobs[job_id]
+        self.runnable.pop(job_id, None)     # never there: a finished job is not runnable
         self.digest = (self.digest - digest) & MASK
         return len(job.tasks)
 
@@ -413,6 +433,8 @@ class Jobs:
                     job.pending.add(task.index)
                 elif task.state in ACTIVE_TASK:
                     self.workers[task.worker].running.add((job.job_id, task.index))
+        self.runnable = {job_id: job for job_id, job in self.jobs.items()
+                         if job.pending and job.state not in FINISHED_JOB}
 
     def recompute_digest(self) -> int:
         total = sum(w.hash() for w in self.workers.values())
@@ -449,6 +471,13 @@ class Jobs:
             if job.state in FINISHED_JOB and any(
                     counts[s] for s in (TaskState.PENDING, *ACTIVE_TASK)):
                 problems.append(f"job {job.job_id} is {job.state} with unfinished tasks")
+            runnable = counts[TaskState.PENDING] > 0 and job.state not in FINISHED_JOB
+            if runnable != (self.runnable.get(job.job_id) is job):
+                problems.append(f"job {job.job_id} ({job.state}, {counts[TaskState.PENDING]} "
+                                f"pending) is {'missing from' if runnable else 'wrongly in'} "
+                                "the runnable jobs")
+        for job_id in self.runnable.keys() - self.jobs.keys():
+            problems.append(f"runnable job {job_id} does not exist")
         for worker in self.workers.values():
             for key in worker.running:
                 if owners.get(key) != worker.worker_id:

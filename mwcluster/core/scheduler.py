@@ -13,16 +13,21 @@ The rules, in order:
 3. Within a job, the lowest pending index first.
 4. Never more than the worker's free slots (slots minus its active tasks), nor `max_tasks`.
 
-Deterministic: the same state and arguments give the same picks. Cost per call: one pass over
-the jobs to find those with pending tasks, then O(log jobs) per pick.
+Deterministic: the same state and arguments give the same picks. The candidates come from
+`Jobs.runnable` (the jobs with pending tasks that are not finished, kept by the state's apply
+path), never from a walk over every job: the finished jobs a master keeps cost nothing here.
+The picks depend only on the jobs in it, not on its order (every heap entry is ordered by its
+job id at the latest). Cost per call: one pass over the runnable jobs, then O(log jobs) per
+pick.
 """
 
 from __future__ import annotations
 
 import heapq
-from mwcluster.core.jobs import FINISHED_JOB, Jobs, TaskState, WorkerState
+from mwcluster.core.jobs import Jobs, TaskState, WorkerState
 
 Pick = tuple[str, int, int]   # (job_id, index, attempt)
+_ASSIGNED, _RUNNING = TaskState.ASSIGNED, TaskState.RUNNING   # enum lookups cost a call each
 
 
 def free_slots(jobs: Jobs, worker_id: str) -> int:
@@ -37,8 +42,7 @@ def pick(jobs: Jobs, worker_id: str, max_tasks: int) -> list[Pick]:
     want = min(max_tasks, free_slots(jobs, worker_id))
     if want <= 0:
         return []
-    runnable = [job for job in jobs.jobs.values()
-                if job.pending and job.state not in FINISHED_JOB]
+    runnable = jobs.runnable.values()
     if not runnable:
         return []
     picks: list[Pick] = []
@@ -47,7 +51,7 @@ def pick(jobs: Jobs, worker_id: str, max_tasks: int) -> list[Pick]:
         heap = []
         for job in runnable:
             if job.priority == priority:
-                active = job.counts[TaskState.ASSIGNED] + job.counts[TaskState.RUNNING]
+                active = job.counts[_ASSIGNED] + job.counts[_RUNNING]
                 heap.append((active, job.created_ms, job.job_id, job, iter(job.pending)))
         heapq.heapify(heap)
         while heap and len(picks) < want:

@@ -128,3 +128,22 @@ def test_picks_are_deterministic_and_replay_gives_the_same_state():
     for rec in c1.log:
         replayed.apply(replayed.txid + 1, rec)
     assert replayed.digest == c1.state.digest
+
+
+def test_only_runnable_jobs_are_indexed_and_validate_checks_the_index():
+    c = Cluster()
+    c.job("done", 1, now_ms=1)
+    c.job("live", 2, now_ms=2)
+    c.job("cancelled", 1, now_ms=3)
+    c.apply(JobCancel("cancelled", "no", 4))
+    c.worker("w", 1)
+    assert c.request("w") == [("done", 0, 1)]
+    c.apply(TaskFinish("done", 0, 1, True, None, 5))
+    assert set(c.state.jobs.runnable) == {"live"}
+    c.state.jobs.runnable["done"] = c.state.jobs.jobs["done"]     # a stale entry
+    assert any("wrongly in the runnable jobs" in p for p in c.state.validate())
+    del c.state.jobs.runnable["done"], c.state.jobs.runnable["live"]   # a missing one
+    assert any("missing from the runnable jobs" in p for p in c.state.validate())
+    # a snapshot never stores the index: loading rebuilds it
+    loaded = State.from_image(c.state.image_chunks())
+    assert set(loaded.jobs.runnable) == {"live"} and loaded.validate() == []
