@@ -2,6 +2,8 @@
 
 Options override MWCLUSTER_WORKER_* environment variables, which override the TOML config
 file, which overrides the built-in defaults (mwcluster/worker_config.py, conf/worker.toml).
+With `status_endpoint` it answers STATUS and PING there (`mwcluster status --worker
+ENDPOINT`), with `metrics_port` it serves Prometheus metrics (nodes/worker_observe.py).
 SIGTERM and SIGINT stop it gracefully: no new tasks, running ones get `stop_timeout_s` to
 finish, then WORKER_LEAVE (the master requeues what is left), exit 0.
 """
@@ -41,10 +43,16 @@ log = logging.getLogger(__name__)
               help="At most one progress report per task this often [500].")
 @click.option("--ready-file", default=None,
               help="Write {worker_id, pid, slots, master} as JSON here once registered.")
+@click.option("--status-endpoint", default=None,
+              help="ROUTER answering STATUS and PING with this worker's status, e.g. "
+                   "tcp://127.0.0.1:5560 (port 0: a free one) [none].")
+@click.option("--metrics-port", type=int, default=None,
+              help="Prometheus metrics on this port (0: none) [0].")
 @click.option("--print-config", is_flag=True,
               help="Print the resolved configuration with the source of each value, and exit.")
 def worker(config_file, master, standby_status, worker_id, slots, handlers, heartbeat_ms,
-           progress_interval_ms, ready_file, print_config) -> None:
+           progress_interval_ms, ready_file, status_endpoint, metrics_port,
+           print_config) -> None:
     """Run a worker: take tasks from the master, run their handlers, report progress."""
     from mwcluster.worker import REGISTRY, load_handler_modules
     from mwcluster.worker_config import load_worker_config
@@ -53,7 +61,8 @@ def worker(config_file, master, standby_status, worker_id, slots, handlers, hear
              "slots": slots,
              "handlers": ",".join(handlers) if handlers else None,
              "heartbeat_ms": heartbeat_ms, "progress_interval_ms": progress_interval_ms,
-             "ready_file": ready_file}
+             "ready_file": ready_file, "status_endpoint": status_endpoint,
+             "metrics_port": metrics_port}
     try:
         config = load_worker_config(config_file, flags=flags)
         if print_config:
@@ -77,4 +86,8 @@ def worker(config_file, master, standby_status, worker_id, slots, handlers, hear
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sys.exit(node.run())
+    try:
+        code = node.run()
+    except MwclusterError as exc:      # e.g. the status endpoint or metrics port cannot bind
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)

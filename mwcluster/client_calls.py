@@ -303,11 +303,16 @@ class Calls:
         return self._run(Op.JOB_TASKS, [job_id, start, limit, state], 0, _result)
 
     def register_worker(self, worker_id: str, slots: int, address: str = "",
-                        durability: str | int | None = None):
+                        durability: str | int | None = None, *,
+                        status_endpoint: str | None = None):
         """Register (or re-register) a worker; returns {"heartbeat_ms", "worker_timeout_ms",
-        "epoch", "tasks": [[job_id, index, attempt], ...] the master has on it}."""
-        return self._run(Op.WORKER_REGISTER, [worker_id, address, slots],
-                         parse_durability(durability), _result)
+        "epoch", "tasks": [[job_id, index, attempt], ...] the master has on it}. A
+        `status_endpoint` (the worker's) goes as the optional fourth arg: the master lists it
+        in STATUS (`worker_nodes`)."""
+        args = [worker_id, address, slots]
+        if status_endpoint is not None:
+            args.append(status_endpoint)
+        return self._run(Op.WORKER_REGISTER, args, parse_durability(durability), _result)
 
     def worker_heartbeat(self, worker_id: str, running):
         """Soft state: returns {"known": bool, "cancel": [[job_id, index, attempt], ...],

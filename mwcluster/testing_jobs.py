@@ -43,6 +43,7 @@ class FakeMaster:
         self.unreachable = False
         self.refused: list[str] = []          # calls made while unreachable
         self.calls: list[tuple] = []          # (op name, args) of every call, in order
+        self.status_endpoints: dict[str, str] = {}   # named at register (worker id ->)
         self._next_job = 1
 
     def _apply(self, rec: r.Record) -> Any:
@@ -129,9 +130,12 @@ class FakeMaster:
         return sorted([job, index, self.state.jobs.jobs[job].tasks[index].attempt]
                       for job, index in worker.running)
 
-    def register_worker(self, worker_id: str, slots: int, address: str = "") -> dict:
+    def register_worker(self, worker_id: str, slots: int, address: str = "", *,
+                        status_endpoint: str | None = None) -> dict:
         with self.lock:
             self._enter("register_worker", worker_id, slots)
+            if status_endpoint is not None:       # as the master keeps it: soft state
+                self.status_endpoints[worker_id] = status_endpoint
             self._apply(r.WorkerRegister(worker_id, address, slots, self._now()))
             return {"heartbeat_ms": self.heartbeat_ms,
                     "worker_timeout_ms": self.worker_timeout_ms, "epoch": self.epoch,

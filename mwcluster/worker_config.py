@@ -46,6 +46,14 @@ WORKER_KEYS: tuple[Key, ...] = (
         "unanswered request also asks it to serve (a VOTE, for failover = auto); empty: none",
         lambda v: v == "" or all(_endpoint(e.strip()) for e in v.split(",")),
         "empty, or ZeroMQ endpoints separated by commas"),
+    Key("status_endpoint", str, "", "ROUTER answering STATUS and PING with this worker's "
+        "status; the worker names it at register so the master's STATUS lists it (empty: "
+        "none; port 0 picks a free port)", lambda v: v == "" or _endpoint(v),
+        "empty or a ZeroMQ endpoint such as tcp://127.0.0.1:5560"),
+    Key("metrics_port", int, 0, "Prometheus metrics on metrics_host:PORT; 0 turns them off",
+        lambda v: 0 <= v <= 65535, "0..65535"),
+    Key("metrics_host", str, "127.0.0.1", "address the metrics HTTP server listens on",
+        lambda v: v != "", "a host name or address"),
 )
 
 _BY_NAME = {k.name: k for k in WORKER_KEYS}
@@ -64,6 +72,9 @@ class WorkerConfig:
     stop_timeout_s: float
     ready_file: str
     standby_status: str
+    status_endpoint: str
+    metrics_port: int
+    metrics_host: str
     sources: Mapping[str, str]
 
     def to_dict(self) -> dict[str, Any]:

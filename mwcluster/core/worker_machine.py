@@ -107,11 +107,14 @@ Instruction = (Register | Heartbeat | RequestTasks | SendProgress | SendFinish |
 class Run:
     """One attempt this worker runs (or has finished and not yet reported)."""
 
-    __slots__ = ("attempt", "handler", "last_sent_ms", "latest", "unsent", "sending")
+    __slots__ = ("attempt", "handler", "started_ms", "reported_ms", "last_sent_ms", "latest",
+                 "unsent", "sending")
 
-    def __init__(self, attempt: int, handler: str) -> None:
+    def __init__(self, attempt: int, handler: str, started_ms: int = 0) -> None:
         self.attempt = attempt
         self.handler = handler
+        self.started_ms = started_ms                     # when the assignment came
+        self.reported_ms: int | None = None              # the handler's last report
         self.last_sent_ms: int | None = None
         self.latest: tuple[float, dict] | None = None   # newest progress from the handler
         self.unsent = False                              # `latest` is not at the master yet
@@ -144,8 +147,8 @@ class WorkerMachine:
         self.leaving = False
         self.exited: int | None = None
         self.counters = {"tasks_started": 0, "tasks_succeeded": 0, "tasks_failed": 0,
-                         "tasks_dropped": 0, "progress_sent": 0, "progress_coalesced": 0,
-                         "registrations": 0}
+                         "tasks_dropped": 0, "tasks_abandoned": 0, "progress_sent": 0,
+                         "progress_coalesced": 0, "registrations": 0, "reconnects": 0}
 
     # --- derived -------------------------------------------------------------------------
 
@@ -262,6 +265,7 @@ class WorkerMachine:
         if not self.registered:
             return []
         self.registered = False
+        self.counters["reconnects"] += 1
         return [Note(WARNING, f"worker {self.worker_id}: the master did not answer {what}; "
                               "reconnecting")] + self._register("the master was unreachable")
 
@@ -316,7 +320,7 @@ class WorkerMachine:
                 continue                       # the same answer twice (a retried request)
             if held is not None:
                 out += self._drop(key, held.attempt, f"superseded by attempt {attempt}")
-            self.running[key] = Run(attempt, handler)
+            self.running[key] = Run(attempt, handler, now_ms)
             self.counters["tasks_started"] += 1
             out.append(Start(job_id, index, attempt, handler, input_value, params))
         self.next_request_ms = now_ms if assignments else now_ms + self.idle_poll_ms
@@ -336,6 +340,7 @@ class WorkerMachine:
         if run.unsent:
             self.counters["progress_coalesced"] += 1
         run.latest = (float(progress), dict(counters))
+        run.reported_ms = now_ms
         run.unsent = True
         if not self.registered:
             return []
@@ -436,6 +441,7 @@ class WorkerMachine:
         self.leaving = True
         out: list = []
         if self.running:
+            self.counters["tasks_abandoned"] += len(self.running)
             out.append(Note(WARNING, f"worker {self.worker_id}: abandoning "
                                      f"{len(self.running)} running tasks (the master requeues "
                                      "them)"))

@@ -21,7 +21,9 @@ parking is the caller's, by the answer's txid):
                         the tasks assigned to that worker and not started yet).
 
 Soft state: WORKER_HEARTBEAT (and every request a worker makes) refreshes the liveness tracker
-(core/liveness.py). `expire(now)`, called by the master's loop every tick, logs WorkerLost for
+(core/liveness.py). The status endpoint a worker may name at register (an optional fourth
+arg) is kept here too, never logged: STATUS lists it in `worker_nodes`, and after a master
+restart the workers name it again when they register again. `expire(now)`, called by the master's loop every tick, logs WorkerLost for
 the workers silent longer than worker_timeout_s; the state machine requeues their tasks.
 """
 
@@ -39,6 +41,7 @@ from mwcluster.core.liveness import Liveness
 from mwcluster.core.records import (JobCancel, JobDelete, JobSubmit, Origin, TaskAssign,
                                     TaskFinish, TaskProgress, WorkerLeave, WorkerLost,
                                     WorkerRegister)
+from mwcluster.nodes.master_checkpoints import BadHello, check_endpoint
 from mwcluster.wire.protocol import (ErrorCode, Op, ProtocolError, Request, check_args,
                                      error_code_for)
 
@@ -49,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MAX_TASKS_LIST = 100_000     # task maps per JOB_TASKS reply
 MAX_FAILURES = 20            # failures listed by JOB_STATUS
+MAX_WORKER_NODES = 1024      # workers listed with their status endpoint in STATUS
 _REMEMBER = 10_000           # TASK_REQUEST answers kept for retries (two generations of this)
 _TASK_STATES = frozenset(s.value for s in TaskState)
 
@@ -77,6 +81,7 @@ class JobHandlers:
         self.liveness = Liveness(config.worker_timeout_s)
         self.workers_lost = 0           # WorkerLost records this master logged
         self.assignments = 0            # TaskAssign records this master logged
+        self.status_endpoints: dict[str, str] = {}   # worker id -> its status endpoint
         self._answers: dict[Origin, list] = {}
         self._answers_old: dict[Origin, list] = {}
         self.sums = JobStats(self.engine.state.jobs)    # for JOB_STATUS and JOB_LIST
@@ -159,6 +164,14 @@ class JobHandlers:
     # --- workers ---------------------------------------------------------------------------
 
     def _register(self, req: Request) -> Answer:
+        endpoint = None
+        if type(req.args) is list and len(req.args) == 4:     # [..., status_endpoint]
+            try:
+                endpoint = check_endpoint(req.args[3])
+            except BadHello as exc:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, f"WORKER_REGISTER: {exc}",
+                                    req.request_id) from None
+            req = req._replace(args=req.args[:3])
         worker_id, address, slots = check_args(req)
         hit = self._hit(req)
         if hit is not None:
@@ -167,6 +180,10 @@ class JobHandlers:
             txid, _new = self._log(req, WorkerRegister(worker_id, address, slots,
                                                        self.wall_ms()))
         self.liveness.seen(worker_id, self.parent.now)
+        if endpoint is None:
+            self.status_endpoints.pop(worker_id, None)
+        else:
+            self.status_endpoints[worker_id] = endpoint
         worker = self.jobs.workers[worker_id]
         tasks = sorted([job_id, index, self.jobs.jobs[job_id].tasks[index].attempt]
                        for job_id, index in worker.running)
@@ -184,6 +201,7 @@ class JobHandlers:
         else:
             txid = hit[0]
         self.liveness.forget(worker_id)
+        self.status_endpoints.pop(worker_id, None)
         return 0, txid, None
 
     def _active_worker(self, worker_id: str) -> None:
@@ -340,6 +358,7 @@ class JobHandlers:
                 break
             self.sums.after(seen)
             liveness.forget(worker_id)
+            self.status_endpoints.pop(worker_id, None)
             lost.append(worker_id)
             self.workers_lost += 1
             log.warning("epoch %d txid %d: worker %s lost (%s); %d tasks released",
@@ -391,7 +410,24 @@ class JobHandlers:
                                    if j.state not in FINISHED_JOB),
                 "tasks_pending": sum(len(j.pending) for j in jobs.jobs.values()),
                 "workers_lost_total": self.workers_lost,
-                "assignments_total": self.assignments}
+                "assignments_total": self.assignments,
+                "worker_nodes": self.worker_nodes()}
+
+    def worker_nodes(self) -> list[dict]:
+        """The active workers that named a status endpoint at register, by id (at most
+        MAX_WORKER_NODES)."""
+        workers = self.jobs.workers
+        out = []
+        for worker_id in sorted(self.status_endpoints):
+            worker = workers.get(worker_id)
+            if worker is None or worker.state is not WorkerState.ACTIVE:
+                continue
+            out.append({"worker_id": worker_id, "status_endpoint":
+                        self.status_endpoints[worker_id], "slots": worker.slots,
+                        "running": len(worker.running)})
+            if len(out) >= MAX_WORKER_NODES:
+                break
+        return out
 
 
 def job_summary(job: Job, sums: Sums | None = None) -> dict:

@@ -37,8 +37,9 @@ import msgpack
 import tenacity
 
 from mwcluster.core import worker_machine as wm
-from mwcluster.errors import (BadState, MwclusterError, NotFound, RequestTimeout,
-                              ShuttingDown)
+from mwcluster.errors import (BadRequest, BadState, MwclusterError, NotFound, RequestTimeout,
+                              ShuttingDown, UnknownOp)
+from mwcluster.nodes.worker_observe import CountingClient, ObservedWorker
 from mwcluster.storage.fsutil import write_file_atomic
 from mwcluster.worker import Registry, Task
 from mwcluster.worker_config import WorkerConfig
@@ -91,6 +92,8 @@ class WorkerNode:
         self._threads: list[threading.Thread] = []
         self._client: Any = None
         self._ready_written = False
+        self.observed = ObservedWorker(self, self._now_ms)   # status endpoint and metrics
+        self._advertise = True       # send the status endpoint at register (the master takes it)
         self.exit_code: int | None = None
 
     def _real_client(self):
@@ -119,16 +122,20 @@ class WorkerNode:
         cfg = self.config
         log.info("worker %s: %d slots, handlers %s, master %s", cfg.worker_id, cfg.slots,
                  ", ".join(self.registry.names()) or "(none)", cfg.master)
+        self.observed.start()        # a bind failure ends the start here, nothing running
         for n in range(cfg.slots):
             thread = threading.Thread(target=self._handler_loop, name=f"handler-{n}",
                                       daemon=True)
             thread.start()
             self._threads.append(thread)
-        self._client = self._client_factory()
+        observed = self.observed
         try:
+            self._client = CountingClient(self._client_factory(), self._now_ms)
             pending = list(self.machine.start(self._now_ms()))
+            observed.publish()
             while self.exit_code is None:
                 self._execute(pending)
+                observed.publish()
                 if self.exit_code is not None:
                     break
                 pending = self._wait_events()
@@ -138,6 +145,7 @@ class WorkerNode:
                 self.work.put(None)
             if self._client is not None:
                 self._client.close()
+            observed.stop()
         return self.exit_code
 
     def _wait_events(self) -> list:
@@ -291,8 +299,9 @@ class WorkerNode:
             before_sleep=lambda state: log.warning(
                 "worker %s: the master at %s does not answer (%s); retrying", cfg.worker_id,
                 cfg.master, state.outcome.exception()))
+        self.observed.publish()      # the status shows "registering" while this lasts
         try:
-            reply = policy(self._client.register_worker, cfg.worker_id, ins.slots, address)
+            reply = policy(self._register_call, cfg.worker_id, ins.slots, address)
         except (RequestTimeout, ShuttingDown):
             # Asked to stop while the master was unreachable.
             self.machine.registering = False
@@ -303,12 +312,31 @@ class WorkerNode:
         self._write_ready()
         return out
 
+    def _register_call(self, worker_id: str, slots: int, address: str) -> dict:
+        """WORKER_REGISTER, naming this worker's status endpoint when it has one, so that the
+        master's STATUS lists it. A master older than that field refuses the fourth arg
+        (bad_request): register without it from then on."""
+        endpoint = self.observed.status_endpoint if self._advertise else None
+        if not endpoint:
+            return self._client.register_worker(worker_id, slots, address)
+        try:
+            return self._client.register_worker(worker_id, slots, address,
+                                                status_endpoint=endpoint)
+        except BadRequest as exc:
+            if isinstance(exc, UnknownOp):
+                raise
+            log.warning("worker %s: the master does not take a status endpoint at register "
+                        "(%s); registering without it", worker_id, exc)
+            self._advertise = False
+            return self._client.register_worker(worker_id, slots, address)
+
     def _write_ready(self) -> None:
         if self._ready_written or not self.config.ready_file:
             return
         write_file_atomic(self.config.ready_file, json.dumps(
             {"worker_id": self.config.worker_id, "pid": os.getpid(), "slots": self.config.slots,
-             "master": self.config.master}).encode(), durable=False)
+             "master": self.config.master, "status_endpoint": self.observed.status_endpoint,
+             "metrics_port": self.observed.metrics_port}).encode(), durable=False)
         self._ready_written = True
 
     # --- handler threads -------------------------------------------------------------------------

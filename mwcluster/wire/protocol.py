@@ -61,7 +61,7 @@ class Op(IntEnum):
     JOB_SUBMIT = 10    # [job_id|nil, name, handler, priority, max_attempts, [[input, params]]]
     JOB_CANCEL = 11    # [job_id, reason] -> cancelled task count
     JOB_DELETE = 12    # [job_id] -> task count
-    WORKER_REGISTER = 20   # [worker_id, address, slots] -> map
+    WORKER_REGISTER = 20   # [worker_id, address, slots(, status_endpoint)] -> map
     WORKER_HEARTBEAT = 21  # [worker_id, running: [[job_id, index, attempt]]] -> map (not logged)
     TASK_REQUEST = 22  # [worker_id, max_tasks] -> [[job_id, index, attempt, handler, input,
     #                    params], ...]

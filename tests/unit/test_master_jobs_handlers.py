@@ -305,4 +305,37 @@ def test_status_fields(h):
     ok(h, Op.WORKER_REGISTER, ["w1", "", 2])
     ok(h, Op.TASK_REQUEST, ["w1", 2])
     assert h.jobs.status() == {"workers_active": 1, "jobs_active": 1, "tasks_pending": 3,
-                               "workers_lost_total": 0, "assignments_total": 2}
+                               "workers_lost_total": 0, "assignments_total": 2,
+                               "worker_nodes": []}
+
+
+def test_a_worker_may_name_its_status_endpoint_at_register(h):
+    """An optional fourth arg of WORKER_REGISTER (soft state, not logged): listed in STATUS's
+    worker_nodes while the worker is active; a registration without it (an older worker) is
+    still accepted and forgets the one named before."""
+    submit(h, tasks=2)
+    ok(h, Op.WORKER_REGISTER, ["w1", "", 2, "tcp://127.0.0.1:7001"])
+    ok(h, Op.WORKER_REGISTER, ["w2", "", 1])
+    ok(h, Op.TASK_REQUEST, ["w1", 1])
+    assert h.jobs.status()["worker_nodes"] == [
+        {"worker_id": "w1", "status_endpoint": "tcp://127.0.0.1:7001", "slots": 2,
+         "running": 1}]
+    ok(h, Op.WORKER_REGISTER, ["w2", "", 1, "tcp://127.0.0.1:7002"])
+    assert [n["worker_id"] for n in h.jobs.status()["worker_nodes"]] == ["w1", "w2"]
+    ok(h, Op.WORKER_REGISTER, ["w2", "", 1, None])      # nil: no endpoint any more
+    assert [n["worker_id"] for n in h.jobs.status()["worker_nodes"]] == ["w1"]
+    for bad in ("no-scheme", "", 7, "tcp://" + "x" * 300):
+        reply = ask(h, Op.WORKER_REGISTER, ["w3", "", 1, bad])
+        assert reply.status == ErrorCode.BAD_REQUEST, reply
+    assert ask(h, Op.WORKER_REGISTER, ["w3", "", 1, None, 5]).status == ErrorCode.BAD_REQUEST
+    ok(h, Op.WORKER_LEAVE, ["w1"])
+    assert h.jobs.status()["worker_nodes"] == []
+
+
+def test_a_lost_worker_is_no_longer_listed_with_its_status_endpoint(h):
+    h.now = 100.0
+    ok(h, Op.WORKER_REGISTER, ["w1", "", 1, "tcp://127.0.0.1:7001"])
+    assert len(h.jobs.status()["worker_nodes"]) == 1
+    assert h.jobs.expire(105.5) == ["w1"]
+    assert h.jobs.status()["worker_nodes"] == []
+    assert h.jobs.status_endpoints == {}
