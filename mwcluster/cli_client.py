@@ -281,34 +281,53 @@ def print_status_table(title: str, info: dict) -> None:
 @click.option("--checkpoint", "checkpoints", multiple=True, metavar="ENDPOINT",
               help="Also show this checkpoint node's status (repeatable, or comma-separated). "
                    "The nodes the master knows of are shown too.")
+@click.option("--worker", "workers", multiple=True, metavar="ENDPOINT",
+              help="Show this worker's status in full, from its status endpoint (repeatable, "
+                   "or comma-separated). The workers the master lists are shown in a table.")
 @click.option("--no-discover", is_flag=True,
-              help="Do not ask the checkpoint nodes the master knows of.")
+              help="Do not ask the checkpoint nodes and workers the master knows of.")
 @master_option
 @timeout_option
-def status(as_json: bool, checkpoints: tuple[str, ...], no_discover: bool, master: str,
-           timeout_s: float) -> None:
-    """The master's state (epoch, txids, loss window, journal, snapshots, load, peers) and
-    its checkpoint nodes' (replica, lag, checkpoints, uploads).
+def status(as_json: bool, checkpoints: tuple[str, ...], workers: tuple[str, ...],
+           no_discover: bool, master: str, timeout_s: float) -> None:
+    """The master's state (epoch, txids, loss window, journal, snapshots, load, peers), its
+    checkpoint nodes' (replica, lag, checkpoints, uploads) and its workers' (registration,
+    slots, running tasks, counters, the age of their last answer from the master).
 
-    Checkpoint nodes named with --checkpoint, and those the master heard from, are asked
-    with a short timeout; one that does not answer is shown as unreachable. The exit status
-    is 1 only when the master cannot be read."""
+    Checkpoint nodes and workers named with --checkpoint and --worker, and those the master
+    lists, are asked with a short timeout; one that does not answer is shown as unreachable.
+    With --worker and no --master (nor MWCLUSTER_MASTER), only the workers are asked. The
+    exit status is 1 only when the master was asked and cannot be read."""
+    from mwcluster.cli_status_workers import (WORKER_TIMEOUT_S, print_worker_detail,
+                                              print_workers_table, worker_endpoints,
+                                              worker_statuses)
+
+    from click.core import ParameterSource
+
     master_error = None
     info = None
+    ask_master = not workers or (click.get_current_context().get_parameter_source("master")
+                                 is not ParameterSource.DEFAULT)
     try:
-        with connect(master, timeout_s) as client:
-            info = client.status()
+        if ask_master:
+            with connect(master, timeout_s) as client:
+                info = client.status()
     except click.ClickException as exc:
-        if not checkpoints:
+        if not checkpoints and not workers:
             raise
         master_error = exc
-    nodes = checkpoint_statuses(
-        checkpoint_endpoints(checkpoints, None if no_discover else info),
-        min(timeout_s, CHECKPOINT_TIMEOUT_S))
+    discovered = None if no_discover else info
+    nodes = checkpoint_statuses(checkpoint_endpoints(checkpoints, discovered),
+                                min(timeout_s, CHECKPOINT_TIMEOUT_S))
+    worker_entries = worker_statuses(worker_endpoints(workers, discovered),
+                                     min(timeout_s, WORKER_TIMEOUT_S))
     if as_json:
-        out = dict(info or {"error": master_error.message if master_error else None})
+        out = dict(info or ({"error": master_error.message if master_error else None}
+                            if ask_master else {}))
         if checkpoints or nodes:
             out["checkpoint_node_status"] = nodes
+        if workers or worker_entries:
+            out["worker_status"] = worker_entries
         click.echo(dumps(out, sort_keys=True, indent=2))
     else:
         if info is not None:
@@ -320,6 +339,11 @@ def status(as_json: bool, checkpoints: tuple[str, ...], no_discover: bool, maste
             else:
                 click.echo(f"checkpoint node at {node['endpoint']} (from {node['source']}): "
                            f"unreachable ({node['error']})")
+        if any(entry["source"] == "master" for entry in worker_entries):
+            print_workers_table(worker_entries)
+        for entry in worker_entries:
+            if entry["source"] == "option":
+                print_worker_detail(entry)
     if master_error is not None:
         raise master_error
 
