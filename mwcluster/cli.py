@@ -149,12 +149,14 @@ def snapshot() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def snapshot_inspect(file: str, as_json: bool) -> None:
     """Header, counts and digest of a snapshot; exit 1 if it does not verify."""
+    from mwcluster.core.recent import RecentRequests
     from mwcluster.engine import load_snapshot
     from mwcluster.storage.snapshot import read_header
 
+    recent = RecentRequests(1 << 62)     # room for every entry: count them all
     try:
         header = read_header(file)
-        state = load_snapshot(file)
+        state = load_snapshot(file, recent)
     except MwclusterError as exc:
         if as_json:
             click.echo(json.dumps({"path": file, "ok": False, "error": str(exc)}))
@@ -162,7 +164,7 @@ def snapshot_inspect(file: str, as_json: bool) -> None:
         raise click.ClickException(str(exc)) from None
     counts = {"keys": len(state.ns), "jobs": len(state.jobs.jobs),
               "tasks": sum(len(j.tasks) for j in state.jobs.jobs.values()),
-              "workers": len(state.jobs.workers)}
+              "workers": len(state.jobs.workers), "recent_requests": len(recent)}
     data = {**header.to_dict(), "ok": True, "counts": counts,
             "verified_digest": f"{state.digest:016x}"}
     if as_json:

@@ -25,7 +25,8 @@ seen; a reply from a lower epoch (a master that was replaced) is not used, and n
 `fenced` answer: in both cases the request stays pending and is resent on the next endpoint,
 under the same retry policy. A fenced master applied nothing, so resending is safe; after a
 timeout the request may have been applied by the old master and not replicated, and is
-applied again by the new one (the recent-request table is not carried across a failover).
+applied again by the new one (a record the standby never received is not in its history;
+one it received is answered from the table of recent requests the promotion carries over).
 With `standby_status` (the standby's status endpoints), every timeout also sends a VOTE
 there, without waiting for an answer: a standby in `auto` failover mode that has not heard the
 master for its timeout then promotes itself (core/failover.py).

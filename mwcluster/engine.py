@@ -9,8 +9,9 @@ The Engine is what a master (and, later, a promoted standby) runs in-process, wi
 
 Recovery at open(): remove temporary files; open the journal (which cuts a torn tail of the
 newest segment and keeps the cut bytes aside); load the newest snapshot whose checksums and
-digest verify, falling back to older ones with a warning; replay every journal record after
-it through the same `State.apply`. Anything that cannot be explained by a torn tail stops the
+digest verify, falling back to older ones with a warning, with the table of recent requests
+it carries; replay every journal record after it through the same `State.apply`, remembering
+the request behind each. Anything that cannot be explained by a torn tail stops the
 open with a CorruptionError naming the file, offset and txid.
 
 Data directory layout: `journal/` (segments, see storage/segments.py) and `snapshots/`
@@ -146,11 +147,14 @@ class Engine:
         return self.recovery
 
     def _load_newest_snapshot(self) -> tuple[State, Path | None, list[tuple[str, str]]]:
+        """The newest snapshot that verifies; its recent requests go to the engine's table
+        (emptied again when a snapshot fails half-way)."""
         skipped: list[tuple[str, str]] = []
         for txid, path in snapshots.list_snapshots(self.snapshot_dir):
             try:
-                return load_snapshot(path), path, skipped
+                return load_snapshot(path, self.recent_requests), path, skipped
             except MwclusterError as exc:
+                self.recent_requests.clear()
                 skipped.append((str(path), str(exc)))
         return State(), None, skipped
 
@@ -180,7 +184,8 @@ class Engine:
         changed), InvalidRecord (nothing changed) or JournalUnavailable (nothing changed).
 
         `origin` (client_id, request_id) is logged with the record and remembered, so that
-        `recent(origin)` answers a retry of the same request, even after a restart.
+        `recent(origin)` answers a retry of the same request, even after a restart (from the
+        journal, or from a snapshot that covers the record and carries the table).
         `wake=False` leaves the journal flusher asleep until `journal.wake()` (see there)."""
         self.journal.check_writable()
         payload = check_admission(rec, self.limits, origin)
@@ -206,18 +211,7 @@ class Engine:
     def wait_durable(self, txid: int, timeout: float | None = None) -> bool:
         return self.journal.wait_durable(txid, timeout)
 
-    # --- retries and the record tail -----------------------------------------------------
-
-    def adopt_recent(self, table: RecentRequests) -> int:
-        """Remember the requests of another table (a promoted replica's) up to this state's
-        txid; returns how many. `recent(origin)` is `recent_requests.get`: (txid, result)."""
-        count = 0
-        last = self.state.txid
-        for origin, (txid, result) in table.items():
-            if txid <= last and self.recent(origin) is None:
-                self._remember(origin, txid, result)
-                count += 1
-        return count
+    # --- the record tail -----------------------------------------------------------------
 
     def _trim_tail(self) -> None:
         tail = self._tail
@@ -283,7 +277,8 @@ class Engine:
         if created_ms is None:
             created_ms = int(time.time() * 1000)
         header = snapshots.write_snapshot(self.snapshot_dir, txid, self.epoch, state.digest,
-                                          state.image_chunks(), created_ms)
+                                          state.image_chunks(self.recent_requests),
+                                          created_ms)
         self.journal.roll()
         self.retain()
         return header
@@ -303,10 +298,12 @@ class Engine:
         self.journal.close()
 
 
-def load_snapshot(path: str | Path) -> State:
-    """Load and fully verify one snapshot file (checksums, image, digest)."""
+def load_snapshot(path: str | Path, recent: RecentRequests | None = None) -> State:
+    """Load and fully verify one snapshot file (checksums, image, digest). The recent
+    requests it carries are remembered in `recent` (an empty table; checked and dropped when
+    None); on an error the caller discards what the table got."""
     header, body = snapshots.read_body(path)
-    state = State.from_image(body, source=str(path))
+    state = State.from_image(body, source=str(path), recent=recent)
     if state.txid != header.txid or state.digest != header.digest:
         raise CorruptionError(f"snapshot image (txid {state.txid}, digest {state.digest:016x}) "
                               f"does not match its header (txid {header.txid}, digest "

@@ -20,10 +20,13 @@ from mwcluster.core import records as r
 from mwcluster.core.digest import MASK
 from mwcluster.core.jobs import Job, Jobs, Task, Worker, WorkerState
 from mwcluster.core.namespace import Namespace
+from mwcluster.core.recent import RecentRequests, load_flat_rows
 from mwcluster.errors import ApplyError, CorruptionError, InvalidRecord, MultiFailed
 
-IMAGE_FORMAT = 1
+IMAGE_FORMAT = 2              # 2: with the table of recent requests ("recent" items)
+READABLE_FORMATS = (1, 2)     # 1: written before the table was carried; loads with none
 NS_CHUNK_KEYS = 4096
+RECENT_CHUNK_ENTRIES = 4096
 
 
 class State:
@@ -138,16 +141,20 @@ class State:
 
     # --- the state image (the body of a snapshot file) -----------------------------------
 
-    def image_chunks(self) -> Iterator[bytes]:
-        """The whole state as a msgpack stream of items (see docs/formats.md, "State image").
+    def image_chunks(self, recent: RecentRequests | None = None) -> Iterator[bytes]:
+        """The whole state as a msgpack stream of items (see docs/formats.md, "State image"),
+        with `recent`, the table of recent requests as of this state's txid (none if None).
 
         Items: ["meta", {...}], then ["ns", [key, entry, ...]] chunks in key order,
-        ["workers", [row, ...]], one ["job", row, [task rows]] per job, ["end", digest].
+        ["workers", [row, ...]], one ["job", row, [task rows]] per job,
+        ["recent", [client_id, request_id, txid, result, ...]] chunks oldest first,
+        ["end", digest].
         """
         pack = msgpack.Packer(use_bin_type=True).pack
         yield pack(["meta", {"format": IMAGE_FORMAT, "txid": self.txid, "digest": self.digest,
                              "keys": len(self.ns), "jobs": len(self.jobs.jobs),
-                             "workers": len(self.jobs.workers)}])
+                             "workers": len(self.jobs.workers),
+                             "recent": 0 if recent is None else len(recent)}])
         chunk: list = []
         for key, entry in self.ns.items():
             chunk.append(key)
@@ -160,16 +167,24 @@ class State:
         yield pack(["workers", [w.row() for w in self.jobs.workers.values()]])
         for job in self.jobs.jobs.values():
             yield pack(["job", job.row(), [t.row() for t in job.tasks]])
+        if recent is not None:
+            for flat in recent.flat_rows(RECENT_CHUNK_ENTRIES):
+                yield pack(["recent", flat])
         yield pack(["end", self.digest])
 
     @classmethod
-    def from_image(cls, chunks: Iterator[bytes], *, source: str = "state image") -> "State":
-        """Rebuild a state from `image_chunks()` output; verify the digest it carries."""
+    def from_image(cls, chunks: Iterator[bytes], *, source: str = "state image",
+                   recent: RecentRequests | None = None) -> "State":
+        """Rebuild a state from `image_chunks()` output; verify the digest it carries.
+        The image's recent requests are remembered in `recent` (checked, and dropped, when
+        it is None); an image of format 1 has none. The caller gives an empty table and
+        discards it if this raises."""
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=True,
                                     max_buffer_size=1 << 31)
         state = cls()
         meta = None
         ended = None
+        recent_count = 0
         try:
             for data in chunks:
                 unpacker.feed(data)
@@ -184,12 +199,20 @@ class State:
                             worker = Worker.from_row(row)
                             state.jobs.workers[worker.worker_id] = worker
                             state.jobs.digest = (state.jobs.digest + worker.hash()) & MASK
+                    elif kind == "recent":
+                        if meta is None or meta["format"] < 2:
+                            raise CorruptionError(f"{source}: a recent-requests item "
+                                                  "before the meta item or in a format 1 image")
+                        recent_count += load_flat_rows(recent, item[1], state.txid)
                     elif kind == "meta":
+                        if meta is not None:
+                            raise CorruptionError(f"{source}: a second meta item")
                         meta = item[1]
-                        if meta.get("format") != IMAGE_FORMAT:
+                        if meta.get("format") not in READABLE_FORMATS:
                             raise CorruptionError(
                                 f"{source}: state image format {meta.get('format')} is not "
-                                f"the supported {IMAGE_FORMAT}; upgrade mwcluster")
+                                f"one this mwcluster reads ({READABLE_FORMATS}); upgrade "
+                                "mwcluster")
                         state.txid = meta["txid"]
                     elif kind == "end":
                         ended = item[1]
@@ -198,6 +221,9 @@ class State:
             if meta is None or ended is None:
                 raise CorruptionError(
                     f"{source}: state image is incomplete (no meta or end item)")
+            if recent_count != meta.get("recent", 0):
+                raise CorruptionError(f"{source}: the image holds {recent_count} recent "
+                                      f"requests, its meta item says {meta.get('recent')}")
             # Damaged rows can also fail here (a task naming an unknown worker, a key that is
             # not a string): inside the try, so that they too surface as CorruptionError.
             state.ns.finish_load()

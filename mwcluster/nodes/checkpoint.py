@@ -86,8 +86,9 @@ class CheckpointNode:
             heartbeat_interval_s=config.heartbeat_interval_s, period_s=config.period_s,
             txns=config.txns, max_buffer_bytes=config.max_buffer_bytes))
         self.state = State()
-        # the requests behind the records this replica applied: a promotion hands them to
-        # the new master, so that a retry of one of them is answered, not applied again
+        # the requests behind the records this replica covers (from the snapshot it loaded,
+        # then the records it applied): its checkpoints carry them to the master, and a
+        # promotion to the master it becomes, so that a retry is answered, not applied again
         self.recent = RecentRequests(RECENT_REQUESTS)
         self.status_endpoint = ""
         self.exit_code = 0
@@ -193,14 +194,17 @@ class CheckpointNode:
         self._lock_fd = lock_data_dir(self.data_dir, "process")
 
     def _load_local(self) -> int | None:
-        """Load the newest local snapshot that verifies; its txid, or None."""
+        """Load the newest local snapshot that verifies (with its recent requests); its
+        txid, or None."""
         for _txid, path in snapshots.list_snapshots(self.snapshot_dir):
             started = time.monotonic()
+            recent = RecentRequests(RECENT_REQUESTS)
             try:
-                self.state = load_snapshot(path)
+                self.state = load_snapshot(path, recent)
             except errors.MwclusterError as exc:
                 log.warning("local snapshot %s is skipped: %s", path, exc)
                 continue
+            self.recent = recent
             self.local_start = {"path": str(path), "txid": self.state.txid,
                                 "seconds": round(time.monotonic() - started, 6)}
             gc.freeze()
@@ -388,9 +392,10 @@ class CheckpointNode:
     def _load_master_snapshot(self, reason: str):
         cfg = self.config
         log.info("loading the master's snapshot (%s)", reason)
+        recent = RecentRequests(RECENT_REQUESTS)
         try:
             state = self.link.load_master_snapshot(self.incoming_dir, cfg.snapshot_chunk_bytes,
-                                                   cfg.snapshot_credit)
+                                                   cfg.snapshot_credit, recent)
         except errors.NoSnapshot:
             return fm.NoSnapshot(time.monotonic())
         except errors.MwclusterError as exc:
@@ -399,7 +404,7 @@ class CheckpointNode:
             return fm.SnapshotFailed(time.monotonic(), f"cannot write {self.incoming_dir}: "
                                                        f"{exc}")
         self.state = state
-        self.recent.clear()         # another history may follow: forget the old one's requests
+        self.recent = recent        # the snapshot's requests, not the old replica's
         # A base of millions of objects: keep the cyclic collector from walking it at every
         # full collection (pauses of hundreds of ms at 1,000,000 keys, the replica's lag),
         # as the master does after recovery. Dropped states are still freed by refcount.
@@ -435,7 +440,7 @@ class CheckpointNode:
             return fm.CheckpointFailed(time.monotonic(), f"internal: the replica is at "
                                        f"{self.state.txid}, not {ins.txid}")
         try:
-            self.child = ForkedCheckpoint(self.state, self.snapshot_dir, ins.epoch,
+            self.child = ForkedCheckpoint(self.state, self.recent, self.snapshot_dir, ins.epoch,
                                           int(time.time() * 1000))
         except OSError as exc:
             return fm.CheckpointFailed(time.monotonic(), f"cannot start the checkpoint "

@@ -23,6 +23,7 @@ import zmq
 
 from mwcluster import errors
 from mwcluster.client_calls import error_from_reply
+from mwcluster.core.recent import RecentRequests
 from mwcluster.core.state import State
 from mwcluster.engine import load_snapshot
 from mwcluster.wire.protocol import Op, Reply, decode_reply, encode_request
@@ -136,8 +137,10 @@ class MasterLink:
 
     # --- the master's snapshot ---------------------------------------------------------------
 
-    def load_master_snapshot(self, work_dir: Path, chunk_bytes: int, credit: int) -> State:
-        """Download the master's newest snapshot, verify it, return its state. Raises
+    def load_master_snapshot(self, work_dir: Path, chunk_bytes: int, credit: int,
+                             recent: RecentRequests | None = None) -> State:
+        """Download the master's newest snapshot, verify it, return its state; its recent
+        requests go to `recent` (an empty table, to drop if this raises). Raises
         NoSnapshot when the master has none, another MwclusterError when the transfer or the
         verification fails (the temporary file is removed either way)."""
         info = self.call(Op.SNAPSHOT_INFO, [])
@@ -149,7 +152,7 @@ class MasterLink:
         path = work_dir / f"master-{txid:020d}.mws.part"
         try:
             self._download(txid, size, path, min(chunk_bytes, MAX_CHUNK_BYTES), credit)
-            state = load_snapshot(path)
+            state = load_snapshot(path, recent)
         finally:
             path.unlink(missing_ok=True)
         if state.txid != txid or state.digest != digest:

@@ -11,11 +11,14 @@ PROMOTE, or an automatic promotion after a vote). In order:
     reaches the old master's applied txid (read from its STATUS once fenced), within a
     deadline; if the old master is unreachable, the replica keeps what it has, and the
     records it lacks are counted against the last durable txid the old master announced;
- 4. write a snapshot of the replica at its txid T into that directory (an existing journal
-    and snapshots there, from an earlier role, are moved aside, not deleted);
+ 4. write a snapshot of the replica at its txid T, with its table of recent requests, into
+    that directory (an existing journal and snapshots there, from an earlier role, are moved
+    aside, not deleted);
  5. open the existing Master (nodes/master.py) on it, under the new epoch, bound to
-    `promote_client_endpoint` and `promote_pub_endpoint`: the node's process then runs that
-    Master's loop (in-process, after the node closes its own sockets; cli_checkpoint.py).
+    `promote_client_endpoint` and `promote_pub_endpoint`: it recovers from that snapshot
+    like after any restart (so it, and any later restart of it, answers a retry of a
+    request the replica's records carry); the node's process then runs that Master's loop
+    (in-process, after the node closes its own sockets; cli_checkpoint.py).
 
 The returned report is the PROMOTE reply: the epoch, T, whether the old master was fenced,
 and `records_missing`, the records the old master had (applied, or announced durable when
@@ -94,8 +97,10 @@ def fence_and_catch_up(link: MasterLink, state: State, new_epoch: int, announced
     return out
 
 
-def write_master_dir(config: CheckpointConfig, state: State, new_epoch: int) -> Path:
-    """Step 4: a master data directory holding a snapshot of the replica at its txid."""
+def write_master_dir(config: CheckpointConfig, state: State, recent: RecentRequests,
+                     new_epoch: int) -> Path:
+    """Step 4: a master data directory holding a snapshot of the replica at its txid, with
+    the replica's recent requests."""
     directory = master_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
     stamp = f"before-epoch-{new_epoch}"
@@ -107,7 +112,7 @@ def write_master_dir(config: CheckpointConfig, state: State, new_epoch: int) -> 
             log.warning("moved %s aside to %s (an earlier role's files, kept)", old, aside)
     if state.txid:
         snapshots.write_snapshot(directory / "snapshots", state.txid, new_epoch, state.digest,
-                                 state.image_chunks(), int(time.time() * 1000))
+                                 state.image_chunks(recent), int(time.time() * 1000))
     return directory
 
 
@@ -178,11 +183,12 @@ def promote_node(node, decision: Promote) -> dict[str, Any]:
         node.link.timeout_s = min(node.link.timeout_s, QUICK_PING_S)
     report = fence_and_catch_up(node.link, node.state, epoch, announced,
                                 max(5.0, 2 * cfg.request_timeout_s), node.recent)
-    write_master_dir(cfg, node.state, epoch)
+    write_master_dir(cfg, node.state, node.recent, epoch)
     master = Master(master_config(cfg, directory), epoch=epoch)
     master.open()
-    # retries of requests the old master applied are answered, not applied again
-    report["recent_requests_adopted"] = master.engine.adopt_recent(node.recent)
+    # retries of requests the old master applied are answered, not applied again: the
+    # master recovered the replica's table from the snapshot just written
+    report["recent_requests_adopted"] = len(master.engine.recent_requests)
     start_peer_fencer(cfg.master, epoch)
     node.promoted_master = master
     node.request_stop()

@@ -1,8 +1,9 @@
 """Writing a snapshot of the live replica without stopping it: a forked child (like Redis's
 BGSAVE).
 
-`os.fork()` gives the child a copy-on-write image of the replica at txid T; the child streams
-`state.image_chunks()` through storage.snapshot.write_snapshot (temporary file, fsync, rename,
+`os.fork()` gives the child a copy-on-write image of the replica at txid T and of its table of
+recent requests (as of T: the parent forks between two records); the child streams
+`state.image_chunks(recent)` through storage.snapshot.write_snapshot (temporary file, fsync, rename,
 directory fsync) and leaves with `os._exit`. The parent keeps applying the stream at once; it
 learns the outcome through a pidfd (readable when the child exits) and `waitpid`.
 
@@ -32,6 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mwcluster.core.recent import RecentRequests
 from mwcluster.core.state import State
 from mwcluster.storage import snapshot as snapshots
 
@@ -59,7 +61,8 @@ class Outcome:
 class ForkedCheckpoint:
     """One checkpoint being written by a child process."""
 
-    def __init__(self, state: State, directory: Path, epoch: int, created_ms: int) -> None:
+    def __init__(self, state: State, recent: RecentRequests, directory: Path, epoch: int,
+                 created_ms: int) -> None:
         self.directory = Path(directory)
         self.txid = state.txid
         self.started = time.monotonic()
@@ -69,7 +72,7 @@ class ForkedCheckpoint:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:                                          # the child
-            _child(state, self.directory, epoch, digest, created_ms, parent, read_fd,
+            _child(state, recent, self.directory, epoch, digest, created_ms, parent, read_fd,
                    write_fd, pause_s)
         os.close(write_fd)
         self.pid = pid
@@ -143,8 +146,8 @@ def _background_priority() -> None:
         pass
 
 
-def _child(state: State, directory: Path, epoch: int, digest: int, created_ms: int,
-           parent: int, read_fd: int, write_fd: int, pause_s: float) -> None:
+def _child(state: State, recent: RecentRequests, directory: Path, epoch: int, digest: int,
+           created_ms: int, parent: int, read_fd: int, write_fd: int, pause_s: float) -> None:
     """The forked child: write the snapshot and leave with os._exit, whatever happens."""
     code = 1
     try:
@@ -157,7 +160,7 @@ def _child(state: State, directory: Path, epoch: int, digest: int, created_ms: i
         if os.getppid() != parent:       # the parent died before the prctl took effect
             os._exit(1)
         _background_priority()
-        chunks = state.image_chunks()
+        chunks = state.image_chunks(recent)
         if pause_s > 0:
             chunks = _pause_after_first(chunks, pause_s)
         snapshots.write_snapshot(directory, state.txid, epoch, digest, chunks, created_ms)

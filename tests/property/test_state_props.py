@@ -11,7 +11,8 @@ would, a record that apply refuses is dropped and never logged. Then:
 2. replaying the accepted records, decoded from their journal encoding, into a fresh State
    gives the same digest and the same image bytes;
 3. for a random k, loading the image of the state after k accepted records and applying the
-   rest gives the same image bytes and digest as replaying everything;
+   rest gives the same image bytes and digest as replaying everything, and the same table of
+   recent requests (the image carries the table at k; the rest is remembered on top);
 4. every record round-trips through encode_record / decode_record.
 
 The steps are one list drawn up front (not drawn one by one while the state evolves): a
@@ -22,12 +23,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import msgpack
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from mwcluster.core import records as r
 from mwcluster.core.jobs import ACTIVE_TASK, TaskState, WorkerState
 from mwcluster.core.limits import Limits
+from mwcluster.core.recent import RecentRequests
 from mwcluster.core.state import State
 from mwcluster.core.values import encode
 from mwcluster.errors import ApplyError
@@ -37,6 +40,7 @@ JOB_IDS = ["j0", "j1", "j2", "j3"]
 WORKERS = ["w0", "w1", "w2"]
 MAX_TASKS = 3
 LIMITS = Limits()
+RECENT_LIMIT = 16        # small: the table's two generations turn over within a sequence
 
 # One bug reported (and shrunk) at a time: shrinking several distinct failures of a long
 # sequence takes minutes.
@@ -190,11 +194,22 @@ def make_record(step, state: State, now_ms: int) -> r.Record:
 
 # --- helpers -------------------------------------------------------------------------------
 
-def replay(records, state: State | None = None) -> State:
+def replay(records, state: State | None = None, recent: RecentRequests | None = None
+           ) -> State:
+    """Apply the records; with `recent`, remember each under an origin made from its txid,
+    as the master does for a client's request."""
     state = state or State()
     for rec in records:
-        state.apply(state.txid + 1, rec)
+        txid = state.txid + 1
+        result = state.apply(txid, rec)
+        if recent is not None:
+            recent.remember((b"client-%d" % (txid % 3), txid), txid, result)
     return state
+
+
+def wire_items(recent: RecentRequests) -> list:
+    """The table's entries with each result as the wire carries it (a tuple is a list)."""
+    return [(origin, txid, msgpack.packb(result)) for origin, (txid, result) in recent.items()]
 
 
 def assert_same_image(got: bytes, expected: bytes) -> None:
@@ -255,12 +270,19 @@ def test_replay_and_snapshot_plus_replay_equal_the_live_state(steps, k_pick, che
     # (3) snapshot at k + replay of the rest == replay of everything
     k = min(k_pick, len(accepted))
     note(f"snapshot after {k} of {len(accepted)} accepted records")
-    restored = State.from_image(replay(accepted[:k]).image_chunks())
+    live_recent = RecentRequests(RECENT_LIMIT)
+    replay(accepted, recent=live_recent)
+    at_k = RecentRequests(RECENT_LIMIT)
+    at_k_state = replay(accepted[:k], recent=at_k)
+    restored_recent = RecentRequests(RECENT_LIMIT)
+    restored = State.from_image(at_k_state.image_chunks(at_k), recent=restored_recent)
     assert restored.txid == k and restored.validate() == []
-    replay(accepted[k:], restored)
+    assert wire_items(restored_recent) == wire_items(at_k)
+    replay(accepted[k:], restored, restored_recent)
     assert restored.digest == state.digest
     assert_same_image(restored.image_bytes(), image)
     assert restored.validate() == []
+    assert wire_items(restored_recent) == wire_items(live_recent)
 
 
 @settings(SETTINGS, max_examples=60)
