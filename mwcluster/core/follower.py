@@ -26,8 +26,11 @@ that txid (now or later, as it applies), the machine asks the shell to compare
 (the sooner one is kept); a
 mismatch (`DigestResult` with different digests) is reported (`DigestMismatch`, which the
 shell logs at ERROR with the epoch and txid), counted, and repaired by reloading from the
-master's snapshot and log. A record that fails to apply, or a master whose durable txid is
-below the replica's (it lost history), is repaired the same way.
+master's snapshot and log. A record that fails to apply, or a master of a new epoch whose
+durable txid is below the replica's (it lost history), is repaired the same way. Late
+messages are counted and ignored: any of an epoch below the one followed, and a heartbeat
+below the replica in its own epoch (within one epoch the master's durable txid never goes
+back, so it was overtaken by later messages on the way).
 
 Checkpoints: every `period_s` seconds or `txns` records, whichever first, when the replica
 holds something newer than its last checkpoint, one at a time; a failure is retried after a
@@ -66,6 +69,8 @@ class Counters:
     snapshot_failures: int = 0
     reloads: int = 0
     duplicates: int = 0           # stream or fetched records at or below the replica's txid
+    stale_messages: int = 0       # late stream messages: an older epoch, or a heartbeat
+    #                               overtaken by later messages of its epoch (ignored)
     dropped_buffer: int = 0       # stream records not buffered (buffer full)
     digest_checks_ok: int = 0
     digest_checks_failed: int = 0
@@ -181,6 +186,7 @@ class Follower:
             "fetches": c.fetches, "fetch_failures": c.fetch_failures,
             "snapshot_fetches": c.snapshot_fetches, "snapshot_failures": c.snapshot_failures,
             "reloads": c.reloads, "duplicates": c.duplicates,
+            "stale_messages": c.stale_messages,
             "dropped_buffer": c.dropped_buffer, "apply_failures": c.apply_failures,
             "applied_records": c.applied, "last_failure": self.last_failure,
         }
@@ -197,7 +203,18 @@ class Follower:
         out.append(Note("info", f"starting from the local snapshot at txid {ev.base_txid}"))
         self._fetch(ev.now, out)
 
+    def _older_epoch(self, epoch: int) -> bool:
+        """A message from an epoch below the one followed: a late one from a master that
+        has since been restarted or replaced. Counted, otherwise ignored (its records are
+        not in the history followed now, and its txids say nothing of it)."""
+        if self.epoch is not None and epoch < self.epoch:
+            self.counters.stale_messages += 1
+            return True
+        return False
+
     def _stream(self, ev: StreamBatch, out: list) -> None:
+        if self._older_epoch(ev.epoch):
+            return
         self._last_heard = ev.now
         self._see_epoch(ev.epoch, ev.now, out)
         if ev.last > self.durable:
@@ -217,16 +234,26 @@ class Follower:
             self._fetch(ev.now, out)
 
     def _heartbeat(self, ev: Heartbeat, out: list) -> None:
+        if self._older_epoch(ev.epoch):
+            return
+        last = self.last
+        if ev.epoch == self.epoch and self.has_base and last is not None \
+                and ev.durable_txid < last:
+            # Within one epoch the master's durable txid never goes back, and it publishes
+            # only durable records: this heartbeat was overtaken by later messages (held
+            # up on the way). Ignoring it loses nothing.
+            self.counters.stale_messages += 1
+            self._last_heard = ev.now
+            return
         self._last_heard = ev.now
         self._see_epoch(ev.epoch, ev.now, out)
         if ev.durable_txid > self.durable:
             self.durable = ev.durable_txid
-        last = self.last
         if not self.has_base or last is None:
             if ev.digest is not None:
                 self._expect(ev.epoch, ev.durable_txid, ev.digest, out)
             return
-        if ev.durable_txid < last:
+        if ev.durable_txid < last:       # a new epoch below the replica: history was lost
             self._reload(f"epoch {ev.epoch}: the master's durable txid {ev.durable_txid} is "
                          f"below the replica's txid {last}: the master lost history",
                          ev.now, out)

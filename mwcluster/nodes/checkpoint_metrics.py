@@ -35,6 +35,8 @@ _COUNTERS = (
     ("gaps", "gaps", "Gaps found in the log stream"),
     ("epoch_changes", "epoch_changes", "Master epoch changes seen"),
     ("fetch_failures", "fetch_failures", "FETCH requests that failed"),
+    ("stale_messages", "stale_messages", "Late stream messages ignored (an older epoch, or a "
+     "heartbeat overtaken by later batches)"),
 )
 
 
