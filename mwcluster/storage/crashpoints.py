@@ -10,7 +10,7 @@ no handler runs: what is on disk at that moment is what a restart finds.
 |---|---|
 | `segment.create` | a new journal segment was created, still empty (no header) |
 | `segment.header` | a new segment's header was written, no record yet |
-| `flush.torn` | half of a flush's bytes were written to a segment, then the process died |
+| `flush.torn` | a flush's write to a segment stopped one byte short (its last record torn), then the process died |
 | `flush.unsynced` | a flush's bytes were written, before their fsync |
 | `purge.unlink` | a journal segment was deleted (by a purge, the others of it not yet; or an empty one left by an earlier run, at a roll) |
 | `install.renamed` | an uploaded snapshot was renamed into place, before the directory fsync and the purge |
@@ -114,7 +114,9 @@ class CrashingJournalIO(WrappedJournalIO):
                 die()
             return n
         if len(data) > 1 and self.trigger.due("flush.torn"):
-            n = self.inner.write(fd, data[:len(data) // 2], offset)
+            # one byte short: a write ends at a record boundary, so this always tears the
+            # last record (half of it could land exactly on a boundary and tear nothing)
+            n = self.inner.write(fd, data[:len(data) - 1], offset)
             die()
             return n
         return self.inner.write(fd, data, offset)

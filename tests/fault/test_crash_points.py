@@ -1,6 +1,6 @@
 """Kills that land exactly where a random kill rarely does: the master, under the crash
 loop's mixed load, kills itself with SIGKILL at a named crash point
-(`mwcluster.storage.crashpoints`): inside a segment roll, halfway through a flush, between a
+(`mwcluster.storage.crashpoints`): inside a segment roll, inside a flush's write, between a
 write and its fsync, inside a journal purge, and just after an uploaded snapshot was renamed
 into place. After the restart the crash loop's checks hold (`crash_model.check_cycle`:
 every acknowledged sync write present, the state a prefix of what each stream sent, the
@@ -34,6 +34,12 @@ def was_header_only(rig: Rig) -> None:
     assert newest_segment(rig.data).stat().st_size == seg.HEADER_SIZE
 
 
+def was_torn(rig: Rig) -> None:
+    """The newest segment ends inside a record."""
+    scan = seg.scan_segment(newest_segment(rig.data))
+    assert scan.verdict is seg.Verdict.TORN_TAIL, scan
+
+
 def was_cut(rig: Rig) -> None:
     assert rig.recovered["recovery"]["journal_cut_bytes"] > 0, rig.recovered["recovery"]
 
@@ -51,8 +57,8 @@ def newest_snapshot_loaded(rig: Rig) -> None:
 CASES = [   # (point, hit at which to die, durability, check before / after the restart)
     ("segment.create", 3, "sync", was_empty_segment, None),
     ("segment.header", 3, "sync", was_header_only, None),
-    ("flush.torn", 400, "sync", None, was_cut),
-    ("flush.torn", 400, "async", None, was_cut),
+    ("flush.torn", 400, "sync", was_torn, was_cut),
+    ("flush.torn", 400, "async", was_torn, was_cut),
     ("flush.unsynced", 400, "sync", None, None),
     ("purge.unlink", 1, "sync", None, None),
     ("install.renamed", 2, "sync", note_newest_snapshot, newest_snapshot_loaded),

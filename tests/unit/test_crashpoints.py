@@ -59,4 +59,4 @@ def test_the_wrapped_io_writes_through_until_the_point(tmp_path, monkeypatch):
     assert io.write(fd, memoryview(b"abcd"), 4) == 4 and not died
     io.write(fd, memoryview(b"efgh"), 8)                  # the 2nd flush write: torn
     io.close(fd)
-    assert died and path.read_bytes() == b"HEADabcdef"
+    assert died and path.read_bytes() == b"HEADabcdefg"
