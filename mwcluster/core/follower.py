@@ -26,11 +26,13 @@ that txid (now or later, as it applies), the machine asks the shell to compare
 (the sooner one is kept); a
 mismatch (`DigestResult` with different digests) is reported (`DigestMismatch`, which the
 shell logs at ERROR with the epoch and txid), counted, and repaired by reloading from the
-master's snapshot and log. A record that fails to apply, or a master of a new epoch whose
-durable txid is below the replica's (it lost history), is repaired the same way. Late
-messages are counted and ignored: any of an epoch below the one followed, and a heartbeat
-below the replica in its own epoch (within one epoch the master's durable txid never goes
-back, so it was overtaken by later messages on the way).
+master's snapshot and log. A record that fails to apply, or a master whose durable txid is
+below the replica's (it lost history), is repaired the same way; but a stream message that
+says so may just be late (held up, then overtaken by later messages), so messages below the
+replica's view (of an epoch below the one followed, or a heartbeat below the replica in its
+own epoch) are counted (`stale_messages`) and not acted on: the machine asks the master
+(FETCH), and only its reply, which cannot be late, reloads the replica or moves the epoch
+(a master restarted on an emptied data directory starts its epochs again).
 
 Checkpoints: every `period_s` seconds or `txns` records, whichever first, when the replica
 holds something newer than its last checkpoint, one at a time; a failure is retried after a
@@ -69,8 +71,8 @@ class Counters:
     snapshot_failures: int = 0
     reloads: int = 0
     duplicates: int = 0           # stream or fetched records at or below the replica's txid
-    stale_messages: int = 0       # late stream messages: an older epoch, or a heartbeat
-    #                               overtaken by later messages of its epoch (ignored)
+    stale_messages: int = 0       # stream messages below the replica's view (an older
+    #                               epoch, a heartbeat below it): checked by a FETCH
     dropped_buffer: int = 0       # stream records not buffered (buffer full)
     digest_checks_ok: int = 0
     digest_checks_failed: int = 0
@@ -203,17 +205,23 @@ class Follower:
         out.append(Note("info", f"starting from the local snapshot at txid {ev.base_txid}"))
         self._fetch(ev.now, out)
 
-    def _older_epoch(self, epoch: int) -> bool:
-        """A message from an epoch below the one followed: a late one from a master that
-        has since been restarted or replaced. Counted, otherwise ignored (its records are
-        not in the history followed now, and its txids say nothing of it)."""
+    def _older_epoch(self, epoch: int, now: float, out: list) -> bool:
+        """A message from an epoch below the one followed: most likely a late one from a
+        master since restarted or replaced, but possibly a master that came back with less
+        history (a wiped data directory). Not acted on: counted, and checked by asking the
+        master (FETCH, whose reply carries its epoch and durable txid: the truth)."""
         if self.epoch is not None and epoch < self.epoch:
-            self.counters.stale_messages += 1
+            self._stale(now, out)
             return True
         return False
 
+    def _stale(self, now: float, out: list) -> None:
+        self.counters.stale_messages += 1
+        if self.has_base and self.last is not None:
+            self._fetch(now, out)
+
     def _stream(self, ev: StreamBatch, out: list) -> None:
-        if self._older_epoch(ev.epoch):
+        if self._older_epoch(ev.epoch, ev.now, out):
             return
         self._last_heard = ev.now
         self._see_epoch(ev.epoch, ev.now, out)
@@ -234,16 +242,17 @@ class Follower:
             self._fetch(ev.now, out)
 
     def _heartbeat(self, ev: Heartbeat, out: list) -> None:
-        if self._older_epoch(ev.epoch):
+        if self._older_epoch(ev.epoch, ev.now, out):
             return
         last = self.last
         if ev.epoch == self.epoch and self.has_base and last is not None \
                 and ev.durable_txid < last:
-            # Within one epoch the master's durable txid never goes back, and it publishes
-            # only durable records: this heartbeat was overtaken by later messages (held
-            # up on the way). Ignoring it loses nothing.
-            self.counters.stale_messages += 1
+            # Below the replica in the epoch followed: a heartbeat overtaken by later
+            # messages on the way (a running master's durable txid never goes back), or a
+            # master restarted on an emptied data directory, whose epoch starts again. The
+            # FETCH reply tells them apart (_fetched reloads if the master really is below).
             self._last_heard = ev.now
+            self._stale(ev.now, out)
             return
         self._last_heard = ev.now
         self._see_epoch(ev.epoch, ev.now, out)
