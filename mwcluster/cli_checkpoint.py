@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from typing import NoReturn
 
 import click
 
@@ -44,6 +45,9 @@ from mwcluster.errors import MwclusterError
               help="PUB endpoint of the log stream once promoted [none].")
 @click.option("--promote-data-dir", default=None,
               help="Master data directory once promoted [DATA_DIR/master].")
+@click.option("--promote-durability", type=click.Choice(["async", "sync"]), default=None,
+              help="Default durability once promoted [the old master's; sync if it cannot "
+                   "be asked].")
 @click.option("--failover", type=click.Choice(["manual", "auto"]), default=None,
               help="auto: also promote itself when the master is silent and a client votes "
                    "[manual].")
@@ -55,8 +59,8 @@ from mwcluster.errors import MwclusterError
               help="Print the resolved configuration with the source of each value, and exit.")
 def checkpoint(config_file, data_dir, master, subscribe, period_s, txns, keep_snapshots,
                status_endpoint, metrics_port, ready_file, promote_client_endpoint,
-               promote_pub_endpoint, promote_data_dir, failover, failover_timeout_s, once,
-               print_config) -> None:
+               promote_pub_endpoint, promote_data_dir, promote_durability, failover,
+               failover_timeout_s, once, print_config) -> None:
     """Follow the master's log stream and write snapshots of the replica."""
     from mwcluster.config import load_checkpoint_config
 
@@ -65,6 +69,7 @@ def checkpoint(config_file, data_dir, master, subscribe, period_s, txns, keep_sn
              "status_endpoint": status_endpoint, "metrics_port": metrics_port,
              "ready_file": ready_file, "promote_client_endpoint": promote_client_endpoint,
              "promote_pub_endpoint": promote_pub_endpoint, "promote_data_dir": promote_data_dir,
+             "promote_durability": promote_durability,
              "failover": failover, "failover_timeout_s": failover_timeout_s}
     try:
         config = load_checkpoint_config(config_file, flags=flags)
@@ -76,7 +81,12 @@ def checkpoint(config_file, data_dir, master, subscribe, period_s, txns, keep_sn
         return
     from mwcluster.nodes.checkpoint import CheckpointNode
 
-    node = CheckpointNode(config, once=once)
+    run_node(CheckpointNode(config, once=once))
+
+
+def run_node(node) -> NoReturn:
+    """Open and run a CheckpointNode until it stops; if it was promoted, run the master it
+    became in this process (docs/failover.md) until that stops; exit with its code."""
 
     def on_signal(signum, _frame):
         node.request_stop()
@@ -93,7 +103,6 @@ def checkpoint(config_file, data_dir, master, subscribe, period_s, txns, keep_sn
     master = node.promoted_master
     if master is None:
         sys.exit(code)
-    # promoted (docs/failover.md): this process now runs the master's loop
     sys.setswitchinterval(master.config.switch_interval_ms / 1000)
 
     def on_master_signal(signum, _frame):

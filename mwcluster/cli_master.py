@@ -44,6 +44,11 @@ from mwcluster.errors import MwclusterError
 @click.option("--rejoin-as-standby", is_flag=True,
               help="If the peer replaced this master, resynchronise as its standby (this "
                    "node's journal and snapshots are moved aside, kept).")
+@click.option("--promote-client-endpoint", default=None,
+              help="With --rejoin-as-standby: the ROUTER the standby serves on as master if "
+                   "promoted in turn [none: it cannot be].")
+@click.option("--promote-pub-endpoint", default=None,
+              help="With --rejoin-as-standby: the PUB of its log stream if promoted [none].")
 @click.option("--force", is_flag=True,
               help="Serve even if the peer cannot be reached (it may have taken over: two "
                    "masters until one is fenced).")
@@ -51,8 +56,8 @@ from mwcluster.errors import MwclusterError
               help="Print the resolved configuration with the source of each value, and exit.")
 def master(config_file, data_dir, client_endpoint, pub_endpoint, durability, metrics_port,
            ready_file, worker_timeout_s, worker_heartbeat_ms, max_assign_per_request,
-           peer_master_endpoint, peer_status_endpoint, rejoin_as_standby, force,
-           print_config) -> None:
+           peer_master_endpoint, peer_status_endpoint, rejoin_as_standby,
+           promote_client_endpoint, promote_pub_endpoint, force, print_config) -> None:
     """Run the master: serve requests, keep the journal, publish the log stream."""
     from mwcluster.config import load_master_config
 
@@ -71,8 +76,13 @@ def master(config_file, data_dir, client_endpoint, pub_endpoint, durability, met
         for key, value in config.to_dict().items():
             click.echo(f"{key} = {json.dumps(value)}    # {config.sources[key]}")
         return
+    promote = {"promote_client_endpoint": promote_client_endpoint,
+               "promote_pub_endpoint": promote_pub_endpoint}
+    if any(promote.values()) and not rejoin_as_standby:
+        raise click.ClickException("--promote-client-endpoint and --promote-pub-endpoint "
+                                   "apply only with --rejoin-as-standby")
     if config.peer_master_endpoint or config.peer_status_endpoint:
-        _start_with_peer(config, rejoin_as_standby, force)
+        _start_with_peer(config, rejoin_as_standby, force, promote)
     elif rejoin_as_standby:
         raise click.ClickException("--rejoin-as-standby needs the peer: set "
                                    "peer_master_endpoint (--peer-master-endpoint)")
@@ -93,7 +103,7 @@ def master(config_file, data_dir, client_endpoint, pub_endpoint, durability, met
     sys.exit(node.run())
 
 
-def _start_with_peer(config, rejoin: bool, force: bool) -> None:
+def _start_with_peer(config, rejoin: bool, force: bool, promote: dict) -> None:
     """Ask the peer before serving (nodes/master_start.py): start fenced, or rejoin as the
     new master's standby (this process then runs a checkpoint node and exits with it)."""
     from mwcluster.core.failover import StartAs
@@ -120,12 +130,10 @@ def _start_with_peer(config, rejoin: bool, force: bool) -> None:
             master_start.start_fenced(config, int(peer["epoch"]))
             return
         master_start.prepare_rejoin(config, int(peer["epoch"]))
+        from mwcluster.cli_checkpoint import run_node
         from mwcluster.nodes.checkpoint import CheckpointNode
 
-        node = CheckpointNode(master_start.standby_config(config, peer))
-        signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
-        signal.signal(signal.SIGINT, lambda *_: node.request_stop())
-        node.open()
+        node = CheckpointNode(master_start.standby_config(config, peer, promote))
     except MwclusterError as exc:
         raise click.ClickException(str(exc)) from None
-    sys.exit(node.run())
+    run_node(node)

@@ -285,6 +285,9 @@ CHECKPOINT_KEYS: tuple[Key, ...] = (
         "empty or a ZeroMQ endpoint such as tcp://127.0.0.1:5561"),
     Key("promote_data_dir", str, "", "the master data directory it writes and serves from "
         "once promoted (empty: DATA_DIR/master)"),
+    Key("promote_durability", str, "", "the promoted master's default durability (empty: the "
+        "old master's, read from its STATUS at the promotion; sync when it cannot be asked)",
+        lambda v: v in ("", "async", "sync"), "empty, async or sync"),
     Key("failover", str, "manual", "manual: only `mwcluster promote` promotes this node; "
         "auto: it also promotes itself when the master is silent and a client votes",
         lambda v: v in ("manual", "auto"), "manual or auto"),
@@ -318,6 +321,7 @@ class CheckpointConfig:
     promote_client_endpoint: str
     promote_pub_endpoint: str
     promote_data_dir: str
+    promote_durability: str
     failover: str
     failover_timeout_s: float
     sources: Mapping[str, str]

@@ -53,6 +53,14 @@ def promotion_epoch(highest: int) -> int:
     return first_of_next if first_of_next <= MAX_EPOCH else highest + 1
 
 
+def promoted_durability(configured: str, old_master: str | None) -> str:
+    """The promoted master's default durability: the one configured; else the old master's,
+    when it answered at the promotion; else `sync` (never weaker than an unknown one)."""
+    if configured:
+        return configured
+    return old_master if old_master in ("async", "sync") else "sync"
+
+
 class Mode(enum.StrEnum):
     MANUAL = "manual"
     AUTO = "auto"

@@ -36,7 +36,7 @@ from typing import Any
 
 from mwcluster import errors
 from mwcluster.config import CheckpointConfig, load_master_config
-from mwcluster.core.failover import Promote
+from mwcluster.core.failover import Promote, promoted_durability
 from mwcluster.core.recent import RecentRequests
 from mwcluster.core.records import decode_payload
 from mwcluster.core.state import State
@@ -65,12 +65,13 @@ def fence_and_catch_up(link: MasterLink, state: State, new_epoch: int, announced
     """Steps 2 and 3. Applies the records fetched to `state`; returns what was learnt."""
     link.epoch_seen = new_epoch
     out: dict[str, Any] = {"old_master_fenced": False, "old_master_txid": None,
-                           "fetched_records": 0}
+                           "old_master_durability": None, "fetched_records": 0}
     deadline = time.monotonic() + deadline_s
     try:
         link.call(Op.PING, [])           # carries the new epoch: the old master is fenced
         status = link.call(Op.STATUS, [])
         out["old_master_fenced"] = bool(status.get("fenced"))
+        out["old_master_durability"] = status.get("durability")
         target = int(status.get("txid", 0))
         out["old_master_txid"] = target
         while state.txid < target and time.monotonic() < deadline:
@@ -116,12 +117,12 @@ def write_master_dir(config: CheckpointConfig, state: State, recent: RecentReque
     return directory
 
 
-def master_config(config: CheckpointConfig, directory: Path):
+def master_config(config: CheckpointConfig, directory: Path, durability: str):
     """The promoted Master's configuration: MWCLUSTER_* variables and defaults, with this
-    node's promote endpoints and data directory."""
+    node's promote endpoints and data directory and the durability decided."""
     return load_master_config(None, flags={
         "data_dir": str(directory), "client_endpoint": config.promote_client_endpoint,
-        "pub_endpoint": config.promote_pub_endpoint,
+        "pub_endpoint": config.promote_pub_endpoint, "durability": durability,
         "ready_file": config.ready_file or None})
 
 
@@ -184,7 +185,8 @@ def promote_node(node, decision: Promote) -> dict[str, Any]:
     report = fence_and_catch_up(node.link, node.state, epoch, announced,
                                 max(5.0, 2 * cfg.request_timeout_s), node.recent)
     write_master_dir(cfg, node.state, node.recent, epoch)
-    master = Master(master_config(cfg, directory), epoch=epoch)
+    durability = promoted_durability(cfg.promote_durability, report["old_master_durability"])
+    master = Master(master_config(cfg, directory, durability), epoch=epoch)
     master.open()
     # retries of requests the old master applied are answered, not applied again: the
     # master recovered the replica's table from the snapshot just written
@@ -193,7 +195,8 @@ def promote_node(node, decision: Promote) -> dict[str, Any]:
     node.promoted_master = master
     node.request_stop()
     report.update({
-        "promoted": True, "epoch": epoch, "txid": master.engine.state.txid,
+        "promoted": True, "epoch": epoch, "durability": durability,
+        "txid": master.engine.state.txid,
         "digest": master.engine.state.digest, "old_master_durable_announced": announced,
         "client": master.client_endpoint, "pub": master.pub_endpoint,
         "data_dir": str(directory), "reason": decision.reason,

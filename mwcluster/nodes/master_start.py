@@ -103,10 +103,14 @@ def prepare_rejoin(config: MasterConfig, peer_epoch: int) -> Path:
     return aside
 
 
-def standby_config(config: MasterConfig, peer: dict) -> CheckpointConfig:
+def standby_config(config: MasterConfig, peer: dict, promote: dict | None = None
+                   ) -> CheckpointConfig:
     """The checkpoint node a rejoining master runs: following the new master, on the same
-    data directory, answering its status on this master's own client endpoint."""
+    data directory, answering its status on this master's own client endpoint; with
+    `promote` (promote_client_endpoint, promote_pub_endpoint), promotable in turn, keeping
+    this master's durability."""
     return load_checkpoint_config(None, flags={
         "data_dir": config.data_dir, "master": peer["client_endpoint"],
         "subscribe": peer["pub_endpoint"], "status_endpoint": config.client_endpoint,
-        "ready_file": config.ready_file or None})
+        "ready_file": config.ready_file or None, "promote_durability": config.durability,
+        **(promote or {})})

@@ -34,6 +34,7 @@ def test_promote_under_sync_load_loses_no_acknowledged_write(tmp_path):
         assert report["old_master_fenced"] is True
         assert report["records_missing"] == 0
         assert report["client"] == standby.promote_client_endpoint
+        assert report["durability"] == "sync"       # the old master's, read at the promotion
         assert writer.highest_epoch == report["epoch"]
         with RawDealer(master.client_endpoint) as dealer:
             old = dealer.status()
@@ -42,6 +43,7 @@ def test_promote_under_sync_load_loses_no_acknowledged_write(tmp_path):
         with Client([standby.promote_client_endpoint], timeout_s=10) as client:
             status = client.status()
             assert status["epoch"] == report["epoch"] and not status["fenced"]
+            assert status["durability"] == "sync"
             assert status["txid"] >= report["txid"] >= old["txid"]
             missing = [k for k in writer.acked if client.get(k) is None]
             assert missing == [], missing[:10]

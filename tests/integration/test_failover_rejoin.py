@@ -1,7 +1,8 @@
 """The old master coming back after a promotion (real processes): kill -9 of the master, the
 standby promoted; the old master restarted with its peer configured asks the peer first and
 starts fenced; with --rejoin-as-standby it moves its journal aside (kept) and follows the new
-master as its standby."""
+master as its standby; given promote endpoints, it can then be promoted back (a fail-back),
+which fences the node that replaced it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from mwcluster import Client
 from mwcluster.core.failover import promotion_epoch
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
 from mwcluster.testing_checkpoint import write
-from mwcluster.testing_failover import StandbyProcess
+from mwcluster.cli_failover import send_promote
+from mwcluster.testing_failover import StandbyProcess, free_endpoint
 
 
 def test_old_master_restarts_fenced_then_rejoins_as_standby(tmp_path):
@@ -23,6 +25,7 @@ def test_old_master_restarts_fenced_then_rejoins_as_standby(tmp_path):
         report = standby.promote()
         assert report["epoch"] == promotion_epoch(old_epoch) and report["old_master_fenced"] is False
         assert report["txid"] == 300 and report["records_missing"] == 0
+        assert report["durability"] == "sync"       # the old master could not be asked
         new = standby.promote_client_endpoint
 
         # restarted with its peer configured: it asks first, and starts fenced
@@ -39,7 +42,9 @@ def test_old_master_restarts_fenced_then_rejoins_as_standby(tmp_path):
         # rejoin as the new master's standby
         with Client([new], timeout_s=10) as client:
             client.put("/after", 1)
-        old.extra_args = ("--peer-master-endpoint", new, "--rejoin-as-standby")
+        back, back_pub = free_endpoint(), free_endpoint()
+        old.extra_args = ("--peer-master-endpoint", new, "--rejoin-as-standby",
+                          "--promote-client-endpoint", back, "--promote-pub-endpoint", back_pub)
         old._proc = None
         old.start()
         node_status = old.info["status"]
@@ -53,5 +58,19 @@ def test_old_master_restarts_fenced_then_rejoins_as_standby(tmp_path):
         assert len(aside) == 1 and any((aside[0] / "journal").iterdir())
         assert not (tmp_path / "m" / "journal").exists() or \
             not any((tmp_path / "m" / "journal").iterdir())
+
+        # fail back: the rejoined standby is promoted in turn and fences the node it followed
+        again = send_promote(node_status, 60)
+        assert again["epoch"] == promotion_epoch(report["epoch"]) and again["client"] == back
+        assert again["old_master_fenced"] is True and again["records_missing"] == 0
+        assert again["durability"] == "sync"
+        with Client([new, back], timeout_s=10) as client:
+            client.put("/failed-back", 1)
+            s = client.status()
+            assert s["epoch"] == again["epoch"] and s["durability"] == "sync"
+            assert client.get("/after") == 1 and client.get("/w/299") == {"i": 299}
+        with RawDealer(new) as dealer:
+            s = dealer.status()
+            assert s["fenced"] and s["fenced_by"] == again["epoch"]
         assert old.terminate() == 0
         assert standby.terminate() == 0

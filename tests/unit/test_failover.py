@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from mwcluster.core.failover import (GENERATION_SHIFT, MAX_EPOCH, EpochFollower,
                                      FailoverConfig, Fence, Mode, PeerView, Promote, Refuse,
-                                     StandbyMachine, StandbyState, StartAs, promotion_epoch,
+                                     StandbyMachine, StandbyState, StartAs, promoted_durability,
+                                     promotion_epoch,
                                      start_decision)
 
 AUTO = FailoverConfig(mode=Mode.AUTO, silence_timeout_s=3.0, vote_window_s=3.0)
@@ -130,3 +131,14 @@ def test_clients_refuse_replies_from_a_replaced_master():
 def test_start_of_a_master_with_a_peer(peer, force, expected):
     decision, reason = start_decision(5, peer, force=force)
     assert decision is expected and reason
+
+
+@pytest.mark.parametrize("configured, old_master, expected", [
+    ("async", "sync", "async"),          # the operator's choice wins
+    ("", "async", "async"),              # else the old master's, when it answered
+    ("", "sync", "sync"),
+    ("", None, "sync"),                  # unknown: never weaker than sync
+    ("", "something-else", "sync"),
+])
+def test_the_promoted_durability(configured, old_master, expected):
+    assert promoted_durability(configured, old_master) == expected
