@@ -27,7 +27,7 @@ from mwcluster.core.state import State
 from mwcluster.nodes.master_jobs import job_status, job_summary   # the master's own maps
 from mwcluster.errors import BadState, RequestTimeout
 
-__all__ = ["Assignment", "FakeClient", "FakeMaster"]
+__all__ = ["Assignment", "FakeClient", "FakeMaster", "RunningWorker"]
 
 
 _TASK_FIELDS = ("index", "state", "attempt", "worker", "progress", "counters", "result", "error")
@@ -243,3 +243,25 @@ class FakeClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RunningWorker:
+    """A WorkerNode (nodes/worker.py) run on a thread: a context manager that always stops
+    and joins it; `code` is what its run() returned."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.code = None
+
+    def _run(self) -> None:
+        self.code = self.node.run()
+
+    def __enter__(self) -> RunningWorker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.node.request_stop()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "the worker did not stop"

@@ -11,6 +11,7 @@ from mwcluster.core.jobs import TaskState
 from mwcluster.nodes.worker import WorkerNode
 from mwcluster.testing import wait_for
 from mwcluster.testing_jobs import FakeMaster
+from mwcluster.testing_jobs import RunningWorker as Running
 from mwcluster.worker import Registry
 from mwcluster.worker_config import load_worker_config
 
@@ -20,27 +21,6 @@ def config(**flags):
             "idle_poll_ms": 5, "stop_timeout_s": 5.0}
     base.update(flags)
     return load_worker_config(env={}, flags=base)
-
-
-class Running:
-    """A WorkerNode on a thread, always stopped and joined."""
-
-    def __init__(self, node: WorkerNode):
-        self.node = node
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.code = None
-
-    def _run(self):
-        self.code = self.node.run()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.node.request_stop()
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive(), "the worker did not stop"
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from mwcluster.errors import BadRequest
 from mwcluster.nodes.worker import WorkerNode
 from mwcluster.testing import RawDealer, wait_for
 from mwcluster.testing_jobs import FakeMaster
+from mwcluster.testing_jobs import RunningWorker as Running
 from mwcluster.worker import Registry
 from mwcluster.worker_config import load_worker_config
 
@@ -19,22 +20,6 @@ def config(**flags):
             "idle_poll_ms": 5, "stop_timeout_s": 5.0, "status_endpoint": "tcp://127.0.0.1:0"}
     base.update(flags)
     return load_worker_config(env={}, flags=base)
-
-
-class Running:
-    def __init__(self, node: WorkerNode):
-        self.node = node
-        self.thread = threading.Thread(target=lambda: setattr(self, "code", node.run()),
-                                       daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.node.request_stop()
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive(), "the worker did not stop"
 
 
 def gated_registry(release: threading.Event) -> Registry:
