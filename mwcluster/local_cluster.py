@@ -101,7 +101,8 @@ class WorkerProcess(MasterProcess):
     def command(self, ready_file: Path) -> list[str]:
         cmd = [sys.executable, "-m", "mwcluster.cli", "-v", "worker",
                "--master", self.master_endpoint, "--id", self.worker_id,
-               "--slots", str(self.slots), "--ready-file", str(ready_file)]
+               "--slots", str(self.slots), "--ready-file", str(ready_file),
+               "--status-endpoint", "tcp://127.0.0.1:0"]    # `mwcluster status` lists it
         for module in self.handlers:
             cmd += ["--handlers", module]
         return cmd + list(self.extra_args)

@@ -38,7 +38,9 @@ def test_a_job_completes_with_the_result_computed_directly(tmp_path):
         wait_for(lambda: finished(client, job_id), 60, "the job to finish")
         status = client.job_status(job_id)
         tasks = results(client, job_id)
+        listed = client.status()["worker_nodes"]       # each worker's status endpoint
     assert status["state"] == "succeeded", status
+    assert sorted(w["worker_id"] for w in listed) == ["worker-1", "worker-2"], listed
     assert demo_job.combine([t["result"] for t in tasks]) == demo_job.direct(7, 24, 200)
     assert {t["worker"] for t in tasks} == {"worker-1", "worker-2"}
     assert status["counters"]["records"] == 24 * 200     # progress counters reached the master
