@@ -5,7 +5,9 @@ txid, entry hash; four little-endian u64) followed by the value's msgpack encodi
 hash is this entry's share of the state digest, kept so that replacing or deleting an entry
 does not hash the old one again. One object per key
 keeps memory near the encoded size and lets `get` serve the value bytes as they are. A
-SortedList of the keys serves `children` and prefix listings without scanning everything.
+KeyIndex (key_index.py) of the keys serves `children` and prefix listings without scanning
+everything; a new key only joins the index's unordered pending keys, merged in bulk when an
+ordered read needs them or more than PENDING_MAX wait.
 
 Every mutation may be given an undo list; on failure inside a multi the caller rolls the
 namespace back with `rollback(undo)`, so a multi applies all of its operations or none.
@@ -17,17 +19,17 @@ import struct
 from hashlib import blake2b as _blake2b
 from typing import Any, NamedTuple
 
-from sortedcontainers import SortedList
-
 from mwcluster.core import values
 from mwcluster.core.digest import MASK
+from mwcluster.core.key_index import PENDING_MAX, KeyIndex
 from mwcluster.core.keys import subtree_bounds
 from mwcluster.errors import BadVersion, InvalidRecord, NodeExists, NoNode, NotEmpty
 
 _from_bytes = int.from_bytes
 _META = struct.Struct("<QQQQ")      # version, create txid, modify txid, entry hash
 _HEAD = struct.Struct("<QQQ")       # the part of the header the hash covers
-_U64 = struct.Struct("<Q")
+_pack_head = _HEAD.pack
+_join = b"".join
 META_BYTES = _META.size
 
 
@@ -42,10 +44,10 @@ def make_entry(key: str, version: int, created: int, modified: int, value: bytes
                ) -> tuple[bytes, int]:
     """The entry bytes and its hash: BLAKE2b-64 of b"k" + key + NUL + head + value (this is
     entry_hash(b"k", ...) of digest.py, inlined because it runs on every put)."""
-    head = _HEAD.pack(version, created, modified)
-    h = _from_bytes(_blake2b(b"k" + key.encode() + b"\0" + head + value, digest_size=8).digest(),
-                    "little")
-    return head + _U64.pack(h) + value, h
+    head = _pack_head(version, created, modified)
+    # The digest's 8 bytes, read little-endian, are the hash: they go into the entry as they are.
+    h = _blake2b(_join((b"k", key.encode(), b"\0", head, value)), digest_size=8).digest()
+    return head + h + value, _from_bytes(h, "little")
 
 
 def entry_hash_of(entry: bytes) -> int:
@@ -58,11 +60,12 @@ def recompute_entry_hash(key: str, entry: bytes) -> int:
 
 
 class Namespace:
-    __slots__ = ("_entries", "_keys", "digest", "max_merged_value_bytes")
+    __slots__ = ("_entries", "_keys", "_pending", "digest", "max_merged_value_bytes")
 
     def __init__(self) -> None:
         self._entries: dict[str, bytes] = {}
-        self._keys = SortedList()
+        self._keys = KeyIndex()
+        self._pending = self._keys.pending    # put adds new keys here directly
         self.digest = 0
         # Set by the live path (Engine) to its max_value_bytes: a merge whose result would be
         # larger is refused. None on replay and in replicas: what was accepted must replay.
@@ -94,36 +97,38 @@ class Namespace:
         return Stat(*_META.unpack_from(entry)[:3], len(entry) - META_BYTES)
 
     def children(self, path: str, limit: int | None = None) -> list[str]:
-        """Names directly below `path` ('' for the root), whether keys or implicit parents."""
+        """Names directly below `path` ('' for the root), whether keys or implicit parents,
+        in the order of the first key below each."""
         lo, hi = subtree_bounds(path)
-        keys = self._keys
+        iter_from = self._keys.iter_from
+        entries = self._entries
         start = len(lo)
         names: list[str] = []
-        i = keys.bisect_left(lo)
-        end = keys.bisect_left(hi)
-        while i < end and (limit is None or len(names) < limit):
-            rest = keys[i][start:]
+        it = iter_from(lo)
+        key = next(it, None)
+        while key is not None and key < hi and (limit is None or len(names) < limit):
+            rest = key[start:]
             slash = rest.find("/")
             if slash < 0:
                 names.append(rest)
-                i += 1
+                key = next(it, None)
             else:
                 name = rest[:slash]
                 # A name that is also a key itself sorts before its subtree and was listed.
-                if lo + name not in self._entries:
+                if lo + name not in entries:
                     names.append(name)
-                i = keys.bisect_left(subtree_bounds(lo + name)[1])
+                it = iter_from(subtree_bounds(lo + name)[1])     # skip the subtree
+                key = next(it, None)
         return names
 
     def list_prefix(self, prefix: str, limit: int = 1000, start_after: str | None = None
                     ) -> list[str]:
         """Keys that start with the string `prefix`, in order, after `start_after`."""
-        keys = self._keys
         out: list[str] = []
         if start_after is not None and start_after >= prefix:
-            it = keys.irange(start_after, inclusive=(False, False))
+            it = self._keys.iter_from(start_after, inclusive=False)
         else:
-            it = keys.irange(prefix)
+            it = self._keys.iter_from(prefix)
         for key in it:
             if not key.startswith(prefix) or len(out) >= limit:
                 break
@@ -132,7 +137,7 @@ class Namespace:
 
     def count_below(self, path: str) -> int:
         lo, hi = subtree_bounds(path)
-        return self._keys.bisect_left(hi) - self._keys.bisect_left(lo)
+        return self._keys.count(lo, hi)
 
     def items(self):
         """(key, entry) pairs in key order."""
@@ -167,7 +172,7 @@ class Namespace:
             self._entries[key] = new
         else:
             del self._entries[key]
-            self._keys.remove(key)
+            self._keys.discard(key)
         self.digest = digest & MASK
         if undo is not None:
             undo.append((key, old, new))
@@ -186,7 +191,10 @@ class Namespace:
         new, new_hash = make_entry(key, version, created, txid, value)
         entries[key] = new
         if old is None:
-            self._keys.add(key)
+            pending = self._pending     # KeyIndex.add, inlined
+            pending[key] = None
+            if len(pending) > PENDING_MAX:
+                self._keys.flush()
         self.digest = (self.digest - old_hash + new_hash) & MASK
         if undo is not None:
             undo.append((key, old, new))
@@ -219,7 +227,12 @@ class Namespace:
         removed = 0
         if below:
             lo, hi = subtree_bounds(key)
-            for sub in list(self._keys.irange(lo, hi, inclusive=(True, False))):
+            subtree = []
+            for sub in self._keys.iter_from(lo):
+                if sub >= hi:
+                    break
+                subtree.append(sub)
+            for sub in subtree:
                 self._store(sub, self._entries[sub], None, undo)
                 removed += 1
         if old is not None:
@@ -249,8 +262,8 @@ class Namespace:
         self.digest = digest & MASK
 
     def finish_load(self) -> None:
-        """Build the sorted key index once every chunk has been loaded."""
-        self._keys = SortedList(self._entries)
+        """Build the key index once every chunk has been loaded."""
+        self._keys.reset(self._entries)
 
     def recompute_digest(self) -> int:
         total = 0
@@ -260,9 +273,7 @@ class Namespace:
 
     def validate(self, last_txid: int) -> list[str]:
         problems = []
-        if len(self._keys) != len(self._entries) or any(
-                k not in self._entries for k in self._keys):
-            problems.append("the sorted key index and the entries disagree")
+        problems.extend(self._keys.problems(self._entries))
         for key, entry in self._entries.items():
             version, created, modified, h = _META.unpack_from(entry)
             if h != recompute_entry_hash(key, entry):

@@ -243,9 +243,11 @@ def encode_record(rec: Record, origin: Origin | None = None) -> bytes:
     if type(rec) is Multi:
         wire = to_wire(rec)
         return _pack(wire + list(origin) if origin is not None else wire)
+    # rec.CODE is an IntEnum, which msgpack packs as the plain int: the same bytes as
+    # rec.CODE.value, without the cost of the enum's value descriptor on every record.
     if origin is not None:
-        return _pack((rec.CODE.value, *rec, *origin))
-    return _pack((rec.CODE.value, *rec))
+        return _pack((rec.CODE, *rec, *origin))
+    return _pack((rec.CODE, *rec))
 
 
 def decode_payload(payload: bytes | memoryview) -> tuple[Record, Origin | None]:
