@@ -195,15 +195,13 @@ NOTES = """Notes:
 - Where the time goes (cProfile of `Engine.submit`, per put, with the SortedList index): the
   namespace entry and its BLAKE2b digest share about 0.6 us, the SortedList insert of a new
   key about 1 us, admission about 1 us, encoding 0.4 us, the journal append 0.7 us. Since:
-  a new key costs the key index one insert into its unordered pending keys (py-spy: 3% of
-  the samples of the run creating 1,000,000 keys, about 0.1 us), merged in bulk when an
-  ordered read needs them or more than 32,768 wait (all 30 merges of that run: 0.07 s; the
-  last row: the longest a read waits for one); the record's encoding packs the IntEnum code
-  as it is (timeit: 0.39 -> 0.27 us per put) and the entry is built with one join (0.81 ->
-  0.73 us). Creating keys stays slower than updating 10,000 keys: the dict grows to
-  1,000,000 entries and every put misses the CPU caches. Updating those 1,000,000 keys
-  again, in the same order, ran at 295,308 and 261,430 records/s (two runs, load 0.5-0.9)
-  against 267,061 and 261,523 for creating them.
+  a new key costs the key index one insert into its unordered pending keys (py-spy: 3-5% of
+  the loop creating 1,000,000 keys, 0.1-0.2 us), merged in bulk when an ordered read needs
+  them or more than 32,768 wait (the 30 merges while 1,000,000 keys are put in order take
+  0.07 s in all; the last row: the longest a read waits for one); the record's encoding
+  packs the IntEnum code as it is (timeit: 0.39 -> 0.27 us per put) and the entry is built
+  with one join (0.81 -> 0.73 us). Creating keys stays slower than updating 10,000 keys: the
+  dict grows to 1,000,000 entries and every put misses the CPU caches.
 - Replay includes the open-time scan that checks every record's crc32; records are then
   read in 1 MiB chunks without a second crc pass.
 - Memory: RSS growth per key while 1,000,000 keys are put, key strings included: one
