@@ -8,23 +8,28 @@ exactly as the master's loop hands them over, so each figure is time the loop is
    --finished-jobs finished one-task jobs kept in the state (--repeat runs of each,
    alternated; the median).
 2. JOB_SUBMIT of one job of --submit-tasks tasks (inputs 0..n-1, empty params, as
-   `bench_jobs.py` submits): the time `Handlers.handle` holds the loop, and a cProfile of
-   one more submit split by where the time goes (request decoding, admission and encoding,
-   apply, the rest), with the garbage collector as the master runs it (frozen after start).
+   `bench_jobs.py` submits), --submits times: the time `Handlers.handle` holds the loop (wall
+   and thread CPU), the garbage collector's share (gc.callbacks; it runs as in the master,
+   frozen after start), and the parts on their own, without the collector: request
+   decoding, admission checks and the record's encoding, apply.
 
 Prints figures and records them in docs/benchmarks.md (section "job scaling"). Bounded: the
 rounds stop after --max-seconds per configuration.
 
+With --real-master, only: --submits JOB_SUBMITs of --submit-tasks tasks to a master process
+(MasterProcess, default configuration) while another process sends PING in a loop, printing
+the longest PING during each submit: the wait of every other client.
+
     python benchmarks/bench_job_scaling.py [--finished-jobs 10000] [--no-record]
+    python benchmarks/bench_job_scaling.py --real-master [--submits 4]
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import gc
+import multiprocessing as mp
 import os
-import pstats
 import shutil
 import sys
 import tempfile
@@ -34,11 +39,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import record_section  # noqa: E402
+from mwcluster import Client  # noqa: E402
 from mwcluster.core import records as r  # noqa: E402
+from mwcluster.core.state import State  # noqa: E402
 from mwcluster.engine import Engine  # noqa: E402
 from mwcluster.nodes.master_handlers import Handlers  # noqa: E402
 from mwcluster.nodes.metrics import MasterStats  # noqa: E402
-from mwcluster.wire.protocol import Op, decode_reply, encode_request  # noqa: E402
+from mwcluster.testing import MasterProcess  # noqa: E402
+from mwcluster.wire.protocol import (Op, decode_reply, decode_request,  # noqa: E402
+                                     encode_request)
 
 SECTION = "job scaling"
 CLIENT = b"bench-scaling"
@@ -83,6 +92,7 @@ def bench_assign(base: Path, name: str, args, finished: int) -> dict:
             h.handle(b"peer", frames(Op.WORKER_REGISTER, [w, "", args.slots]))
         h.handle(b"peer", frames(Op.JOB_SUBMIT, ["running", "bench", "bench:noop", 0, 3,
                                                  [[i, {}] for i in range(args.tasks)]]))
+        gc.collect()    # nothing left over from the previous configuration
         gc.freeze()     # as the master does after recovery
         assigned = 0
         spent = cpu = 0.0
@@ -116,49 +126,117 @@ def bench_assign(base: Path, name: str, args, finished: int) -> dict:
             "us_per_request": 1e6 * spent / (rounds * args.workers) if rounds else 0.0}
 
 
-def _own(stats: pstats.Stats, *names: str) -> float:
-    """Cumulative seconds of the profiled functions whose name ends with one of `names`."""
-    total = 0.0
-    for (path, _line, func), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():
-        if any(f"{Path(path).stem}.{func}" == n for n in names):
-            total += ct
-    return total
+class GcTimer:
+    """Seconds the cyclic garbage collector ran, through gc.callbacks."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+            self.collections += 1
+
+
+def _best_cpu(fn, times: int) -> float:
+    """The least thread CPU time of `times` calls (what a call returns is freed untimed)."""
+    best = float("inf")
+    for _ in range(times):
+        c0 = time.thread_time()
+        out = fn()
+        best = min(best, time.thread_time() - c0)
+        del out
+    return best
 
 
 def bench_submit(base: Path, args) -> dict:
     engine, h = open_master(base, "submit")
     frames = Frames()
     tasks = [[i, {}] for i in range(args.submit_tasks)]
+    gc_timer = GcTimer()
     try:
+        gc.collect()
         gc.freeze()
-        held = []
-        cpu = []
+        gc.callbacks.append(gc_timer)
+        held, cpu, in_gc = [], [], []
         for n in range(args.submits):
             frame = frames(Op.JOB_SUBMIT, [f"big-{n}", "bench", "bench:noop", 0, 3, tasks])
+            gc_before = gc_timer.seconds
             t0, c0 = time.perf_counter(), time.thread_time()
             reply = decode_reply(h.handle(b"peer", frame))
             held.append(time.perf_counter() - t0)
             cpu.append(time.thread_time() - c0)
+            in_gc.append(gc_timer.seconds - gc_before)
             assert reply.status == 0, reply
-        frame = frames(Op.JOB_SUBMIT, ["profiled", "bench", "bench:noop", 0, 3, tasks])
-        profile = cProfile.Profile()
-        profile.enable()
-        h.handle(b"peer", frame)
-        profile.disable()
-        stats = pstats.Stats(profile)
-        total = stats.total_tt
+        gc.callbacks.remove(gc_timer)
+        # the parts, each on its own (the best of --submits runs, thread CPU time)
+        req = decode_request(frame, 1 << 31)
+        rec = r.JobSubmit("parts", *req.args[1:], 1)
+        limits = engine.limits
+        states = iter([State() for _ in range(args.submits)])
+        gc.disable()          # the parts without the collector (its share is measured above)
         parts = {
-            "decode the request (msgpack)": _own(stats, "protocol.decode_request"),
-            "admission checks and the record's encoding": _own(stats,
-                                                              "records.check_admission"),
-            "apply (tasks, pending set, digest)": _own(stats, "state.apply"),
+            "decode the request (msgpack)": _best_cpu(
+                lambda: decode_request(frame, 1 << 31), args.submits),
+            "admission checks and the record's encoding": _best_cpu(
+                lambda: r.check_admission(rec, limits, (CLIENT, 1)), args.submits),
+            "apply (tasks, pending set, digest)": _best_cpu(
+                lambda: next(states).apply(1, rec), args.submits),
         }
-        parts["the rest (journal append, reply, garbage collector...)"] = \
-            total - sum(parts.values())
+        gc.enable()
     finally:
+        if gc_timer in gc.callbacks:
+            gc.callbacks.remove(gc_timer)
+        gc.enable()
         gc.unfreeze()
         engine.close()
-    return {"held": held, "cpu": cpu, "frame_bytes": len(frame), "profile_total": total, "parts": parts}
+    return {"held": held, "cpu": cpu, "gc": in_gc, "frame_bytes": len(frame), "parts": parts}
+
+
+def _pinger(endpoint: str, ready, stop, out) -> None:
+    with Client(endpoint, timeout_s=60) as client:
+        client.ping()
+        ready.set()
+        worst, count = 0.0, 0
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            client.ping()
+            worst = max(worst, time.perf_counter() - t0)
+            count += 1
+        out.put((worst, count))
+
+
+def bench_real_master(base: Path, args) -> list[tuple[float, float, int]]:
+    """--submits JOB_SUBMITs of --submit-tasks tasks to a master process while another
+    process sends PING in a loop: (submit seconds, longest PING, PINGs) per submit."""
+    ctx = mp.get_context("fork")
+    out = []
+    with MasterProcess(base / "real") as master, \
+            Client(master.client_endpoint, timeout_s=120) as client:
+        inputs = list(range(args.submit_tasks))
+        for _ in range(args.submits):
+            ready, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
+            proc = ctx.Process(target=_pinger, args=(master.client_endpoint, ready, stop,
+                                                     results), daemon=True)
+            proc.start()
+            try:
+                ready.wait(30)
+                t0 = time.perf_counter()
+                client.submit_job("bench", "bench:noop", inputs)
+                took = time.perf_counter() - t0
+                stop.set()
+                worst, count = results.get(timeout=60)
+            finally:
+                stop.set()
+                proc.join(30)
+                if proc.is_alive():
+                    proc.kill()
+            out.append((took, worst, count))
+    return out
 
 
 def main() -> None:
@@ -172,7 +250,23 @@ def main() -> None:
     parser.add_argument("--submit-tasks", type=int, default=100_000)
     parser.add_argument("--submits", type=int, default=5)
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--real-master", action="store_true",
+                        help="only submit to a master process while another process pings "
+                             "it, and print the longest PING per submit (nothing recorded)")
     args = parser.parse_args()
+
+    if args.real_master:
+        base = Path(tempfile.mkdtemp(prefix="bench-job-scaling-"))
+        try:
+            print(f"load average {os.getloadavg()[0]:.2f}")
+            for took, worst, count in bench_real_master(base, args):
+                print(f"JOB_SUBMIT of {args.submit_tasks:,} tasks: {took:.3f} s at the client "
+                      f"(with its encoding); the longest of {count} PINGs meanwhile: "
+                      f"{worst:.3f} s")
+            print(f"load average {os.getloadavg()[0]:.2f}")
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        return
 
     load = os.getloadavg()[0]
     base = Path(tempfile.mkdtemp(prefix="bench-job-scaling-"))
@@ -198,13 +292,17 @@ def main() -> None:
     print(f"JOB_SUBMIT of {args.submit_tasks:,} tasks ({sub['frame_bytes']:,} bytes): loop held "
           f"min {held[0]:.3f} s, median {held[len(held) // 2]:.3f} s, max {held[-1]:.3f} s; "
           f"thread CPU min {cpu[0]:.3f} s, median {cpu[len(cpu) // 2]:.3f} s")
+    in_gc = sorted(sub["gc"])
+    print(f"  of which the garbage collector: median {in_gc[len(in_gc) // 2]:.3f} s")
     for part, seconds in sub["parts"].items():
-        print(f"  {part}: {seconds:.3f} s of {sub['profile_total']:.3f} s (profiled)")
+        print(f"  {part}: {seconds:.3f} s CPU (best of {args.submits}, no collector)")
     if args.no_record:
         return
     ratio = many["per_s"] / none["per_s"] if none["per_s"] else 0.0
+    cpu_ratio = many["per_cpu_s"] / none["per_cpu_s"] if none["per_cpu_s"] else 0.0
     rows = "\n".join(f"| {part} | {seconds * 1000:.0f} ms |"
                      for part, seconds in sub["parts"].items())
+    in_gc = sorted(sub["gc"])
     command = "python benchmarks/bench_job_scaling.py" + (
         " " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     body = f"""In-process: `Handlers.handle` on an Engine (async durability), fed encoded request
@@ -222,16 +320,18 @@ configuration, alternated, the median shown.
 | 0 | {none['per_s']:,.0f} | {none['per_cpu_s']:,.0f} | {none['us_per_request']:.0f} us |
 | {args.finished_jobs:,} | {many['per_s']:,.0f} | {many['per_cpu_s']:,.0f} | {many['us_per_request']:.0f} us |
 
-With {args.finished_jobs:,} finished jobs the rate is {ratio:.2f} times the rate without.
+With {args.finished_jobs:,} finished jobs the rate is {ratio:.2f} times the rate without
+({cpu_ratio:.2f} times per CPU second of the loop).
 
 **JOB_SUBMIT of {args.submit_tasks:,} tasks** ({sub['frame_bytes']:,}-byte request; the
 garbage collector frozen after start, as the master does): the loop was held min
 {held[0]:.3f} s, median {held[len(held) // 2]:.3f} s, max {held[-1]:.3f} s over {len(held)}
 submits (the loop thread's CPU time: min {cpu[0]:.3f} s, median {cpu[len(cpu) // 2]:.3f} s; on
-a busy machine the wall time also counts waiting for a core). One more submit under cProfile ({sub['profile_total']:.3f} s with the profiler's
-overhead), by where the time went:
+a busy machine the wall time also counts waiting for a core), of which the garbage collector
+took a median {in_gc[len(in_gc) // 2]:.3f} s (wall). The parts measured on their own, without the
+garbage collector (thread CPU, the best of {args.submits}):
 
-| part | time (profiled) |
+| part | CPU time |
 |---|---|
 {rows}
 """

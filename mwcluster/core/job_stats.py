@@ -36,7 +36,7 @@ class Sums:
         self._holders: dict[str, int] = {}   # tasks reporting each counter (0: drop the name)
         self.failures: list[list] = []      # [index, attempt, worker, error, ms]
         self._started_ms: int | None | bool = False      # False: walk the tasks at next read
-        for task in job.tasks:
+        for task in job.tasks.touched():     # the untouched ones add nothing
             self._add(task, 1)
             self.failures.extend([task.index, *f] for f in task.failures)
         self.failures.sort(key=_failure_order)
@@ -45,7 +45,7 @@ class Sums:
     def started_ms(self) -> int | None:
         """The earliest assignment among the tasks' current attempts (nil before any)."""
         if self._started_ms is False:
-            self._started_ms = min([t.assigned_ms for t in self.job.tasks
+            self._started_ms = min([t.assigned_ms for t in self.job.tasks.touched()
                                     if t.assigned_ms is not None], default=None)
         return self._started_ms
 

@@ -11,6 +11,10 @@ A job fails as soon as one task has failed its last attempt; the job's other unf
 are then cancelled. Workers register with an id, address and slot count, and are marked lost
 (or leave); their unfinished tasks go back to pending.
 
+Tasks are held compactly (core/tasks.py): a job keeps each task as its msgpack encoding until
+a record first changes it, and a Task object only from then on, so applying a JobSubmit
+builds no object and no row per task.
+
 Every transition is a method called by the state machine with fields of one record; each
 either raises an ApplyError before changing anything or changes everything it must. Derived
 indexes (per-job pending sets and counts, per-worker running sets, and `Jobs.runnable`, the
@@ -24,19 +28,14 @@ from enum import StrEnum
 from typing import Any
 
 import msgpack
-from sortedcontainers import SortedSet
 
 from mwcluster.core.digest import MASK, entry_hash
+from mwcluster.core.tasks import (ACTIVE_TASK, FINISHED_TASK, PendingSet, Task, TaskList,
+                                  TaskState, submitted)
 from mwcluster.errors import BadState, NodeExists, NotFound
 
-
-class TaskState(StrEnum):
-    PENDING = "pending"
-    ASSIGNED = "assigned"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+__all__ = ["ACTIVE_TASK", "FINISHED_JOB", "FINISHED_TASK", "Job", "JobState", "Jobs", "Task",
+           "TaskState", "Worker", "WorkerState"]
 
 
 class JobState(StrEnum):
@@ -53,58 +52,9 @@ class WorkerState(StrEnum):
     LEFT = "left"
 
 
-ACTIVE_TASK = (TaskState.ASSIGNED, TaskState.RUNNING)
-FINISHED_TASK = (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
 FINISHED_JOB = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 _pack = msgpack.Packer(use_bin_type=True).pack
-
-
-class Task:
-    __slots__ = ("job_id", "index", "input", "params", "state", "attempt", "worker",
-                 "progress", "counters", "result", "error", "assigned_ms", "started_ms",
-                 "finished_ms", "failures")
-
-    def __init__(self, job_id: str, index: int, input: Any, params: dict) -> None:
-        self.job_id = job_id
-        self.index = index
-        self.input = input
-        self.params = params
-        self.state = TaskState.PENDING
-        self.attempt = 0
-        self.worker: str | None = None
-        self.progress = 0.0
-        self.counters: dict = {}
-        self.result: Any = None
-        self.error: str | None = None
-        self.assigned_ms: int | None = None
-        self.started_ms: int | None = None
-        self.finished_ms: int | None = None
-        self.failures: list = []  # [attempt, worker, error, now_ms] per failed attempt
-
-    def row(self) -> list:
-        return [self.index, self.input, self.params, self.state.value, self.attempt,
-                self.worker, self.progress, self.counters, self.result, self.error,
-                self.assigned_ms, self.started_ms, self.finished_ms, self.failures]
-
-    @classmethod
-    def from_row(cls, job_id: str, row: list) -> "Task":
-        task = cls(job_id, row[0], row[1], row[2])
-        (task.state, task.attempt, task.worker, task.progress, task.counters, task.result,
-         task.error, task.assigned_ms, task.started_ms, task.finished_ms,
-         task.failures) = TaskState(row[3]), *row[4:]
-        return task
-
-    def hash(self) -> int:
-        return entry_hash(b"t", _pack([self.job_id, *self.row()]))
-
-    def to_dict(self) -> dict:
-        return {"job_id": self.job_id, "index": self.index, "input": self.input,
-                "params": self.params, "state": self.state.value, "attempt": self.attempt,
-                "worker": self.worker, "progress": self.progress, "counters": self.counters,
-                "result": self.result, "error": self.error, "assigned_ms": self.assigned_ms,
-                "started_ms": self.started_ms, "finished_ms": self.finished_ms,
-                "failures": self.failures}
 
 
 class Job:
@@ -122,13 +72,13 @@ class Job:
         self.created_ms = created_ms
         self.finished_ms: int | None = None
         self.reason: str | None = None
-        self.tasks: list[Task] = []
+        self.tasks = TaskList(job_id)
         self.counts = dict.fromkeys(TaskState, 0)   # derived
-        self.pending = SortedSet()                  # derived: indexes of pending tasks
+        self.pending = PendingSet()                 # derived: indexes of pending tasks
 
     def row(self) -> list:
         return [self.job_id, self.name, self.handler, self.priority, self.max_attempts,
-                self.state.value, self.created_ms, self.finished_ms, self.reason]
+                self.state._value_, self.created_ms, self.finished_ms, self.reason]
 
     @classmethod
     def from_row(cls, row: list) -> "Job":
@@ -142,7 +92,8 @@ class Job:
     def progress(self) -> float:
         if not self.tasks:
             return 0.0
-        return sum(t.progress for t in self.tasks) / len(self.tasks)
+        # untouched tasks are at 0.0, and adding 0.0 changes no float sum
+        return sum(t.progress for t in self.tasks.touched()) / len(self.tasks)
 
     def summary(self) -> dict:
         return {"job_id": self.job_id, "name": self.name, "handler": self.handler,
@@ -168,7 +119,7 @@ class Worker:
         self.running: set[tuple[str, int]] = set()   # derived
 
     def row(self) -> list:
-        return [self.worker_id, self.address, self.slots, self.state.value,
+        return [self.worker_id, self.address, self.slots, self.state._value_,
                 self.registered_ms, self.gone_ms, self.reason]
 
     @classmethod
@@ -269,13 +220,11 @@ class Jobs:
         if job_id in self.jobs:
             raise NodeExists(f"job {job_id} exists")
         job = Job(job_id, name, handler, priority, max_attempts, now_ms)
-        digest = job.hash()
-        for index, (input_value, params) in enumerate(tasks):
-            task = Task(job_id, index, input_value, params)
-            job.tasks.append(task)
-            digest += task.hash()
-        job.counts[TaskState.PENDING] = len(job.tasks)
-        job.pending.update(range(len(job.tasks)))
+        job.tasks, digest = submitted(job_id, tasks)     # raises before any change
+        digest += job.hash()
+        count = len(job.tasks)
+        job.counts[TaskState.PENDING] = count
+        job.pending = PendingSet(count, pending=True)
         self.jobs[job_id] = job
         self._runnable(job)
         self.digest = (self.digest + digest) & MASK
@@ -290,8 +239,18 @@ class Jobs:
         return cancelled
 
     def _cancel_unfinished(self, job: Job, now_ms: int) -> int:
-        count = 0
-        for task in job.tasks:
+        tasks = job.tasks
+        before, after, untouched = tasks.finish_untouched(TaskState.CANCELLED, now_ms)
+        count = len(untouched)
+        if count:       # as _move would for each: pending at attempt 0, on no worker
+            job.counts[TaskState.PENDING] -= count
+            job.counts[TaskState.CANCELLED] += count
+            for index in untouched:
+                job.pending.discard(index)
+            if not job.pending:
+                self.runnable.pop(job.job_id, None)
+            self._rehash(before, after)
+        for task in tasks.touched():
             if task.state not in FINISHED_TASK:
                 old = task.hash()
                 self._move(job, task, TaskState.CANCELLED)
@@ -426,7 +385,7 @@ class Jobs:
             worker.running = set()
         for job in self.jobs.values():
             job.counts = dict.fromkeys(TaskState, 0)
-            job.pending = SortedSet()
+            job.pending = PendingSet(len(job.tasks))
             for task in job.tasks:
                 job.counts[task.state] += 1
                 if task.state is TaskState.PENDING:
@@ -465,6 +424,10 @@ class Jobs:
                                     f"outside 0..{job.max_attempts}")
             if counts != job.counts:
                 problems.append(f"job {job.job_id} counts are wrong")
+            if len(job.pending) != counts[TaskState.PENDING]:
+                problems.append(f"job {job.job_id} pending set holds {len(job.pending)}, not "
+                                f"{counts[TaskState.PENDING]}")
+            problems.extend(job.tasks.validate())
             done = counts[TaskState.SUCCEEDED] == len(job.tasks)
             if done != (job.state is JobState.SUCCEEDED):
                 problems.append(f"job {job.job_id} is {job.state} with {counts}")

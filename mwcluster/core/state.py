@@ -166,7 +166,7 @@ class State:
             yield pack(["ns", chunk])
         yield pack(["workers", [w.row() for w in self.jobs.workers.values()]])
         for job in self.jobs.jobs.values():
-            yield pack(["job", job.row(), [t.row() for t in job.tasks]])
+            yield pack(["job", job.row(), job.tasks.rows()])
         if recent is not None:
             for flat in recent.flat_rows(RECENT_CHUNK_ENTRIES):
                 yield pack(["recent", flat])
