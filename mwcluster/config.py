@@ -271,6 +271,10 @@ CHECKPOINT_KEYS: tuple[Key, ...] = (
         lambda v: 1 <= v <= 64, "an integer within 1..64"),
     Key("max_buffer_bytes", int, 64 << 20, "stream payload buffered while fetching; more is "
         "dropped and fetched later", _at_least(0), "an integer >= 0"),
+    Key("recent_requests", int, 100_000, "how many recent (client_id, request_id) the replica "
+        "remembers: its snapshots carry them, so a master restarting from one (or this node, "
+        "promoted) answers their retries; set it as the master's", _at_least(0),
+        "an integer >= 0"),
     Key("metrics_port", int, 0, "Prometheus metrics on metrics_host:PORT; 0 turns them off",
         lambda v: 0 <= v <= 65535, "0..65535"),
     Key("metrics_host", str, "127.0.0.1", "address the metrics HTTP server listens on",
@@ -315,6 +319,7 @@ class CheckpointConfig:
     snapshot_chunk_bytes: int
     snapshot_credit: int
     max_buffer_bytes: int
+    recent_requests: int
     metrics_port: int
     metrics_host: str
     ready_file: str

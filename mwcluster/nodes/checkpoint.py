@@ -61,7 +61,6 @@ from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op, 
 
 log = logging.getLogger(__name__)
 
-RECENT_REQUESTS = 100_000     # requests remembered from applied records (as the master)
 
 TICK_S = 0.1
 HELLO_S = 2.0
@@ -89,7 +88,7 @@ class CheckpointNode:
         # the requests behind the records this replica covers (from the snapshot it loaded,
         # then the records it applied): its checkpoints carry them to the master, and a
         # promotion to the master it becomes, so that a retry is answered, not applied again
-        self.recent = RecentRequests(RECENT_REQUESTS)
+        self.recent = RecentRequests(config.recent_requests)
         self.status_endpoint = ""
         self.exit_code = 0
         self.started = time.monotonic()
@@ -198,7 +197,7 @@ class CheckpointNode:
         txid, or None."""
         for _txid, path in snapshots.list_snapshots(self.snapshot_dir):
             started = time.monotonic()
-            recent = RecentRequests(RECENT_REQUESTS)
+            recent = RecentRequests(self.config.recent_requests)
             try:
                 self.state = load_snapshot(path, recent)
             except errors.MwclusterError as exc:
@@ -392,7 +391,7 @@ class CheckpointNode:
     def _load_master_snapshot(self, reason: str):
         cfg = self.config
         log.info("loading the master's snapshot (%s)", reason)
-        recent = RecentRequests(RECENT_REQUESTS)
+        recent = RecentRequests(cfg.recent_requests)
         try:
             state = self.link.load_master_snapshot(self.incoming_dir, cfg.snapshot_chunk_bytes,
                                                    cfg.snapshot_credit, recent)

@@ -113,4 +113,5 @@ def standby_config(config: MasterConfig, peer: dict, promote: dict | None = None
         "data_dir": config.data_dir, "master": peer["client_endpoint"],
         "subscribe": peer["pub_endpoint"], "status_endpoint": config.client_endpoint,
         "ready_file": config.ready_file or None, "promote_durability": config.durability,
+        "recent_requests": config.recent_requests,
         **(promote or {})})

@@ -272,3 +272,20 @@ def test_the_documented_example_item_is_what_the_writer_writes():
     table.remember((b"\x01\x02", 7), 5, 1)
     item = list(state.image_chunks(table))[-2]
     assert item == bytes.fromhex("92 a6 72 65 63 65 6e 74 94 c4 02 01 02 07 05 01")
+
+
+def test_the_nodes_table_limit_is_its_configured_recent_requests(tmp_path):
+    """A replica that remembers 4 requests keeps (as any table) between 2 and 4 of the
+    newest, so its snapshots carry no more; the default stays the master's 100,000."""
+    assert load_checkpoint_config(None, env={}, flags={}).recent_requests == 100_000
+    records = [(txid, 1, r.encode_record(r.Put("/k", encode(txid)), (b"c", txid)))
+               for txid in range(1, 11)]
+    node = CheckpointNode(load_checkpoint_config(None, env={
+        "MWCLUSTER_CHECKPOINT_RECENT_REQUESTS": "4"}, flags={"data_dir": str(tmp_path)}))
+    try:
+        node.machine = Script([fm.Apply(records)])
+        node._feed(fm.Tick(0.0))
+        assert 2 <= len(node.recent) <= 4 and node.recent.get((b"c", 10))[0] == 10
+        assert node.recent.get((b"c", 1)) is None
+    finally:
+        node.close()
