@@ -32,21 +32,29 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+EARLIER = "### Earlier results of this section (as they were recorded)"
+
+
 def record_section(name: str, command: str, body: str) -> None:
-    """Replace (or add) the section `name` of docs/benchmarks.md with fresh results."""
+    """Put fresh results at the top of the section `name` of docs/benchmarks.md (adding the
+    section if need be). What the section held before, generated or written by hand, is
+    kept below them, under EARLIER: a new run never erases an earlier figure."""
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    section = (f"<!-- begin {name} -->\n## {name}\n\n"
-               f"- command: `{command}`\n- machine: {machine()}\n- date: {stamp}\n\n"
-               f"{body.rstrip()}\n<!-- end {name} -->\n")
+    head = f"<!-- begin {name} -->\n## {name}\n\n"
+    fresh = (f"- command: `{command}`\n- machine: {machine()}\n- date: {stamp}\n\n"
+             f"{body.rstrip()}\n")
     text = RESULTS.read_text() if RESULTS.exists() else (
         "# Benchmarks\n\nFigures measured on the project's machines; each section says the "
         "command that produced it. Benchmarks are not tests: nothing here is asserted.\n\n")
-    pattern = re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->\n",
-                         re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
+    pattern = re.compile(rf"<!-- begin {re.escape(name)} -->\n## [^\n]*\n\n(.*?)"
+                         rf"<!-- end {re.escape(name)} -->\n", re.S)
+    found = pattern.search(text)
+    if found:
+        before = found.group(1).rstrip()
+        section = f"{head}{fresh}\n{EARLIER}\n\n{before}\n<!-- end {name} -->\n"
+        text = text[:found.start()] + section + text[found.end():]
     else:
-        text = text.rstrip() + "\n\n" + section
+        text = text.rstrip() + "\n\n" + f"{head}{fresh}<!-- end {name} -->\n"
     RESULTS.write_text(text)
 
 
