@@ -79,12 +79,6 @@ class LocalMaster(MasterProcess):
         self.client_bind, self.pub_bind = self.info["client"], self.info["pub"]
         return self
 
-    def restart(self) -> LocalMaster:
-        """Start again (after a kill or a stop) on the same data directory and ports."""
-        self._proc = None
-        self.info = {}
-        return self.start()
-
 
 class WorkerProcess(MasterProcess):
     """A `mwcluster worker` child; ready once it has registered with the master."""

@@ -155,6 +155,17 @@ class MasterProcess:
         self._cleanup()
         return proc.returncode
 
+    def restart(self, extra_args: tuple[str, ...] | None = None):
+        """Start again on the same data directory after a stop or a kill (with other
+        `extra_args` if given); the endpoints are read afresh from the new ready file."""
+        if self._proc is not None and self._proc.poll() is None:
+            raise RuntimeError("the process is still running: stop or kill it first")
+        if extra_args is not None:
+            self.extra_args = tuple(extra_args)
+        self._proc = None
+        self.info = {}
+        return self.start()
+
     def stop(self) -> None:
         """Stop the child whatever its state (SIGTERM, then SIGKILL) and remove temp files."""
         proc = self._proc

@@ -60,12 +60,6 @@ class CheckpointProcess(MasterProcess):
                 "--period-s", str(self.period_s), "--txns", str(self.txns),
                 *self.extra_args]
 
-    def restart(self) -> CheckpointProcess:
-        """Start again on the same data directory, after a stop or a kill."""
-        self._proc = None
-        self.info = {}
-        return self.start()
-
     @property
     def status_endpoint(self) -> str:
         return self.info["status"]

@@ -44,16 +44,12 @@ def test_auto_failover_after_kill9_then_old_master_rejoins(tmp_path):
               f"(failover_timeout_s {TIMEOUT_S})")
 
         new = standby.promote_client_endpoint
-        old.extra_args = ("--peer-master-endpoint", new)
-        old._proc = None
-        old.start()
+        old.restart(("--peer-master-endpoint", new))
         with RawDealer(old.client_endpoint) as dealer:
             s = dealer.status()
             assert s["fenced"] and s["fenced_by"] == promotion_epoch(old_epoch)
         assert old.terminate() == 0
-        old.extra_args = ("--peer-master-endpoint", new, "--rejoin-as-standby")
-        old._proc = None
-        old.start()
+        old.restart(("--peer-master-endpoint", new, "--rejoin-as-standby"))
         with RawDealer(old.info["status"]) as dealer, Client([new], timeout_s=10) as client:
             target = client.status()["txid"]
             wait_for(lambda: dealer.status()["replica_txid"] == target, 30, "rejoined standby")

@@ -29,9 +29,7 @@ def test_old_master_restarts_fenced_then_rejoins_as_standby(tmp_path):
         new = standby.promote_client_endpoint
 
         # restarted with its peer configured: it asks first, and starts fenced
-        old.extra_args = ("--peer-master-endpoint", new)
-        old._proc = None
-        old.start()
+        old.restart(("--peer-master-endpoint", new))
         with RawDealer(old.client_endpoint) as dealer:
             s = dealer.status()
             assert (s["fenced"], s["fenced_by"], s["epoch"]) == (True, report["epoch"],
@@ -43,10 +41,8 @@ def test_old_master_restarts_fenced_then_rejoins_as_standby(tmp_path):
         with Client([new], timeout_s=10) as client:
             client.put("/after", 1)
         back, back_pub = free_endpoint(), free_endpoint()
-        old.extra_args = ("--peer-master-endpoint", new, "--rejoin-as-standby",
-                          "--promote-client-endpoint", back, "--promote-pub-endpoint", back_pub)
-        old._proc = None
-        old.start()
+        old.restart(("--peer-master-endpoint", new, "--rejoin-as-standby",
+                     "--promote-client-endpoint", back, "--promote-pub-endpoint", back_pub))
         node_status = old.info["status"]
         with RawDealer(node_status) as dealer, Client([new], timeout_s=10) as client:
             target = client.status()["txid"]

@@ -81,9 +81,7 @@ def test_isolated_old_master_is_fenced_and_its_writes_do_not_survive(tmp_path):
         # the stale master rejoins as standby: its acknowledged writes are not in the cluster
         cut.unlink()
         assert old.terminate() == 0
-        old.extra_args = ("--peer-master-endpoint", new, "--rejoin-as-standby")
-        old._proc = None
-        old.start()
+        old.restart(("--peer-master-endpoint", new, "--rejoin-as-standby"))
         with RawDealer(old.info["status"]) as dealer, Client([new], timeout_s=10) as c_new:
             target = c_new.status()["txid"]
             wait_for(lambda: dealer.status()["replica_txid"] == target, 30, "rejoined standby")

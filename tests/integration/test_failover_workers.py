@@ -12,6 +12,12 @@ from mwcluster.testing_failover import StandbyProcess
 SHARDS, RECORDS = 24, 200
 
 
+def assert_result_is_direct(client: Client, job: str) -> None:
+    """The finished job's combined result is the word count computed directly."""
+    tasks = client.job_tasks(job, 0, 1000)
+    assert demo_job.combine([t["result"] for t in tasks]) == demo_job.direct(7, SHARDS, RECORDS)
+
+
 def test_running_job_completes_after_a_manual_promotion(tmp_path):
     with MasterProcess(tmp_path / "m", durability="sync") as master, \
             StandbyProcess(tmp_path / "c", master) as standby:
@@ -37,9 +43,7 @@ def test_running_job_completes_after_a_manual_promotion(tmp_path):
                          "the job to complete on the new master")
                 assert client.epochs.highest == report["epoch"]
                 assert client.status()["epoch"] == report["epoch"]
-                tasks = client.job_tasks(job, 0, 1000)
-            assert demo_job.combine([t["result"] for t in tasks]) == \
-                demo_job.direct(7, SHARDS, RECORDS)
+                assert_result_is_direct(client, job)
         finally:
             for w in workers:
                 w.stop()
@@ -69,9 +73,7 @@ def test_workers_vote_and_their_job_completes_after_an_automatic_failover(tmp_pa
             with Client([standby.promote_client_endpoint], timeout_s=10) as client:
                 wait_for(lambda: client.job_status(job)["state"] == "succeeded", 120,
                          "the job to complete on the new master")
-                tasks = client.job_tasks(job, 0, 1000)
-            assert demo_job.combine([t["result"] for t in tasks]) == \
-                demo_job.direct(7, SHARDS, RECORDS)
+                assert_result_is_direct(client, job)
         finally:
             for w in workers:
                 w.stop()

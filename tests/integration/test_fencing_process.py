@@ -24,8 +24,7 @@ def test_fenced_master_refuses_and_stays_fenced_after_restart(tmp_path):
             assert (s["fenced"], s["fenced_by"], s["role"]) == (True, epoch + 3, "fenced")
         assert (tmp_path / "m" / "fenced").exists()
         assert master.terminate() == 0
-        master._proc = None
-        master.start()
+        master.restart()
         with RawDealer(master.client_endpoint) as dealer:
             s = dealer.status()
             # a fenced data directory claims no new epoch at a restart

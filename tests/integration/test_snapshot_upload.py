@@ -58,9 +58,7 @@ def test_checkpoint_once_uploads_and_the_master_truncates_its_journal(tmp_path):
         write(dealer, "/b", 30, durability=2)
         after = idle_master_status(dealer)
         assert master.terminate() == 0
-        master._proc = None
-        master.info = {}
-        master.start()
+        master.restart()
         with RawDealer(master.client_endpoint) as again:
             s = again.status()
             assert s["recovery"]["snapshot_txid"] == status["txid"]
