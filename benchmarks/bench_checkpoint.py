@@ -340,7 +340,7 @@ def main() -> None:
     period = args.period_s or (3.0 if args.small else 25.0)
 
     from mwcluster.testing import MasterProcess
-    from mwcluster.testing_checkpoint import CheckpointProcess
+    from mwcluster.testing.checkpoint import CheckpointProcess
 
     base = Path(tempfile.mkdtemp(prefix="mwcluster-bench-checkpoint-"))
     try:

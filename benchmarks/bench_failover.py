@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import percentile, record_section  # noqa: E402
 from mwcluster import Client  # noqa: E402
 from mwcluster.testing import MasterProcess, wait_for  # noqa: E402
-from mwcluster.testing_failover import StandbyProcess  # noqa: E402
+from mwcluster.testing.failover import StandbyProcess  # noqa: E402
 
 MODES = ("async", "sync", "replicated")
 

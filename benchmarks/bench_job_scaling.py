@@ -43,7 +43,7 @@ from mwcluster import Client  # noqa: E402
 from mwcluster.core import records as r  # noqa: E402
 from mwcluster.core.state import State  # noqa: E402
 from mwcluster.engine import Engine  # noqa: E402
-from mwcluster.nodes.master_handlers import Handlers  # noqa: E402
+from mwcluster.nodes.master.handlers import Handlers  # noqa: E402
 from mwcluster.nodes.metrics import MasterStats  # noqa: E402
 from mwcluster.testing import MasterProcess  # noqa: E402
 from mwcluster.wire.protocol import (Op, decode_reply, decode_request,  # noqa: E402

@@ -1,6 +1,6 @@
 """Benchmark of the master over ZeroMQ, with the clients on the same machine: starts a master
 (mwcluster.testing.MasterProcess, async mode, a temporary data directory), runs the matrix of
-issue 3 with `mwcluster bench` (mwcluster.bench.run) and records it in docs/benchmarks.md
+issue 3 with `mwcluster bench` (mwcluster.client.bench.run) and records it in docs/benchmarks.md
 (section "master over ZeroMQ").
 
     python benchmarks/bench_master.py [--ops N] [--quick] [--profile] [--no-record]
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import percentile, record_section  # noqa: E402
 from mwcluster import Client  # noqa: E402
-from mwcluster.bench import BenchConfig, run  # noqa: E402
+from mwcluster.client.bench import BenchConfig, run  # noqa: E402
 from mwcluster.testing import MasterProcess  # noqa: E402
 
 UNBATCHED = [(2, 64), (2, 256), (3, 128), (4, 128), (4, 256)]   # (clients, inflight)

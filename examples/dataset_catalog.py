@@ -27,7 +27,7 @@ from pathlib import Path
 from mwcluster import Client
 from mwcluster.client import op_check, op_put
 from mwcluster.errors import BadVersion
-from mwcluster.local_cluster import LocalMaster, exit_on_sigterm
+from mwcluster.testing import LocalMaster, exit_on_sigterm
 
 DATASETS = {"weblogs": {"owner": "web-team", "format": "jsonl",
                         "schema": ["ts", "host", "path", "status", "ms"]},

@@ -6,7 +6,7 @@ From the root of a fresh clone (after `pip install .`):
     python examples/failure_drill.py --shards 40 --workers 3     # a shorter drill
 
 Step by step, with the cluster's own view printed after each step:
-1. start a master (worker timeout 2 s) and N workers running mwcluster.demo_job;
+1. start a master (worker timeout 2 s) and N workers running mwcluster.demo.job;
 2. submit a job and wait until a worker is busy;
 3. SIGKILL that worker: after the timeout the master marks it lost (a logged record) and its
    tasks go back to pending, to be run by the others with a new attempt number;
@@ -24,9 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mwcluster import demo_job
-from mwcluster.local_cluster import LocalCluster, exit_on_sigterm
-from mwcluster.testing import wait_for
+from mwcluster.demo import job as demo_job
+from mwcluster.testing import LocalCluster, exit_on_sigterm, wait_for
 
 
 def show(client, job_id: str, what: str) -> dict:

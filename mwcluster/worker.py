@@ -100,7 +100,7 @@ def load_handler_modules(modules: list[str] | tuple[str, ...]) -> None:
         except ImportError as exc:
             raise ConfigError(f"cannot import the handler module {module!r}: {exc} (give a "
                               "dotted module name importable from the worker's Python path, "
-                              "e.g. mwcluster.demo_job or a module in the current "
+                              "e.g. mwcluster.demo.job or a module in the current "
                               "directory)") from None
         except Exception as exc:      # the module itself fails: a syntax error, a raise
             raise ConfigError(f"the handler module {module!r} failed while being imported: "

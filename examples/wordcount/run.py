@@ -30,8 +30,8 @@ from pathlib import Path
 from rich.console import Console
 
 from mwcluster.client import Client
-from mwcluster.job_watch import watch_jobs
-from mwcluster.local_cluster import LocalCluster, exit_on_sigterm
+from mwcluster.client.watch import watch_jobs
+from mwcluster.testing import LocalCluster, exit_on_sigterm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

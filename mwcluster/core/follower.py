@@ -1,6 +1,6 @@
 """The replica's decisions: a pure state machine, events in, instructions out.
 
-The checkpoint node (nodes/checkpoint.py) keeps a live copy of the master's state from the log
+The checkpoint node (nodes/checkpoint/node.py) keeps a live copy of the master's state from the log
 stream. Everything it decides (what to apply, when to FETCH, when to fetch the master's
 snapshot, when its replica diverged, when a checkpoint is due) is decided here, with no
 sockets, files, threads or clock: time comes in with every event. The shell feeds events and

@@ -1,6 +1,6 @@
 """The worker's decisions, without I/O: events in, instructions out.
 
-The worker process (nodes/worker.py) owns a connection to the master and a pool of handler
+The worker process (nodes/worker/node.py) owns a connection to the master and a pool of handler
 threads; every decision it makes is taken here, so that tests drive the whole protocol in
 memory with a fake clock:
 

@@ -57,7 +57,7 @@ class Op(IntEnum):
     MERGE = 2
     DELETE = 3
     MULTI = 5
-    # jobs and workers (master_jobs.py): args in ARG_SPECS below, see docs/protocol.md
+    # jobs and workers (nodes/master/jobs.py): args in ARG_SPECS below, see docs/protocol.md
     JOB_SUBMIT = 10    # [job_id|nil, name, handler, priority, max_attempts, [[input, params]]]
     JOB_CANCEL = 11    # [job_id, reason] -> cancelled task count
     JOB_DELETE = 12    # [job_id] -> task count
@@ -107,7 +107,7 @@ MUTATIONS = frozenset({Op.PUT, Op.MERGE, Op.DELETE, Op.MULTI})
 # state and logs nothing.
 JOB_MUTATIONS = frozenset({Op.JOB_SUBMIT, Op.JOB_CANCEL, Op.JOB_DELETE, Op.WORKER_REGISTER,
                            Op.TASK_REQUEST, Op.TASK_PROGRESS, Op.TASK_FINISH, Op.WORKER_LEAVE})
-FIRST_JOB_OP = int(Op.JOB_SUBMIT)   # ops from here up to 99 are handled by master_jobs.py
+FIRST_JOB_OP = int(Op.JOB_SUBMIT)   # ops from here up to 99 are handled by nodes/master/jobs.py
 
 _OPT_STR = (str, type(None))
 _NUM = (int, float)

@@ -41,7 +41,7 @@ import msgpack
 import zmq
 
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing_checkpoint import CheckpointProcess, idle_master_status, in_step
+from mwcluster.testing.checkpoint import CheckpointProcess, idle_master_status, in_step
 from mwcluster.wire.protocol import Op
 
 MASTER_ENV = {**os.environ, "MWCLUSTER_HEARTBEAT_INTERVAL_S": "0.05",

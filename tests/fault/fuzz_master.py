@@ -36,8 +36,8 @@ with atheris.instrument_imports():
     from mwcluster.core.limits import Limits
     from mwcluster.core.state import State
     from mwcluster.engine import Engine
-    from mwcluster.nodes.master_handlers import Handlers
-    from mwcluster.nodes.metrics import MasterStats
+    from mwcluster.nodes.master.handlers import Handlers
+    from mwcluster.nodes.master.stats import MasterStats
     from mwcluster.storage import segments
     from mwcluster.wire import protocol
     from mwcluster.wire.protocol import Op, decode_reply, encode_request

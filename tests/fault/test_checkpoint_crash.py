@@ -12,8 +12,7 @@ import pytest
 from mwcluster.engine import load_snapshot
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing_checkpoint import (CheckpointProcess, idle_master_status, in_step,
-                                          write)
+from mwcluster.testing.checkpoint import (CheckpointProcess, idle_master_status, in_step, write)
 
 pytestmark = pytest.mark.fault
 

@@ -11,7 +11,7 @@ import pytest
 
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing_checkpoint import CheckpointProcess, idle_master_status, in_step
+from mwcluster.testing.checkpoint import CheckpointProcess, idle_master_status, in_step
 from mwcluster.wire.protocol import Op
 
 pytestmark = pytest.mark.fault

@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing_checkpoint import CheckpointProcess, idle_master_status, in_step, write
+from mwcluster.testing.checkpoint import CheckpointProcess, idle_master_status, in_step, write
 
 pytestmark = pytest.mark.fault
 

@@ -15,7 +15,7 @@ import pytest
 
 from mwcluster.config import load_master_config
 from mwcluster.engine import Engine
-from mwcluster.nodes.master import Master
+from mwcluster.nodes.master.node import Master
 from mwcluster.storage.epoch import read_epoch
 from mwcluster.storage.fsutil import FaultyJournalIO
 from mwcluster.testing import RawDealer, wait_for

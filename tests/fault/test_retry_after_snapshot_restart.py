@@ -11,7 +11,7 @@ import msgpack
 import pytest
 
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing_checkpoint import CheckpointProcess, idle_master_status, write
+from mwcluster.testing.checkpoint import CheckpointProcess, idle_master_status, write
 from mwcluster.wire.protocol import Op
 
 pytestmark = pytest.mark.fault

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from mwcluster import demo_job
+from mwcluster.demo import job as demo_job
 from mwcluster.testing import MasterProcess, wait_for
 
 pytestmark = pytest.mark.fault
@@ -145,7 +145,7 @@ def test_cut_links_between_separate_hosts(hosts, tmp_path):
         "--status-endpoint", "tcp://127.0.0.1:0", "--txns", "2000"], tmp_path / "c")
     workers = {name: InNamespace(hosts.ns(name), [
         "worker", "--master", f"tcp://{hosts.master_addr(name)}:{PORT}", "--id", name,
-        "--slots", "2", "--handlers", "mwcluster.demo_job", "--progress-interval-ms", "100"],
+        "--slots", "2", "--handlers", "mwcluster.demo.job", "--progress-interval-ms", "100"],
         tmp_path / name) for name in ("w1", "w2")}
     started = []
     try:

@@ -10,7 +10,7 @@ from mwcluster.core import records as r
 from mwcluster.core.records import encode_record
 from mwcluster.core.state import State
 from mwcluster.core.values import encode
-from mwcluster.nodes.checkpoint import CheckpointNode
+from mwcluster.nodes.checkpoint.node import CheckpointNode
 
 
 class Script:
@@ -95,7 +95,7 @@ def test_a_digest_mismatch_is_logged_at_error_with_the_epoch_and_txid(tmp_path, 
                     [fm.DigestMismatch(4, 1, wrong, at_1.digest)])
     node = node_with(script, tmp_path)
     try:
-        with caplog.at_level("ERROR", logger="mwcluster.nodes.checkpoint"):
+        with caplog.at_level("ERROR", logger="mwcluster.nodes.checkpoint.node"):
             node._feed(fm.StreamBatch(4, 1, 1, [list(put(1))], 0.0, wrong))
         result = script.events[1]
         assert isinstance(result, fm.DigestResult)

@@ -10,15 +10,15 @@ import os
 import subprocess
 import sys
 
-from mwcluster.testing import _PACKAGE_ROOT, MasterProcess, RawDealer, wait_for
-from mwcluster.testing_checkpoint import CheckpointProcess, write
+from mwcluster.testing import PACKAGE_ROOT, MasterProcess, RawDealer, wait_for
+from mwcluster.testing.checkpoint import CheckpointProcess, write
 
 MASTER_ENV = {**os.environ, "MWCLUSTER_HEARTBEAT_INTERVAL_S": "0.1"}
 UNREACHABLE = "tcp://127.0.0.1:9"     # the discard port: nothing answers a ZeroMQ peer there
 
 
 def cli_status(master: MasterProcess, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": _PACKAGE_ROOT}
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
     return subprocess.run([sys.executable, "-m", "mwcluster.cli", "status", "--master",
                            master.client_endpoint, "--timeout", "2", *args],
                           capture_output=True, text=True, env=env, timeout=60)
@@ -90,7 +90,7 @@ def test_status_of_an_unreachable_master_still_shows_the_named_nodes(tmp_path):
     with master:
         node = CheckpointProcess(tmp_path / "c", master, heartbeat_interval_s=0.1)
         with node:
-            env = {**os.environ, "PYTHONPATH": _PACKAGE_ROOT}
+            env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
             r = subprocess.run([sys.executable, "-m", "mwcluster.cli", "status", "--json",
                                 "--master", UNREACHABLE, "--timeout", "0.3",
                                 "--checkpoint", node.status_endpoint],

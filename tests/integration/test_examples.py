@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mwcluster.local_cluster import WorkerProcess, run_command
+from mwcluster.testing.cluster import WorkerProcess, run_command
 from mwcluster.testing import MasterProcess
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ import time
 from mwcluster import Client
 from mwcluster.core.failover import promotion_epoch
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing_checkpoint import write
-from mwcluster.testing_failover import StandbyProcess
+from mwcluster.testing.checkpoint import write
+from mwcluster.testing.failover import StandbyProcess
 
 TIMEOUT_S = 3.0
 

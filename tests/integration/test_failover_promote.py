@@ -8,8 +8,8 @@ import pytest
 
 from mwcluster import Client, errors
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing_checkpoint import write
-from mwcluster.testing_failover import StandbyProcess, SyncWriter
+from mwcluster.testing.checkpoint import write
+from mwcluster.testing.failover import StandbyProcess, SyncWriter
 
 
 def test_promote_under_sync_load_loses_no_acknowledged_write(tmp_path):

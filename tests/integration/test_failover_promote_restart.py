@@ -7,8 +7,8 @@ from __future__ import annotations
 import msgpack
 
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing_checkpoint import write
-from mwcluster.testing_failover import StandbyProcess
+from mwcluster.testing.checkpoint import write
+from mwcluster.testing.failover import StandbyProcess
 from mwcluster.wire.protocol import Op
 
 CLIENT_ID = b"retrying-client"

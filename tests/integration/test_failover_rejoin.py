@@ -9,9 +9,9 @@ from __future__ import annotations
 from mwcluster import Client
 from mwcluster.core.failover import promotion_epoch
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing_checkpoint import write
-from mwcluster.cli_failover import send_promote
-from mwcluster.testing_failover import StandbyProcess, free_endpoint
+from mwcluster.testing.checkpoint import write
+from mwcluster.cli.failover import send_promote
+from mwcluster.testing.failover import StandbyProcess, free_endpoint
 
 
 def test_old_master_restarts_fenced_then_rejoins_as_standby(tmp_path):

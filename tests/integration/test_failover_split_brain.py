@@ -15,9 +15,9 @@ import pytest
 from mwcluster import Client, errors
 from mwcluster.core.failover import promotion_epoch
 from mwcluster.engine import replay_all
-from mwcluster.nodes.master import CUT_STANDBY_ENV
+from mwcluster.nodes.master.node import CUT_STANDBY_ENV
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing_failover import StandbyProcess
+from mwcluster.testing.failover import StandbyProcess
 
 
 def test_the_new_master_fences_the_old_one_once_the_cut_heals(tmp_path):

@@ -4,10 +4,11 @@ themselves and the job completes there with the result computed directly."""
 
 from __future__ import annotations
 
-from mwcluster import Client, demo_job
-from mwcluster.local_cluster import WorkerProcess
+from mwcluster import Client
+from mwcluster.demo import job as demo_job
+from mwcluster.testing.cluster import WorkerProcess
 from mwcluster.testing import MasterProcess, wait_for
-from mwcluster.testing_failover import StandbyProcess
+from mwcluster.testing.failover import StandbyProcess
 
 SHARDS, RECORDS = 24, 200
 
@@ -22,7 +23,7 @@ def test_running_job_completes_after_a_manual_promotion(tmp_path):
     with MasterProcess(tmp_path / "m", durability="sync") as master, \
             StandbyProcess(tmp_path / "c", master) as standby:
         both = f"{master.client_endpoint},{standby.promote_client_endpoint}"
-        workers = [WorkerProcess(f"w{n}", both, slots=2, handlers=["mwcluster.demo_job"])
+        workers = [WorkerProcess(f"w{n}", both, slots=2, handlers=["mwcluster.demo.job"])
                    for n in (1, 2)]
         try:
             for w in workers:
@@ -55,7 +56,7 @@ def test_workers_vote_and_their_job_completes_after_an_automatic_failover(tmp_pa
     with old, StandbyProcess(tmp_path / "c", old, failover="auto",
                              failover_timeout_s=3.0) as standby:
         both = f"{old.client_endpoint},{standby.promote_client_endpoint}"
-        workers = [WorkerProcess(f"w{n}", both, slots=2, handlers=["mwcluster.demo_job"],
+        workers = [WorkerProcess(f"w{n}", both, slots=2, handlers=["mwcluster.demo.job"],
                                  extra_args=("--standby-status", standby.status_endpoint))
                    for n in (1, 2)]
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mwcluster import Client
 from mwcluster.testing import MasterProcess, wait_for
-from mwcluster.testing_failover import StandbyProcess
+from mwcluster.testing.failover import StandbyProcess
 
 
 def test_replicated_writes_are_on_the_standby_when_acknowledged(tmp_path):

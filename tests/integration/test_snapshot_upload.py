@@ -8,7 +8,7 @@ import zlib
 
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing_checkpoint import checkpoint_once, idle_master_status, write
+from mwcluster.testing.checkpoint import checkpoint_once, idle_master_status, write
 from mwcluster.wire.protocol import ErrorCode, Op
 
 MASTER_ENV = {**os.environ, "MWCLUSTER_HEARTBEAT_INTERVAL_S": "0.05",
@@ -112,7 +112,7 @@ def test_wrong_checksum_is_rejected_and_a_second_begin_gets_bad_state(tmp_path):
 
 
 def test_the_node_retries_with_backoff_while_another_upload_holds_the_master(tmp_path):
-    from mwcluster.testing_checkpoint import CheckpointProcess
+    from mwcluster.testing.checkpoint import CheckpointProcess
 
     with MasterProcess(tmp_path / "m", env=MASTER_ENV) as master, \
             RawDealer(master.client_endpoint) as dealer:

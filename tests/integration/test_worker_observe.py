@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 from mwcluster.client import Client
-from mwcluster.local_cluster import WorkerProcess
-from mwcluster.testing import _PACKAGE_ROOT, MasterProcess, RawDealer, wait_for
+from mwcluster.testing.cluster import WorkerProcess
+from mwcluster.testing import PACKAGE_ROOT, MasterProcess, RawDealer, wait_for
 from mwcluster.wire.protocol import ErrorCode, Op
 
 HANDLERS = '''
@@ -57,7 +57,7 @@ def metric_lines(text: str, prefix: str) -> dict[str, float]:
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MWCLUSTER_MASTER"}
-    env["PYTHONPATH"] = _PACKAGE_ROOT
+    env["PYTHONPATH"] = PACKAGE_ROOT
     return subprocess.run([sys.executable, "-m", "mwcluster.cli", "status", "--timeout", "2",
                            *args], capture_output=True, text=True, env=env, timeout=60)
 

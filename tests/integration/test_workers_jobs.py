@@ -1,5 +1,5 @@
 """Workers and jobs end to end, with real processes on 127.0.0.1: a master, workers running
-mwcluster.demo_job, and the `job` commands. Every process is stopped by LocalCluster."""
+mwcluster.demo.job, and the `job` commands. Every process is stopped by LocalCluster."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from mwcluster import demo_job
-from mwcluster.local_cluster import LocalCluster, run_command
+from mwcluster.demo import job as demo_job
+from mwcluster.testing.cluster import LocalCluster, run_command
 from mwcluster.testing import wait_for
 
 HANDLERS = [demo_job.__name__]

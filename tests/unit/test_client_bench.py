@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from mwcluster import errors
-from mwcluster.bench import BenchConfig, _plan, percentile, run
+from mwcluster.client.bench import BenchConfig, _plan, percentile, run
 from mwcluster.cli import main
 from mwcluster.wire.protocol import ErrorCode, Op, encode_error
 from test_client_socket import Stub

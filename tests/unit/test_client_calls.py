@@ -6,8 +6,7 @@ import msgpack
 import pytest
 
 from mwcluster import errors
-from mwcluster.client_calls import (ERROR_CLASSES, Calls, Stat, convert_reply, error_from_reply,
-                                    op_check, op_delete, op_merge, op_put, parse_durability)
+from mwcluster.client.calls import (ERROR_CLASSES, Calls, Stat, convert_reply, error_from_reply, op_check, op_delete, op_merge, op_put, parse_durability)
 from mwcluster.core.records import Multi, from_wire
 from mwcluster.core.values import encode
 from mwcluster.wire.protocol import ErrorCode, Op, ProtocolError, Reply, error_code_for

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mwcluster.cli import main
-from mwcluster.cli_client import (format_status_value, from_json, parse_value, status_rows,
-                                  to_json)
+from mwcluster.cli.status import (format_status_value, status_rows)
+from mwcluster.cli.common import (from_json, parse_value, to_json)
 from test_client_socket import Stub
 
 

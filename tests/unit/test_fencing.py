@@ -9,8 +9,8 @@ import pytest
 
 from mwcluster import Client, errors
 from mwcluster.engine import Engine
-from mwcluster.nodes.master_handlers import Handlers
-from mwcluster.nodes.metrics import MasterStats
+from mwcluster.nodes.master.handlers import Handlers
+from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.storage import fenced as fence_file
 from mwcluster.wire.protocol import (ErrorCode, Op, ProtocolError, decode_reply, decode_request,
                                      encode_error, encode_reply, encode_request)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from mwcluster.cli_jobs import format_status
+from mwcluster.cli.jobs import format_status
 from mwcluster.errors import ConfigError
-from mwcluster.job_spec import expand_template, load_job_spec, parse_job_spec
+from mwcluster.client.job_spec import expand_template, load_job_spec, parse_job_spec
 
 
 def test_a_toml_spec_with_a_count_and_a_template(tmp_path):
@@ -76,7 +76,7 @@ def test_the_readme_job_spec_parses_and_names_the_demo_handler():
     import re
     from pathlib import Path
 
-    from mwcluster import demo_job
+    from mwcluster.demo import job as demo_job
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = re.search(r"```toml\n(name = .*?)```", readme, re.S).group(1)

@@ -10,9 +10,9 @@ import pytest
 
 from mwcluster.core.job_stats import Sums
 from mwcluster.engine import Engine
-from mwcluster.nodes.master_handlers import Handlers
-from mwcluster.nodes.master_jobs import JobsConfig
-from mwcluster.nodes.metrics import MasterStats
+from mwcluster.nodes.master.handlers import Handlers
+from mwcluster.nodes.master.jobs import JobsConfig
+from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.wire.protocol import Op, decode_reply, encode_request
 
 

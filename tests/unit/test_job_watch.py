@@ -9,11 +9,11 @@ import pytest
 from rich.console import Console
 
 from mwcluster.errors import MwclusterError
-from mwcluster.job_watch import watch_jobs
-from mwcluster.nodes.worker import WorkerNode
-from mwcluster.testing_jobs import FakeMaster
+from mwcluster.client.watch import watch_jobs
+from mwcluster.nodes.worker.node import WorkerNode
+from mwcluster.testing.jobs import FakeMaster
 from mwcluster.worker import Registry
-from mwcluster.worker_config import load_worker_config
+from mwcluster.config import load_worker_config
 
 
 def test_watch_returns_the_final_statuses_and_rides_out_an_unreachable_master():

@@ -14,8 +14,8 @@ import msgpack
 import pytest
 
 from mwcluster.engine import Engine
-from mwcluster.nodes.master_handlers import MAX_CHUNK_BYTES, Handlers
-from mwcluster.nodes.metrics import MasterStats
+from mwcluster.nodes.master.handlers import MAX_CHUNK_BYTES, Handlers
+from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.fsutil import FaultyJournalIO
 from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request

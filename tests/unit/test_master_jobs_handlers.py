@@ -9,9 +9,9 @@ import pytest
 
 from mwcluster.core.jobs import TaskState, WorkerState
 from mwcluster.engine import Engine
-from mwcluster.nodes.master_handlers import Handlers
-from mwcluster.nodes.master_jobs import JobsConfig
-from mwcluster.nodes.metrics import MasterStats
+from mwcluster.nodes.master.handlers import Handlers
+from mwcluster.nodes.master.jobs import JobsConfig
+from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.storage.fsutil import FaultyJournalIO
 from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request
 

@@ -1,4 +1,4 @@
-"""The start of a master that has a peer (nodes/master_start.py) against ROUTER stubs on
+"""The start of a master that has a peer (nodes/master/start.py) against ROUTER stubs on
 127.0.0.1: what the peer answers becomes core/failover's PeerView, and the decision."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from test_client_socket import Stub
 
 from mwcluster.config import load_master_config
 from mwcluster.core.failover import PeerView, StartAs
-from mwcluster.nodes import master_start
+from mwcluster.nodes.master import start as master_start
 from mwcluster.storage import epoch as epochs
 from mwcluster.wire.protocol import Op, encode_reply
 

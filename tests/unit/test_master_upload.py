@@ -12,8 +12,8 @@ import pytest
 
 from mwcluster.core.records import from_wire
 from mwcluster.engine import Engine
-from mwcluster.nodes.master_handlers import Handlers
-from mwcluster.nodes.metrics import MasterStats
+from mwcluster.nodes.master.handlers import Handlers
+from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.testing import wait_for
 from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request
@@ -180,7 +180,7 @@ def test_one_upload_at_a_time_and_txid_bounds(handlers, engine, tmp_path):
 
 def test_an_idle_upload_is_replaced_by_another_clients_begin(engine, tmp_path):
     now = [100.0]
-    from mwcluster.nodes.master_upload import SnapshotUploads
+    from mwcluster.nodes.master.upload import SnapshotUploads
 
     h = Handlers(engine, EPOCH, MasterStats(),
                  uploads=SnapshotUploads(engine, EPOCH, idle_s=30.0, clock=lambda: now[0]))
@@ -207,7 +207,7 @@ def test_an_idle_upload_is_replaced_by_another_clients_begin(engine, tmp_path):
 
 def test_a_restarted_node_replaces_its_own_upload_and_an_idle_one_expires(engine, tmp_path):
     now = [100.0]
-    from mwcluster.nodes.master_upload import SnapshotUploads
+    from mwcluster.nodes.master.upload import SnapshotUploads
 
     h = Handlers(engine, EPOCH, MasterStats(),
                  uploads=SnapshotUploads(engine, EPOCH, idle_s=30.0, clock=lambda: now[0]))
@@ -245,8 +245,8 @@ def test_a_restarted_node_replaces_its_own_upload_and_an_idle_one_expires(engine
 
 def test_hellos_and_uploads_list_the_checkpoint_nodes(engine, tmp_path):
     now = [100.0]
-    from mwcluster.nodes.master_checkpoints import FORGET_S
-    from mwcluster.nodes.master_upload import SnapshotUploads
+    from mwcluster.nodes.master.checkpoints import FORGET_S
+    from mwcluster.nodes.master.upload import SnapshotUploads
 
     h = Handlers(engine, EPOCH, MasterStats(),
                  uploads=SnapshotUploads(engine, EPOCH, clock=lambda: now[0]))

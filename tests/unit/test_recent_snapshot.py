@@ -18,8 +18,8 @@ from mwcluster.core.state import IMAGE_FORMAT, State
 from mwcluster.core.values import encode
 from mwcluster.engine import Engine, load_snapshot
 from mwcluster.errors import CorruptionError
-from mwcluster.nodes.checkpoint import CheckpointNode
-from mwcluster.nodes.checkpoint_promote import write_master_dir
+from mwcluster.nodes.checkpoint.node import CheckpointNode
+from mwcluster.nodes.checkpoint.promote import write_master_dir
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.testing import wait_for
 

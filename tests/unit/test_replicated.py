@@ -8,10 +8,10 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from mwcluster.client_calls import parse_durability
+from mwcluster.client.calls import parse_durability
 from mwcluster.engine import Engine
-from mwcluster.nodes.master_handlers import Handlers
-from mwcluster.nodes.metrics import MasterStats
+from mwcluster.nodes.master.handlers import Handlers
+from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request
 
 EPOCH = 3

@@ -9,7 +9,7 @@ import pytest
 
 from mwcluster.errors import ConfigError
 from mwcluster.worker import Registry, load_handler_modules
-from mwcluster.worker_config import WORKER_KEYS, load_worker_config
+from mwcluster.config import WORKER_KEYS, load_worker_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "worker.toml"
 

@@ -1,4 +1,4 @@
-"""The worker shell against the in-memory master twin (mwcluster.testing_jobs): handler
+"""The worker shell against the in-memory master twin (mwcluster.testing.jobs): handler
 threads, the owner loop, stale attempts, restarts, an unreachable master, a graceful stop."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import threading
 import pytest
 
 from mwcluster.core.jobs import TaskState
-from mwcluster.nodes.worker import WorkerNode
+from mwcluster.nodes.worker.node import WorkerNode
 from mwcluster.testing import wait_for
-from mwcluster.testing_jobs import FakeMaster
-from mwcluster.testing_jobs import RunningWorker as Running
+from mwcluster.testing.jobs import FakeMaster
+from mwcluster.testing.jobs import RunningWorker as Running
 from mwcluster.worker import Registry
-from mwcluster.worker_config import load_worker_config
+from mwcluster.config import load_worker_config
 
 
 def config(**flags):

@@ -7,12 +7,12 @@ from __future__ import annotations
 import threading
 
 from mwcluster.errors import BadRequest
-from mwcluster.nodes.worker import WorkerNode
+from mwcluster.nodes.worker.node import WorkerNode
 from mwcluster.testing import RawDealer, wait_for
-from mwcluster.testing_jobs import FakeMaster
-from mwcluster.testing_jobs import RunningWorker as Running
+from mwcluster.testing.jobs import FakeMaster
+from mwcluster.testing.jobs import RunningWorker as Running
 from mwcluster.worker import Registry
-from mwcluster.worker_config import load_worker_config
+from mwcluster.config import load_worker_config
 
 
 def config(**flags):

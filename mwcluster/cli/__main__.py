@@ -1,0 +1,5 @@
+"""`python -m mwcluster.cli ...`: the same commands as the `mwcluster` script."""
+
+from mwcluster.cli import main
+
+main()

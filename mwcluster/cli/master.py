@@ -1,0 +1,139 @@
+"""`mwcluster master`: run the master process (a thin shell over nodes/master/node.py).
+
+Options override MWCLUSTER_* environment variables, which override the TOML config file,
+which overrides the built-in defaults (mwcluster/config.py, conf/master.toml). SIGTERM and
+SIGINT stop it gracefully: no new requests, the journal is drained and fsynced, exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+import click
+
+from mwcluster.errors import MwclusterError
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="TOML config file (see conf/master.toml); default: "
+                                 "$MWCLUSTER_CONFIG if set.")
+@click.option("--data-dir", default=None, help="Journal, snapshots and epoch live here.")
+@click.option("--client-endpoint", default=None,
+              help="ROUTER endpoint for requests [tcp://127.0.0.1:5550]; port 0 picks one.")
+@click.option("--pub-endpoint", default=None,
+              help="PUB endpoint of the log stream [tcp://127.0.0.1:5551]; port 0 picks one.")
+@click.option("--durability", type=click.Choice(["async", "sync"]), default=None,
+              help="Default durability of mutations [async].")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus metrics on this port (0: off) [0].")
+@click.option("--ready-file", default=None,
+              help="Write {client, pub, pid, epoch, metrics_port} as JSON here once serving.")
+@click.option("--worker-timeout-s", type=float, default=None,
+              help="Mark a worker lost after this long without a word from it [10].")
+@click.option("--worker-heartbeat-ms", type=int, default=None,
+              help="Heartbeat interval told to workers at register [1000].")
+@click.option("--max-assign-per-request", type=int, default=None,
+              help="Most tasks one TASK_REQUEST is given [64].")
+@click.option("--peer-master-endpoint", default=None,
+              help="Failover: the standby's promote endpoint, asked at start [none].")
+@click.option("--peer-status-endpoint", default=None,
+              help="Failover: the standby's status endpoint, asked at start [none].")
+@click.option("--rejoin-as-standby", is_flag=True,
+              help="If the peer replaced this master, resynchronise as its standby (this "
+                   "node's journal and snapshots are moved aside, kept).")
+@click.option("--promote-client-endpoint", default=None,
+              help="With --rejoin-as-standby: the ROUTER the standby serves on as master if "
+                   "promoted in turn [none: it cannot be].")
+@click.option("--promote-pub-endpoint", default=None,
+              help="With --rejoin-as-standby: the PUB of its log stream if promoted [none].")
+@click.option("--force", is_flag=True,
+              help="Serve even if the peer cannot be reached (it may have taken over: two "
+                   "masters until one is fenced).")
+@click.option("--print-config", is_flag=True,
+              help="Print the resolved configuration with the source of each value, and exit.")
+def master(config_file, data_dir, client_endpoint, pub_endpoint, durability, metrics_port,
+           ready_file, worker_timeout_s, worker_heartbeat_ms, max_assign_per_request,
+           peer_master_endpoint, peer_status_endpoint, rejoin_as_standby,
+           promote_client_endpoint, promote_pub_endpoint, force, print_config) -> None:
+    """Run the master: serve requests, keep the journal, publish the log stream."""
+    from mwcluster.config import load_master_config
+
+    flags = {"data_dir": data_dir, "client_endpoint": client_endpoint,
+             "pub_endpoint": pub_endpoint, "durability": durability,
+             "metrics_port": metrics_port, "ready_file": ready_file,
+             "worker_timeout_s": worker_timeout_s, "worker_heartbeat_ms": worker_heartbeat_ms,
+             "max_assign_per_request": max_assign_per_request,
+             "peer_master_endpoint": peer_master_endpoint,
+             "peer_status_endpoint": peer_status_endpoint}
+    try:
+        config = load_master_config(config_file, flags=flags)
+    except MwclusterError as exc:
+        raise click.ClickException(str(exc)) from None
+    if print_config:
+        for key, value in config.to_dict().items():
+            click.echo(f"{key} = {json.dumps(value)}    # {config.sources[key]}")
+        return
+    promote = {"promote_client_endpoint": promote_client_endpoint,
+               "promote_pub_endpoint": promote_pub_endpoint}
+    if any(promote.values()) and not rejoin_as_standby:
+        raise click.ClickException("--promote-client-endpoint and --promote-pub-endpoint "
+                                   "apply only with --rejoin-as-standby")
+    if config.peer_master_endpoint or config.peer_status_endpoint:
+        _start_with_peer(config, rejoin_as_standby, force, promote)
+    elif rejoin_as_standby:
+        raise click.ClickException("--rejoin-as-standby needs the peer: set "
+                                   "peer_master_endpoint (--peer-master-endpoint)")
+    from mwcluster.nodes.master.node import Master
+
+    sys.setswitchinterval(config.switch_interval_ms / 1000)
+    try:
+        node = Master(config)
+        node.open()
+    except MwclusterError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def on_signal(signum, _frame):
+        node.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sys.exit(node.run())
+
+
+def _start_with_peer(config, rejoin: bool, force: bool, promote: dict) -> None:
+    """Ask the peer before serving (nodes/master/start.py): start fenced, or rejoin as the
+    new master's standby (this process then runs a checkpoint node and exits with it)."""
+    from mwcluster.core.failover import StartAs
+    from mwcluster.nodes.master import start as master_start
+
+    stop = {"now": False}
+
+    def on_signal(signum, _frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        decision, peer = master_start.decide_start(config, force=force,
+                                                   stop_requested=lambda: stop["now"])
+        if stop["now"]:
+            sys.exit(0)
+        if decision is not StartAs.STANDBY:
+            if rejoin:
+                raise click.ClickException("--rejoin-as-standby: the peer does not serve as "
+                                           "master under a higher epoch; nothing to rejoin")
+            return
+        if not rejoin:
+            master_start.start_fenced(config, int(peer["epoch"]))
+            return
+        master_start.prepare_rejoin(config, int(peer["epoch"]))
+        from mwcluster.cli.checkpoint import run_node
+        from mwcluster.nodes.checkpoint.node import CheckpointNode
+
+        node = CheckpointNode(master_start.standby_config(config, peer, promote))
+    except MwclusterError as exc:
+        raise click.ClickException(str(exc)) from None
+    run_node(node)

@@ -1,0 +1,580 @@
+"""The Python client of the master: a DEALER socket, typed errors, safe retries, pipelining.
+
+    from mwcluster import Client
+
+    with Client("tcp://127.0.0.1:5550") as client:
+        txid = client.put("/datasets/logs/2026-11-26", {"parts": 17})
+        value, stat = client.get_with_stat("/datasets/logs/2026-11-26")
+        client.put("/datasets/logs/2026-11-26", {"parts": 18}, expected_version=stat.version)
+        with client.pipeline(window=64) as p:
+            futures = [p.put(f"/bench/{i}", i) for i in range(1000)]
+        print([f.result() for f in futures][:3])
+        with client.pipeline(window=1024, batch=64) as p:    # 64 requests per message
+            for i in range(100_000):
+                p.put(f"/bench/{i}", i)
+
+Every request carries the client's id (random, stable for the life of the Client) and an
+increasing request id. When no reply comes within `timeout_s`, the client closes its socket
+(linger 0), connects a new one (to the next endpoint when several are given) and resends the
+same requests with the same ids: the master applies a retried mutation once and answers with
+its first reply. A "shutting down" answer (a master restarting) is retried the same way.
+
+Failover (docs/failover.md): give the client every master endpoint (the master and the
+standby's promote endpoint). Every request carries the highest master epoch the client has
+seen; a reply from a lower epoch (a master that was replaced) is not used, and neither is a
+`fenced` answer: in both cases the request stays pending and is resent on the next endpoint,
+under the same retry policy. A fenced master applied nothing, so resending is safe; after a
+timeout the request may have been applied by the old master and not replicated, and is
+applied again by the new one (a record the standby never received is not in its history;
+one it received is answered from the table of recent requests the promotion carries over).
+With `standby_status` (the standby's status endpoints), every timeout also sends a VOTE
+there, without waiting for an answer: a standby in `auto` failover mode that has not heard the
+master for its timeout then promotes itself (core/failover.py).
+Replies for request ids the client is not waiting for (late answers to requests it already
+resent, or given up on) are dropped and counted in `stale_replies`.
+
+A pipeline with `batch=K` queues requests and sends up to K of them in one BATCH message
+(docs/protocol.md): when K are queued, when the window is full, and whenever the caller waits
+(`result()`, `wait()`, `results()`, leaving the `with` block). Each request keeps its own
+request id, so a resent batch is applied once like any request; its future gets its own
+sub-reply. A batch whose frame would exceed `max_message_bytes` is split; a single request
+too large for a frame fails its future with MessageTooLarge. Retries follow the one
+tenacity policy below: bounded attempts, exponential backoff with jitter, an injectable sleep.
+
+A Client is not thread-safe: use one per thread (or per process).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import tenacity
+import zmq
+
+from mwcluster.client.calls import (Assignment, Calls, Stat, convert_reply, error_from_reply, op_check, op_delete, op_merge, op_put)
+from mwcluster.core.failover import EpochFollower
+from mwcluster.errors import (Fenced, MessageTooLarge, MwclusterError, RequestTimeout,
+                              ShuttingDown)
+from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op,
+                                     ProtocolError, Reply, decode_reply, encode_request)
+
+__all__ = ["Assignment", "BatchFuture", "Client", "Future", "Pipeline", "Stat",
+           "DEFAULT_ENDPOINT", "RETRY_POLICY", "op_check", "op_delete", "op_merge", "op_put"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5550"
+DEFAULT_RETRIES = 3
+
+# The retry policy, defined once: timeouts, "the master is shutting down" and "fenced" (or a
+# reply from a lower epoch) are retried, the last two on the next endpoint (a restarting
+# master answers the resent request, a promoted standby takes it); every other error is the
+# master's answer.
+# Each Client copies it with its own attempt count and sleep.
+RETRYABLE = (RequestTimeout, ShuttingDown, Fenced)
+RETRY_POLICY = tenacity.Retrying(
+    stop=tenacity.stop_after_attempt(DEFAULT_RETRIES + 1),
+    wait=tenacity.wait_exponential(multiplier=0.05, max=2.0) + tenacity.wait_random(0, 0.05),
+    retry=tenacity.retry_if_exception_type(RETRYABLE),
+    reraise=True,
+)
+
+
+class Future:
+    """The result of a request sent and not yet answered. `result()` waits for it (driving
+    the client's socket) and returns the result or raises the request's error."""
+
+    __slots__ = ("_client", "_convert", "_owner", "request_id", "op", "frame", "sent_ns",
+                 "_done", "_value", "_error", "sub")
+
+    def __init__(self, client: Client, request_id: int, op: int, frame: bytes,
+                 convert: Callable[[Reply], Any], owner: Pipeline | None = None):
+        self._client = client
+        self._convert = convert
+        self._owner = owner
+        self.request_id = request_id
+        self.op = op
+        self.frame = frame
+        self.sent_ns = 0           # when it was sent, or queued for a batch
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.sub: tuple | None = None   # (request_id, op, durability, args) while queued
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self) -> Any:
+        if not self._done:
+            self._wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def exception(self) -> BaseException | None:
+        if not self._done:
+            self._wait()
+        return self._error
+
+    def _wait(self) -> None:
+        owner = self._owner
+        if owner is not None and owner._queue:
+            owner.flush()
+        self._client._wait_for(self)
+
+    def _set_reply(self, reply: Reply) -> None:
+        self._value, self._error = convert_reply(reply, self._convert)
+        self._finish()
+
+    def _set_error(self, error: BaseException) -> None:
+        self._error = error
+        self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        self.frame = b""
+        self.sub = None
+        if self._owner is not None:
+            self._owner._inflight -= 1
+
+
+class BatchFuture:
+    """A BATCH message in flight: one frame and request id for many requests. Its reply is
+    handed out to the futures of its requests, in order; an error reply to the batch itself
+    (it was refused whole) becomes every request's error."""
+
+    __slots__ = ("request_id", "op", "frame", "sent_ns", "_done", "futures")
+
+    _convert = staticmethod(lambda reply: reply.result)
+
+    def __init__(self, request_id: int, frame: bytes, futures: list[Future]):
+        self.request_id = request_id
+        self.op = Op.BATCH
+        self.frame = frame
+        self.sent_ns = 0
+        self._done = False
+        self.futures = futures
+
+    def _set_reply(self, reply: Reply) -> None:
+        futures = self.futures
+        if reply.status:
+            self._set_error(error_from_reply(reply))
+            return
+        subs = reply.result
+        if type(subs) is not list or len(subs) != len(futures):
+            self._set_error(ProtocolError(
+                ErrorCode.BAD_REQUEST, f"malformed BATCH result from the master for request "
+                f"{reply.request_id}: expected {len(futures)} sub-replies"))
+            return
+        epoch = reply.epoch
+        for future, sub in zip(futures, subs):
+            if type(sub) is list and len(sub) == 4 and sub[0] == future.request_id:
+                future._set_reply(Reply(sub[0], epoch, sub[1], sub[2], sub[3]))
+            else:
+                future._set_error(ProtocolError(
+                    ErrorCode.BAD_REQUEST, f"malformed sub-reply from the master for request "
+                    f"{future.request_id}: {sub!r:.200}", future.request_id))
+        self._finish()
+
+    def _set_error(self, error: BaseException) -> None:
+        for future in self.futures:
+            if not future._done:
+                future._set_error(error)
+        self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        self.frame = b""
+
+
+class Client(Calls):
+    """A connection to the master. Methods (put, merge, delete, multi, get, get_with_stat,
+    stat, children, list, status, ping, fetch...) are defined in client_calls.Calls; each
+    waits for its reply and returns its result or raises a typed MwclusterError."""
+
+    def __init__(self, endpoint: str | list[str] = DEFAULT_ENDPOINT, timeout_s: float = 5.0,
+                 retries: int = DEFAULT_RETRIES, client_id: bytes | str | None = None, *,
+                 sleep: Callable[[float], None] | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 context: zmq.Context | None = None,
+                 standby_status: str | list[str] | None = None):
+        self.standby_status = ([standby_status] if isinstance(standby_status, str)
+                               else list(standby_status or ()))
+        self._vote_socks: dict[str, zmq.Socket] = {}
+        self.votes = 0
+        self.endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        if not self.endpoints:
+            raise ValueError("at least one endpoint is needed")
+        if timeout_s <= 0 or retries < 0:
+            raise ValueError("timeout_s must be positive and retries at least 0")
+        if isinstance(client_id, str):
+            client_id = client_id.encode()
+        self.client_id: bytes = client_id if client_id is not None else os.urandom(16)
+        if not 1 <= len(self.client_id) <= 64:
+            raise ValueError("client_id must be 1..64 bytes")
+        self.timeout_s = timeout_s
+        self.max_message_bytes = max_message_bytes
+        overrides: dict[str, Any] = {"stop": tenacity.stop_after_attempt(retries + 1)}
+        if sleep is not None:
+            overrides["sleep"] = sleep
+        self._retry = RETRY_POLICY.copy(**overrides)
+        self._timeout_ns = int(timeout_s * 1e9)
+        # Request ids start at the clock in microseconds, so that a client restarted with the
+        # same client_id does not reuse ids the master still remembers.
+        self._next_id = time.time_ns() // 1000
+        self._pending: dict[int, Future] = {}
+        self._resend = False
+        self._ctx = context if context is not None else zmq.Context.instance()
+        self._endpoint_index = 0
+        self._sock: zmq.Socket | None = None
+        self.epoch: int | None = None   # the master's epoch in the newest reply
+        self.epochs = EpochFollower()   # the highest epoch seen; lower ones are refused
+        self.stale_epoch_replies = 0    # replies from a replaced master (a lower epoch)
+        self.fenced_replies = 0
+        self.stale_replies = 0
+        self.bad_replies = 0
+        self.reconnects = 0
+        self._connect()
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self._endpoint_index]
+
+    # --- lifecycle ---
+
+    def _connect(self) -> None:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        # The window bounds what is in flight; the socket must not block or drop below it.
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout_s * 1000)))
+        try:
+            sock.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise ValueError(f"cannot connect to {self.endpoint!r}: {exc} (an endpoint looks "
+                             "like tcp://127.0.0.1:5550)") from None
+        self._sock = sock
+
+    def _reconnect(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._endpoint_index = (self._endpoint_index + 1) % len(self.endpoints)
+        self.reconnects += 1
+        log.info("reconnecting to %s (%d requests in flight)", self.endpoint,
+                 len(self._pending))
+        self._connect()
+
+    def close(self) -> None:
+        """Close the socket; requests still in flight fail with RequestTimeout."""
+        for sock in self._vote_socks.values():
+            sock.close(linger=0)
+        self._vote_socks.clear()
+        if self._sock is None:
+            return
+        self._sock.close(linger=0)
+        self._sock = None
+        self._fail_all(RequestTimeout("the client was closed before the reply came"))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def pipeline(self, window: int = 64, batch: int = 1) -> Pipeline:
+        """A pipeline that keeps up to `window` requests in flight on this client, sent
+        `batch` per message (1: one request per message; more: BATCH messages)."""
+        return Pipeline(self, window, batch)
+
+    def iter_keys(self, prefix: str, page: int = 1000):
+        """Every key starting with `prefix`, in order, fetched `page` keys at a time (until
+        an empty page: the master may cap a page below `page`)."""
+        start_after = None
+        while True:
+            keys = self.list(prefix, page, start_after)
+            if not keys:
+                return
+            yield from keys
+            start_after = keys[-1]
+
+    # --- sending and receiving ---
+
+    def _run(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any]):
+        return self._submit(op, args, durability, convert, None).result()
+
+    def _submit(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any],
+                owner: Pipeline | None) -> Future:
+        if self._sock is None:
+            raise MwclusterError("the client is closed")
+        request_id = self._next_id
+        self._next_id += 1
+        frame = encode_request(self.client_id, request_id, op, args, durability,
+                               self.epochs.highest)
+        if len(frame) > self.max_message_bytes:
+            raise self._too_large(op, len(frame))
+        future = Future(self, request_id, op, frame, convert, owner)
+        self._send(future)
+        return future
+
+    def _too_large(self, op: int, size: int) -> MessageTooLarge:
+        return MessageTooLarge(f"{Op(op).name} request is {size} bytes; the limit is "
+                               f"{self.max_message_bytes} (store large data elsewhere and "
+                               "keep a reference in the value)")
+
+    def _send(self, future: Future | BatchFuture) -> None:
+        self._pending[future.request_id] = future
+        future.sent_ns = time.perf_counter_ns()
+        try:
+            self._sock.send(future.frame)
+        except zmq.Again:
+            # The socket cannot take it now: the next wait resends it on a new connection.
+            self._reconnect()
+            self._resend = True
+
+    def _queue(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any],
+               owner: Pipeline) -> Future:
+        """A future for a request that a pipeline sends later in a batch (_submit_batch)."""
+        if self._sock is None:
+            raise MwclusterError("the client is closed")
+        request_id = self._next_id
+        self._next_id += 1
+        future = Future(self, request_id, op, b"", convert, owner)
+        future.sub = (request_id, op, durability, args)
+        future.sent_ns = time.perf_counter_ns()
+        return future
+
+    def _submit_batch(self, futures: list[Future]) -> None:
+        """Send queued requests in one BATCH message (one alone goes as itself); a batch too
+        large for a frame is split, a request too large alone fails with MessageTooLarge."""
+        if self._sock is None:
+            error = MwclusterError("the client is closed")
+            for future in futures:
+                future._set_error(error)
+            return
+        if len(futures) == 1:
+            future = futures[0]
+            request_id, op, durability, args = future.sub
+            frame = encode_request(self.client_id, request_id, op, args, durability,
+                                   self.epochs.highest)
+            if len(frame) > self.max_message_bytes:
+                future._set_error(self._too_large(op, len(frame)))
+                return
+            future.frame, future.sub = frame, None
+            self._send(future)
+            return
+        request_id = self._next_id
+        self._next_id += 1
+        frame = encode_request(self.client_id, request_id, Op.BATCH,
+                               [future.sub for future in futures], 0, self.epochs.highest)
+        if len(frame) > self.max_message_bytes:
+            half = len(futures) // 2
+            self._submit_batch(futures[:half])
+            self._submit_batch(futures[half:])
+            return
+        for future in futures:
+            future.sub = None
+        self._send(BatchFuture(request_id, frame, futures))
+
+    def _wait_for(self, future: Future) -> None:
+        while not future._done:
+            self._progress()
+
+    def _progress(self) -> None:
+        """Wait until at least one pending request is answered, retrying on timeouts; after
+        the last attempt every pending request fails with RequestTimeout (or ShuttingDown)."""
+        try:
+            self._retry(self._progress_attempt)
+        except RETRYABLE as exc:
+            self._fail_all(exc)
+
+    def _progress_attempt(self) -> None:
+        sock = self._sock
+        if sock is None:
+            raise MwclusterError("the client is closed")
+        pending = self._pending
+        if not pending:
+            return
+        if self._resend:
+            self._resend = False
+            now = time.perf_counter_ns()
+            try:
+                for future in pending.values():
+                    sock.send(future.frame)
+                    future.sent_ns = now
+            except zmq.Again:
+                self._timed_out("could not send")
+        oldest = next(iter(pending.values()))
+        deadline_ns = oldest.sent_ns + self._timeout_ns
+        while True:
+            remaining_ms = (deadline_ns - time.perf_counter_ns() + 999_999) // 1_000_000
+            if remaining_ms <= 0 or not sock.poll(remaining_ms, zmq.POLLIN):
+                self._timed_out(f"no reply within {self.timeout_s} s")
+            delivered, stopping = self._drain(sock)
+            if stopping is not None:
+                # The master is going away (or was replaced: fenced, or a lower epoch):
+                # resend on a new connection to the next endpoint, after the backoff unless
+                # other requests were answered meanwhile.
+                self._reconnect()
+                self._resend = True
+                if not delivered:
+                    raise stopping
+            if delivered:
+                return
+
+    def _vote(self) -> None:
+        """Ask the standby to serve (auto failover): sent without waiting for an answer."""
+        for endpoint in self.standby_status:
+            sock = self._vote_socks.get(endpoint)
+            try:
+                if sock is None:
+                    sock = self._ctx.socket(zmq.DEALER)
+                    sock.setsockopt(zmq.LINGER, 0)
+                    sock.setsockopt(zmq.SNDHWM, 4)
+                    sock.connect(endpoint)
+                    self._vote_socks[endpoint] = sock
+                while sock.poll(0):
+                    sock.recv(zmq.NOBLOCK)       # earlier answers: not waited for
+                sock.send(encode_request(self.client_id, 0, Op.VOTE, [], 0,
+                                         self.epochs.highest), zmq.NOBLOCK)
+                self.votes += 1
+            except zmq.ZMQError as exc:
+                log.debug("could not send a vote to %s: %s", endpoint, exc)
+
+    def _timed_out(self, why: str) -> None:
+        oldest = next(iter(self._pending.values()))
+        endpoint = self.endpoint
+        if self.standby_status:
+            self._vote()
+        self._reconnect()
+        self._resend = True
+        raise RequestTimeout(f"{why} from the master at {endpoint} ({Op(oldest.op).name} "
+                             f"request {oldest.request_id}, {len(self._pending)} in flight); "
+                             "is the master running there?")
+
+    def _drain(self, sock: zmq.Socket) -> tuple[int, MwclusterError | None]:
+        """Receive every reply that is ready; return how many answered a pending request, and
+        the error of a "shutting down" or "fenced" reply, or of a reply from a lower epoch
+        than the highest seen (its request stays pending, to be resent elsewhere)."""
+        delivered = 0
+        stopping = None
+        pending = self._pending
+        while True:
+            frame = sock.recv()
+            try:
+                reply = decode_reply(frame)
+            except ProtocolError as exc:
+                self.bad_replies += 1
+                log.warning("dropped a malformed reply from %s: %s", self.endpoint, exc)
+            else:
+                if not self.epochs.accept(reply.epoch):
+                    # a replaced master: its answer may not be used (it may even be a
+                    # success of a write the new master never saw)
+                    self.stale_epoch_replies += 1
+                    if reply.request_id in pending:
+                        stopping = Fenced(
+                            f"the master at {self.endpoint} answered under epoch "
+                            f"{reply.epoch}, below epoch {self.epochs.highest} seen already: "
+                            "it was replaced")
+                    if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        return delivered, stopping
+                    continue
+                self.epoch = reply.epoch
+                future = pending.pop(reply.request_id, None)
+                if future is None and reply.request_id == 0 and reply.status and \
+                        len(pending) == 1:
+                    # An error too early to name the request (e.g. too large): with one
+                    # request in flight, it can only be that one.
+                    future = pending.popitem()[1]
+                if future is None:
+                    self.stale_replies += 1
+                elif reply.status == ErrorCode.SHUTTING_DOWN or \
+                        reply.status == ErrorCode.FENCED:
+                    pending[future.request_id] = future
+                    stopping = convert_reply(reply, future._convert)[1]
+                    if reply.status == ErrorCode.FENCED:
+                        self.fenced_replies += 1
+                else:
+                    future._set_reply(reply)
+                    delivered += 1
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return delivered, stopping
+
+    def _fail_all(self, error: BaseException) -> None:
+        pending, self._pending = self._pending, {}
+        self._resend = False
+        for future in pending.values():
+            future._set_error(error)
+
+
+class Pipeline(Calls):
+    """Keeps up to `window` requests in flight on a client. Every method returns a Future at
+    once (waiting only while the window is full); `results()` waits for all and returns the
+    results in submission order. As a context manager, leaving the block waits for all.
+
+    With `batch` K > 1, requests are queued and sent K per BATCH message: when K are queued,
+    when the window is full, and when the caller waits (`flush()` sends what is queued). The
+    window counts requests, queued or sent."""
+
+    def __init__(self, client: Client, window: int = 64, batch: int = 1):
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        if not 1 <= batch <= DEFAULT_MAX_BATCH:
+            raise ValueError(f"batch must be within 1..{DEFAULT_MAX_BATCH}")
+        self.client = client
+        self.window = window
+        self.batch = batch
+        self._inflight = 0
+        self._queue: list[Future] = []
+        self.futures: list[Future] = []
+
+    def _run(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any]
+             ) -> Future:
+        client = self.client
+        while self._inflight >= self.window:
+            if self._queue:
+                self.flush()
+            client._progress()
+        if self.batch == 1:
+            future = client._submit(op, args, durability, convert, self)
+        else:
+            future = client._queue(op, args, durability, convert, self)
+            queue = self._queue
+            queue.append(future)
+            if len(queue) >= self.batch:
+                self.flush()
+        self._inflight += 1
+        self.futures.append(future)
+        return future
+
+    def flush(self) -> None:
+        """Send the queued requests now (in one BATCH message)."""
+        queue = self._queue
+        if queue:
+            self._queue = []
+            self.client._submit_batch(queue)
+
+    def wait(self) -> None:
+        """Wait until every request of this pipeline is answered (or failed)."""
+        self.flush()
+        client = self.client
+        while self._inflight > 0:
+            client._progress()
+
+    def results(self) -> list:
+        """Wait for all, then return every result in submission order (raising the first
+        error) and forget the futures."""
+        self.wait()
+        futures, self.futures = self.futures, []
+        return [f.result() for f in futures]
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.wait()

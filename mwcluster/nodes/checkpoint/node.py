@@ -1,0 +1,621 @@
+"""The checkpoint node: a live replica of the master from its log stream, and snapshots of it
+written off the master's hot path.
+
+    open():  lock DATA_DIR -> remove temporary files left by a crash -> SUB to the master's
+             PUB (b"L", b"H"; no high-water mark: ZeroMQ queues, the loop drains) -> DEALER
+             to its ROUTER (nodes/checkpoint/link.py) -> status ROUTER -> load the newest local
+             snapshot that verifies -> Start the decision machine -> ready file
+    run():   poll [SUB, status ROUTER, wake pipe, checkpoint child's pidfd], at most TICK_S
+               SUB readable: decode up to MAX_DRAIN messages, feed each to the machine
+               status ROUTER readable: answer STATUS / PING
+               child exited: CheckpointDone / CheckpointFailed, prune, then the upload seam
+               every TICK_S: Tick (silence, retries, checkpoint period)
+               every HELLO_S: CHECKPOINT_HELLO to the master (fire and forget), so that the
+                 master's STATUS names this node's status endpoint
+             until request_stop(); then kill a running checkpoint child (its temporary file
+             is removed), close the sockets, release the lock.
+
+All decisions are in core/follower.py (`Follower`): this module only turns socket messages
+into its events and executes its instructions, every instruction of one event before the
+next event (the outcome of an instruction, e.g. a FETCH reply, is queued as an event). One
+thread owns the replica `State`; records are applied through `State.apply`, the same path
+as the master's. Checkpoints are written by a forked child (nodes/checkpoint/writer.py) while this
+loop keeps applying.
+
+Upload: after a local checkpoint succeeds, and at start for the newest local snapshot (it
+may not have reached the master before a crash), `_upload(header)` hands the file to the
+uploader (nodes/checkpoint/upload.py), a small thread with its own DEALER that sends it to the
+master (BEGIN, chunks with credit, END; retried from BEGIN with backoff). With `--once` the node
+waits for the upload before it exits (a few attempts only).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from mwcluster import errors
+from mwcluster.config import CheckpointConfig
+from mwcluster.core import failover as fo
+from mwcluster.core import follower as fm
+from mwcluster.core.recent import RecentRequests
+from mwcluster.core.records import decode_payload
+from mwcluster.core.state import State
+from mwcluster.engine import load_snapshot
+from mwcluster.nodes.checkpoint.link import MasterLink, check_records
+from mwcluster.nodes.status_endpoint import StatusEndpoint
+from mwcluster.nodes.checkpoint.upload import Uploader
+from mwcluster.nodes.checkpoint.writer import ForkedCheckpoint, Outcome
+from mwcluster.storage import snapshot as snapshots
+from mwcluster.storage.fsutil import lock_data_dir, write_file_atomic
+from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op, ProtocolError,
+                                     decode_pub)
+
+log = logging.getLogger(__name__)
+
+
+TICK_S = 0.1
+HELLO_S = 2.0
+MAX_DRAIN = 1024          # stream messages read before the other sockets are looked at
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _check_ints(*values) -> None:
+    for value in values:
+        if type(value) is not int or value < 0:
+            raise ValueError(f"expected an unsigned integer, got {value!r:.40}")
+
+
+class CheckpointNode:
+    def __init__(self, config: CheckpointConfig, *, once: bool = False) -> None:
+        self.config = config
+        self.once = once
+        self.data_dir = Path(config.data_dir)
+        self.snapshot_dir = self.data_dir / "snapshots"
+        self.incoming_dir = self.data_dir / "incoming"
+        self.machine = fm.Follower(fm.FollowerConfig(
+            heartbeat_interval_s=config.heartbeat_interval_s, period_s=config.period_s,
+            txns=config.txns, max_buffer_bytes=config.max_buffer_bytes))
+        self.state = State()
+        # the requests behind the records this replica covers (from the snapshot it loaded,
+        # then the records it applied): its checkpoints carry them to the master, and a
+        # promotion to the master it becomes, so that a retry is answered, not applied again
+        self.recent = RecentRequests(config.recent_requests)
+        self.status_endpoint = ""
+        self.exit_code = 0
+        self.started = time.monotonic()
+        self.child: ForkedCheckpoint | None = None
+        self.last_checkpoint: dict[str, Any] | None = None
+        self.checkpoint_failures = 0
+        self.last_checkpoint_failure: str | None = None
+        self.pending_upload: snapshots.SnapshotHeader | None = None
+        self.digest_mismatches = 0
+        self.stream_messages = 0
+        self.bad_messages = 0
+        self.local_start: dict[str, Any] | None = None
+        self._ctx: zmq.Context | None = None
+        self.sub: zmq.Socket | None = None
+        self.status_server: StatusEndpoint | None = None
+        self.link: MasterLink | None = None
+        self.uploader: Uploader | None = None
+        self._lock_fd: int | None = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stop_requested = False
+        self._closed = False
+        self.metrics = None                  # MetricsServer, with metrics_port
+        self._collector = None
+        self._next_metrics = 0.0
+        self._next_hello = 0.0
+        # failover (core/failover.py, nodes/checkpoint/promote.py): this node is the standby
+        self.standby = fo.StandbyMachine(
+            fo.FailoverConfig(fo.Mode(config.failover), config.failover_timeout_s,
+                              config.failover_timeout_s), time.monotonic())
+        self.promoted_master = None          # the Master it serves as, once promoted
+        self._acked_txid = 0                 # the replica txid last reported (REPLICA_ACK)
+        self.promotion: dict[str, Any] | None = None
+
+    # --- start ---------------------------------------------------------------------------
+
+    def open(self) -> CheckpointNode:
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        cfg = self.config
+        self._lock_data_dir()
+        from mwcluster.nodes.checkpoint.promote import highest_epoch_on_disk
+        self.standby.saw_epoch(highest_epoch_on_disk(cfg))
+        for leftover in snapshots.clean_temp(self.snapshot_dir):
+            log.warning("removed %s, left by a crash during a checkpoint", leftover)
+        if self.incoming_dir.is_dir():
+            for leftover in self.incoming_dir.glob("*.part"):
+                leftover.unlink(missing_ok=True)
+        self._ctx = ctx = zmq.Context()
+        sub = self.sub = ctx.socket(zmq.SUB)       # subscribe first (the Clone pattern)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, TOPIC_LOG)
+        sub.setsockopt(zmq.SUBSCRIBE, TOPIC_HEARTBEAT)
+        self._connect(sub, cfg.subscribe, "subscribe")
+        self.link = MasterLink(ctx, cfg.master, cfg.request_timeout_s)
+        self.uploader = Uploader(ctx, cfg.master, cfg.request_timeout_s,
+                                 bytes_per_s=cfg.upload_bytes_per_s,
+                                 **({"attempts": 4, "backoff_max_s": 2.0} if self.once else {}))
+        if cfg.status_endpoint:
+            self.status_server = StatusEndpoint(ctx, cfg.status_endpoint)
+            self.status_endpoint = self.status_server.endpoint
+            self.uploader.status_endpoint = self.status_endpoint
+        if cfg.metrics_port:
+            from mwcluster.nodes.checkpoint.metrics import CheckpointCollector
+            from mwcluster.nodes.metrics import MetricsServer
+
+            self._collector = CheckpointCollector()
+            self.metrics = MetricsServer(self._collector, cfg.metrics_host, cfg.metrics_port)
+        base = self._load_local()
+        if base is not None and not self.once:
+            # it may never have reached the master (the node died before or during its
+            # upload); the master answers "have" when it already keeps it
+            self._upload(snapshots.read_header(Path(self.local_start["path"])))
+        if self.once:
+            self._feed(fm.CheckpointRequested(time.monotonic()))
+        self._feed(fm.Start(time.monotonic(), base))
+        if cfg.ready_file:
+            write_file_atomic(cfg.ready_file, json.dumps(
+                {"status": self.status_endpoint, "pid": os.getpid(),
+                 "data_dir": str(self.data_dir),
+                 "metrics_port": self.metrics.port if self.metrics else None}).encode(),
+                durable=False)
+        log.info("following %s (log stream %s) %s; checkpoints every %g s or %d records in "
+                 "%s", cfg.master, cfg.subscribe, "with no local snapshot" if base is None
+                 else f"from the local snapshot at txid {base}", cfg.period_s, cfg.txns,
+                 self.snapshot_dir)
+
+    def _connect(self, sock: zmq.Socket, endpoint: str, what: str) -> None:
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise errors.MwclusterError(f"cannot connect the {what} socket to {endpoint}: "
+                                        f"{exc}") from None
+
+    def _lock_data_dir(self) -> None:
+        self._lock_fd = lock_data_dir(self.data_dir, "process")
+
+    def _load_local(self) -> int | None:
+        """Load the newest local snapshot that verifies (with its recent requests); its
+        txid, or None."""
+        for _txid, path in snapshots.list_snapshots(self.snapshot_dir):
+            started = time.monotonic()
+            recent = RecentRequests(self.config.recent_requests)
+            try:
+                self.state = load_snapshot(path, recent)
+            except errors.MwclusterError as exc:
+                log.warning("local snapshot %s is skipped: %s", path, exc)
+                continue
+            self.recent = recent
+            self.local_start = {"path": str(path), "txid": self.state.txid,
+                                "seconds": round(time.monotonic() - started, 6)}
+            gc.freeze()
+            return self.state.txid
+        return None
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop (thread-safe, and safe in a signal handler)."""
+        self._stop_requested = True
+        if not self._closed:
+            try:
+                os.write(self._wake_w, b"\x01")
+            except OSError:
+                pass
+
+    def run(self) -> int:
+        """Follow and checkpoint until request_stop() (or, with once, the first checkpoint).
+        Returns the process exit code."""
+        sub = self.sub
+        try:
+            next_tick = time.monotonic()
+            while not self._stop_requested:
+                poller = zmq.Poller()
+                poller.register(sub, zmq.POLLIN)
+                poller.register(self._wake_r, zmq.POLLIN)
+                status_sock = self.status_server.sock if self.status_server else None
+                if status_sock is not None:
+                    poller.register(status_sock, zmq.POLLIN)
+                child = self.child
+                if child is not None and child.pidfd is not None:
+                    poller.register(child.pidfd, zmq.POLLIN)
+                now = time.monotonic()
+                ready = dict(poller.poll(max(0.0, (next_tick - now) * 1000)))
+                if sub in ready:
+                    self._drain_stream()
+                if self.state.txid != self._acked_txid:
+                    self._ack_replica()
+                if status_sock is not None and status_sock in ready:
+                    self.status_server.answer(self.status, self.machine.epoch or 0,
+                                              {Op.PROMOTE: self._on_promote,
+                                               Op.VOTE: self._on_vote})
+                    if self.promoted_master is not None:
+                        break               # promoted: the master's loop takes over now
+                if self._wake_r in ready:
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                if self.child is not None:
+                    self._reap()
+                now = time.monotonic()
+                if now >= next_tick:
+                    self._failover_tick(now)
+                    if self.promoted_master is not None:
+                        break
+                    self._feed(fm.Tick(now))
+                    next_tick = now + TICK_S
+                    if now >= self._next_hello:
+                        self._hello()
+                        self._next_hello = now + HELLO_S
+                    if self._collector is not None and now >= self._next_metrics:
+                        self._collector.status = self.status()
+                        self._next_metrics = now + 1.0
+        except Exception:
+            log.exception("epoch %s: the checkpoint loop failed at txid %d; stopping",
+                          self.machine.epoch, self.state.txid)
+            self.exit_code = 1
+        self.close()
+        return self.exit_code
+
+    def _ack_replica(self) -> None:
+        """Tell the master how far the replica is (it releases `replicated` replies up to
+        there): one message per loop iteration that applied something, not waited for."""
+        self._acked_txid = self.state.txid
+        self.link.notify(Op.REPLICA_ACK, [self.state.txid])
+
+    def _hello(self) -> None:
+        # the highest epoch this node has seen travels with it: a master below it is fenced
+        self.link.epoch_seen = self.standby.highest_epoch
+        last = self.last_checkpoint
+        self.link.notify(Op.CHECKPOINT_HELLO, [self.status_endpoint or None, self.state.txid,
+                                               last["txid"] if last else None])
+
+    def _drain_stream(self) -> None:
+        sub = self.sub
+        for _ in range(MAX_DRAIN):
+            try:
+                frames = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            now = time.monotonic()
+            self.stream_messages += 1
+            try:
+                if len(frames) != 2:
+                    raise ProtocolError(ErrorCode.BAD_REQUEST, f"{len(frames)} frames")
+                topic, fields = decode_pub(frames[0], frames[1])
+                if topic == TOPIC_LOG:
+                    epoch, first, last, records, digest = fields
+                    check_records(records)
+                    _check_ints(epoch, first, last, 0 if digest is None else digest)
+                    event = fm.StreamBatch(epoch, first, last, records, now, digest)
+                else:
+                    epoch, durable, digest, _now_ms = fields
+                    _check_ints(epoch, durable, 0 if digest is None else digest)
+                    event = fm.Heartbeat(epoch, durable, digest, now)
+                self.standby.saw_master(now, epoch)
+            except (errors.MwclusterError, ValueError, TypeError) as exc:
+                self.bad_messages += 1
+                log.warning("a log-stream message could not be read (%s); the gap it leaves "
+                            "is fetched", exc)
+                continue
+            self._feed(event)
+
+    # --- executing the machine's instructions --------------------------------------------
+
+    def _feed(self, event) -> None:
+        events = deque([event])
+        while events:
+            instructions = self.machine.handle(events.popleft())
+            failed = None
+            for ins in instructions:
+                if failed is not None:
+                    # The rest assumed that record applied; a reload follows. A checkpoint
+                    # the machine counts as started must still be answered.
+                    if type(ins) is fm.Checkpoint:
+                        events.append(fm.CheckpointFailed(
+                            time.monotonic(), f"not started: record {failed.txid} did not "
+                            "apply"))
+                    continue
+                outcome = self._execute(ins)
+                if outcome is not None:
+                    events.append(outcome)
+                    if type(outcome) is fm.ApplyFailed:
+                        failed = outcome
+
+    def _execute(self, ins):
+        kind = type(ins)
+        if kind is fm.Apply:
+            state = self.state
+            remember = self.recent.remember
+            for txid, _epoch, payload in ins.records:
+                try:
+                    rec, origin = decode_payload(payload)
+                    result = state.apply(txid, rec)
+                    if origin is not None:
+                        remember(origin, txid, result)
+                except Exception as exc:  # noqa: BLE001  any failure: the replica reloads
+                    return fm.ApplyFailed(txid, f"{type(exc).__name__}: {exc}",
+                                          time.monotonic())
+            return None
+        if kind is fm.Fetch:
+            try:
+                durable, records = self.link.fetch(ins.from_txid, self.config.fetch_max_bytes)
+            except errors.Truncated:
+                return fm.FetchTruncated(time.monotonic())
+            except errors.MwclusterError as exc:
+                return fm.FetchFailed(time.monotonic(), str(exc))
+            return fm.Fetched(durable, records, time.monotonic(), self.link.epoch)
+        if kind is fm.CheckDigest:
+            return fm.DigestResult(ins.epoch, ins.txid, ins.digest, self.state.digest,
+                                   time.monotonic())
+        if kind is fm.Note:
+            log.log(_LEVELS.get(ins.level, logging.INFO), "%s", ins.text)
+            return None
+        if kind is fm.Checkpoint:
+            return self._start_checkpoint(ins)
+        if kind is fm.FetchSnapshot:
+            return self._load_master_snapshot(ins.reason)
+        if kind is fm.ResetEmpty:
+            self.state = State()
+            self.recent.clear()
+            return None
+        if kind is fm.SetAsideSnapshots:
+            return self._set_aside(ins)
+        if kind is fm.DigestMismatch:
+            self.digest_mismatches += 1
+            log.error("epoch %d: DIGEST MISMATCH at txid %d: the replica's digest is %016x, "
+                      "the master's %016x; the replica is reloaded from the master's snapshot "
+                      "and log", ins.epoch, ins.txid, ins.actual, ins.expected)
+            return None
+        raise AssertionError(f"unknown instruction {ins!r}")
+
+    def _load_master_snapshot(self, reason: str):
+        cfg = self.config
+        log.info("loading the master's snapshot (%s)", reason)
+        recent = RecentRequests(cfg.recent_requests)
+        try:
+            state = self.link.load_master_snapshot(self.incoming_dir, cfg.snapshot_chunk_bytes,
+                                                   cfg.snapshot_credit, recent)
+        except errors.NoSnapshot:
+            return fm.NoSnapshot(time.monotonic())
+        except errors.MwclusterError as exc:
+            return fm.SnapshotFailed(time.monotonic(), str(exc))
+        except OSError as exc:
+            return fm.SnapshotFailed(time.monotonic(), f"cannot write {self.incoming_dir}: "
+                                                       f"{exc}")
+        self.state = state
+        self.recent = recent        # the snapshot's requests, not the old replica's
+        # A base of millions of objects: keep the cyclic collector from walking it at every
+        # full collection (pauses of hundreds of ms at 1,000,000 keys, the replica's lag),
+        # as the master does after recovery. Dropped states are still freed by refcount.
+        gc.freeze()
+        return fm.SnapshotLoaded(state.txid, time.monotonic())
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def _set_aside(self, ins: fm.SetAsideSnapshots):
+        """Rename local snapshots above the last verified txid to `.diverged` (kept for
+        inspection, never loaded), and abandon a checkpoint of the diverged replica."""
+        for txid, path in snapshots.list_snapshots(self.snapshot_dir):
+            if txid > ins.after_txid:
+                aside = path.with_name(path.name + ".diverged")
+                try:
+                    os.replace(path, aside)
+                    log.error("local snapshot %s set aside as %s (%s after txid %d, the last "
+                              "point verified)", path.name, aside.name, ins.reason,
+                              ins.after_txid)
+                except OSError as exc:
+                    log.error("could not set aside %s: %s", path, exc)
+        child = self.child
+        if child is not None and child.txid > ins.after_txid:
+            self.child = None
+            child.kill()
+            self.checkpoint_failures += 1
+            self.last_checkpoint_failure = f"abandoned: {ins.reason}"
+            return fm.CheckpointFailed(time.monotonic(), f"abandoned: {ins.reason}")
+        return None
+
+    def _start_checkpoint(self, ins: fm.Checkpoint):
+        if self.state.txid != ins.txid:
+            return fm.CheckpointFailed(time.monotonic(), f"internal: the replica is at "
+                                       f"{self.state.txid}, not {ins.txid}")
+        try:
+            self.child = ForkedCheckpoint(self.state, self.recent, self.snapshot_dir, ins.epoch,
+                                          int(time.time() * 1000))
+        except OSError as exc:
+            return fm.CheckpointFailed(time.monotonic(), f"cannot start the checkpoint "
+                                                         f"process: {exc}")
+        log.info("epoch %d: checkpoint of txid %d started (pid %d)", ins.epoch, ins.txid,
+                 self.child.pid)
+        return None
+
+    def _reap(self) -> None:
+        outcome = self.child.poll()
+        if outcome is None:
+            return
+        self.child = None
+        self._checkpoint_finished(outcome)
+
+    def _checkpoint_finished(self, outcome: Outcome) -> None:
+        now = time.monotonic()
+        if not outcome.ok:
+            self.checkpoint_failures += 1
+            self.last_checkpoint_failure = outcome.reason
+            snapshots.clean_temp(self.snapshot_dir)
+            self._feed(fm.CheckpointFailed(now, outcome.reason))
+            if self.once:
+                log.error("checkpoint at txid %d failed: %s", outcome.txid, outcome.reason)
+                self.exit_code = 1
+                self._stop_requested = True
+            return
+        header = outcome.header
+        self.last_checkpoint = {
+            "txid": header.txid, "epoch": header.epoch, "digest": header.digest,
+            "path": str(header.path), "size_bytes": outcome.size_bytes,
+            "duration_s": round(outcome.duration_s, 6),
+            "time": header.created_ms / 1000}
+        log.info("epoch %d: checkpoint of txid %d written: %d bytes in %.3f s", header.epoch,
+                 header.txid, outcome.size_bytes, outcome.duration_s)
+        try:
+            for path in snapshots.prune(self.snapshot_dir, self.config.keep_snapshots):
+                log.info("removed the old snapshot %s", path)
+        except OSError as exc:
+            log.warning("could not remove old snapshots in %s: %s", self.snapshot_dir, exc)
+        self._feed(fm.CheckpointDone(header.txid, now))
+        self._upload(header)
+        if self.once:
+            self._stop_requested = True
+
+    def _upload(self, header: snapshots.SnapshotHeader) -> None:
+        """Send a local checkpoint to the master (on the uploader's thread)."""
+        self.pending_upload = header
+        if self.uploader is not None:
+            self.uploader.submit(header)
+
+    # --- promotion (nodes/checkpoint/promote.py) ------------------------------------------------
+
+    def _unpromotable(self) -> str | None:
+        """Why this node cannot be promoted now, or None. Every epoch it has heard of counts
+        first (the stream, FETCH replies): the new epoch must be above the master's."""
+        standby = self.standby
+        standby.saw_epoch(self.machine.epoch or 0)
+        standby.saw_epoch(self.link.epoch or 0)
+        cfg = self.config
+        if not (cfg.promote_client_endpoint and cfg.promote_pub_endpoint):
+            return ("this node cannot be promoted: set promote_client_endpoint and "
+                    "promote_pub_endpoint in its configuration (conf/checkpoint.toml) and "
+                    "restart it")
+        if standby.highest_epoch == 0:
+            return ("this node has never heard from a master (no epoch seen), so it cannot "
+                    "take an epoch known to be above the master's; let it join the master "
+                    "first")
+        return None
+
+    def _on_promote(self, _req) -> dict[str, Any]:
+        """The operator's PROMOTE: become the master (any failover mode)."""
+        why = self._unpromotable()
+        if why is not None and self.promotion is None:
+            raise errors.BadState(why)
+        return self._promote(self.standby.promote(time.monotonic()))
+
+    def _on_vote(self, req) -> dict[str, Any]:
+        """A client or worker that cannot reach the master asks this node to serve: it
+        promotes itself only as core/failover.py decides (auto mode, master silent)."""
+        why = self._unpromotable()
+        if why is not None and self.promotion is None:
+            self.standby.saw_epoch(req.epoch_seen)
+            return {"promoted": False, "reason": why}
+        decision = self.standby.vote(time.monotonic(), req.epoch_seen)
+        if isinstance(decision, fo.Refuse):
+            return {"promoted": False, "reason": decision.reason}
+        return self._promote(decision)
+
+    def _failover_tick(self, now: float) -> None:
+        if self.standby.config.mode is not fo.Mode.AUTO or self._unpromotable() is not None:
+            return
+        decision = self.standby.tick(now)
+        if decision is None or self.promotion is not None:
+            return
+        try:
+            self._promote(decision)
+        except errors.MwclusterError as exc:
+            log.error("automatic promotion failed: %s", exc)
+
+    def _promote(self, decision: fo.Promote) -> dict[str, Any]:
+        from mwcluster.nodes.checkpoint.promote import promote_node
+
+        return promote_node(self, decision)
+
+    # --- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        machine = self.machine
+        info = machine.status(now)
+        last = self.last_checkpoint
+        child = self.child
+        info.update({
+            "role": "checkpoint", "pid": os.getpid(), "data_dir": str(self.data_dir),
+            "uptime_s": round(now - self.started, 3),
+            "replica_txid": self.state.txid, "replica_digest": self.state.digest,
+            "keys": len(self.state.ns), "jobs": len(self.state.jobs.jobs),
+            "last_checkpoint_txid": last["txid"] if last else None,
+            "last_checkpoint_time": last["time"] if last else None,
+            "last_checkpoint_age_s": (round(max(0.0, time.time() - last["time"]), 3)
+                                      if last else None),
+            "last_checkpoint_size_bytes": last["size_bytes"] if last else None,
+            "last_checkpoint_duration_s": last["duration_s"] if last else None,
+            "last_checkpoint": last,
+            "checkpoints_total": machine.counters.checkpoints,
+            "checkpoint_failures": self.checkpoint_failures,
+            "last_checkpoint_failure": self.last_checkpoint_failure,
+            "checkpoint_running": None if child is None else {
+                "txid": child.txid, "pid": child.pid,
+                "running_s": round(now - child.started, 3)},
+            "local_snapshots": [t for t, _ in snapshots.list_snapshots(self.snapshot_dir)],
+            "started_from": self.local_start,
+            "upload": (self.uploader.status() if self.uploader else
+                       {"implemented": False, "pending_txid": None}),
+            "stream_messages": self.stream_messages, "bad_stream_messages": self.bad_messages,
+            "period_s": self.config.period_s, "txns": self.config.txns,
+            "failover": self.config.failover, "standby": self.standby.state.value,
+            "highest_epoch_seen": self.standby.highest_epoch,
+            "master_silent_s": round(self.standby.silent_for(now), 3),
+            "votes": self.standby.votes,
+        })
+        return info
+
+    # --- stop --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release everything (idempotent): a running checkpoint is stopped and its
+        temporary file removed; the completed snapshots stay."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.child is not None:
+            log.info("stopping the checkpoint of txid %d in progress", self.child.txid)
+            self.child.kill()
+            self.child = None
+        if self.uploader is not None:
+            if self.once and self.exit_code == 0:
+                self.uploader.wait()      # --once: the checkpoint goes to the master first
+            self.uploader.close()
+        if self.link is not None:
+            self.link.close()
+        if self.status_server is not None:
+            # the PROMOTE reply was just queued: give it a moment to leave
+            self.status_server.close(linger_ms=1000 if self.promoted_master else 0)
+        if self.sub is not None:
+            self.sub.close(linger=0)
+        if self._ctx is not None:
+            self._ctx.term()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.config.ready_file and self.promoted_master is None:
+            Path(self.config.ready_file).unlink(missing_ok=True)   # (the master's, once promoted)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info("stopped at txid %d", self.state.txid)

@@ -1,0 +1,495 @@
+"""What the master answers to one request frame: no sockets, no threads, no clock reads.
+
+`Handlers.handle(ident, frame)` decodes an untrusted frame with `wire.protocol`, runs the
+operation against the Engine and returns the encoded reply, or None when the reply is parked
+until the fsync that covers it (sync durability; `release` hands parked replies back once
+`durable_txid` passed their txid). Every failure becomes an error reply with a code; nothing
+is applied from a request that fails to decode or validate. The event loop (master.py) owns
+the sockets and calls this; tests can call it directly.
+
+Every operation runs through `_apply(req) -> (status, txid, result)`; `handle` packs that
+into one reply frame, `_batch` packs the answers of a BATCH's sub-requests into one frame (the
+frame is decoded once; each sub-request is validated and applied exactly as a single request
+would be, with its own request id for idempotency and its own durability).
+
+Job and worker operations (JOB_SUBMIT..WORKER_LEAVE, JOB_LIST/STATUS/TASKS) are answered by
+master_jobs.JobHandlers, with the same idempotency, parking and error rules.
+
+Mutations: decode -> recent(origin) answers a retry -> `records.from_wire` builds and
+type-checks the record -> `Engine.submit(..., durability="async", origin=...)` -> reply now,
+or park it when the request (or the master's default) asks for sync: a batch is parked whole,
+until the fsync that covers its highest txid. The engine never waits for the disk on this
+thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from typing import Any, Callable
+
+from mwcluster import errors
+from mwcluster.core.failover import Fence
+from mwcluster.core.keys import check_prefix
+from mwcluster.core.records import from_wire
+from mwcluster.engine import Engine
+from mwcluster.nodes.master.checkpoints import BadHello
+from mwcluster.nodes.master.jobs import JobHandlers, JobsConfig
+from mwcluster.nodes.master.upload import SnapshotUploads, UploadRefused
+from mwcluster.nodes.master.stats import MasterStats
+from mwcluster.storage import snapshot as snapshots
+from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES,
+                                     FIRST_JOB_OP, ErrorCode, Op, ProtocolError, Request,
+                                     args_check, decode_batch, decode_request, encode_error,
+                                     encode_reply, error_code_for, error_result)
+
+log = logging.getLogger(__name__)
+
+MAX_LIST = 100_000           # names or keys per CHILDREN / LIST reply
+MAX_CHUNK_BYTES = 1 << 20    # bytes per SNAPSHOT_CHUNK reply
+_OPT_INT = (int, type(None))
+_OPT_STR = (str, type(None))
+_BATCH = int(Op.BATCH)
+_UPLOAD_END = int(Op.SNAPSHOT_UPLOAD_END)
+_UPLOAD_CHUNK = int(Op.SNAPSHOT_UPLOAD_CHUNK)
+_REPLICATED = 3
+# What a fenced master still answers: its status, and the replication reads a standby or the
+# new master may need to take its last records (never a client's read or write).
+FENCED_ALLOWED = frozenset(int(op) for op in (Op.STATUS, Op.PING, Op.FETCH, Op.SNAPSHOT_INFO,
+                                              Op.SNAPSHOT_CHUNK, Op.CHECKPOINT_HELLO))
+
+Answer = tuple  # (status, txid, result): what an operation answers, before it is packed
+
+
+class Handlers:
+    """The request handlers of one master. Owned by the event loop thread."""
+
+    def __init__(self, engine: Engine, epoch: int, stats: MasterStats, *,
+                 default_sync: bool = False, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 fetch_max_bytes: int = 4 << 20, max_batch: int = DEFAULT_MAX_BATCH,
+                 status: Callable[[], dict] = dict,
+                 uploads: SnapshotUploads | None = None, jobs: JobsConfig = JobsConfig(),
+                 wall_ms: Callable[[], int] | None = None, fenced_by: int | None = None,
+                 on_fenced: Callable[[int], None] | None = None) -> None:
+        self.engine = engine
+        # Epoch fencing (core/failover.py): a request carrying a higher epoch than this
+        # master's fences it for good; `on_fenced` persists that before any refusal goes out.
+        self.fence = Fence(epoch)
+        if fenced_by is not None:        # from the fence file: fenced whatever its value
+            self.fence.fenced_by = fenced_by
+        self.on_fenced = on_fenced
+        self.drop_ops: frozenset[int] = frozenset()   # set only by the loop's fault seam
+        self.uploads = uploads if uploads is not None else SnapshotUploads(engine, epoch)
+        self.epoch = epoch
+        self.stats = stats
+        self.default_sync = default_sync
+        self.max_message_bytes = max_message_bytes
+        self.fetch_max_bytes = fetch_max_bytes
+        self.max_batch = max_batch
+        self.status = status
+        self.shutting_down = False
+        # Set by the master's loop, which wakes the journal flusher itself once a drain's
+        # replies are sent; left False, every append wakes it (as in-memory tests expect).
+        self.defer_flush = False
+        self.now = 0.0               # set by the loop before each batch (parking time)
+        self.batch_ops: dict[int, int] = {}   # requests per op in the current drain
+        self.batches = 0             # BATCH messages answered (their sub-requests count as
+        #                              requests of their own op)
+        # sync is wanted by durability 2, or by 0 when the master's default is sync
+        self._sync_levels = (0, 2) if default_sync else (2,)
+        # (txid, ident, reply, parked_at, request_id): sync replies waiting for their fsync, in
+        # the order they were parked (txid order, except a retry of an older request)
+        self.parked: deque[tuple[int, bytes, bytes, float, int]] = deque()
+        # `replicated` replies (durability 3), same tuples: released when the standby's
+        # REPLICA_ACK reaches their txid (it applies only records durable here)
+        self.parked_replicated: deque[tuple[int, bytes, bytes, float, int]] = deque()
+        self.replica_txid = 0        # the highest txid a standby reported applied
+        self.replica_acks = 0
+        self._reads: dict[int, Callable[[Request], Answer]] = {
+            Op.GET: self._get, Op.STAT: self._stat, Op.CHILDREN: self._children,
+            Op.LIST: self._list, Op.STATUS: self._status, Op.PING: self._ping,
+            Op.FETCH: self._fetch, Op.SNAPSHOT_INFO: self._snapshot_info,
+            Op.SNAPSHOT_CHUNK: self._snapshot_chunk,
+            Op.SNAPSHOT_UPLOAD_BEGIN: self._upload_begin,
+            Op.SNAPSHOT_UPLOAD_CHUNK: self._upload_in_batch,
+            Op.SNAPSHOT_UPLOAD_END: self._upload_in_batch,
+            Op.SNAPSHOT_UPLOAD_ABORT: self._upload_abort,
+            Op.CHECKPOINT_HELLO: self._checkpoint_hello,
+            Op.PROMOTE: self._standby_only, Op.VOTE: self._standby_only,
+            Op.REPLICA_ACK: self._replica_ack,
+        }
+        # jobs and workers (nodes/master/jobs.py): ops FIRST_JOB_OP..99 through _mutate, and reads
+        self.jobs = JobHandlers(self, jobs, **({"wall_ms": wall_ms} if wall_ms else {}))
+        for op in (Op.JOB_LIST, Op.JOB_STATUS, Op.JOB_TASKS):
+            self._reads[op] = self.jobs.handle
+
+    # --- entry points ----------------------------------------------------------------------
+
+    def handle(self, ident: bytes, frame: bytes) -> bytes | None:
+        """The reply to one request frame, or None when it was parked for sync."""
+        try:
+            req = decode_request(frame, self.max_message_bytes)
+        except ProtocolError as exc:
+            return self.error(exc.request_id or 0, exc.error, str(exc))
+        op = req[2]
+        if op in self.drop_ops:
+            return None              # the fault seam (master.CUT_STANDBY_ENV): unanswered
+        if req[5] > self.epoch:
+            self.saw_epoch(req[5])
+        if self.fence.fenced_by is not None and op not in FENCED_ALLOWED:
+            return self.fenced_error(req[1])
+        if op == _BATCH:
+            return self._batch(ident, req)
+        ops = self.batch_ops
+        ops[op] = ops.get(op, 0) + 1
+        if self.shutting_down:
+            return self._stopping(req[1])
+        if op == _UPLOAD_END or op == _UPLOAD_CHUNK:
+            return self._upload_parked(ident, req)
+        status, txid, result = self._apply(req)
+        reply = encode_reply(req[1], self.epoch, status, txid, result)
+        if txid and req[3] == _REPLICATED and txid > self.replica_txid:
+            return self._park(self.parked_replicated, txid, ident, reply, req[1])
+        if txid and req[3] in self._sync_levels and txid > self.engine.journal.durable_txid:
+            return self._park(self.parked, txid, ident, reply, req[1])
+        return reply
+
+    def saw_epoch(self, epoch: int) -> None:
+        """An epoch seen on any message (a request, the other node): fence on a higher one."""
+        if self.fence.saw_epoch(epoch):
+            log.error("epoch %d: FENCED: a peer has seen epoch %d, so another master replaced "
+                      "this one; client requests are refused from now on (rejoin as a "
+                      "standby: mwcluster master --rejoin-as-standby)", self.epoch, epoch)
+            if self.on_fenced is not None:
+                self.on_fenced(epoch)
+
+    def fenced_error(self, request_id: int) -> bytes:
+        return self.error(request_id, ErrorCode.FENCED,
+                          f"this master (epoch {self.epoch}) is fenced: a master under epoch "
+                          f"{self.fence.fenced_by} replaced it; nothing was applied, ask the "
+                          "other master")
+
+    def _park(self, queue: deque, txid: int, ident: bytes, reply: bytes,
+              request_id: int) -> bytes | None:
+        """Park a reply in `queue` (sync: until its fsync; replicated: until the standby has
+        it); while the journal is failing, answer at once that the record is not durable (a
+        retry with the same request id learns its fate)."""
+        failure = self.engine.journal.failure
+        if failure is not None:
+            return self.error(request_id, ErrorCode.UNAVAILABLE, _not_durable(txid, failure))
+        queue.append((txid, ident, reply, self.now, request_id))
+        return None
+
+    def _release(self, queue: deque, upto: int, now: float) -> list[tuple[bytes, bytes]]:
+        """The replies parked in `queue` for txids up to `upto`, as (ident, reply), oldest
+        first."""
+        out = []
+        wait = self.stats.sync_wait
+        while queue and queue[0][0] <= upto:
+            _txid, ident, reply, parked_at, _rid = queue.popleft()
+            out.append((ident, reply))
+            wait.add(now - parked_at)
+        return out
+
+    def release(self, durable_txid: int, now: float) -> list[tuple[bytes, bytes]]:
+        """Parked sync replies whose record is now durable."""
+        return self._release(self.parked, durable_txid, now)
+
+    def release_replicated(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Replicated replies the standby now has."""
+        return self._release(self.parked_replicated, self.replica_txid, now)
+
+    def expire_replicated(self, now: float, timeout_s: float) -> list[tuple[bytes, bytes]]:
+        """Replicated replies parked longer than `timeout_s`: answered `unavailable` (the
+        record is applied and, once durable, kept here; the standby did not confirm it)."""
+        parked = self.parked_replicated
+        out = []
+        while parked and now - parked[0][3] > timeout_s:
+            txid, ident, _reply, _at, request_id = parked.popleft()
+            out.append((ident, self.error(
+                request_id, ErrorCode.UNAVAILABLE,
+                f"applied as txid {txid} on the master, but no standby confirmed having it "
+                f"within {timeout_s:g} s (is a checkpoint node following this master?); it "
+                "may be lost by a failover. A retry with the same request id waits again")))
+        return out
+
+    def fail_parked(self, failure: str | None = None) -> list[tuple[bytes, bytes]]:
+        """The parked sync replies as `unavailable` errors, oldest first, while the journal
+        is failing (or with `failure` given, at a stop that could not save them): their
+        records were applied but may never become durable, and a sync caller must not wait
+        in silence for a disk that may stay full."""
+        failure = failure or self.engine.journal.failure
+        parked = self.parked
+        if failure is None or not parked:
+            return []
+        out = []
+        while parked:
+            txid, ident, _reply, _at, request_id = parked.popleft()
+            out.append((ident, self.error(request_id, ErrorCode.UNAVAILABLE,
+                                          _not_durable(txid, failure))))
+        return out
+
+    def _apply(self, req: Request) -> Answer:
+        """Run one decoded request; every failure becomes an error answer."""
+        op = req[2]
+        try:
+            if op < 100:
+                return self._mutate(req)
+            return self._reads[op](req)
+        except ProtocolError as exc:
+            return self._fail(exc.error, str(exc))
+        except Exception as exc:
+            return self._internal(op, exc)
+
+    def _internal(self, op: int, exc: Exception) -> Answer:
+        """A bug: log it, answer it, and keep serving everyone else."""
+        log.exception("epoch %d: request op %d failed unexpectedly", self.epoch, op)
+        return self._fail(ErrorCode.INTERNAL, f"internal error ({type(exc).__name__}: {exc})")
+
+    def _batch(self, ident: bytes, req: Request) -> bytes | None:
+        """One reply frame for a BATCH: the sub-replies in order; parked whole until the
+        fsync that covers its highest txid when any sub-request wants sync."""
+        client_id, request_id, _op, _durability, subs, _epoch_seen = req
+        if len(subs) > self.max_batch:
+            return self.error(request_id, ErrorCode.TOO_LARGE,
+                              f"a BATCH carries at most {self.max_batch} sub-requests; got "
+                              f"{len(subs)} (split it)")
+        if self.shutting_down:
+            return self._stopping(request_id)
+        self.batches += 1
+        ops = self.batch_ops
+        apply = self._apply
+        mutate = self._mutate
+        sync_levels = self._sync_levels
+        out = []
+        append = out.append
+        top = 0
+        want_sync = want_replicated = False
+        for sub in decode_batch(client_id, subs):
+            if type(sub) is not Request:
+                append((sub.request_id or 0, *self._fail(sub.error, str(sub))))
+                continue
+            op = sub[2]
+            ops[op] = ops.get(op, 0) + 1
+            if op < 100:
+                try:
+                    status, txid, result = mutate(sub)
+                except Exception as exc:
+                    status, txid, result = self._internal(op, exc)
+                if txid:
+                    if txid > top:
+                        top = txid
+                    if sub[3] in sync_levels:
+                        want_sync = True
+                    elif sub[3] == _REPLICATED:
+                        want_replicated = True
+            else:
+                status, txid, result = apply(sub)
+            append((sub[1], status, txid, result))
+        reply = encode_reply(request_id, self.epoch, 0, top, out)
+        if want_replicated and top > self.replica_txid:
+            return self._park(self.parked_replicated, top, ident, reply, request_id)
+        if want_sync and top > self.engine.journal.durable_txid:
+            return self._park(self.parked, top, ident, reply, request_id)
+        return reply
+
+    def _stopping(self, request_id: int) -> bytes:
+        return self.error(request_id, ErrorCode.SHUTTING_DOWN,
+                          "the master is stopping; nothing was applied, retry later")
+
+    def error(self, request_id: int, code: ErrorCode, message: str) -> bytes:
+        counts = self.stats.errors_by_code
+        counts[code] = counts.get(code, 0) + 1
+        return encode_error(request_id, self.epoch, code, message)
+
+    def _fail(self, code: ErrorCode, message: str) -> Answer:
+        counts = self.stats.errors_by_code
+        counts[code] = counts.get(code, 0) + 1
+        return int(code), 0, error_result(code, message)
+
+    # --- mutations ---------------------------------------------------------------------------
+
+    def _mutate(self, req: Request) -> Answer:
+        client_id, request_id, op, _durability, args, _epoch_seen = req
+        if op >= FIRST_JOB_OP:
+            return self.jobs.handle(req)
+        engine = self.engine
+        origin = (client_id, request_id)
+        hit = engine.recent(origin)
+        if hit is None:
+            try:
+                rec = from_wire([op, *args])
+            except errors.InvalidRecord as exc:
+                return self._fail(ErrorCode.BAD_REQUEST, f"{Op(op).name}: {exc}")
+            try:
+                txid, result = engine.submit(rec, durability="async", origin=origin,
+                                             wake=not self.defer_flush)
+            except errors.MwclusterError as exc:  # refused: nothing was applied
+                return self._fail(error_code_for(exc), str(exc))
+        else:
+            txid, result = hit
+            self.stats.retries += 1
+        return 0, txid, result
+
+    # --- reads -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _ok(req: Request, result: Any) -> Answer:
+        return 0, 0, result
+
+    def _get(self, req: Request) -> Answer:
+        key, = args_check(req, (str,), ("key",))
+        got = self.engine.state.ns.get_encoded(key)
+        if got is None:
+            return self._ok(req, None)
+        value, stat = got
+        return self._ok(req, (value, stat.version, stat.create_txid, stat.modify_txid))
+
+    def _stat(self, req: Request) -> Answer:
+        key, = args_check(req, (str,), ("key",))
+        stat = self.engine.state.ns.stat(key)
+        return self._ok(req, None if stat is None else tuple(stat))
+
+    def _children(self, req: Request) -> Answer:
+        path, limit = args_check(req, (str, _OPT_INT), ("path", "limit"))
+        limit = self._limit(req, limit)
+        try:
+            path = check_prefix(path)
+        except errors.InvalidRecord as exc:
+            return self._fail(ErrorCode.INVALID, str(exc))
+        return self._ok(req, self.engine.state.ns.children(path, limit))
+
+    def _list(self, req: Request) -> Answer:
+        prefix, limit, start_after = args_check(req, (str, int, _OPT_STR),
+                                                ("prefix", "limit", "start_after"))
+        limit = self._limit(req, limit)
+        return self._ok(req, self.engine.state.ns.list_prefix(prefix, limit, start_after))
+
+    @staticmethod
+    def _limit(req: Request, limit: int | None) -> int:
+        if limit is None:
+            return MAX_LIST
+        if type(limit) is not int or limit < 0:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{Op(req.op).name}: limit must be "
+                                "nil or a non-negative integer", req.request_id)
+        return min(limit, MAX_LIST)
+
+    def _status(self, req: Request) -> Answer:
+        args_check(req, (), ())
+        return self._ok(req, self.status())
+
+    def _replica_ack(self, req: Request) -> Answer:
+        txid, = args_check(req, (int,), ("replica_txid",))
+        if txid > self.replica_txid:
+            # never above what is durable here: the stream carries only durable records
+            self.replica_txid = min(txid, self.engine.journal.durable_txid)
+        self.replica_acks += 1
+        return self._ok(req, None)
+
+    def _standby_only(self, req: Request) -> Answer:
+        return self._fail(ErrorCode.BAD_REQUEST, f"{Op(req.op).name} is sent to a checkpoint "
+                          "node's status endpoint (the standby), not to a master")
+
+    def _ping(self, req: Request) -> Answer:
+        args_check(req, (), ())
+        return self._ok(req, None)
+
+    # --- replication ---------------------------------------------------------------------------
+
+    def _fetch(self, req: Request) -> Answer:
+        from_txid, max_bytes = args_check(req, (int, int), ("from_txid", "max_bytes"))
+        if from_txid < 0 or max_bytes < 0:
+            raise ProtocolError(ErrorCode.BAD_REQUEST,
+                                "FETCH: from_txid and max_bytes must be non-negative",
+                                req.request_id)
+        engine = self.engine
+        try:
+            records = engine.records(max(from_txid, 1),
+                                     max(1, min(max_bytes, self.fetch_max_bytes)))
+        except errors.Truncated as exc:
+            return self._fail(ErrorCode.TRUNCATED, str(exc))
+        return self._ok(req, (engine.journal.durable_txid, records))
+
+    def _newest_snapshot(self) -> snapshots.SnapshotHeader | None:
+        for _txid, path in snapshots.list_snapshots(self.engine.snapshot_dir):
+            try:
+                return snapshots.read_header(path)
+            except errors.MwclusterError as exc:   # damaged: offer the next older one
+                log.warning("epoch %d: snapshot %s is not offered: %s", self.epoch, path, exc)
+        return None
+
+    def _snapshot_info(self, req: Request) -> Answer:
+        args_check(req, (), ())
+        header = self._newest_snapshot()
+        if header is None:
+            return self._fail(ErrorCode.NO_SNAPSHOT, "there is no snapshot")
+        size = snapshots.HEADER_BYTES + header.body_bytes + snapshots.TRAILER_BYTES
+        return self._ok(req, (header.txid, header.epoch, header.digest, size,
+                              header.created_ms))
+
+    def _snapshot_chunk(self, req: Request) -> Answer:
+        txid, offset, length = args_check(req, (int, int, int), ("txid", "offset", "length"))
+        if txid < 0 or offset < 0 or length < 0:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "SNAPSHOT_CHUNK: txid, offset and "
+                                "length must be non-negative", req.request_id)
+        path = self.engine.snapshot_dir / snapshots.snapshot_name(txid)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, ValueError, OverflowError):
+            return self._fail(ErrorCode.NO_SNAPSHOT,
+                              f"the snapshot at txid {txid} is not kept (any more); ask "
+                              "SNAPSHOT_INFO for the newest")
+        try:
+            data = os.pread(fd, min(length, MAX_CHUNK_BYTES), offset)
+        except OverflowError:
+            data = b""
+        finally:
+            os.close(fd)
+        return self._ok(req, data)
+
+    # --- snapshot upload (nodes/master/upload.py) ------------------------------------------------
+
+    def _upload_begin(self, req: Request) -> Answer:
+        try:
+            return self._ok(req, self.uploads.begin(req.client_id, req.args))
+        except UploadRefused as exc:
+            return self._fail(exc.code, str(exc))
+
+    def _upload_abort(self, req: Request) -> Answer:
+        try:
+            return self._ok(req, self.uploads.abort(req.args))
+        except UploadRefused as exc:
+            return self._fail(exc.code, str(exc))
+
+    def _checkpoint_hello(self, req: Request) -> Answer:
+        uploads = self.uploads
+        try:
+            uploads.nodes.hello(req.client_id, req.args, uploads.clock())
+        except BadHello as exc:
+            return self._fail(ErrorCode.BAD_REQUEST, str(exc))
+        return self._ok(req, None)
+
+    def _upload_in_batch(self, req: Request) -> Answer:
+        return self._fail(ErrorCode.BAD_REQUEST, f"{Op(req.op).name} cannot be part of a BATCH")
+
+    def _upload_parked(self, ident: bytes, req: Request) -> bytes | None:
+        """CHUNK and END: None, the reply comes from uploads.finished() once the worker
+        thread wrote the chunk or installed the file; an error reply at once."""
+        try:
+            if req.op == _UPLOAD_END:
+                self.uploads.end(ident, req.request_id, req.args)
+            else:
+                self.uploads.chunk(ident, req.request_id, req.args)
+        except UploadRefused as exc:
+            return self.error(req.request_id, exc.code, str(exc))
+        except Exception as exc:
+            status, _txid, result = self._internal(req.op, exc)
+            return encode_reply(req.request_id, self.epoch, status, 0, result)
+        return None
+
+
+def _not_durable(txid: int, failure: str) -> str:
+    return (f"applied as txid {txid} but not durable: {failure}. It becomes durable only if "
+            "the disk recovers before the master stops; retry with the same request id to "
+            "learn whether it did")
