@@ -43,7 +43,7 @@ from mwcluster import Client  # noqa: E402
 from mwcluster.core import records as r  # noqa: E402
 from mwcluster.core.state import State  # noqa: E402
 from mwcluster.engine import Engine  # noqa: E402
-from mwcluster.nodes.master.handlers import Handlers  # noqa: E402
+from mwcluster.nodes.master.handlers import Drain, Handlers  # noqa: E402
 from mwcluster.nodes.metrics import MasterStats  # noqa: E402
 from mwcluster.testing import MasterProcess  # noqa: E402
 from mwcluster.wire.protocol import (Op, decode_reply, decode_request,  # noqa: E402
@@ -89,9 +89,10 @@ def bench_assign(base: Path, name: str, args, finished: int) -> dict:
         frames = Frames()
         workers = [f"w{i:03d}" for i in range(args.workers)]
         for w in workers:
-            h.handle(b"peer", frames(Op.WORKER_REGISTER, [w, "", args.slots]))
+            h.handle(b"peer", frames(Op.WORKER_REGISTER, [w, "", args.slots]), Drain(0.0))
         h.handle(b"peer", frames(Op.JOB_SUBMIT, ["running", "bench", "bench:noop", 0, 3,
-                                                 [[i, {}] for i in range(args.tasks)]]))
+                                                 [[i, {}] for i in range(args.tasks)]]),
+                 Drain(0.0))
         gc.collect()    # nothing left over from the previous configuration
         gc.freeze()     # as the master does after recovery
         assigned = 0
@@ -103,7 +104,7 @@ def bench_assign(base: Path, name: str, args, finished: int) -> dict:
             t0, c0 = time.perf_counter(), time.thread_time()
             for w in workers:
                 reply = decode_reply(h.handle(b"peer", frames(Op.TASK_REQUEST,
-                                                              [w, args.slots])))
+                                                              [w, args.slots]), Drain(0.0)))
                 got.append((w, reply.result))
             spent += time.perf_counter() - t0
             cpu += time.thread_time() - c0
@@ -115,7 +116,7 @@ def bench_assign(base: Path, name: str, args, finished: int) -> dict:
             for w, tasks in got:
                 for job_id, index, attempt, *_ in tasks:
                     h.handle(b"peer", frames(Op.TASK_FINISH, [w, job_id, index, attempt, True,
-                                                              None]))
+                                                              None]), Drain(0.0))
         jobs = len(engine.state.jobs.jobs)
     finally:
         gc.unfreeze()
@@ -167,7 +168,7 @@ def bench_submit(base: Path, args) -> dict:
             frame = frames(Op.JOB_SUBMIT, [f"big-{n}", "bench", "bench:noop", 0, 3, tasks])
             gc_before = gc_timer.seconds
             t0, c0 = time.perf_counter(), time.thread_time()
-            reply = decode_reply(h.handle(b"peer", frame))
+            reply = decode_reply(h.handle(b"peer", frame, Drain(0.0)))
             held.append(time.perf_counter() - t0)
             cpu.append(time.thread_time() - c0)
             in_gc.append(gc_timer.seconds - gc_before)

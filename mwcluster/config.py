@@ -20,19 +20,32 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from mwcluster.core.durability import MASTER_LEVELS
+from mwcluster.core.failover import Mode as FailoverMode
 from mwcluster.errors import ConfigError
+from mwcluster.wire.protocol import DEFAULT_CLIENT_ENDPOINT, DEFAULT_PUB_ENDPOINT
 
 ENV_PREFIX = "MWCLUSTER_"
 
 
 @dataclass(frozen=True, slots=True)
 class Key:
+    """One configuration key: declared once, read by the loaders, the documented TOML files
+    and the command-line options (cli/common.key_option)."""
     name: str
     kind: type                       # int, float, str or bool
     default: Any
     help: str
     check: Callable[[Any], bool] | None = None
     allowed: str = ""                # what `check` accepts, for the error message
+    choices: tuple[str, ...] = ()    # the only values allowed: the check, and the CLI's choice
+
+    def __post_init__(self) -> None:
+        if self.choices:
+            choices = self.choices
+            object.__setattr__(self, "check", lambda v: v in choices)
+            names = ["empty" if c == "" else c for c in choices]
+            object.__setattr__(self, "allowed", ", ".join(names[:-1]) + " or " + names[-1])
 
 
 def _at_least(n: float) -> Callable[[Any], bool]:
@@ -46,13 +59,13 @@ def _endpoint(v: str) -> bool:
 MASTER_KEYS: tuple[Key, ...] = (
     Key("data_dir", str, "./mwcluster-data", "journal, snapshots and the epoch file live here",
         lambda v: v != "", "a non-empty path"),
-    Key("client_endpoint", str, "tcp://127.0.0.1:5550",
+    Key("client_endpoint", str, DEFAULT_CLIENT_ENDPOINT,
         "ROUTER socket for clients, workers and the checkpoint node", _endpoint,
         "a ZeroMQ endpoint such as tcp://127.0.0.1:5550 (port 0 or * picks a free port)"),
-    Key("pub_endpoint", str, "tcp://127.0.0.1:5551", "PUB socket of the log stream", _endpoint,
+    Key("pub_endpoint", str, DEFAULT_PUB_ENDPOINT, "PUB socket of the log stream", _endpoint,
         "a ZeroMQ endpoint such as tcp://127.0.0.1:5551"),
     Key("durability", str, "async", "default durability of mutations",
-        lambda v: v in ("async", "sync"), "async or sync"),
+        choices=MASTER_LEVELS),
     Key("metrics_port", int, 0, "Prometheus metrics on 127.0.0.1:PORT; 0 turns them off",
         lambda v: 0 <= v <= 65535, "0..65535"),
     Key("metrics_host", str, "127.0.0.1", "address the metrics HTTP server listens on",
@@ -108,7 +121,7 @@ MASTER_KEYS: tuple[Key, ...] = (
         lambda v: v == "" or _endpoint(v), "empty or a ZeroMQ endpoint"),
 )
 
-_BY_NAME = {k.name: k for k in MASTER_KEYS}
+MASTER_BY_NAME = {k.name: k for k in MASTER_KEYS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +244,7 @@ def load_master_config(config_file: str | os.PathLike[str] | None = None, *,
                        flags: Mapping[str, Any] | None = None) -> MasterConfig:
     """Layer the sources; `flags` maps key names to values given on the command line (None
     means the flag was not given). The config file is `config_file`, else MWCLUSTER_CONFIG."""
-    values, sources = _layer(MASTER_KEYS, _BY_NAME, ENV_PREFIX, "master", config_file,
+    values, sources = _layer(MASTER_KEYS, MASTER_BY_NAME, ENV_PREFIX, "master", config_file,
                              os.environ if env is None else env, flags)
     return MasterConfig(**values, sources=sources)
 
@@ -243,9 +256,9 @@ CHECKPOINT_ENV_PREFIX = "MWCLUSTER_CHECKPOINT_"
 CHECKPOINT_KEYS: tuple[Key, ...] = (
     Key("data_dir", str, "./mwcluster-checkpoint", "the node's own snapshots live here",
         lambda v: v != "", "a non-empty path"),
-    Key("master", str, "tcp://127.0.0.1:5550", "the master's ROUTER (FETCH, snapshots)",
+    Key("master", str, DEFAULT_CLIENT_ENDPOINT, "the master's ROUTER (FETCH, snapshots)",
         _endpoint, "a ZeroMQ endpoint such as tcp://127.0.0.1:5550"),
-    Key("subscribe", str, "tcp://127.0.0.1:5551", "the master's PUB (the log stream)",
+    Key("subscribe", str, DEFAULT_PUB_ENDPOINT, "the master's PUB (the log stream)",
         _endpoint, "a ZeroMQ endpoint such as tcp://127.0.0.1:5551"),
     Key("status_endpoint", str, "", "ROUTER answering STATUS and PING with this node's status "
         "(empty: none; port 0 picks a free port)", lambda v: v == "" or _endpoint(v),
@@ -292,16 +305,16 @@ CHECKPOINT_KEYS: tuple[Key, ...] = (
         "once promoted (empty: DATA_DIR/master)"),
     Key("promote_durability", str, "", "the promoted master's default durability (empty: the "
         "old master's, read from its STATUS at the promotion; sync when it cannot be asked)",
-        lambda v: v in ("", "async", "sync"), "empty, async or sync"),
+        choices=("", *MASTER_LEVELS)),
     Key("failover", str, "manual", "manual: only `mwcluster promote` promotes this node; "
         "auto: it also promotes itself when the master is silent and a client votes",
-        lambda v: v in ("manual", "auto"), "manual or auto"),
+        choices=tuple(mode.value for mode in FailoverMode)),
     Key("failover_timeout_s", float, 3.0, "auto failover: the master's silence needed before "
         "a vote can promote this node", lambda v: 0.1 <= v <= 3600,
         "a number of seconds within 0.1..3600"),
 )
 
-_CHECKPOINT_BY_NAME = {k.name: k for k in CHECKPOINT_KEYS}
+CHECKPOINT_BY_NAME = {k.name: k for k in CHECKPOINT_KEYS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +358,7 @@ def load_checkpoint_config(config_file: str | os.PathLike[str] | None = None, *,
     """The checkpoint node's configuration, layered like the master's: defaults < TOML file
     (`config_file`, else MWCLUSTER_CHECKPOINT_CONFIG; top-level keys or a [checkpoint]
     table) < MWCLUSTER_CHECKPOINT_<KEY> environment variables < flags."""
-    values, sources = _layer(CHECKPOINT_KEYS, _CHECKPOINT_BY_NAME, CHECKPOINT_ENV_PREFIX,
+    values, sources = _layer(CHECKPOINT_KEYS, CHECKPOINT_BY_NAME, CHECKPOINT_ENV_PREFIX,
                              "checkpoint", config_file, os.environ if env is None else env,
                              flags)
     return CheckpointConfig(**values, sources=sources)
@@ -356,7 +369,7 @@ def load_checkpoint_config(config_file: str | os.PathLike[str] | None = None, *,
 WORKER_ENV_PREFIX = "MWCLUSTER_WORKER_"
 
 WORKER_KEYS: tuple[Key, ...] = (
-    Key("master", str, "tcp://127.0.0.1:5550", "the master's ROUTER endpoint; several separated "
+    Key("master", str, DEFAULT_CLIENT_ENDPOINT, "the master's ROUTER endpoint; several separated "
         "by commas (the master and the standby's promote endpoint) let the worker follow a "
         "failover", lambda v: all(_endpoint(e.strip()) for e in v.split(",")),
         "a ZeroMQ endpoint such as tcp://127.0.0.1:5550, or several separated by commas"),
@@ -394,7 +407,7 @@ WORKER_KEYS: tuple[Key, ...] = (
         lambda v: v != "", "a host name or address"),
 )
 
-_WORKER_BY_NAME = {k.name: k for k in WORKER_KEYS}
+WORKER_BY_NAME = {k.name: k for k in WORKER_KEYS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,24 +448,6 @@ def load_worker_config(config_file: str | os.PathLike[str] | None = None, *,
                        env: Mapping[str, str] | None = None,
                        flags: Mapping[str, Any] | None = None) -> WorkerConfig:
     """Layer the sources (the file: `config_file`, else MWCLUSTER_WORKER_CONFIG)."""
-    values, sources = _layer(WORKER_KEYS, _WORKER_BY_NAME, WORKER_ENV_PREFIX, "worker", config_file,
-                             os.environ if env is None else env, flags)
+    values, sources = _layer(WORKER_KEYS, WORKER_BY_NAME, WORKER_ENV_PREFIX, "worker",
+                             config_file, os.environ if env is None else env, flags)
     return WorkerConfig(**values, sources=sources)
-
-
-def default_toml(keys: tuple[Key, ...] = MASTER_KEYS) -> str:
-    """The documented config file with every key at its default (conf/master.toml)."""
-    lines = []
-    for key in keys:
-        lines.append(f"# {key.help}" + (f" ({key.allowed})" if key.allowed else ""))
-        lines.append(f"{key.name} = {_toml_value(key.default)}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)

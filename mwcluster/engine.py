@@ -23,10 +23,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable
 
+from mwcluster.core.durability import Durability
 from mwcluster.core.limits import Limits
 from mwcluster.core.recent import RecentRequests
 from mwcluster.core.records import Origin, Record, check_admission, decode_payload
@@ -37,11 +37,6 @@ from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.journal import Journal
 
 log = logging.getLogger(__name__)
-
-
-class Durability(StrEnum):
-    ASYNC = "async"   # acknowledged once applied and buffered
-    SYNC = "sync"     # acknowledged once the fsync covering the record returned
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +60,7 @@ class RecoveryReport:
 
 
 class Engine:
-    def __init__(self, data_dir: str | Path, *, durability: str = "async",
+    def __init__(self, data_dir: str | Path, *, durability: str | Durability = "async",
                  limits: Limits | None = None, keep_snapshots: int = 2, epoch: int = 0,
                  segment_bytes: int = 64 << 20, buffer_limit_bytes: int = 64 << 20,
                  journal_io=None, on_durable: Callable[[int], None] | None = None,
@@ -73,7 +68,9 @@ class Engine:
                  tail_bytes: int = 64 << 20, retry_initial_s: float = 0.05,
                  retry_max_s: float = 5.0) -> None:
         self.data_dir = Path(data_dir)
-        self.durability = Durability(durability)
+        self.durability = Durability.parse(durability)
+        if self.durability not in (Durability.ASYNC, Durability.SYNC):
+            raise ValueError(f"an engine's durability is async or sync, not {durability!r}")
         self.limits = limits or Limits()
         self.keep_snapshots = max(1, keep_snapshots)
         self.epoch = epoch
@@ -178,7 +175,7 @@ class Engine:
 
     # --- the write path ------------------------------------------------------------------
 
-    def submit(self, rec: Record, *, durability: str | None = None,
+    def submit(self, rec: Record, *, durability: Durability | str | None = None,
                origin: Origin | None = None, wake: bool = True) -> tuple[int, Any]:
         """Admit, apply and log one record; return (txid, result). Raises ApplyError (nothing
         changed), InvalidRecord (nothing changed) or JournalUnavailable (nothing changed).
@@ -200,7 +197,9 @@ class Engine:
             self._tail_bytes += len(payload)
             if self._tail_bytes > self._tail_limit:
                 self._trim_tail()
-        if (durability or self.durability) == Durability.SYNC and \
+        if durability.__class__ is str:
+            durability = Durability.parse(durability)
+        if (durability or self.durability) is Durability.SYNC and \
                 not self.journal.wait_durable(txid):
             # applied and buffered, but the journal stopped before an fsync covered it:
             # a sync caller must not take that for durable

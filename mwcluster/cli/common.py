@@ -12,12 +12,12 @@ from typing import Any, Iterator
 
 import click
 
+from mwcluster.config import Key
 from mwcluster.errors import MwclusterError
-
-DEFAULT_MASTER = "tcp://127.0.0.1:5550"
+from mwcluster.wire.protocol import DEFAULT_CLIENT_ENDPOINT
 
 master_option = click.option(
-    "--master", default=DEFAULT_MASTER, show_default=True, envvar="MWCLUSTER_MASTER",
+    "--master", default=DEFAULT_CLIENT_ENDPOINT, show_default=True, envvar="MWCLUSTER_MASTER",
     metavar="ENDPOINT", help="The master's client endpoint (env MWCLUSTER_MASTER); several "
                              "separated by commas are tried in turn.")
 timeout_option = click.option(
@@ -38,6 +38,45 @@ def connect(master: str, timeout_s: float) -> Iterator[Any]:
         raise click.ClickException(f"{exc.code}: {exc}") from None
     except ValueError as exc:      # a malformed endpoint (zmq reports it as a ValueError)
         raise click.ClickException(f"bad --master {master!r}: {exc}") from None
+
+
+# --- options of the node commands, from the config keys ----------------------------------
+
+_CLICK_TYPES = {int: int, float: float, str: str, bool: bool}
+
+
+def key_option(key: Key, *decls: str, note: str = "", **extra: Any):
+    """A click option that sets config key `key` (a flag, the top layer of the config): its
+    help and shown default are the key's own, declared once in config.py (after `note`). Its
+    value is None when the flag is not given, so the lower layers (environment, file,
+    default) decide."""
+    decls = decls or (f"--{key.name.replace('_', '-')}",)
+    if "multiple" not in extra:
+        extra.setdefault("type", click.Choice(key.choices) if key.choices
+                         else _CLICK_TYPES[key.kind])
+    shown = "" if key.default == "" else f" [{key.default}]"   # the help says what empty means
+    return click.option(*decls, key.name, default=None, help=f"{note}{key.help}{shown}",
+                        **extra)
+
+
+def key_options(by_name: dict[str, Key], *names: str):
+    """key_option for each of `names` (keys of `by_name`), in that order."""
+    def decorate(fn):
+        for name in reversed(names):
+            fn = key_option(by_name[name])(fn)
+        return fn
+    return decorate
+
+
+print_config_option = click.option(
+    "--print-config", is_flag=True,
+    help="Print the resolved configuration with the source of each value, and exit.")
+
+
+def echo_config(config: Any) -> None:
+    """Each key = its value, with where the value came from (--print-config)."""
+    for key, value in config.to_dict().items():
+        click.echo(f"{key} = {json.dumps(value)}    # {config.sources[key]}")
 
 
 # --- JSON <-> values ----------------------------------------------------------------------

@@ -13,19 +13,7 @@ import sys
 
 import click
 
-
-def send_promote(endpoint: str, timeout_s: float) -> dict:
-    """PROMOTE the node at `endpoint`, once; its report, or MwclusterError."""
-    from mwcluster import errors
-    from mwcluster.client import Client
-
-    try:
-        with Client(endpoint, timeout_s=timeout_s, retries=0) as client:
-            return client.promote()
-    except errors.RequestTimeout:
-        raise errors.RequestTimeout(f"no answer from {endpoint} within {timeout_s} s: is a "
-                                    "checkpoint node's status endpoint there? (its status "
-                                    "tells whether it was promoted meanwhile)") from None
+from mwcluster.client.connection import promote_standby
 
 
 @click.command()
@@ -40,7 +28,7 @@ def promote(endpoint, timeout_s, as_json) -> None:
     from mwcluster.errors import MwclusterError
 
     try:
-        report = send_promote(endpoint, timeout_s)
+        report = promote_standby(endpoint, timeout_s)
     except MwclusterError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

@@ -122,15 +122,15 @@ def job_status(job_id: str, as_json: bool, master: str, timeout_s: float) -> Non
 
 @job.command("wait")
 @click.argument("job_ids", nargs=-1, required=True)
-@click.option("--timeout", "wait_s", type=click.FloatRange(0.1), default=None,
-              help="Give up after this many seconds (exit 1).")
+@click.option("--max-wait-s", "wait_s", type=click.FloatRange(0.1), default=None,
+              help="Give up after this many seconds (exit 1) [wait until they finish].")
 @click.option("--poll-s", type=click.FloatRange(0.05), default=0.25, show_default=True)
 @master_option
 @timeout_option
 def job_wait(job_ids: tuple[str, ...], wait_s: float | None, poll_s: float, master: str,
              timeout_s: float) -> None:
     """Show live progress until the jobs finish: exit 0 if all succeeded, 2 if any failed
-    or was cancelled, 1 on an error (or --timeout)."""
+    or was cancelled, 1 on an error (or --max-wait-s)."""
     from rich.console import Console
 
     from mwcluster.client.watch import watch_jobs

@@ -7,12 +7,13 @@ SIGINT stop it gracefully: no new requests, the journal is drained and fsynced, 
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 
 import click
 
+from mwcluster.cli.common import echo_config, key_option, key_options, print_config_option
+from mwcluster.config import CHECKPOINT_BY_NAME, MASTER_BY_NAME, load_master_config
 from mwcluster.errors import MwclusterError
 
 
@@ -20,61 +21,27 @@ from mwcluster.errors import MwclusterError
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               default=None, help="TOML config file (see conf/master.toml); default: "
                                  "$MWCLUSTER_CONFIG if set.")
-@click.option("--data-dir", default=None, help="Journal, snapshots and epoch live here.")
-@click.option("--client-endpoint", default=None,
-              help="ROUTER endpoint for requests [tcp://127.0.0.1:5550]; port 0 picks one.")
-@click.option("--pub-endpoint", default=None,
-              help="PUB endpoint of the log stream [tcp://127.0.0.1:5551]; port 0 picks one.")
-@click.option("--durability", type=click.Choice(["async", "sync"]), default=None,
-              help="Default durability of mutations [async].")
-@click.option("--metrics-port", type=int, default=None,
-              help="Serve Prometheus metrics on this port (0: off) [0].")
-@click.option("--ready-file", default=None,
-              help="Write {client, pub, pid, epoch, metrics_port} as JSON here once serving.")
-@click.option("--worker-timeout-s", type=float, default=None,
-              help="Mark a worker lost after this long without a word from it [10].")
-@click.option("--worker-heartbeat-ms", type=int, default=None,
-              help="Heartbeat interval told to workers at register [1000].")
-@click.option("--max-assign-per-request", type=int, default=None,
-              help="Most tasks one TASK_REQUEST is given [64].")
-@click.option("--peer-master-endpoint", default=None,
-              help="Failover: the standby's promote endpoint, asked at start [none].")
-@click.option("--peer-status-endpoint", default=None,
-              help="Failover: the standby's status endpoint, asked at start [none].")
+@key_options(MASTER_BY_NAME, "data_dir", "client_endpoint", "pub_endpoint", "durability",
+             "metrics_port", "ready_file", "worker_timeout_s", "worker_heartbeat_ms",
+             "max_assign_per_request", "peer_master_endpoint", "peer_status_endpoint")
 @click.option("--rejoin-as-standby", is_flag=True,
               help="If the peer replaced this master, resynchronise as its standby (this "
                    "node's journal and snapshots are moved aside, kept).")
-@click.option("--promote-client-endpoint", default=None,
-              help="With --rejoin-as-standby: the ROUTER the standby serves on as master if "
-                   "promoted in turn [none: it cannot be].")
-@click.option("--promote-pub-endpoint", default=None,
-              help="With --rejoin-as-standby: the PUB of its log stream if promoted [none].")
+@key_option(CHECKPOINT_BY_NAME["promote_client_endpoint"], note="With --rejoin-as-standby: ")
+@key_option(CHECKPOINT_BY_NAME["promote_pub_endpoint"], note="With --rejoin-as-standby: ")
 @click.option("--force", is_flag=True,
               help="Serve even if the peer cannot be reached (it may have taken over: two "
                    "masters until one is fenced).")
-@click.option("--print-config", is_flag=True,
-              help="Print the resolved configuration with the source of each value, and exit.")
-def master(config_file, data_dir, client_endpoint, pub_endpoint, durability, metrics_port,
-           ready_file, worker_timeout_s, worker_heartbeat_ms, max_assign_per_request,
-           peer_master_endpoint, peer_status_endpoint, rejoin_as_standby,
-           promote_client_endpoint, promote_pub_endpoint, force, print_config) -> None:
+@print_config_option
+def master(config_file, rejoin_as_standby, promote_client_endpoint, promote_pub_endpoint,
+           force, print_config, **flags) -> None:
     """Run the master: serve requests, keep the journal, publish the log stream."""
-    from mwcluster.config import load_master_config
-
-    flags = {"data_dir": data_dir, "client_endpoint": client_endpoint,
-             "pub_endpoint": pub_endpoint, "durability": durability,
-             "metrics_port": metrics_port, "ready_file": ready_file,
-             "worker_timeout_s": worker_timeout_s, "worker_heartbeat_ms": worker_heartbeat_ms,
-             "max_assign_per_request": max_assign_per_request,
-             "peer_master_endpoint": peer_master_endpoint,
-             "peer_status_endpoint": peer_status_endpoint}
     try:
         config = load_master_config(config_file, flags=flags)
     except MwclusterError as exc:
         raise click.ClickException(str(exc)) from None
     if print_config:
-        for key, value in config.to_dict().items():
-            click.echo(f"{key} = {json.dumps(value)}    # {config.sources[key]}")
+        echo_config(config)
         return
     promote = {"promote_client_endpoint": promote_client_endpoint,
                "promote_pub_endpoint": promote_pub_endpoint}

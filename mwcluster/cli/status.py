@@ -67,28 +67,34 @@ def status_rows(info: dict) -> list[tuple[str, str]]:
     return rows
 
 
-CHECKPOINT_TIMEOUT_S = 1.0     # per checkpoint node: an unreachable one must not hold us up
+# per checkpoint node or worker: one that does not answer must not hold the rest up
+NODE_TIMEOUT_S = 1.0
+MAX_PARALLEL = 16
+
+
+def ask_status(endpoint: str, source: str, timeout_s: float) -> dict[str, Any]:
+    """The STATUS at a node's status endpoint, as {endpoint, source, reachable, error,
+    status}: an unreachable node is reported as such, never raised."""
+    from mwcluster.client import Client
+
+    entry: dict[str, Any] = {"endpoint": endpoint, "source": source, "reachable": False,
+                             "error": None, "status": None}
+    try:
+        with Client(endpoint, timeout_s=timeout_s, retries=0) as client:
+            entry["status"] = client.status()
+        entry["reachable"] = True
+    except RequestTimeout:
+        entry["error"] = f"timeout: no reply within {timeout_s:g} s"
+    except MwclusterError as exc:
+        entry["error"] = f"{exc.code}: {exc}"
+    except ValueError as exc:
+        entry["error"] = f"bad endpoint: {exc}"
+    return entry
 
 
 def checkpoint_statuses(endpoints: list[tuple[str, str]], timeout_s: float) -> list[dict]:
-    """STATUS of each checkpoint node, as {endpoint, source, reachable, error, status}: an
-    unreachable node is reported as such, never raised."""
-    from mwcluster.client import Client
-
-    out = []
-    for endpoint, source in endpoints:
-        entry: dict[str, Any] = {"endpoint": endpoint, "source": source, "reachable": False,
-                                 "error": None, "status": None}
-        try:
-            with Client(endpoint, timeout_s=timeout_s, retries=0) as client:
-                entry["status"] = client.status()
-            entry["reachable"] = True
-        except MwclusterError as exc:
-            entry["error"] = f"{exc.code}: {exc}"
-        except ValueError as exc:
-            entry["error"] = f"bad endpoint: {exc}"
-        out.append(entry)
-    return out
+    """STATUS of each checkpoint node (ask_status), in the order given."""
+    return [ask_status(endpoint, source, timeout_s) for endpoint, source in endpoints]
 
 
 def checkpoint_endpoints(explicit: tuple[str, ...], master_info: dict | None
@@ -121,10 +127,6 @@ def print_status_table(title: str, info: dict) -> None:
 
 # --- workers ----------------------------------------------------------------------------
 
-WORKER_TIMEOUT_S = 1.0     # per worker: one that does not answer must not hold the rest up
-MAX_PARALLEL = 16
-
-
 def worker_endpoints(explicit: tuple[str, ...], master_info: dict | None
                      ) -> list[tuple[str, str, str | None]]:
     """(endpoint, source, worker id the master knows it by) of the workers to ask: those
@@ -146,22 +148,9 @@ def worker_endpoints(explicit: tuple[str, ...], master_info: dict | None
     return [(endpoint, source, wid) for endpoint, (source, wid) in seen.items()]
 
 
-def _ask(endpoint: str, source: str, worker_id: str | None, timeout_s: float) -> dict:
-    from mwcluster.client import Client
-
-    entry: dict[str, Any] = {"endpoint": endpoint, "source": source, "worker_id": worker_id,
-                             "reachable": False, "error": None, "status": None}
-    try:
-        with Client(endpoint, timeout_s=timeout_s, retries=0) as client:
-            entry["status"] = client.status()
-        entry["reachable"] = True
-        entry["worker_id"] = entry["status"].get("worker_id", worker_id)
-    except RequestTimeout:
-        entry["error"] = f"timeout: no reply within {timeout_s:g} s"
-    except MwclusterError as exc:
-        entry["error"] = f"{exc.code}: {exc}"
-    except ValueError as exc:
-        entry["error"] = f"bad endpoint: {exc}"
+def _ask_worker(endpoint: str, source: str, worker_id: str | None, timeout_s: float) -> dict:
+    entry = ask_status(endpoint, source, timeout_s)
+    entry["worker_id"] = (entry["status"] or {}).get("worker_id", worker_id)
     return entry
 
 
@@ -172,7 +161,7 @@ def worker_statuses(endpoints: list[tuple[str, str, str | None]], timeout_s: flo
     if not endpoints:
         return []
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(endpoints))) as pool:
-        return list(pool.map(lambda e: _ask(*e, timeout_s), endpoints))
+        return list(pool.map(lambda e: _ask_worker(*e, timeout_s), endpoints))
 
 
 def _age(value: Any) -> str:
@@ -280,9 +269,9 @@ def status(as_json: bool, checkpoints: tuple[str, ...], workers: tuple[str, ...]
         master_error = exc
     discovered = None if no_discover else info
     nodes = checkpoint_statuses(checkpoint_endpoints(checkpoints, discovered),
-                                min(timeout_s, CHECKPOINT_TIMEOUT_S))
+                                min(timeout_s, NODE_TIMEOUT_S))
     worker_entries = worker_statuses(worker_endpoints(workers, discovered),
-                                     min(timeout_s, WORKER_TIMEOUT_S))
+                                     min(timeout_s, NODE_TIMEOUT_S))
     if as_json:
         out = dict(info or ({"error": master_error.message if master_error else None}
                             if ask_master else {}))

@@ -10,14 +10,16 @@ finish, then WORKER_LEAVE (the master requeues what is left), exit 0.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
 
 import click
 
+from mwcluster.cli.common import echo_config, key_option, key_options, print_config_option
+from mwcluster.config import WORKER_BY_NAME, load_worker_config
 from mwcluster.errors import MwclusterError
+from mwcluster.worker import REGISTRY, load_handler_modules
 
 log = logging.getLogger(__name__)
 
@@ -26,48 +28,21 @@ log = logging.getLogger(__name__)
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               default=None, help="TOML config file (see conf/worker.toml); default: "
                                  "$MWCLUSTER_WORKER_CONFIG if set.")
-@click.option("--master", default=None,
-              help="The master's endpoint, or several separated by commas (the master and the "
-                   "standby's promote endpoint) [tcp://127.0.0.1:5550].")
-@click.option("--standby-status", default=None,
-              help="The standby's status endpoint: unanswered requests vote for it to serve "
-                   "(auto failover) [none].")
-@click.option("--id", "worker_id", default=None, help="Worker id [host name and pid].")
-@click.option("--slots", type=int, default=None, help="Tasks at once [the CPU count].")
-@click.option("--handlers", multiple=True,
-              help="Python module whose @handler functions this worker runs (repeatable, or "
-                   "comma-separated), e.g. mwcluster.demo.job.")
-@click.option("--heartbeat-ms", type=int, default=None,
-              help="Heartbeat interval [the master's, 1000].")
-@click.option("--progress-interval-ms", type=int, default=None,
-              help="At most one progress report per task this often [500].")
-@click.option("--ready-file", default=None,
-              help="Write {worker_id, pid, slots, master} as JSON here once registered.")
-@click.option("--status-endpoint", default=None,
-              help="ROUTER answering STATUS and PING with this worker's status, e.g. "
-                   "tcp://127.0.0.1:5560 (port 0: a free one) [none].")
-@click.option("--metrics-port", type=int, default=None,
-              help="Prometheus metrics on this port (0: none) [0].")
-@click.option("--print-config", is_flag=True,
-              help="Print the resolved configuration with the source of each value, and exit.")
-def worker(config_file, master, standby_status, worker_id, slots, handlers, heartbeat_ms,
-           progress_interval_ms, ready_file, status_endpoint, metrics_port,
-           print_config) -> None:
+@key_options(WORKER_BY_NAME, "master", "standby_status")
+@key_option(WORKER_BY_NAME["worker_id"], "--id")
+@key_options(WORKER_BY_NAME, "slots")
+@key_option(WORKER_BY_NAME["handlers"], multiple=True,
+            note="Repeatable: ")
+@key_options(WORKER_BY_NAME, "heartbeat_ms", "progress_interval_ms", "ready_file",
+             "status_endpoint", "metrics_port")
+@print_config_option
+def worker(config_file, handlers, print_config, **flags) -> None:
     """Run a worker: take tasks from the master, run their handlers, report progress."""
-    from mwcluster.worker import REGISTRY, load_handler_modules
-    from mwcluster.config import load_worker_config
-
-    flags = {"master": master, "standby_status": standby_status, "worker_id": worker_id,
-             "slots": slots,
-             "handlers": ",".join(handlers) if handlers else None,
-             "heartbeat_ms": heartbeat_ms, "progress_interval_ms": progress_interval_ms,
-             "ready_file": ready_file, "status_endpoint": status_endpoint,
-             "metrics_port": metrics_port}
+    flags["handlers"] = ",".join(handlers) if handlers else None
     try:
         config = load_worker_config(config_file, flags=flags)
         if print_config:
-            for key, value in config.to_dict().items():
-                click.echo(f"{key} = {json.dumps(value)}    # {config.sources[key]}")
+            echo_config(config)
             return
         if "" not in sys.path:
             sys.path.insert(0, "")         # handler modules in the current directory

@@ -11,8 +11,7 @@
 """
 
 from mwcluster.client.calls import Assignment, Stat, op_check, op_delete, op_merge, op_put
-from mwcluster.client.connection import (DEFAULT_ENDPOINT, RETRY_POLICY, BatchFuture, Client,
-                                         Future, Pipeline)
+from mwcluster.client.connection import RETRY_POLICY, BatchFuture, Client, Future, Pipeline
 
-__all__ = ["Assignment", "BatchFuture", "Client", "Future", "Pipeline", "Stat",
-           "DEFAULT_ENDPOINT", "RETRY_POLICY", "op_check", "op_delete", "op_merge", "op_put"]
+__all__ = ["Assignment", "BatchFuture", "Client", "Future", "Pipeline", "Stat", "RETRY_POLICY",
+           "op_check", "op_delete", "op_merge", "op_put"]

@@ -33,21 +33,23 @@ from dataclasses import asdict, dataclass, field
 from threading import BrokenBarrierError
 from typing import Any
 
+from mwcluster.core.durability import Durability
 from mwcluster.errors import MwclusterError
+from mwcluster.wire.protocol import DEFAULT_CLIENT_ENDPOINT, DEFAULT_MAX_BATCH, Op
 
-# The operations a mix may name, with their wire op codes (mwcluster.wire.protocol.Op).
-OPS = {"put": 1, "get": 100, "stat": 101, "ping": 111}
-_DURABILITY = {"default": 0, "async": 1, "sync": 2}
+# The operations a mix may name, with their wire op codes.
+OPS = {"put": int(Op.PUT), "get": int(Op.GET), "stat": int(Op.STAT), "ping": int(Op.PING)}
+# The durability a run may ask its puts for.
+DURABILITIES = ("async", "sync", "default")
 # Request ids of the warm-up pings and of BATCH messages: far above any measured request id.
 _WARMUP_ID = 1 << 62
 _BATCH_ID = 1 << 61
-_BATCH_OP = 200        # mwcluster.wire.protocol.Op.BATCH
-MAX_BATCH = 1024       # mwcluster.wire.protocol.DEFAULT_MAX_BATCH
+_BATCH_OP = int(Op.BATCH)
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    master: str = "tcp://127.0.0.1:5550"
+    master: str = DEFAULT_CLIENT_ENDPOINT
     clients: int = 2
     inflight: int = 64
     ops: int = 200_000                 # in all, split between the clients
@@ -99,7 +101,7 @@ def _client_run(config: BenchConfig, index: int, barrier: Any) -> dict:
 
     count = config.share(index)
     client_id = os.urandom(16)
-    durability = _DURABILITY[config.durability]
+    durability = int(Durability.parse(config.durability))
     value = encode(os.urandom(config.value_bytes))
     keys = [f"/bench/k{j:07d}" for j in range(config.keys)]
     plan = _plan(config, index, count)
@@ -272,8 +274,8 @@ def run(config: BenchConfig) -> dict:
     """Run the benchmark; return the results (the JSON object `--json` prints)."""
     if config.ops < config.clients:
         raise ValueError("ops must be at least the number of clients")
-    if not 1 <= config.batch <= MAX_BATCH:
-        raise ValueError(f"batch must be within 1..{MAX_BATCH}")
+    if not 1 <= config.batch <= DEFAULT_MAX_BATCH:
+        raise ValueError(f"batch must be within 1..{DEFAULT_MAX_BATCH}")
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(config.clients + 1)
     results_q = ctx.Queue()

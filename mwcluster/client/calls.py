@@ -16,12 +16,13 @@ from typing import Any, Callable, NamedTuple
 
 from mwcluster import errors
 from mwcluster.core.namespace import Stat
-from mwcluster.core.records import Op as RecordOp
+from mwcluster.core.records import RecordKind
 from mwcluster.core.values import decode, encode
-from mwcluster.wire.protocol import Durability, ErrorCode, Op, ProtocolError, Reply
+from mwcluster.core.durability import Durability
+from mwcluster.wire.protocol import ErrorCode, Op, ProtocolError, Reply
 
 __all__ = ["Assignment", "Calls", "Stat", "error_from_reply", "op_check", "op_delete",
-           "op_merge", "op_put", "parse_durability"]
+           "op_merge", "op_put"]
 
 # The wire's error codes and the exceptions of the same meaning. The state machine's
 # refusals keep their classes, so `except NoNode` works the same against an Engine and a
@@ -73,40 +74,24 @@ def error_from_reply(reply: Reply) -> errors.MwclusterError:
     return exc
 
 
-_DURABILITY = {None: 0, "default": 0, "async": 1, "sync": 2, "replicated": 3}
-
-
-def parse_durability(durability: str | int | None) -> int:
-    """None or "default" (the master's mode), "async", "sync", "replicated" (acknowledged once
-    the standby has the record: docs/failover.md), or a Durability value."""
-    if isinstance(durability, int) and not isinstance(durability, bool):
-        return int(Durability(durability))
-    try:
-        return _DURABILITY[durability]
-    except (KeyError, TypeError):
-        raise ValueError(f"durability must be None, 'default', 'async', 'sync' or "
-                         f"'replicated', not "
-                         f"{durability!r}") from None
-
-
 # --- multi operation builders -------------------------------------------------------------
 
 
 def op_put(key: str, value: Any, expected_version: int | None = None) -> list:
-    return [RecordOp.PUT.value, key, encode(value), expected_version]
+    return [RecordKind.PUT.value, key, encode(value), expected_version]
 
 
 def op_merge(key: str, patch: dict, expected_version: int | None = None) -> list:
-    return [RecordOp.MERGE.value, key, encode(patch), expected_version]
+    return [RecordKind.MERGE.value, key, encode(patch), expected_version]
 
 
 def op_delete(key: str, recursive: bool = False, expected_version: int | None = None) -> list:
-    return [RecordOp.DELETE.value, key, bool(recursive), expected_version]
+    return [RecordKind.DELETE.value, key, bool(recursive), expected_version]
 
 
 def op_check(key: str, expected_version: int) -> list:
     """Inside a multi: fail unless `key` is at `expected_version` (0: must not exist)."""
-    return [RecordOp.CHECK.value, key, expected_version]
+    return [RecordKind.CHECK.value, key, expected_version]
 
 
 # --- reply conversions ----------------------------------------------------------------------
@@ -199,23 +184,23 @@ class Calls:
         """Set `key` to `value` (anything msgpack carries). `expected_version`: None for
         unconditional, 0 for "must not exist", n for "must be at version n"."""
         return self._run(Op.PUT, [key, encode(value), expected_version],
-                         parse_durability(durability), _txid)
+                         Durability.parse(durability), _txid)
 
     def merge(self, key: str, patch: dict, expected_version: int | None = None,
               durability: str | int | None = None):
         """Merge a map into the map at `key` (RFC 7386: nil removes a field)."""
         return self._run(Op.MERGE, [key, encode(patch), expected_version],
-                         parse_durability(durability), _txid)
+                         Durability.parse(durability), _txid)
 
     def delete(self, key: str, recursive: bool = False, expected_version: int | None = None,
                durability: str | int | None = None):
         return self._run(Op.DELETE, [key, bool(recursive), expected_version],
-                         parse_durability(durability), _txid)
+                         Durability.parse(durability), _txid)
 
     def multi(self, ops: list, durability: str | int | None = None):
         """Apply all of `ops` (built with op_put/op_merge/op_delete/op_check) or none;
         returns (txid, per-operation results)."""
-        return self._run(Op.MULTI, [list(ops)], parse_durability(durability), _multi)
+        return self._run(Op.MULTI, [list(ops)], Durability.parse(durability), _multi)
 
     # --- reads, served from the master's memory ---
 
@@ -278,16 +263,16 @@ class Calls:
         shared = dict(params) if params else {}
         return self._run(Op.JOB_SUBMIT, [job_id, name, handler, priority, max_attempts,
                                          [[task, shared] for task in tasks]],
-                         parse_durability(durability), _result)
+                         Durability.parse(durability), _result)
 
     def cancel_job(self, job_id: str, reason: str = "", durability: str | int | None = None):
         """Cancel every unfinished task of the job; returns how many were cancelled."""
-        return self._run(Op.JOB_CANCEL, [job_id, reason], parse_durability(durability),
+        return self._run(Op.JOB_CANCEL, [job_id, reason], Durability.parse(durability),
                          _result)
 
     def delete_job(self, job_id: str, durability: str | int | None = None):
         """Forget a finished job; returns its task count."""
-        return self._run(Op.JOB_DELETE, [job_id], parse_durability(durability), _result)
+        return self._run(Op.JOB_DELETE, [job_id], Durability.parse(durability), _result)
 
     def jobs(self, include_finished: bool = True):
         """Summary maps of the jobs, in submit order."""
@@ -312,7 +297,7 @@ class Calls:
         args = [worker_id, address, slots]
         if status_endpoint is not None:
             args.append(status_endpoint)
-        return self._run(Op.WORKER_REGISTER, args, parse_durability(durability), _result)
+        return self._run(Op.WORKER_REGISTER, args, Durability.parse(durability), _result)
 
     def worker_heartbeat(self, worker_id: str, running):
         """Soft state: returns {"known": bool, "cancel": [[job_id, index, attempt], ...],
@@ -324,7 +309,7 @@ class Calls:
                       durability: str | int | None = "sync"):
         """Tasks for the worker to run now (maybe none), as Assignments; sync by default, so
         that an assignment is durable before the worker starts it."""
-        return self._run(Op.TASK_REQUEST, [worker_id, max_tasks], parse_durability(durability),
+        return self._run(Op.TASK_REQUEST, [worker_id, max_tasks], Durability.parse(durability),
                          _assignments)
 
     def report_progress(self, worker_id: str, job_id: str, index: int, attempt: int,
@@ -334,15 +319,15 @@ class Calls:
         no longer the task's current one on this worker (the report is stale)."""
         return self._run(Op.TASK_PROGRESS, [worker_id, job_id, index, attempt,
                                             float(progress), dict(counters or {})],
-                         parse_durability(durability), _none)
+                         Durability.parse(durability), _none)
 
     def finish_task(self, worker_id: str, job_id: str, index: int, attempt: int, ok: bool,
                     outcome: Any, durability: str | int | None = "sync"):
         """Report the attempt's end: `outcome` is the result when ok, else the error
         message. Returns the task's new state; BadState when the report is stale."""
         return self._run(Op.TASK_FINISH, [worker_id, job_id, index, attempt, bool(ok),
-                                          outcome], parse_durability(durability), _result)
+                                          outcome], Durability.parse(durability), _result)
 
     def leave_worker(self, worker_id: str, durability: str | int | None = None):
         """Graceful exit: the worker's unfinished tasks go back to pending."""
-        return self._run(Op.WORKER_LEAVE, [worker_id], parse_durability(durability), _none)
+        return self._run(Op.WORKER_LEAVE, [worker_id], Durability.parse(durability), _none)

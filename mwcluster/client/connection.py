@@ -54,19 +54,20 @@ from typing import Any, Callable
 import tenacity
 import zmq
 
-from mwcluster.client.calls import (Assignment, Calls, Stat, convert_reply, error_from_reply, op_check, op_delete, op_merge, op_put)
+from mwcluster.client.calls import (Assignment, Calls, Stat, convert_reply, error_from_reply,
+                                    op_check, op_delete, op_merge, op_put)
 from mwcluster.core.failover import EpochFollower
 from mwcluster.errors import (Fenced, MessageTooLarge, MwclusterError, RequestTimeout,
                               ShuttingDown)
-from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op,
-                                     ProtocolError, Reply, decode_reply, encode_request)
+from mwcluster.wire.protocol import (DEFAULT_CLIENT_ENDPOINT, DEFAULT_MAX_BATCH,
+                                     DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op, ProtocolError,
+                                     Reply, decode_reply, encode_request)
 
 __all__ = ["Assignment", "BatchFuture", "Client", "Future", "Pipeline", "Stat",
-           "DEFAULT_ENDPOINT", "RETRY_POLICY", "op_check", "op_delete", "op_merge", "op_put"]
+           "RETRY_POLICY", "op_check", "op_delete", "op_merge", "op_put"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5550"
 DEFAULT_RETRIES = 3
 
 # The retry policy, defined once: timeouts, "the master is shutting down" and "fenced" (or a
@@ -195,7 +196,8 @@ class Client(Calls):
     stat, children, list, status, ping, fetch...) are defined in client_calls.Calls; each
     waits for its reply and returns its result or raises a typed MwclusterError."""
 
-    def __init__(self, endpoint: str | list[str] = DEFAULT_ENDPOINT, timeout_s: float = 5.0,
+    def __init__(self, endpoint: str | list[str] = DEFAULT_CLIENT_ENDPOINT,
+                 timeout_s: float = 5.0,
                  retries: int = DEFAULT_RETRIES, client_id: bytes | str | None = None, *,
                  sleep: Callable[[float], None] | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -578,3 +580,15 @@ class Pipeline(Calls):
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.wait()
+
+
+def promote_standby(endpoint: str, timeout_s: float) -> dict:
+    """PROMOTE the checkpoint node whose status endpoint is `endpoint`, once (a promotion is
+    never repeated blindly); its report (docs/failover.md), or MwclusterError."""
+    try:
+        with Client(endpoint, timeout_s=timeout_s, retries=0) as client:
+            return client.promote()
+    except RequestTimeout:
+        raise RequestTimeout(f"no answer from {endpoint} within {timeout_s} s: is a "
+                             "checkpoint node's status endpoint there? (its status tells "
+                             "whether it was promoted meanwhile)") from None

@@ -16,7 +16,3 @@ MASK = (1 << 64) - 1
 def entry_hash(tag: bytes, body: bytes) -> int:
     """The hash of one entry; `tag` tells entry kinds apart (b"k", b"j", b"t", b"w")."""
     return int.from_bytes(blake2b(tag + body, digest_size=8).digest(), "little")
-
-
-def format_digest(digest: int) -> str:
-    return f"{digest:016x}"

@@ -41,6 +41,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from mwcluster.core.durability import MASTER_LEVELS, Durability
+
 
 GENERATION_SHIFT = 20                  # epoch = generation << 20 | starts within it
 MAX_EPOCH = (1 << 32) - 1                # epochs are u32 on disk and on the wire
@@ -58,7 +60,7 @@ def promoted_durability(configured: str, old_master: str | None) -> str:
     when it answered at the promotion; else `sync` (never weaker than an unknown one)."""
     if configured:
         return configured
-    return old_master if old_master in ("async", "sync") else "sync"
+    return old_master if old_master in MASTER_LEVELS else Durability.SYNC.label
 
 
 class Mode(enum.StrEnum):

@@ -57,8 +57,3 @@ def check_prefix(path: object) -> str:
 def subtree_bounds(path: str) -> tuple[str, str]:
     """Keys strictly below `path` (a key or '' for the root) lie in [lo, hi)."""
     return path + "/", path + _AFTER_SLASH
-
-
-def parent_of(key: str) -> str:
-    """The parent path of a key ('' for a top-level key)."""
-    return key[: key.rfind("/")]

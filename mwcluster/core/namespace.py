@@ -50,10 +50,6 @@ def make_entry(key: str, version: int, created: int, modified: int, value: bytes
     return head + h + value, _from_bytes(h, "little")
 
 
-def entry_hash_of(entry: bytes) -> int:
-    return _META.unpack_from(entry)[3]
-
-
 def recompute_entry_hash(key: str, entry: bytes) -> int:
     version, created, modified, _ = _META.unpack_from(entry)
     return make_entry(key, version, created, modified, entry[META_BYTES:])[1]

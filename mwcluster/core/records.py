@@ -42,7 +42,11 @@ from mwcluster.core.values import check_encoded
 from mwcluster.errors import InvalidRecord
 
 
-class Op(IntEnum):
+class RecordKind(IntEnum):
+    """The code of each record type in the journal (the first element of its array). The
+    wire's mutation operations (wire.protocol.Op.PUT...) reuse these codes: a mutation
+    request's args are its record's fields."""
+
     PUT = 1
     MERGE = 2
     DELETE = 3
@@ -64,7 +68,7 @@ class Put(NamedTuple):
     key: str
     value: bytes
     expected_version: int | None = None
-    CODE = Op.PUT
+    CODE = RecordKind.PUT
     SPEC = ("str", "bytes", "opt_int")
 
 
@@ -72,7 +76,7 @@ class Merge(NamedTuple):
     key: str
     patch: bytes
     expected_version: int | None = None
-    CODE = Op.MERGE
+    CODE = RecordKind.MERGE
     SPEC = ("str", "bytes", "opt_int")
 
 
@@ -80,26 +84,26 @@ class Delete(NamedTuple):
     key: str
     recursive: bool = False
     expected_version: int | None = None
-    CODE = Op.DELETE
+    CODE = RecordKind.DELETE
     SPEC = ("str", "bool", "opt_int")
 
 
 class Check(NamedTuple):
     key: str
     expected_version: int
-    CODE = Op.CHECK
+    CODE = RecordKind.CHECK
     SPEC = ("str", "int")
 
 
 class Multi(NamedTuple):
     ops: tuple
-    CODE = Op.MULTI
+    CODE = RecordKind.MULTI
     SPEC = ("list",)
 
 
 class Noop(NamedTuple):
     note: str = ""
-    CODE = Op.NOOP
+    CODE = RecordKind.NOOP
     SPEC = ("str",)
 
 
@@ -111,7 +115,7 @@ class JobSubmit(NamedTuple):
     max_attempts: int
     tasks: list
     now_ms: int
-    CODE = Op.JOB_SUBMIT
+    CODE = RecordKind.JOB_SUBMIT
     SPEC = ("str", "str", "str", "int", "int", "list", "int")
 
 
@@ -119,13 +123,13 @@ class JobCancel(NamedTuple):
     job_id: str
     reason: str
     now_ms: int
-    CODE = Op.JOB_CANCEL
+    CODE = RecordKind.JOB_CANCEL
     SPEC = ("str", "str", "int")
 
 
 class JobDelete(NamedTuple):
     job_id: str
-    CODE = Op.JOB_DELETE
+    CODE = RecordKind.JOB_DELETE
     SPEC = ("str",)
 
 
@@ -134,7 +138,7 @@ class WorkerRegister(NamedTuple):
     address: str
     slots: int
     now_ms: int
-    CODE = Op.WORKER_REGISTER
+    CODE = RecordKind.WORKER_REGISTER
     SPEC = ("str", "str", "int", "int")
 
 
@@ -142,14 +146,14 @@ class WorkerLost(NamedTuple):
     worker_id: str
     reason: str
     now_ms: int
-    CODE = Op.WORKER_LOST
+    CODE = RecordKind.WORKER_LOST
     SPEC = ("str", "str", "int")
 
 
 class WorkerLeave(NamedTuple):
     worker_id: str
     now_ms: int
-    CODE = Op.WORKER_LEAVE
+    CODE = RecordKind.WORKER_LEAVE
     SPEC = ("str", "int")
 
 
@@ -159,7 +163,7 @@ class TaskAssign(NamedTuple):
     worker_id: str
     attempt: int
     now_ms: int
-    CODE = Op.TASK_ASSIGN
+    CODE = RecordKind.TASK_ASSIGN
     SPEC = ("str", "int", "str", "int", "int")
 
 
@@ -170,7 +174,7 @@ class TaskProgress(NamedTuple):
     progress: float
     counters: dict
     now_ms: int
-    CODE = Op.TASK_PROGRESS
+    CODE = RecordKind.TASK_PROGRESS
     SPEC = ("str", "int", "int", "num", "map", "int")
 
 
@@ -181,7 +185,7 @@ class TaskFinish(NamedTuple):
     ok: bool
     outcome: Any
     now_ms: int
-    CODE = Op.TASK_FINISH
+    CODE = RecordKind.TASK_FINISH
     SPEC = ("str", "int", "int", "bool", "any", "int")
 
 
@@ -229,7 +233,7 @@ _pack = msgpack.Packer(use_bin_type=True).pack
 def to_wire(rec: Record) -> list:
     """The record as the msgpack-able array documented above."""
     if type(rec) is Multi:
-        return [Op.MULTI.value, [to_wire(op) for op in rec.ops]]
+        return [RecordKind.MULTI.value, [to_wire(op) for op in rec.ops]]
     return [rec.CODE.value, *rec]
 
 

@@ -52,9 +52,9 @@ class StandbyProcess(CheckpointProcess):
 
     def promote(self, timeout_s: float = 60.0) -> dict:
         """PROMOTE through the status endpoint; the node's report."""
-        from mwcluster.cli.failover import send_promote
+        from mwcluster.client.connection import promote_standby
 
-        return send_promote(self.status_endpoint, timeout_s)
+        return promote_standby(self.status_endpoint, timeout_s)
 
     def master_info(self) -> dict | None:
         """The promoted master's ready file ({client, pub, pid, epoch}), None before."""
@@ -88,7 +88,7 @@ class SyncWriter:
         return self
 
     def _run(self) -> None:
-        from mwcluster import Client
+        from mwcluster.client import Client
 
         deadline = time.monotonic() + self.max_s
         try:

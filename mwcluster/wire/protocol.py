@@ -10,8 +10,8 @@ Request/reply (client DEALER -> master ROUTER; the ROUTER adds the peer's identi
                      (, epoch_seen: uint)]
     reply frame:    [1, request_id: uint, epoch: uint, status: uint, txid: uint, result: any]
 
-`durability` is 0 (the master's default), 1 (async), 2 (sync) or 3 (replicated: the reply
-waits until the standby reports having the record). `status` 0 is success; any
+`durability` is a core.durability.Durability code: 0 (the master's default), 1 (async),
+2 (sync) or 3 (replicated: the reply waits until the standby reports having the record). `status` 0 is success; any
 other value is an error code (ErrorCode) and `result` is then [code_name: str, message: str].
 `epoch_seen`, optional (a 6-element request means 0), is the highest master epoch the sender
 has seen: a master under a lower epoch is fenced by it (docs/failover.md).
@@ -42,21 +42,28 @@ from typing import Any, NamedTuple
 import msgpack
 
 from mwcluster import errors
+from mwcluster.core.durability import Durability
+from mwcluster.core.records import RecordKind
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
 DEFAULT_MAX_BATCH = 1024       # sub-requests per BATCH
+
+# Where a master listens unless told otherwise: every config and the client default to these.
+DEFAULT_CLIENT_ENDPOINT = "tcp://127.0.0.1:5550"
+DEFAULT_PUB_ENDPOINT = "tcp://127.0.0.1:5551"
 
 TOPIC_LOG = b"L"
 TOPIC_HEARTBEAT = b"H"
 
 
 class Op(IntEnum):
-    # mutations: the codes and argument lists of core.records (args == record fields)
-    PUT = 1
-    MERGE = 2
-    DELETE = 3
-    MULTI = 5
+    # mutations: a request's args are its record's fields, so their codes are the record
+    # kinds (RECORD_MUTATIONS below: the one place where the two code spaces meet)
+    PUT = RecordKind.PUT
+    MERGE = RecordKind.MERGE
+    DELETE = RecordKind.DELETE
+    MULTI = RecordKind.MULTI
     # jobs and workers (nodes/master/jobs.py): args in ARG_SPECS below, see docs/protocol.md
     JOB_SUBMIT = 10    # [job_id|nil, name, handler, priority, max_attempts, [[input, params]]]
     JOB_CANCEL = 11    # [job_id, reason] -> cancelled task count
@@ -101,7 +108,13 @@ class Op(IntEnum):
     #                    txid, result], ...]
 
 
-MUTATIONS = frozenset({Op.PUT, Op.MERGE, Op.DELETE, Op.MULTI})
+# The mutations whose request becomes the record `[op, *args]` (nodes/master/handlers.py):
+# the only codes the wire operations share with the record kinds. Every other operation has
+# a code of its own; job and worker records are built by the master from the request.
+RECORD_MUTATIONS: dict[Op, RecordKind] = {Op.PUT: RecordKind.PUT, Op.MERGE: RecordKind.MERGE,
+                                         Op.DELETE: RecordKind.DELETE,
+                                         Op.MULTI: RecordKind.MULTI}
+MUTATIONS = frozenset(RECORD_MUTATIONS)
 # Logged job and worker operations: the master builds their records (it adds the time, a job
 # id, the scheduler's picks), so their args are not record fields. WORKER_HEARTBEAT is soft
 # state and logs nothing.
@@ -131,13 +144,6 @@ ARG_SPECS: dict[int, tuple[tuple, tuple[str, ...]]] = {
     Op.JOB_STATUS: ((str,), ("job_id",)),
     Op.JOB_TASKS: ((str, int, int, _OPT_STR), ("job_id", "start_index", "limit", "state")),
 }
-
-
-class Durability(IntEnum):
-    DEFAULT = 0
-    ASYNC = 1
-    SYNC = 2
-    REPLICATED = 3     # durable on the master and applied by the standby
 
 
 class ErrorCode(IntEnum):
@@ -297,7 +303,8 @@ def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
     if version == PROTOCOL_VERSION and type(version) is int and type(client_id) is bytes \
             and 1 <= len(client_id) <= 64 and type(request_id) is int \
             and 0 <= request_id < _U64 and type(op) is int and op in _KNOWN_OPS \
-            and type(durability) is int and 0 <= durability <= 3 and type(args) is list:
+            and type(durability) is int and 0 <= durability <= _MAX_DURABILITY \
+            and type(args) is list:
         return _new_request(Request, (client_id, request_id, op, durability, args, epoch_seen))
     rid = request_id if type(request_id) is int and request_id >= 0 else None
     if version != PROTOCOL_VERSION or type(version) is not int:
@@ -336,7 +343,8 @@ def decode_batch(client_id: bytes, subs: list) -> list[Request | ProtocolError]:
         if type(raw) is list and len(raw) == 4:
             rid, op, dur, args = raw
             if type(rid) is int and 0 <= rid < _U64 and type(op) is int and op in ok_ops \
-                    and type(dur) is int and 0 <= dur <= 3 and type(args) is list:
+                    and type(dur) is int and 0 <= dur <= _MAX_DURABILITY \
+                    and type(args) is list:
                 append_ok(new(Request, (client_id, rid, op, dur, args, 0)))
                 continue
         try:
@@ -350,6 +358,8 @@ def decode_batch(client_id: bytes, subs: list) -> list[Request | ProtocolError]:
 
 _new_request = tuple.__new__
 _U64 = 1 << 64
+_MAX_DURABILITY = int(max(Durability))
+_DURABILITY_CODES = ", ".join(f"{int(d)} ({d.label})" for d in Durability)
 
 
 def _check_fields(rid: int | None, request_id: Any, op: Any, durability: Any, args: Any,
@@ -359,10 +369,9 @@ def _check_fields(rid: int | None, request_id: Any, op: Any, durability: Any, ar
                             f"{what}request_id must be an unsigned 64-bit integer")
     if type(op) is not int:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}op must be an integer", rid)
-    if type(durability) is not int or durability not in (0, 1, 2, 3):
-        raise ProtocolError(ErrorCode.BAD_REQUEST,
-                            f"{what}durability must be 0 (default), 1 (async), 2 (sync) or 3 "
-                            "(replicated)", rid)
+    if type(durability) is not int or not 0 <= durability <= _MAX_DURABILITY:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}durability must be one of "
+                            f"{_DURABILITY_CODES}", rid)
     if type(args) is not list:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}args must be an array", rid)
     if op not in _KNOWN_OPS:

@@ -36,6 +36,7 @@ with atheris.instrument_imports():
     from mwcluster.core.limits import Limits
     from mwcluster.core.state import State
     from mwcluster.engine import Engine
+    from mwcluster.nodes.master.handlers import Drain as _Drain
     from mwcluster.nodes.master.handlers import Handlers
     from mwcluster.nodes.master.stats import MasterStats
     from mwcluster.storage import segments
@@ -75,7 +76,7 @@ def _check_state(state: State, what: str) -> None:
 def _handlers_target(body: bytes) -> None:
     global _count
     handlers = _handlers or _fresh_handlers()
-    out = handlers.handle(b"fuzz-peer", body)
+    out = handlers.handle(b"fuzz-peer", body, _Drain(0.0))
     if out is not None:
         reply = decode_reply(out)            # must decode: a ProtocolError here is a finding
         if not isinstance(reply.status, int) or not isinstance(reply.request_id, int):

@@ -11,7 +11,8 @@ from mwcluster.engine import Engine, load_snapshot
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.epoch import read_epoch
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing.checkpoint import (CheckpointProcess, checkpoint_once, idle_master_status, in_step, write)
+from mwcluster.testing.checkpoint import (CheckpointProcess, checkpoint_once, idle_master_status,
+                                          in_step, write)
 from mwcluster.wire.protocol import ErrorCode, Op
 
 # The master heartbeats every 0.05 s when idle (its loop looks every 0.25 s, so in practice

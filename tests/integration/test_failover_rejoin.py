@@ -10,7 +10,7 @@ from mwcluster import Client
 from mwcluster.core.failover import promotion_epoch
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
 from mwcluster.testing.checkpoint import write
-from mwcluster.cli.failover import send_promote
+from mwcluster.client.connection import promote_standby
 from mwcluster.testing.failover import StandbyProcess, free_endpoint
 
 
@@ -56,7 +56,7 @@ def test_old_master_restarts_fenced_then_rejoins_as_standby(tmp_path):
             not any((tmp_path / "m" / "journal").iterdir())
 
         # fail back: the rejoined standby is promoted in turn and fences the node it followed
-        again = send_promote(node_status, 60)
+        again = promote_standby(node_status, 60)
         assert again["epoch"] == promotion_epoch(report["epoch"]) and again["client"] == back
         assert again["old_master_fenced"] is True and again["records_missing"] == 0
         assert again["durability"] == "sync"

@@ -6,7 +6,9 @@ import msgpack
 import pytest
 
 from mwcluster import errors
-from mwcluster.client.calls import (ERROR_CLASSES, Calls, Stat, convert_reply, error_from_reply, op_check, op_delete, op_merge, op_put, parse_durability)
+from mwcluster.client.calls import (ERROR_CLASSES, Calls, Stat, convert_reply, error_from_reply,
+                                    op_check, op_delete, op_merge, op_put)
+from mwcluster.core.durability import Durability
 from mwcluster.core.records import Multi, from_wire
 from mwcluster.core.values import encode
 from mwcluster.wire.protocol import ErrorCode, Op, ProtocolError, Reply, error_code_for
@@ -55,11 +57,11 @@ def test_multi_ops_are_records_the_core_accepts():
 
 
 def test_durability_names():
-    assert [parse_durability(d) for d in (None, "default", "async", "sync", 2)] == [0, 0, 1, 2, 2]
+    assert [Durability.parse(d) for d in (None, "default", "async", "sync", 2)] == [0, 0, 1, 2, 2]
     with pytest.raises(ValueError):
-        parse_durability("fast")
+        Durability.parse("fast")
     with pytest.raises(ValueError):
-        parse_durability(7)
+        Durability.parse(7)
 
 
 def _reply(status=0, txid=0, result=None, epoch=3, request_id=9):

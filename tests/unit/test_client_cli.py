@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mwcluster.cli import main
-from mwcluster.cli.status import (format_status_value, status_rows)
-from mwcluster.cli.common import (from_json, parse_value, to_json)
+from mwcluster.cli.common import from_json, parse_value, to_json
+from mwcluster.cli.status import format_status_value, status_rows
 from test_client_socket import Stub
 
 
@@ -127,3 +127,33 @@ def test_importing_the_package_does_not_load_zmq():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "Client", out.stderr
+
+
+def _commands(group, path=()):
+    import click
+
+    for name, command in sorted(group.commands.items()):
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+
+
+def test_every_help_page_is_clean_and_names_each_option_once(recwarn):
+    """click warns (on every --help) when a command declares an option twice: one of the two
+    could never be set."""
+    for path, command in _commands(main):
+        result = CliRunner().invoke(main, [*path, "--help"], catch_exceptions=False)
+        assert result.exit_code == 0, (path, result.output)
+        names = [opt for param in command.params for opt in getattr(param, "opts", ())]
+        assert len(names) == len(set(names)), (path, names)
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_node_options_show_the_defaults_config_declares():
+    from mwcluster.cli.master import master
+    from mwcluster.config import MASTER_BY_NAME
+
+    helps = {param.name: param.help for param in master.params}
+    for name in ("data_dir", "client_endpoint", "worker_timeout_s", "durability"):
+        key = MASTER_BY_NAME[name]
+        assert helps[name] == f"{key.help} [{key.default}]"

@@ -9,7 +9,7 @@ import pytest
 
 from mwcluster import Client, errors
 from mwcluster.engine import Engine
-from mwcluster.nodes.master.handlers import Handlers
+from mwcluster.nodes.master.handlers import Drain, Handlers
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.storage import fenced as fence_file
 from mwcluster.wire.protocol import (ErrorCode, Op, ProtocolError, decode_reply, decode_request,
@@ -29,7 +29,7 @@ def engine(tmp_path):
 
 
 def ask(h: Handlers, op, args=(), rid=1, epoch_seen=0):
-    out = h.handle(b"peer", encode_request(CID, rid, op, list(args), 0, epoch_seen))
+    out = h.handle(b"peer", encode_request(CID, rid, op, list(args), 0, epoch_seen), Drain(0.0))
     return decode_reply(out)
 
 

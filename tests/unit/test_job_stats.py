@@ -10,7 +10,7 @@ import pytest
 
 from mwcluster.core.job_stats import Sums
 from mwcluster.engine import Engine
-from mwcluster.nodes.master.handlers import Handlers
+from mwcluster.nodes.master.handlers import Drain, Handlers
 from mwcluster.nodes.master.jobs import JobsConfig
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.wire.protocol import Op, decode_reply, encode_request
@@ -34,9 +34,10 @@ def test_kept_sums_equal_a_fresh_walk_after_every_step(tmp_path, seed):
     h = Handlers(eng, 1, MasterStats(), wall_ms=lambda: next(clock),
                  jobs=JobsConfig(worker_timeout_s=5.0, max_assign_per_request=8))
     ids = itertools.count(1)
+    drain = Drain(0.0)
 
     def ask(op, args):
-        return decode_reply(h.handle(b"p", encode_request(b"c", next(ids), op, args, 0)))
+        return decode_reply(h.handle(b"p", encode_request(b"c", next(ids), op, args, 0), drain))
 
     try:
         for j in range(3):
@@ -67,7 +68,7 @@ def test_kept_sums_equal_a_fresh_walk_after_every_step(tmp_path, seed):
                 ask(Op.WORKER_REGISTER, [w, "", rng.randint(1, 5)])
             elif roll < 0.95:
                 now += 10.0
-                h.now = now
+                drain = Drain(now)
                 for other in workers:
                     if other != w:
                         ask(Op.WORKER_HEARTBEAT, [other, []])
@@ -95,7 +96,8 @@ def test_a_finished_job_shows_exactly_one_and_floats_do_not_drift(tmp_path):
     ids = itertools.count(1)
 
     def ask(op, args):
-        reply = decode_reply(h.handle(b"p", encode_request(b"c", next(ids), op, args, 0)))
+        reply = decode_reply(h.handle(b"p", encode_request(b"c", next(ids), op, args, 0),
+                                      Drain(0.0)))
         assert reply.status == 0, reply
         return reply.result
 

@@ -114,11 +114,6 @@ def test_subtree_bounds_hold_the_subtree_and_nothing_else():
     assert all(root_lo <= k < root_hi for k in inside + outside)
 
 
-def test_parent_of():
-    assert keys.parent_of("/a/b/c") == "/a/b"
-    assert keys.parent_of("/a") == ""
-
-
 # --- values: encoding ----------------------------------------------------------------------
 
 SAMPLE_VALUES = [

@@ -1,10 +1,26 @@
 """Import directions between the layers, read from the source with `ast` (nothing is imported).
 
-- `mwcluster.core` is pure: it imports only itself and `mwcluster.errors` (so nothing of
-  storage, wire, nodes, engine or the CLI), and no standard module for files, sockets,
-  threads, processes, the clock or randomness.
-- `mwcluster.storage` is bytes in, bytes out: it imports only itself and `mwcluster.errors`
-  (so never core or wire: it knows nothing of the cluster model).
+The layers, lowest first (docs/architecture.md, "Layout"); each may import itself, the layers
+named for it, and `mwcluster.errors`:
+
+    core      pure: no files, sockets, threads, processes, clock or randomness
+    storage   bytes in, bytes out: knows nothing of the cluster model (not even core)
+    wire      the wire format: core's record kinds and durability levels
+    engine    core + storage: the write path and recovery
+    config    core + wire: typed configuration
+    worker    the handler API a task author imports: nothing else
+    client    wire + core: the client and its helpers, no engine, no node
+    nodes     where sockets and threads meet the machines: everything above, the client too
+              (a worker, a standby and a starting master are clients of a master); the
+              master's node imports no other role, the worker's none either, the checkpoint
+              node only the master's (a promoted standby runs a Master in its process)
+    cli       every layer above (it is the shell)
+    demo      the demo cluster: the client, the handler API, the engine and testing's
+              process helpers
+    testing   twins and process helpers: everything but the cli and the demo
+
+Also: no module imports another module's private name, and no two modules import each other
+(directly or through others).
 
 Every import statement counts, including those inside functions and `if TYPE_CHECKING:`.
 """
@@ -18,10 +34,30 @@ import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "mwcluster"
 
+BASE = ("mwcluster.errors",)
+_LOW = ("mwcluster.core", "mwcluster.storage", "mwcluster.wire", "mwcluster.engine",
+        "mwcluster.config", "mwcluster.worker", "mwcluster.client")
 LAYER_RULES = {
-    # layer: the mwcluster modules it may import (each with everything below it)
-    "mwcluster.core": ("mwcluster.core", "mwcluster.errors"),
-    "mwcluster.storage": ("mwcluster.storage", "mwcluster.errors"),
+    # layer: the mwcluster modules it may import besides BASE
+    "mwcluster.core": ("mwcluster.core",),
+    "mwcluster.storage": ("mwcluster.storage",),
+    "mwcluster.wire": ("mwcluster.wire", "mwcluster.core"),
+    "mwcluster.engine": ("mwcluster.engine", "mwcluster.core", "mwcluster.storage"),
+    "mwcluster.config": ("mwcluster.config", "mwcluster.core", "mwcluster.wire"),
+    "mwcluster.worker": ("mwcluster.worker",),
+    "mwcluster.client": ("mwcluster.client", "mwcluster.core", "mwcluster.wire"),
+    "mwcluster.nodes.master": (*_LOW, "mwcluster.nodes.master", "mwcluster.nodes.metrics",
+                               "mwcluster.nodes.status_endpoint"),
+    "mwcluster.nodes.worker": (*_LOW, "mwcluster.nodes.worker", "mwcluster.nodes.metrics",
+                               "mwcluster.nodes.status_endpoint"),
+    "mwcluster.nodes.checkpoint": (*_LOW, "mwcluster.nodes.checkpoint", "mwcluster.nodes.master",
+                                   "mwcluster.nodes.metrics", "mwcluster.nodes.status_endpoint"),
+    "mwcluster.nodes.metrics": (),
+    "mwcluster.nodes.status_endpoint": ("mwcluster.wire", "mwcluster.core"),
+    "mwcluster.cli": (*_LOW, "mwcluster.nodes", "mwcluster.cli", "mwcluster.demo"),
+    "mwcluster.demo": ("mwcluster.demo", "mwcluster.testing", "mwcluster.client",
+                       "mwcluster.worker", "mwcluster.engine", "mwcluster.core"),
+    "mwcluster.testing": (*_LOW, "mwcluster.nodes", "mwcluster.testing"),
 }
 
 # Standard or third-party modules that would bring I/O, time or chance into the pure core.
@@ -80,18 +116,113 @@ def test_the_walk_finds_the_layers():
                for name in names)
 
 
+def layer_of(module: str) -> str | None:
+    """The most specific layer a module belongs to."""
+    found = [layer for layer in LAYER_RULES if within(module, layer)]
+    return max(found, key=len) if found else None
+
+
+def test_every_module_has_a_layer():
+    unplaced = [m for m, _ in all_modules()
+                if layer_of(m) is None and m not in ("mwcluster", "mwcluster.errors",
+                                                     "mwcluster.nodes")]
+    assert unplaced == [], f"modules outside every layer (add them to LAYER_RULES): {unplaced}"
+
+
 @pytest.mark.parametrize("layer", sorted(LAYER_RULES))
 def test_layers_import_only_what_they_may(layer):
-    allowed = LAYER_RULES[layer]
+    allowed = (*LAYER_RULES[layer], *BASE)
     wrong = []
     for module, path in all_modules():
-        if not within(module, layer):
+        if layer_of(module) != layer:
             continue
         for line, name in imports_of(module, path):
             if within(name, "mwcluster") and not any(within(name, ok) for ok in allowed):
                 wrong.append(f"{path.relative_to(PACKAGE_DIR.parent)}:{line} imports {name}")
     assert not wrong, (f"{layer} may import only {', '.join(allowed)}:\n  "
                        + "\n  ".join(wrong))
+
+
+def module_of(name: str, modules: set[str]) -> str | None:
+    """The mwcluster module an imported dotted name lives in (`from m import f` names m.f)."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = dict(all_modules())
+    names = set(modules)
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        edges = set()
+        for _line, name in imports_of(module, path):
+            target = module_of(name, names)
+            # a package's __init__ that imports its own modules (to register or re-export
+            # them) is not a cycle with them: importing a submodule runs the __init__ first,
+            # but the submodule does not use it
+            if target and target != module and not within(module, target):
+                edges.add(target)
+        graph[module] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_two_modules_import_each_other():
+    found = cycles(import_graph())
+    assert found == [], "import circles (break them with a seam, not a late import):\n  " + \
+        "\n  ".join(" <-> ".join(group) for group in found)
+
+
+def test_the_cycle_finder_finds_a_circle_through_three_modules():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_imports_another_modules_private_names():
+    wrong = []
+    for module, path in all_modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mwcluster"):
+                for alias in node.names:
+                    if alias.name.startswith("_"):
+                        wrong.append(f"{path.relative_to(PACKAGE_DIR.parent)}:{node.lineno} "
+                                     f"imports {node.module}.{alias.name}")
+    assert wrong == [], "private names are their module's own:\n  " + "\n  ".join(wrong)
 
 
 def test_the_core_does_no_io_and_reads_no_clock_or_randomness():
@@ -143,4 +274,4 @@ def test_within_matches_whole_components():
     assert within("mwcluster.core", "mwcluster.core")
     assert within("mwcluster.core.state", "mwcluster.core")
     assert not within("mwcluster.corefake", "mwcluster.core")
-    assert not within("mwcluster.cli_master", "mwcluster.cli")
+    assert not within("mwcluster.clients", "mwcluster.cli")

@@ -14,7 +14,7 @@ import msgpack
 import pytest
 
 from mwcluster.engine import Engine
-from mwcluster.nodes.master.handlers import MAX_CHUNK_BYTES, Handlers
+from mwcluster.nodes.master.handlers import MAX_CHUNK_BYTES, Drain, Handlers
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.fsutil import FaultyJournalIO
@@ -45,8 +45,10 @@ def handlers(engine):
     return Handlers(engine, EPOCH, MasterStats(), status=lambda: {"ok": True})
 
 
-def ask(h: Handlers, op, args=(), durability=0, rid=1, cid=CID):
-    out = h.handle(b"peer", encode_request(cid, rid, op, list(args), durability))
+def ask(h: Handlers, op, args=(), durability=0, rid=1, cid=CID, drain=None):
+    """One request; in `drain` (the loop's drain it is read in), else in one at time 1.0."""
+    out = h.handle(b"peer", encode_request(cid, rid, op, list(args), durability),
+                   drain or Drain(1.0))
     return None if out is None else decode_reply(out)
 
 
@@ -118,15 +120,17 @@ def test_refusals_have_codes_and_apply_nothing(handlers, engine, op, args, code)
 
 
 def test_undecodable_frames_get_request_id_zero_or_their_own(handlers):
-    r = decode_reply(handlers.handle(b"p", b"\xc1garbage"))
+    r = decode_reply(handlers.handle(b"p", b"\xc1garbage", Drain(1.0)))
     assert (r.status, r.request_id) == (ErrorCode.BAD_REQUEST, 0)
-    r = decode_reply(handlers.handle(b"p", msgpack.packb([2, CID, 9, 111, 0, []])))
+    r = decode_reply(handlers.handle(b"p", msgpack.packb([2, CID, 9, 111, 0, []]),
+                                     Drain(1.0)))
     assert (r.status, r.request_id) == (ErrorCode.UNSUPPORTED_VERSION, 9)
-    r = decode_reply(handlers.handle(b"p", msgpack.packb([1, CID, 9, 99, 0, []])))
+    r = decode_reply(handlers.handle(b"p", msgpack.packb([1, CID, 9, 99, 0, []]),
+                                     Drain(1.0)))
     assert (r.status, r.request_id) == (ErrorCode.UNKNOWN_OP, 9)
     small = Handlers(handlers.engine, EPOCH, MasterStats(), max_message_bytes=1024)
-    r = decode_reply(small.handle(b"p", encode_request(CID, 3, Op.PUT,
-                                                       ["/x", b"y" * 2000, None])))
+    r = decode_reply(small.handle(b"p", encode_request(CID, 3, Op.PUT, ["/x", b"y" * 2000, None]),
+                                  Drain(1.0)))
     assert r.status == ErrorCode.TOO_LARGE
 
 
@@ -142,11 +146,10 @@ def test_a_retried_mutation_is_applied_once_and_answered_the_same(handlers, engi
 
 def test_sync_replies_are_parked_until_durable(handlers, engine, io):
     io.block_writes.clear()            # the flusher cannot finish a write
-    handlers.now = 1.0
     assert ask(handlers, Op.PUT, ["/s", pack(1), None], durability=2, rid=1) is None
     async_reply = ask(handlers, Op.PUT, ["/t", pack(1), None], durability=1, rid=2)
     assert async_reply.status == 0 and async_reply.txid == 2
-    assert [p[0] for p in handlers.parked] == [1]
+    assert handlers.parked.txids() == [1]
     assert handlers.release(engine.journal.durable_txid, 2.0) == []
     # a retry of the parked request parks too: it is not durable either
     assert ask(handlers, Op.PUT, ["/s", pack(1), None], durability=2, rid=1) is None
@@ -219,7 +222,7 @@ def test_snapshot_info_and_chunks_read_the_newest_file(handlers, engine):
 def test_status_and_ping_and_shutting_down(handlers, engine):
     assert ask(handlers, Op.STATUS).result == {"ok": True}
     assert ask(handlers, Op.PING, rid=2).result is None
-    handlers.shutting_down = True
+    handlers.stop_taking_requests()
     r = ask(handlers, Op.PUT, ["/late", pack(1), None], rid=3)
     assert r.status == ErrorCode.SHUTTING_DOWN and engine.state.txid == 0
 
@@ -227,13 +230,15 @@ def test_status_and_ping_and_shutting_down(handlers, engine):
 # --- BATCH ------------------------------------------------------------------------------
 
 
-def ask_batch(h: Handlers, subs, rid=1000, cid=CID):
+def ask_batch(h: Handlers, subs, rid=1000, cid=CID, drain=None):
     """Send a BATCH of [request_id, op, durability, args] sub-requests; the decoded reply."""
-    out = h.handle(b"peer", encode_request(cid, rid, Op.BATCH, [list(s) for s in subs]))
+    out = h.handle(b"peer", encode_request(cid, rid, Op.BATCH, [list(s) for s in subs]),
+                   drain or Drain(1.0))
     return None if out is None else decode_reply(out)
 
 
 def test_a_batch_of_mixed_operations_is_answered_in_order_in_one_reply(handlers, engine):
+    drain = Drain(1.0)
     r = ask_batch(handlers, [
         (1, Op.PUT, 0, ["/b/a", pack({"n": 1}), None]),
         (2, Op.GET, 0, ["/b/a"]),
@@ -243,7 +248,7 @@ def test_a_batch_of_mixed_operations_is_answered_in_order_in_one_reply(handlers,
         (6, Op.DELETE, 0, ["/b/c", False, None]),
         (7, Op.PING, 0, []),
         (8, Op.STATUS, 0, []),
-    ], rid=77)
+    ], rid=77, drain=drain)
     assert (r.request_id, r.status, r.epoch, r.txid) == (77, 0, EPOCH, 4)
     assert [tuple(sub[:3]) for sub in r.result] == [
         (1, 0, 1), (2, 0, 0), (3, 0, 2), (4, 0, 3), (5, 0, 0), (6, 0, 4), (7, 0, 0), (8, 0, 0)]
@@ -253,8 +258,8 @@ def test_a_batch_of_mixed_operations_is_answered_in_order_in_one_reply(handlers,
     assert results[5] == 1 and results[6] is None and results[7] == {"ok": True}
     assert engine.state.txid == 4
     assert handlers.batches == 1
-    assert handlers.batch_ops == {Op.PUT: 1, Op.GET: 1, Op.MERGE: 1, Op.MULTI: 1,
-                                  Op.CHILDREN: 1, Op.DELETE: 1, Op.PING: 1, Op.STATUS: 1}
+    assert drain.ops == {Op.PUT: 1, Op.GET: 1, Op.MERGE: 1, Op.MULTI: 1, Op.CHILDREN: 1,
+                         Op.DELETE: 1, Op.PING: 1, Op.STATUS: 1}
 
 
 def test_bad_sub_requests_get_their_own_errors_and_the_others_proceed(handlers, engine):
@@ -291,7 +296,6 @@ def test_bad_sub_requests_get_their_own_errors_and_the_others_proceed(handlers, 
 def test_sync_inside_a_batch_parks_the_whole_reply_until_its_highest_txid(handlers, engine,
                                                                            io):
     io.block_writes.clear()
-    handlers.now = 1.0
     assert ask_batch(handlers, [(1, Op.PUT, 1, ["/s/1", pack(1), None]),
                                 (2, Op.PUT, 2, ["/s/2", pack(2), None]),
                                 (3, Op.PUT, 1, ["/s/3", pack(3), None]),
@@ -299,7 +303,7 @@ def test_sync_inside_a_batch_parks_the_whole_reply_until_its_highest_txid(handle
     # an all-async batch behind it is answered at once
     r = ask_batch(handlers, [(5, Op.PUT, 1, ["/s/4", pack(4), None])], rid=51)
     assert (r.status, r.txid, r.result[0][2]) == (0, 4, 4)
-    assert [p[0] for p in handlers.parked] == [3]
+    assert handlers.parked.txids() == [3]
     assert handlers.release(engine.journal.durable_txid, 2.0) == []
     io.block_writes.set()
     assert engine.wait_durable(3, timeout=10)
@@ -353,7 +357,8 @@ def test_too_many_sub_requests_or_too_many_bytes_are_refused_whole(engine):
 
 
 def test_batch_args_of_the_wrong_shape_and_an_empty_batch(handlers, engine):
-    r = decode_reply(handlers.handle(b"p", msgpack.packb([1, CID, 5, Op.BATCH, 0, "x"])))
+    r = decode_reply(handlers.handle(b"p", msgpack.packb([1, CID, 5, Op.BATCH, 0, "x"]),
+                                     Drain(1.0)))
     assert (r.request_id, r.status) == (5, ErrorCode.BAD_REQUEST)
     r = ask_batch(handlers, [], rid=6)
     assert (r.request_id, r.status, r.txid, r.result) == (6, 0, 0, [])
@@ -361,7 +366,7 @@ def test_batch_args_of_the_wrong_shape_and_an_empty_batch(handlers, engine):
 
 
 def test_a_batch_while_stopping_applies_nothing(handlers, engine):
-    handlers.shutting_down = True
+    handlers.stop_taking_requests()
     r = ask_batch(handlers, [(1, Op.PUT, 0, ["/late", pack(1), None])], rid=3)
     assert (r.request_id, r.status) == (3, ErrorCode.SHUTTING_DOWN)
     assert engine.state.txid == 0

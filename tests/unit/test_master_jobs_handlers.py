@@ -9,7 +9,7 @@ import pytest
 
 from mwcluster.core.jobs import TaskState, WorkerState
 from mwcluster.engine import Engine
-from mwcluster.nodes.master.handlers import Handlers
+from mwcluster.nodes.master.handlers import Drain, Handlers
 from mwcluster.nodes.master.jobs import JobsConfig
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.storage.fsutil import FaultyJournalIO
@@ -58,9 +58,10 @@ def h(engine, clock):
 _ids = itertools.count(1)
 
 
-def ask(h: Handlers, op, args, durability=0, rid=None, cid=CID):
+def ask(h: Handlers, op, args, durability=0, rid=None, cid=CID, now=0.0):
+    """One request, in a drain of the master's loop that began at `now`."""
     out = h.handle(b"peer", encode_request(cid, next(_ids) if rid is None else rid, op,
-                                           list(args), durability))
+                                           list(args), durability), Drain(now))
     return None if out is None else decode_reply(out)
 
 
@@ -199,7 +200,7 @@ def test_sync_task_request_is_parked_until_every_assignment_is_durable(h, engine
     try:
         assert ask(h, Op.TASK_REQUEST, ["w1", 3], durability=2, rid=7000) is None
         top = engine.state.txid
-        assert h.parked and h.parked[-1][0] == top
+        assert h.parked and h.parked.txids()[-1] == top
         assert h.release(engine.journal.durable_txid, 0.0) == []
     finally:
         io.block_writes.set()
@@ -262,14 +263,12 @@ def test_job_ids_given_and_made_and_delete(h):
 
 def test_silent_workers_are_marked_lost_by_expire_and_their_tasks_requeued(h, engine):
     job_id = submit(h, tasks=4, max_attempts=2)
-    h.now = 100.0
-    ok(h, Op.WORKER_REGISTER, ["w1", "", 2])
-    ok(h, Op.WORKER_REGISTER, ["w2", "", 2])
-    ok(h, Op.TASK_REQUEST, ["w1", 2])
-    ok(h, Op.TASK_REQUEST, ["w2", 2])
+    ok(h, Op.WORKER_REGISTER, ["w1", "", 2], now=100.0)
+    ok(h, Op.WORKER_REGISTER, ["w2", "", 2], now=100.0)
+    ok(h, Op.TASK_REQUEST, ["w1", 2], now=100.0)
+    ok(h, Op.TASK_REQUEST, ["w2", 2], now=100.0)
     assert h.jobs.expire(104.9) == []
-    h.now = 104.0
-    ok(h, Op.WORKER_HEARTBEAT, ["w2", [[job_id, 2, 1], [job_id, 3, 1]]])
+    ok(h, Op.WORKER_HEARTBEAT, ["w2", [[job_id, 2, 1], [job_id, 3, 1]]], now=104.0)
     assert h.jobs.expire(105.5) == ["w1"]
     jobs = engine.state.jobs
     assert jobs.workers["w1"].state is WorkerState.LOST
@@ -288,8 +287,7 @@ def test_workers_recovered_as_active_get_a_grace_period(tmp_path, clock):
     try:
         first = Handlers(eng, 1, MasterStats(), wall_ms=clock,
                          jobs=JobsConfig(worker_timeout_s=5.0))
-        first.now = 10.0
-        ok(first, Op.WORKER_REGISTER, ["w1", "", 1])
+        ok(first, Op.WORKER_REGISTER, ["w1", "", 1], now=10.0)
         # a new Handlers over the same state, as after a restart long after w1 was heard from
         second = Handlers(eng, 2, MasterStats(), wall_ms=clock,
                           jobs=JobsConfig(worker_timeout_s=5.0))
@@ -333,8 +331,7 @@ def test_a_worker_may_name_its_status_endpoint_at_register(h):
 
 
 def test_a_lost_worker_is_no_longer_listed_with_its_status_endpoint(h):
-    h.now = 100.0
-    ok(h, Op.WORKER_REGISTER, ["w1", "", 1, "tcp://127.0.0.1:7001"])
+    ok(h, Op.WORKER_REGISTER, ["w1", "", 1, "tcp://127.0.0.1:7001"], now=100.0)
     assert len(h.jobs.status()["worker_nodes"]) == 1
     assert h.jobs.expire(105.5) == ["w1"]
     assert h.jobs.status()["worker_nodes"] == []

@@ -12,7 +12,7 @@ import pytest
 
 from mwcluster.core.records import from_wire
 from mwcluster.engine import Engine
-from mwcluster.nodes.master.handlers import Handlers
+from mwcluster.nodes.master.handlers import Drain, Handlers
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.testing import wait_for
@@ -38,7 +38,7 @@ def handlers(engine):
 
 def ask(h, op, args, rid=1, cid=b"node"):
     """The reply; for a CHUNK or END the worker answers, the reply is awaited."""
-    out = h.handle(b"peer", encode_request(cid, rid, op, list(args)))
+    out = h.handle(b"peer", encode_request(cid, rid, op, list(args)), Drain(0.0))
     if out is None and op == Op.SNAPSHOT_UPLOAD_CHUNK:
         return parked_reply(h, rid)
     return None if out is None else decode_reply(out)
@@ -284,13 +284,13 @@ def test_chunks_are_written_off_the_loop_and_a_dropped_upload_skips_its_queued_w
     uid = ask(handlers, Op.SNAPSHOT_UPLOAD_BEGIN, args, rid=1).result[0]
     # the handler answers nothing at once: the worker writes, then finished() replies
     frame = encode_request(b"node", 2, Op.SNAPSHOT_UPLOAD_CHUNK, [uid, 0, data[:100]])
-    assert handlers.handle(b"peer", frame) is None
+    assert handlers.handle(b"peer", frame, Drain(0.0)) is None
     assert parked_reply(handlers, 2).result == [100]
     temp = handlers.uploads.current.path
     assert temp.name.startswith(".snap-") and temp.name.endswith(".mws.tmp")
     # a chunk queued, then the upload aborted: the write is skipped, the file removed
     frame = encode_request(b"node", 3, Op.SNAPSHOT_UPLOAD_CHUNK, [uid, 100, data[100:200]])
-    assert handlers.handle(b"peer", frame) is None
+    assert handlers.handle(b"peer", frame, Drain(0.0)) is None
     assert ask(handlers, Op.SNAPSHOT_UPLOAD_ABORT, [uid], rid=4).status == 0
     late = parked_reply(handlers, 3)
     assert late.status in (0, ErrorCode.BAD_STATE)      # written before the abort, or not
@@ -299,7 +299,7 @@ def test_chunks_are_written_off_the_loop_and_a_dropped_upload_skips_its_queued_w
     from mwcluster.wire.protocol import sub_request
     batch = encode_request(b"node", 5, Op.BATCH,
                            [sub_request(6, Op.SNAPSHOT_UPLOAD_CHUNK, [uid, 0, b"x"])])
-    reply = decode_reply(handlers.handle(b"peer", batch))
+    reply = decode_reply(handlers.handle(b"peer", batch, Drain(0.0)))
     assert reply.result[0][1] == ErrorCode.BAD_REQUEST
     # a wrong crc32 is found by the worker after the writes, at END
     r = upload(handlers, header, data, crc=(zlib.crc32(data) + 1) & 0xFFFFFFFF, rid=20)

@@ -305,3 +305,16 @@ def test_admission_does_not_apply_to_decoding():
     with pytest.raises(InvalidRecord):
         r.check_admission(rec, Limits(max_key_chars=10, max_value_bytes=10))
     assert r.decode_record(r.encode_record(rec)) == rec
+
+
+def test_wire_mutations_are_record_kinds_and_no_other_codes_are_shared_by_meaning():
+    """A PUT/MERGE/DELETE/MULTI request becomes the record [op, *args]; every other wire
+    operation is answered by the master's own code, whatever number it has."""
+    from mwcluster.wire.protocol import MUTATIONS, RECORD_MUTATIONS, Op
+
+    assert set(RECORD_MUTATIONS) == set(MUTATIONS)
+    samples = {Op.PUT: ["/a", encode(1), None], Op.MERGE: ["/a", encode({"x": 1}), None],
+               Op.DELETE: ["/a", False, None], Op.MULTI: [[[int(r.RecordKind.CHECK), "/a", 0]]]}
+    for op, kind in RECORD_MUTATIONS.items():
+        rec = r.from_wire([int(op), *samples[op]])
+        assert type(rec).CODE is kind and int(op) == int(kind)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from mwcluster.client.calls import parse_durability
+from mwcluster.core.durability import Durability
 from mwcluster.engine import Engine
-from mwcluster.nodes.master.handlers import Handlers
+from mwcluster.nodes.master.handlers import Drain, Handlers
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request
 
@@ -26,8 +26,8 @@ def handlers(tmp_path):
     eng.close()
 
 
-def send(h, op, args, durability=0, rid=1):
-    out = h.handle(b"peer", encode_request(CID, rid, op, list(args), durability))
+def send(h, op, args, durability=0, rid=1, now=0.0):
+    out = h.handle(b"peer", encode_request(CID, rid, op, list(args), durability), Drain(now))
     return None if out is None else decode_reply(out)
 
 
@@ -37,7 +37,7 @@ def put(key):
 
 def test_replicated_reply_waits_for_the_standby(handlers):
     h = handlers
-    assert parse_durability("replicated") == 3
+    assert Durability.parse("replicated") == 3
     assert send(h, Op.PUT, put("/a"), 3, rid=1) is None
     assert send(h, Op.PUT, put("/b"), 3, rid=2) is None
     assert h.engine.wait_durable(2, timeout=10)
@@ -55,8 +55,7 @@ def test_replicated_reply_waits_for_the_standby(handlers):
 
 def test_unconfirmed_replicated_reply_becomes_unavailable(handlers):
     h = handlers
-    h.now = 10.0
-    assert send(h, Op.PUT, put("/a"), 3) is None
+    assert send(h, Op.PUT, put("/a"), 3, now=10.0) is None
     assert h.expire_replicated(12.0, 5.0) == []
     (ident, frame), = h.expire_replicated(16.0, 5.0)
     r = decode_reply(frame)
@@ -67,7 +66,7 @@ def test_unconfirmed_replicated_reply_becomes_unavailable(handlers):
 def test_batch_with_a_replicated_sub_request_is_parked_whole(handlers):
     h = handlers
     subs = [[10, int(Op.PUT), 1, put("/x")], [11, int(Op.PUT), 3, put("/y")]]
-    out = h.handle(b"peer", encode_request(CID, 6, Op.BATCH, subs))
+    out = h.handle(b"peer", encode_request(CID, 6, Op.BATCH, subs), Drain(0.0))
     assert out is None
     assert h.engine.wait_durable(h.engine.state.txid, timeout=10)
     send(h, Op.REPLICA_ACK, [h.engine.state.txid], rid=7)

@@ -96,7 +96,6 @@ class CheckpointNode:
         self.last_checkpoint: dict[str, Any] | None = None
         self.checkpoint_failures = 0
         self.last_checkpoint_failure: str | None = None
-        self.pending_upload: snapshots.SnapshotHeader | None = None
         self.digest_mismatches = 0
         self.stream_messages = 0
         self.bad_messages = 0
@@ -487,7 +486,6 @@ class CheckpointNode:
 
     def _upload(self, header: snapshots.SnapshotHeader) -> None:
         """Send a local checkpoint to the master (on the uploader's thread)."""
-        self.pending_upload = header
         if self.uploader is not None:
             self.uploader.submit(header)
 

@@ -1,11 +1,13 @@
 """What the master answers to one request frame: no sockets, no threads, no clock reads.
 
-`Handlers.handle(ident, frame)` decodes an untrusted frame with `wire.protocol`, runs the
-operation against the Engine and returns the encoded reply, or None when the reply is parked
-until the fsync that covers it (sync durability; `release` hands parked replies back once
-`durable_txid` passed their txid). Every failure becomes an error reply with a code; nothing
-is applied from a request that fails to decode or validate. The event loop (master.py) owns
-the sockets and calls this; tests can call it directly.
+`Handlers.handle(ident, frame, drain)` decodes an untrusted frame with `wire.protocol`, runs
+the operation against the Engine and returns the encoded reply, or None when the reply is
+parked until the fsync that covers it (sync durability; `release` hands parked replies back
+once `durable_txid` passed their txid; parking.py). Every failure becomes an error reply with a
+code; nothing is applied from a request that fails to decode or validate. The event loop
+(nodes/master/node.py) owns the sockets and calls this once per frame, with the `Drain` it is
+in (its start time and its count of requests per op); tests and the in-memory twins call it
+directly.
 
 Every operation runs through `_apply(req) -> (status, txid, result)`; `handle` packs that
 into one reply frame, `_batch` packs the answers of a BATCH's sub-requests into one frame (the
@@ -13,10 +15,10 @@ frame is decoded once; each sub-request is validated and applied exactly as a si
 would be, with its own request id for idempotency and its own durability).
 
 Job and worker operations (JOB_SUBMIT..WORKER_LEAVE, JOB_LIST/STATUS/TASKS) are answered by
-master_jobs.JobHandlers, with the same idempotency, parking and error rules.
+jobs.JobHandlers, with the same idempotency, parking and error rules.
 
 Mutations: decode -> recent(origin) answers a retry -> `records.from_wire` builds and
-type-checks the record -> `Engine.submit(..., durability="async", origin=...)` -> reply now,
+type-checks the record -> `Engine.submit(..., durability=ASYNC, origin=...)` -> reply now,
 or park it when the request (or the master's default) asks for sync: a batch is parked whole,
 until the fsync that covers its highest txid. The engine never waits for the disk on this
 thread.
@@ -26,23 +28,25 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 from typing import Any, Callable
 
 from mwcluster import errors
+from mwcluster.core.durability import Durability
 from mwcluster.core.failover import Fence
 from mwcluster.core.keys import check_prefix
 from mwcluster.core.records import from_wire
 from mwcluster.engine import Engine
 from mwcluster.nodes.master.checkpoints import BadHello
+from mwcluster.nodes.master.answers import Answer, error_frame, refusal
 from mwcluster.nodes.master.jobs import JobHandlers, JobsConfig
-from mwcluster.nodes.master.upload import SnapshotUploads, UploadRefused
+from mwcluster.nodes.master.parking import ParkedReplies
 from mwcluster.nodes.master.stats import MasterStats
+from mwcluster.nodes.master.upload import SnapshotUploads, UploadRefused
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES,
                                      FIRST_JOB_OP, ErrorCode, Op, ProtocolError, Request,
-                                     args_check, decode_batch, decode_request, encode_error,
-                                     encode_reply, error_code_for, error_result)
+                                     args_check, decode_batch, decode_request, encode_reply,
+                                     error_code_for)
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +57,24 @@ _OPT_STR = (str, type(None))
 _BATCH = int(Op.BATCH)
 _UPLOAD_END = int(Op.SNAPSHOT_UPLOAD_END)
 _UPLOAD_CHUNK = int(Op.SNAPSHOT_UPLOAD_CHUNK)
-_REPLICATED = 3
+_ASYNC = Durability.ASYNC
+_REPLICATED = int(Durability.REPLICATED)
 # What a fenced master still answers: its status, and the replication reads a standby or the
 # new master may need to take its last records (never a client's read or write).
 FENCED_ALLOWED = frozenset(int(op) for op in (Op.STATUS, Op.PING, Op.FETCH, Op.SNAPSHOT_INFO,
                                               Op.SNAPSHOT_CHUNK, Op.CHECKPOINT_HELLO))
 
-Answer = tuple  # (status, txid, result): what an operation answers, before it is packed
+
+class Drain:
+    """One drain of the master's loop, as the handlers see it: when it began (the time a
+    reply is parked at, and a worker was last heard) and how many requests of each op it
+    answered (the loop accounts their latency per drain)."""
+
+    __slots__ = ("now", "ops")
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.ops: dict[int, int] = {}
 
 
 class Handlers:
@@ -71,7 +86,8 @@ class Handlers:
                  status: Callable[[], dict] = dict,
                  uploads: SnapshotUploads | None = None, jobs: JobsConfig = JobsConfig(),
                  wall_ms: Callable[[], int] | None = None, fenced_by: int | None = None,
-                 on_fenced: Callable[[int], None] | None = None) -> None:
+                 on_fenced: Callable[[int], None] | None = None,
+                 wake_flusher: bool = True) -> None:
         self.engine = engine
         # Epoch fencing (core/failover.py): a request carrying a higher epoch than this
         # master's fences it for good; `on_fenced` persists that before any refusal goes out.
@@ -79,7 +95,7 @@ class Handlers:
         if fenced_by is not None:        # from the fence file: fenced whatever its value
             self.fence.fenced_by = fenced_by
         self.on_fenced = on_fenced
-        self.drop_ops: frozenset[int] = frozenset()   # set only by the loop's fault seam
+        self._dropped_ops: frozenset[int] = frozenset()   # the loop's fault seam (cut_off)
         self.uploads = uploads if uploads is not None else SnapshotUploads(engine, epoch)
         self.epoch = epoch
         self.stats = stats
@@ -88,22 +104,20 @@ class Handlers:
         self.fetch_max_bytes = fetch_max_bytes
         self.max_batch = max_batch
         self.status = status
-        self.shutting_down = False
-        # Set by the master's loop, which wakes the journal flusher itself once a drain's
-        # replies are sent; left False, every append wakes it (as in-memory tests expect).
-        self.defer_flush = False
-        self.now = 0.0               # set by the loop before each batch (parking time)
-        self.batch_ops: dict[int, int] = {}   # requests per op in the current drain
+        self._stopping = False
+        # The master's loop passes False and wakes the journal flusher itself once a drain's
+        # replies are sent; with True every append wakes it (as in-memory callers expect).
+        self._wake = wake_flusher
         self.batches = 0             # BATCH messages answered (their sub-requests count as
         #                              requests of their own op)
-        # sync is wanted by durability 2, or by 0 when the master's default is sync
-        self._sync_levels = (0, 2) if default_sync else (2,)
-        # (txid, ident, reply, parked_at, request_id): sync replies waiting for their fsync, in
-        # the order they were parked (txid order, except a retry of an older request)
-        self.parked: deque[tuple[int, bytes, bytes, float, int]] = deque()
-        # `replicated` replies (durability 3), same tuples: released when the standby's
-        # REPLICA_ACK reaches their txid (it applies only records durable here)
-        self.parked_replicated: deque[tuple[int, bytes, bytes, float, int]] = deque()
+        # sync is wanted by SYNC, or by DEFAULT when the master's default is sync
+        self._sync_levels = ((int(Durability.DEFAULT), int(Durability.SYNC)) if default_sync
+                             else (int(Durability.SYNC),))
+        # sync replies waiting for their fsync
+        self.parked = ParkedReplies(stats.sync_wait)
+        # `replicated` replies: released when the standby's REPLICA_ACK reaches their txid (it
+        # applies only records durable here)
+        self.parked_replicated = ParkedReplies(stats.sync_wait)
         self.replica_txid = 0        # the highest txid a standby reported applied
         self.replica_acks = 0
         self._reads: dict[int, Callable[[Request], Answer]] = {
@@ -119,40 +133,51 @@ class Handlers:
             Op.PROMOTE: self._standby_only, Op.VOTE: self._standby_only,
             Op.REPLICA_ACK: self._replica_ack,
         }
-        # jobs and workers (nodes/master/jobs.py): ops FIRST_JOB_OP..99 through _mutate, and reads
-        self.jobs = JobHandlers(self, jobs, **({"wall_ms": wall_ms} if wall_ms else {}))
+        # jobs and workers (jobs.py): ops FIRST_JOB_OP..99 through _mutate, and reads
+        self.jobs = JobHandlers(engine, stats, epoch, jobs, wake_flusher=wake_flusher,
+                                **({"wall_ms": wall_ms} if wall_ms else {}))
         for op in (Op.JOB_LIST, Op.JOB_STATUS, Op.JOB_TASKS):
-            self._reads[op] = self.jobs.handle
+            self._reads[op] = self.jobs.read
+
+    # --- what the loop tells the handlers -----------------------------------------------
+
+    def stop_taking_requests(self) -> None:
+        """From now on every request is answered `shutting_down` (the master is stopping)."""
+        self._stopping = True
+
+    def cut_off(self, ops: frozenset[int]) -> None:
+        """Leave requests of these ops unanswered (the loop's fault seam, CUT_STANDBY_ENV)."""
+        self._dropped_ops = ops
 
     # --- entry points ----------------------------------------------------------------------
 
-    def handle(self, ident: bytes, frame: bytes) -> bytes | None:
+    def handle(self, ident: bytes, frame: bytes, drain: Drain) -> bytes | None:
         """The reply to one request frame, or None when it was parked for sync."""
         try:
             req = decode_request(frame, self.max_message_bytes)
         except ProtocolError as exc:
             return self.error(exc.request_id or 0, exc.error, str(exc))
         op = req[2]
-        if op in self.drop_ops:
-            return None              # the fault seam (master.CUT_STANDBY_ENV): unanswered
+        if op in self._dropped_ops:
+            return None              # the fault seam (node.CUT_STANDBY_ENV): unanswered
         if req[5] > self.epoch:
             self.saw_epoch(req[5])
         if self.fence.fenced_by is not None and op not in FENCED_ALLOWED:
             return self.fenced_error(req[1])
         if op == _BATCH:
-            return self._batch(ident, req)
-        ops = self.batch_ops
+            return self._batch(ident, req, drain)
+        ops = drain.ops
         ops[op] = ops.get(op, 0) + 1
-        if self.shutting_down:
-            return self._stopping(req[1])
+        if self._stopping:
+            return self._refuse_stopping(req[1])
         if op == _UPLOAD_END or op == _UPLOAD_CHUNK:
             return self._upload_parked(ident, req)
-        status, txid, result = self._apply(req)
+        status, txid, result = self._apply(req, drain.now)
         reply = encode_reply(req[1], self.epoch, status, txid, result)
         if txid and req[3] == _REPLICATED and txid > self.replica_txid:
-            return self._park(self.parked_replicated, txid, ident, reply, req[1])
+            return self._park(self.parked_replicated, txid, ident, reply, drain.now, req[1])
         if txid and req[3] in self._sync_levels and txid > self.engine.journal.durable_txid:
-            return self._park(self.parked, txid, ident, reply, req[1])
+            return self._park(self.parked, txid, ident, reply, drain.now, req[1])
         return reply
 
     def saw_epoch(self, epoch: int) -> None:
@@ -170,7 +195,7 @@ class Handlers:
                           f"{self.fence.fenced_by} replaced it; nothing was applied, ask the "
                           "other master")
 
-    def _park(self, queue: deque, txid: int, ident: bytes, reply: bytes,
+    def _park(self, queue: ParkedReplies, txid: int, ident: bytes, reply: bytes, now: float,
               request_id: int) -> bytes | None:
         """Park a reply in `queue` (sync: until its fsync; replicated: until the standby has
         it); while the journal is failing, answer at once that the record is not durable (a
@@ -178,35 +203,23 @@ class Handlers:
         failure = self.engine.journal.failure
         if failure is not None:
             return self.error(request_id, ErrorCode.UNAVAILABLE, _not_durable(txid, failure))
-        queue.append((txid, ident, reply, self.now, request_id))
+        queue.park(txid, ident, reply, now, request_id)
         return None
-
-    def _release(self, queue: deque, upto: int, now: float) -> list[tuple[bytes, bytes]]:
-        """The replies parked in `queue` for txids up to `upto`, as (ident, reply), oldest
-        first."""
-        out = []
-        wait = self.stats.sync_wait
-        while queue and queue[0][0] <= upto:
-            _txid, ident, reply, parked_at, _rid = queue.popleft()
-            out.append((ident, reply))
-            wait.add(now - parked_at)
-        return out
 
     def release(self, durable_txid: int, now: float) -> list[tuple[bytes, bytes]]:
         """Parked sync replies whose record is now durable."""
-        return self._release(self.parked, durable_txid, now)
+        return self.parked.release(durable_txid, now)
 
     def release_replicated(self, now: float) -> list[tuple[bytes, bytes]]:
         """Replicated replies the standby now has."""
-        return self._release(self.parked_replicated, self.replica_txid, now)
+        return self.parked_replicated.release(self.replica_txid, now)
 
     def expire_replicated(self, now: float, timeout_s: float) -> list[tuple[bytes, bytes]]:
         """Replicated replies parked longer than `timeout_s`: answered `unavailable` (the
         record is applied and, once durable, kept here; the standby did not confirm it)."""
-        parked = self.parked_replicated
         out = []
-        while parked and now - parked[0][3] > timeout_s:
-            txid, ident, _reply, _at, request_id = parked.popleft()
+        for txid, ident, _reply, _at, request_id in self.parked_replicated.older_than(
+                now, timeout_s):
             out.append((ident, self.error(
                 request_id, ErrorCode.UNAVAILABLE,
                 f"applied as txid {txid} on the master, but no standby confirmed having it "
@@ -220,22 +233,17 @@ class Handlers:
         records were applied but may never become durable, and a sync caller must not wait
         in silence for a disk that may stay full."""
         failure = failure or self.engine.journal.failure
-        parked = self.parked
-        if failure is None or not parked:
+        if failure is None or not self.parked:
             return []
-        out = []
-        while parked:
-            txid, ident, _reply, _at, request_id = parked.popleft()
-            out.append((ident, self.error(request_id, ErrorCode.UNAVAILABLE,
-                                          _not_durable(txid, failure))))
-        return out
+        return [(ident, self.error(request_id, ErrorCode.UNAVAILABLE, _not_durable(txid, failure)))
+                for txid, ident, _reply, _at, request_id in self.parked.take_all()]
 
-    def _apply(self, req: Request) -> Answer:
+    def _apply(self, req: Request, now: float) -> Answer:
         """Run one decoded request; every failure becomes an error answer."""
         op = req[2]
         try:
             if op < 100:
-                return self._mutate(req)
+                return self._mutate(req, now)
             return self._reads[op](req)
         except ProtocolError as exc:
             return self._fail(exc.error, str(exc))
@@ -247,7 +255,7 @@ class Handlers:
         log.exception("epoch %d: request op %d failed unexpectedly", self.epoch, op)
         return self._fail(ErrorCode.INTERNAL, f"internal error ({type(exc).__name__}: {exc})")
 
-    def _batch(self, ident: bytes, req: Request) -> bytes | None:
+    def _batch(self, ident: bytes, req: Request, drain: Drain) -> bytes | None:
         """One reply frame for a BATCH: the sub-replies in order; parked whole until the
         fsync that covers its highest txid when any sub-request wants sync."""
         client_id, request_id, _op, _durability, subs, _epoch_seen = req
@@ -255,10 +263,11 @@ class Handlers:
             return self.error(request_id, ErrorCode.TOO_LARGE,
                               f"a BATCH carries at most {self.max_batch} sub-requests; got "
                               f"{len(subs)} (split it)")
-        if self.shutting_down:
-            return self._stopping(request_id)
+        if self._stopping:
+            return self._refuse_stopping(request_id)
         self.batches += 1
-        ops = self.batch_ops
+        now = drain.now
+        ops = drain.ops
         apply = self._apply
         mutate = self._mutate
         sync_levels = self._sync_levels
@@ -274,7 +283,7 @@ class Handlers:
             ops[op] = ops.get(op, 0) + 1
             if op < 100:
                 try:
-                    status, txid, result = mutate(sub)
+                    status, txid, result = mutate(sub, now)
                 except Exception as exc:
                     status, txid, result = self._internal(op, exc)
                 if txid:
@@ -285,35 +294,31 @@ class Handlers:
                     elif sub[3] == _REPLICATED:
                         want_replicated = True
             else:
-                status, txid, result = apply(sub)
+                status, txid, result = apply(sub, now)
             append((sub[1], status, txid, result))
         reply = encode_reply(request_id, self.epoch, 0, top, out)
         if want_replicated and top > self.replica_txid:
-            return self._park(self.parked_replicated, top, ident, reply, request_id)
+            return self._park(self.parked_replicated, top, ident, reply, now, request_id)
         if want_sync and top > self.engine.journal.durable_txid:
-            return self._park(self.parked, top, ident, reply, request_id)
+            return self._park(self.parked, top, ident, reply, now, request_id)
         return reply
 
-    def _stopping(self, request_id: int) -> bytes:
+    def _refuse_stopping(self, request_id: int) -> bytes:
         return self.error(request_id, ErrorCode.SHUTTING_DOWN,
                           "the master is stopping; nothing was applied, retry later")
 
     def error(self, request_id: int, code: ErrorCode, message: str) -> bytes:
-        counts = self.stats.errors_by_code
-        counts[code] = counts.get(code, 0) + 1
-        return encode_error(request_id, self.epoch, code, message)
+        return error_frame(self.stats, request_id, self.epoch, code, message)
 
     def _fail(self, code: ErrorCode, message: str) -> Answer:
-        counts = self.stats.errors_by_code
-        counts[code] = counts.get(code, 0) + 1
-        return int(code), 0, error_result(code, message)
+        return refusal(self.stats, code, message)
 
     # --- mutations ---------------------------------------------------------------------------
 
-    def _mutate(self, req: Request) -> Answer:
+    def _mutate(self, req: Request, now: float) -> Answer:
         client_id, request_id, op, _durability, args, _epoch_seen = req
         if op >= FIRST_JOB_OP:
-            return self.jobs.handle(req)
+            return self.jobs.handle(req, now)
         engine = self.engine
         origin = (client_id, request_id)
         hit = engine.recent(origin)
@@ -323,8 +328,8 @@ class Handlers:
             except errors.InvalidRecord as exc:
                 return self._fail(ErrorCode.BAD_REQUEST, f"{Op(op).name}: {exc}")
             try:
-                txid, result = engine.submit(rec, durability="async", origin=origin,
-                                             wake=not self.defer_flush)
+                txid, result = engine.submit(rec, durability=_ASYNC, origin=origin,
+                                             wake=self._wake)
             except errors.MwclusterError as exc:  # refused: nothing was applied
                 return self._fail(error_code_for(exc), str(exc))
         else:

@@ -1,8 +1,10 @@
 """The master's job and worker operations: what it answers to them, and which records it logs.
 
-Part of the request handlers (nodes/master/handlers.py hands every op from JOB_SUBMIT up to 99 and
-the JOB_* reads to `JobHandlers.handle`); no sockets, no threads, and only the wall clock it
-is given (`wall_ms`, which goes into the records so that replay is exact).
+Part of the request handlers (handlers.py hands every op from JOB_SUBMIT up to 99 to
+`JobHandlers.handle(req, now)`, with the time of the loop's drain, and the JOB_* reads to
+`JobHandlers.read(req)`); no sockets, no threads, and only the wall clock it is given
+(`wall_ms`, which goes into the records so that replay is exact). It is given the engine, the
+master's stats and epoch and its own config, never the handlers it serves.
 
 Logged operations (each checks its args with wire.protocol.check_args, then answers a retry of
 the same (client_id, request_id) from the engine's recent table before anything else, then
@@ -30,10 +32,11 @@ the workers silent longer than worker_timeout_s; the state machine requeues thei
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from mwcluster import errors
 from mwcluster.core import scheduler
+from mwcluster.core.durability import Durability
 from mwcluster.core.job_stats import JobStats, Sums
 from mwcluster.core.jobs import (ACTIVE_TASK, FINISHED_JOB, FINISHED_TASK, Job, TaskState,
                                  WorkerState)
@@ -41,12 +44,12 @@ from mwcluster.core.liveness import Liveness
 from mwcluster.core.records import (JobCancel, JobDelete, JobSubmit, Origin, TaskAssign,
                                     TaskFinish, TaskProgress, WorkerLeave, WorkerLost,
                                     WorkerRegister)
+from mwcluster.engine import Engine
+from mwcluster.nodes.master.answers import Answer, refusal
 from mwcluster.nodes.master.checkpoints import BadHello, check_endpoint
+from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.wire.protocol import (ErrorCode, Op, ProtocolError, Request, check_args,
                                      error_code_for)
-
-if TYPE_CHECKING:
-    from mwcluster.nodes.master.handlers import Handlers
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,7 @@ MAX_FAILURES = 20            # failures listed by JOB_STATUS
 MAX_WORKER_NODES = 1024      # workers listed with their status endpoint in STATUS
 _REMEMBER = 10_000           # TASK_REQUEST answers kept for retries (two generations of this)
 _TASK_STATES = frozenset(s.value for s in TaskState)
-
-Answer = tuple
+_ASYNC = Durability.ASYNC
 
 
 class JobsConfig(NamedTuple):
@@ -70,14 +72,17 @@ def _no_clock() -> int:
 
 
 class JobHandlers:
-    """Owned by the event loop thread, like the Handlers it belongs to."""
+    """Owned by the event loop thread, like the Handlers that hand it requests."""
 
-    def __init__(self, parent: Handlers, config: JobsConfig = JobsConfig(),
-                 wall_ms: Callable[[], int] = _no_clock) -> None:
-        self.parent = parent
-        self.engine = parent.engine
+    def __init__(self, engine: Engine, stats: MasterStats, epoch: int,
+                 config: JobsConfig = JobsConfig(), *, wall_ms: Callable[[], int] = _no_clock,
+                 wake_flusher: bool = True, now: float = 0.0) -> None:
+        self.engine = engine
+        self.stats = stats
+        self.epoch = epoch
         self.config = config
         self.wall_ms = wall_ms
+        self._wake = wake_flusher
         self.liveness = Liveness(config.worker_timeout_s)
         self.workers_lost = 0           # WorkerLost records this master logged
         self.assignments = 0            # TaskAssign records this master logged
@@ -85,15 +90,19 @@ class JobHandlers:
         self._answers: dict[Origin, list] = {}
         self._answers_old: dict[Origin, list] = {}
         self.sums = JobStats(self.engine.state.jobs)    # for JOB_STATUS and JOB_LIST
-        self._ops: dict[int, Callable[[Request], Answer]] = {
+        # the logged ops and the heartbeat: (req, now) -> Answer
+        self._ops: dict[int, Callable[[Request, float], Answer]] = {
             Op.JOB_SUBMIT: self._submit, Op.JOB_CANCEL: self._cancel,
             Op.JOB_DELETE: self._delete, Op.WORKER_REGISTER: self._register,
             Op.WORKER_HEARTBEAT: self._heartbeat, Op.TASK_REQUEST: self._request,
             Op.TASK_PROGRESS: self._progress, Op.TASK_FINISH: self._finish,
-            Op.WORKER_LEAVE: self._leave, Op.JOB_LIST: self._list,
-            Op.JOB_STATUS: self._status, Op.JOB_TASKS: self._tasks,
+            Op.WORKER_LEAVE: self._leave,
         }
-        self.grace(parent.now)
+        # the reads: req -> Answer
+        self._reads: dict[int, Callable[[Request], Answer]] = {
+            Op.JOB_LIST: self._list, Op.JOB_STATUS: self._status, Op.JOB_TASKS: self._tasks,
+        }
+        self.grace(now)
 
     @property
     def jobs(self):
@@ -101,37 +110,45 @@ class JobHandlers:
 
     # --- entry point -----------------------------------------------------------------------
 
-    def handle(self, req: Request) -> Answer:
-        """(status, txid, result) of one job or worker op; every refusal is an error answer."""
+    def handle(self, req: Request, now: float) -> Answer:
+        """(status, txid, result) of one logged job or worker op, or a heartbeat, received at
+        `now` (the loop's monotonic time: worker liveness); every refusal is an error answer."""
         handler = self._ops.get(req[2])
         if handler is None:
-            return self.parent._fail(ErrorCode.UNKNOWN_OP, f"unknown operation {req[2]}")
+            return refusal(self.stats, ErrorCode.UNKNOWN_OP, f"unknown operation {req[2]}")
+        return self._answer(handler, req, now)
+
+    def read(self, req: Request) -> Answer:
+        """JOB_LIST, JOB_STATUS or JOB_TASKS."""
+        return self._answer(self._reads[req[2]], req)
+
+    def _answer(self, handler: Callable[..., Answer], *args) -> Answer:
         try:
-            return handler(req)
+            return handler(*args)
         except ProtocolError as exc:
-            return self.parent._fail(exc.error, str(exc))
+            return refusal(self.stats, exc.error, str(exc))
         except errors.MwclusterError as exc:   # refused: nothing was applied
-            return self.parent._fail(error_code_for(exc), str(exc))
+            return refusal(self.stats, error_code_for(exc), str(exc))
 
     def _hit(self, req: Request) -> tuple[int, Any] | None:
         hit = self.engine.recent((req[0], req[1]))
         if hit is not None:
-            self.parent.stats.retries += 1
+            self.stats.retries += 1
         return hit
 
     def _log(self, req: Request, rec, touches: list | tuple = ()) -> tuple[int, Any]:
         """Submit one record with the request as its origin; `touches`: the (job_id, index)
         of the tasks it changes, whose jobs' kept sums follow."""
         seen = self.sums.before(touches) if touches else None
-        out = self.engine.submit(rec, durability="async", origin=(req[0], req[1]),
-                                 wake=not self.parent.defer_flush)
+        out = self.engine.submit(rec, durability=_ASYNC, origin=(req[0], req[1]),
+                                 wake=self._wake)
         if seen:
             self.sums.after(seen)
         return out
 
     # --- jobs ------------------------------------------------------------------------------
 
-    def _submit(self, req: Request) -> Answer:
+    def _submit(self, req: Request, now: float) -> Answer:
         job_id, name, handler, priority, max_attempts, tasks = check_args(req)
         hit = self._hit(req)
         if hit is not None:
@@ -145,14 +162,14 @@ class JobHandlers:
         return 0, *self._log(req, JobSubmit(job_id, name, handler, priority, max_attempts,
                                             tasks, self.wall_ms()))
 
-    def _cancel(self, req: Request) -> Answer:
+    def _cancel(self, req: Request, now: float) -> Answer:
         job_id, reason = check_args(req)
         hit = self._hit(req)
         if hit is not None:
             return 0, *hit
         return 0, *self._log(req, JobCancel(job_id, reason, self.wall_ms()))
 
-    def _delete(self, req: Request) -> Answer:
+    def _delete(self, req: Request, now: float) -> Answer:
         job_id, = check_args(req)
         hit = self._hit(req)
         if hit is not None:
@@ -163,7 +180,7 @@ class JobHandlers:
 
     # --- workers ---------------------------------------------------------------------------
 
-    def _register(self, req: Request) -> Answer:
+    def _register(self, req: Request, now: float) -> Answer:
         endpoint = None
         if type(req.args) is list and len(req.args) == 4:     # [..., status_endpoint]
             try:
@@ -179,7 +196,7 @@ class JobHandlers:
         else:
             txid, _new = self._log(req, WorkerRegister(worker_id, address, slots,
                                                        self.wall_ms()))
-        self.liveness.seen(worker_id, self.parent.now)
+        self.liveness.seen(worker_id, now)
         if endpoint is None:
             self.status_endpoints.pop(worker_id, None)
         else:
@@ -189,9 +206,9 @@ class JobHandlers:
                        for job_id, index in worker.running)
         return 0, txid, {"heartbeat_ms": self.config.worker_heartbeat_ms,
                          "worker_timeout_ms": int(self.config.worker_timeout_s * 1000),
-                         "epoch": self.parent.epoch, "tasks": tasks}
+                         "epoch": self.epoch, "tasks": tasks}
 
-    def _leave(self, req: Request) -> Answer:
+    def _leave(self, req: Request, now: float) -> Answer:
         worker_id, = check_args(req)
         hit = self._hit(req)
         if hit is None:
@@ -204,19 +221,19 @@ class JobHandlers:
         self.status_endpoints.pop(worker_id, None)
         return 0, txid, None
 
-    def _active_worker(self, worker_id: str) -> None:
+    def _active_worker(self, worker_id: str, now: float) -> None:
         worker = self.jobs.workers.get(worker_id)
         if worker is None or worker.state is not WorkerState.ACTIVE:
             state = "not registered" if worker is None else worker.state.value
             raise errors.BadState(f"worker {worker_id} is {state}; register it again")
-        self.liveness.seen(worker_id, self.parent.now)
+        self.liveness.seen(worker_id, now)
 
-    def _heartbeat(self, req: Request) -> Answer:
+    def _heartbeat(self, req: Request, now: float) -> Answer:
         worker_id, running = check_args(req)
         worker = self.jobs.workers.get(worker_id)
         known = worker is not None and worker.state is WorkerState.ACTIVE
         if known:
-            self.liveness.seen(worker_id, self.parent.now)
+            self.liveness.seen(worker_id, now)
         jobs = self.jobs.jobs
         cancel = []
         for item in running:
@@ -231,11 +248,11 @@ class JobHandlers:
             if task is None or task.state not in ACTIVE_TASK or task.attempt != attempt \
                     or task.worker != worker_id:
                 cancel.append(item)
-        return 0, 0, {"known": known, "cancel": cancel, "epoch": self.parent.epoch}
+        return 0, 0, {"known": known, "cancel": cancel, "epoch": self.epoch}
 
     # --- tasks -----------------------------------------------------------------------------
 
-    def _request(self, req: Request) -> Answer:
+    def _request(self, req: Request, now: float) -> Answer:
         worker_id, max_tasks = check_args(req)
         if max_tasks < 0:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "TASK_REQUEST: max_tasks must be >= 0",
@@ -244,7 +261,7 @@ class JobHandlers:
         hit = self._hit(req)
         if hit is not None:
             return 0, hit[0], self._answer_again(origin, worker_id)
-        self._active_worker(worker_id)
+        self._active_worker(worker_id, now)
         jobs = self.jobs
         picks = scheduler.pick(jobs, worker_id,
                                min(max_tasks, self.config.max_assign_per_request))
@@ -252,13 +269,13 @@ class JobHandlers:
         top = 0
         now_ms = self.wall_ms()
         submit = self.engine.submit
-        wake = not self.parent.defer_flush
+        wake = self._wake
         sums = self.sums
         for job_id, index, attempt in picks:
             seen = sums.before(((job_id, index),))
             try:
                 top, _ = submit(TaskAssign(job_id, index, worker_id, attempt, now_ms),
-                                durability="async", origin=origin, wake=wake)
+                                durability=_ASYNC, origin=origin, wake=wake)
             except errors.MwclusterError:
                 if not out:
                     raise
@@ -306,24 +323,24 @@ class JobHandlers:
             raise errors.BadState(f"task {job_id}/{index} is on worker {task.worker}, not "
                                   f"{worker_id}; the report is stale and was rejected")
 
-    def _progress(self, req: Request) -> Answer:
+    def _progress(self, req: Request, now: float) -> Answer:
         worker_id, job_id, index, attempt, progress, counters = check_args(req)
         hit = self._hit(req)
         if hit is not None:
             return 0, hit[0], None
         self._owned(worker_id, job_id, index)
-        self.liveness.seen(worker_id, self.parent.now)
+        self.liveness.seen(worker_id, now)
         txid, _ = self._log(req, TaskProgress(job_id, index, attempt, progress, counters,
                                               self.wall_ms()), ((job_id, index),))
         return 0, txid, None
 
-    def _finish(self, req: Request) -> Answer:
+    def _finish(self, req: Request, now: float) -> Answer:
         worker_id, job_id, index, attempt, ok, outcome = check_args(req)
         hit = self._hit(req)
         if hit is not None:
             return 0, *hit
         self._owned(worker_id, job_id, index)
-        self.liveness.seen(worker_id, self.parent.now)
+        self.liveness.seen(worker_id, now)
         return 0, *self._log(req, TaskFinish(job_id, index, attempt, ok, outcome,
                                              self.wall_ms()), ((job_id, index),))
 
@@ -351,10 +368,10 @@ class JobHandlers:
             seen = self.sums.before(sorted(worker.running))
             try:
                 txid, requeued = self.engine.submit(
-                    WorkerLost(worker_id, reason, self.wall_ms()), durability="async")
+                    WorkerLost(worker_id, reason, self.wall_ms()), durability=_ASYNC)
             except errors.MwclusterError as exc:     # the journal refuses: next tick
                 log.warning("epoch %d: worker %s could not be marked lost: %s",
-                            self.parent.epoch, worker_id, exc)
+                            self.epoch, worker_id, exc)
                 break
             self.sums.after(seen)
             liveness.forget(worker_id)
@@ -362,7 +379,7 @@ class JobHandlers:
             lost.append(worker_id)
             self.workers_lost += 1
             log.warning("epoch %d txid %d: worker %s lost (%s); %d tasks released",
-                        self.parent.epoch, txid, worker_id, reason, len(requeued))
+                        self.epoch, txid, worker_id, reason, len(requeued))
         return lost
 
     # --- reads -----------------------------------------------------------------------------

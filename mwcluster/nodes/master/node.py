@@ -42,11 +42,12 @@ import zmq
 from mwcluster import errors
 from mwcluster.config import MasterConfig
 from mwcluster.engine import Engine
-from mwcluster.nodes.master.handlers import Handlers
+from mwcluster.nodes.master.handlers import Drain, Handlers
 from mwcluster.nodes.master.jobs import JobsConfig
 from mwcluster.nodes.master.status import master_status
 from mwcluster.nodes.master.upload import SnapshotUploads
-from mwcluster.nodes.master.stats import MasterCollector, MasterStats, TimedJournalIO
+from mwcluster.nodes.master.stats import (PEER_WINDOW_S, MasterCollector, MasterStats,
+                                          TimedJournalIO)
 from mwcluster.nodes.metrics import MetricsServer
 from mwcluster.storage import epoch as epochs
 from mwcluster.storage import fenced as fence_file
@@ -70,7 +71,6 @@ DRAIN_BUDGET_S = 0.002
 # on the wake pipe until the flusher reports progress, at most FLUSHER_YIELD_S.
 FLUSHER_STALL_S = 0.002
 FLUSHER_YIELD_S = 0.001
-PEER_WINDOW_S = 30.0
 # A `replicated` reply not confirmed by a standby within this long is answered unavailable.
 REPLICATED_TIMEOUT_S = 5.0
 _NOBLOCK = zmq.NOBLOCK
@@ -175,12 +175,13 @@ class Master:
                                  jobs=JobsConfig(cfg.worker_timeout_s, cfg.worker_heartbeat_ms,
                                                  cfg.max_assign_per_request),
                                  fenced_by=fenced_by,
-                                 on_fenced=self._on_fenced)
+                                 on_fenced=self._on_fenced,
+                                 # _drain wakes the flusher after the replies
+                                 wake_flusher=False)
         if self.handlers.fence.fenced:
             log.error("epoch %d: this data directory is FENCED (a master under epoch %d "
                       "replaced it): client requests are refused; rejoin as a standby",
                       self.epoch, self.handlers.fence.fenced_by)
-        self.handlers.defer_flush = True     # _drain wakes the flusher after the replies
         self._bind()
         if cfg.metrics_port:
             collector = MasterCollector(self.stats, {int(op): op.name.lower() for op in Op},
@@ -274,6 +275,7 @@ class Master:
         drain = self._drain
         journal = self.engine.journal
         handlers = self.handlers
+        parked, parked_replicated = handlers.parked, handlers.parked_replicated
         monotonic = time.monotonic
         engine = self.engine
         uploads = self.uploads
@@ -283,11 +285,9 @@ class Master:
             while not self._stop_requested:
                 busy = drain()
                 durable = journal.durable_txid
-                if durable > self.published_txid or (handlers.parked and
-                                                      handlers.parked[0][0] <= durable):
+                if durable > self.published_txid or parked.due(durable):
                     self._after_durable()
-                if handlers.parked_replicated and \
-                        handlers.parked_replicated[0][0] <= handlers.replica_txid:
+                if parked_replicated.due(handlers.replica_txid):
                     self._send_all(handlers.release_replicated(monotonic()))
                 if uploads.pending():
                     self._send_all(uploads.finished())
@@ -326,13 +326,13 @@ class Master:
         how many messages were read."""
         router = self.router
         recv = router.recv
-        handlers = self.handlers
-        handle = handlers.handle
+        handle = self.handlers.handle
         peers = self.peers
         out = []
         append = out.append
         monotonic = time.monotonic
-        handlers.now = t0 = monotonic()
+        t0 = monotonic()
+        drain = Drain(t0)
         until = t0 + DRAIN_BUDGET_S
         n = 0
         while n < MAX_DRAIN and monotonic() < until:
@@ -346,7 +346,7 @@ class Master:
             if frame.more:
                 append((ident, self._multi_frame(frame)))
                 continue
-            reply = handle(ident, frame.bytes)
+            reply = handle(ident, frame.bytes, drain)
             if reply is not None:
                 append((ident, reply))
         if n:
@@ -354,8 +354,7 @@ class Master:
             # The handlers appended without waking the flusher: woken earlier, it would take
             # the GIL between the appends and the replies and delay every reply of the drain.
             self.engine.journal.wake()
-            self.stats.add_batch(handlers.batch_ops, time.monotonic() - t0)
-            handlers.batch_ops.clear()
+            self.stats.add_batch(drain.ops, time.monotonic() - t0)
             self.drains += 1
             self.drained += n
             state = self.engine.state
@@ -420,7 +419,6 @@ class Master:
         pub = self.pub
         epoch = self.epoch
         ring = self.uploads
-        stats = self.stats
         limit = self.config.publish_batch_bytes
         target = ends[-1][0]
         nxt = self.published_txid + 1
@@ -449,8 +447,6 @@ class Master:
                 pub.send(encode_log_batch(epoch, records, digest))
             if digest is not None:
                 ring.record(last, digest)
-            stats.published_batches += 1
-            stats.published_records += len(records)
             nxt = last + 1
         self.published_txid = nxt - 1
         self._last_publish = time.monotonic()
@@ -466,13 +462,12 @@ class Master:
             self.pub.send(TOPIC_HEARTBEAT, _SNDMORE)
             self.pub.send(encode_heartbeat(self.epoch, durable, digest,
                                            int(time.time() * 1000)))
-        self.stats.heartbeats += 1
         self._last_publish = time.monotonic()
 
     def _tick(self, now: float) -> None:
         if self._cut_file is not None:
             cut = self._cut = os.path.exists(self._cut_file)
-            self.handlers.drop_ops = CUT_OPS if cut else frozenset()
+            self.handlers.cut_off(CUT_OPS if cut else frozenset())
         if now - self._last_publish >= self.config.heartbeat_interval_s:
             self._heartbeat()
         if self.handlers.parked and self.engine.journal.failure is not None:
@@ -505,7 +500,7 @@ class Master:
         code = 0
         handlers = self.handlers
         if handlers is not None and self.router is not None:
-            handlers.shutting_down = True
+            handlers.stop_taking_requests()
             try:
                 self._drain()           # requests already queued get `shutting_down`
             except zmq.ZMQError:

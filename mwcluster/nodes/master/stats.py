@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 LATENCY_BOUNDS_S = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                     0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 FSYNC_SAMPLES = 4096
+# A peer counts as connected while it sent something this recently (STATUS `peers`; the loop
+# forgets peers silent for longer).
+PEER_WINDOW_S = 30.0
 
 
 class Histogram:
@@ -107,9 +110,6 @@ class MasterStats:
         self.errors_by_code: dict[int, int] = {}
         self.dropped = 0            # messages that could not be answered at all
         self.retries = 0            # mutations answered from the idempotency table
-        self.published_batches = 0
-        self.published_records = 0
-        self.heartbeats = 0
         self.requests_total = 0
         self._rate_points: deque[tuple[float, int]] = deque(maxlen=6)
         self.snapshot: dict[str, Any] = {}
@@ -130,12 +130,6 @@ class MasterStats:
             h.add(elapsed_s, n)
             total += n
         self.requests_total += total
-
-    def add_latency(self, op: int, elapsed_s: float, n: int = 1) -> None:
-        h = self.latency_by_op.get(op)
-        if h is None:
-            h = self.latency_by_op[op] = Histogram()
-        h.add(elapsed_s, n)
 
     def sample_rate(self, now: float) -> None:
         self._rate_points.append((now, self.requests_total))

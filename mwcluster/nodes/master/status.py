@@ -8,10 +8,9 @@ import time
 from typing import Any
 
 from mwcluster import errors
+from mwcluster.nodes.master.stats import PEER_WINDOW_S
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.segments import list_segments
-
-PEER_WINDOW_S = 30.0
 
 
 def master_status(master) -> dict[str, Any]:

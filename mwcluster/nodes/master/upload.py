@@ -111,15 +111,11 @@ class SnapshotUploads:
         self.digest_unverified = 0
         self.last_error: str | None = None
         self.segments_after_purge: int | None = None
-        self.last_purged = 0
 
     # --- the digest ring (loop thread) ---------------------------------------------------
 
     def record(self, txid: int, digest: int) -> None:
         self._ring.record(txid, digest)
-
-    def digest_span(self) -> tuple[int, int] | None:
-        return self._ring.span()
 
     # --- requests (loop thread) -------------------------------------------------------------
 
@@ -344,7 +340,6 @@ class SnapshotUploads:
                 continue
             self.ok += 1
             self.nodes.uploaded(cur.endpoint, cur.client_id, cur.txid, self.clock())
-            self.last_purged = result[1]
             self.segments_after_purge = self.engine.journal.stats().segments
             if cur.txid not in self._ring:
                 self.digest_unverified += 1

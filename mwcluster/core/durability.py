@@ -1,0 +1,58 @@
+"""When a mutation is acknowledged: the one definition of the durability levels.
+
+The wire carries the code (a request's `durability` field, 0..3); configuration files, the
+command line and the Python API name the level:
+
+    code  name        the reply to a mutation waits until
+    0     default     whatever the master's own default is (a request's choice only)
+    1     async       the record is applied and buffered (a crash may lose it: the loss window)
+    2     sync        the fsync covering the record returned
+    3     replicated  the record is durable here and the standby reported having applied it
+
+docs/durability.md says what each level keeps across kill -9, power loss and failover.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = ["Durability", "MASTER_LEVELS", "REQUEST_LEVELS"]
+
+
+class Durability(IntEnum):
+    DEFAULT = 0
+    ASYNC = 1
+    SYNC = 2
+    REPLICATED = 3
+
+    @property
+    def label(self) -> str:
+        """The name configs and the command line use: "async", "sync"..."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str | int | None) -> Durability:
+        """A level from its name ("async"...), its code, or None (the default); ValueError
+        naming what is allowed otherwise."""
+        if value is None:
+            return cls.DEFAULT
+        if type(value) is cls:
+            return value
+        if type(value) is int or isinstance(value, IntEnum):
+            try:
+                return cls(int(value))
+            except ValueError:
+                pass
+        elif isinstance(value, str):
+            found = _BY_LABEL.get(value)
+            if found is not None:
+                return found
+        raise ValueError(f"durability must be None, {', '.join(map(repr, REQUEST_LEVELS))} "
+                         f"or a code 0..{max(cls)}, not {value!r}")
+
+
+_BY_LABEL = {level.label: level for level in Durability}
+# What a request may ask for, by name; and what a master may be configured to default to
+# (a master's own default is never "default", and "replicated" is asked per request).
+REQUEST_LEVELS = tuple(level.label for level in Durability)
+MASTER_LEVELS = (Durability.ASYNC.label, Durability.SYNC.label)
