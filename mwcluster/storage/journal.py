@@ -32,8 +32,6 @@ import os
 import threading
 import time
 import zlib
-from array import array
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,10 +39,12 @@ from pathlib import Path
 
 import tenacity
 
-from mwcluster.errors import CorruptionError, JournalUnavailable, StorageError
+from mwcluster.errors import JournalUnavailable, StorageError
 from mwcluster.storage import fsutil
 from mwcluster.storage import segments as seg
 from mwcluster.storage.fsutil import FaultyJournalIO, JournalIO
+from mwcluster.storage.flusher import Flusher
+from mwcluster.storage.segment_index import Batch, SegmentIndex, read_durable
 
 __all__ = ["FaultyJournalIO", "Journal", "JournalIO", "JournalStats", "OpenReport"]
 
@@ -55,7 +55,6 @@ _pack_u32 = seg.U32.pack
 _crc32 = zlib.crc32
 _SYNC = seg.SYNC_MARKER
 _FRAME = seg.FRAME_HEADER_SIZE
-_INDEX_STRIDE_BYTES = 64 << 10  # one (txid, offset) read-index entry per this many bytes
 _LOSS_SAMPLES = 4096
 
 
@@ -92,62 +91,23 @@ class JournalStats:
     loss_window_samples: tuple[float, ...]  # age of each batch's oldest record at its fsync
 
 
-class _Segment:
-    """A segment file as the writer knows it, with a sparse txid -> offset read index."""
-
-    __slots__ = ("file", "first_txid", "has_records", "index_txids", "index_offsets")
-
-    def __init__(self, file: fsutil.AppendFile, first_txid: int, has_records: bool):
-        self.file = file  # file.synced_bytes == 0: its creation is not durable yet
-        self.first_txid = first_txid
-        self.has_records = has_records
-        self.index_txids = array("Q")
-        self.index_offsets = array("Q")
-
-    @property
-    def path(self) -> Path:
-        return self.file.path
-
-    @property
-    def size_bytes(self) -> int:
-        return self.file.synced_bytes
-
-    def index(self, txid: int, offset: int) -> None:
-        offsets = self.index_offsets
-        if not offsets or offset - offsets[-1] >= _INDEX_STRIDE_BYTES:
-            self.index_txids.append(txid)
-            offsets.append(offset)
-
-
-class _Batch:
-    __slots__ = ("data", "first_txid", "last_txid", "rolls", "t0", "next_piece")
-
-    def __init__(self, data, first_txid, last_txid, rolls, t0):
-        self.data: bytearray = data
-        self.first_txid: int = first_txid
-        self.last_txid: int = last_txid
-        self.rolls: list[tuple[int, int]] = rolls  # (txid, offset): a segment starts there
-        self.t0: float = t0  # clock() when its oldest record was appended
-        self.next_piece = 0  # pieces before it are durable (kept across retries)
-
-
-class _Abandoned(Exception):
-    pass
-
-
-class Journal:
+class Journal(Flusher):
     """A segmented write-ahead journal with a background flusher. See the module docstring.
 
     The flusher is a daemon thread: a process that exits without `close()` loses what was
-    not fsynced yet, exactly as in a crash."""
+    not fsynced yet, exactly as in a crash. With `background=False` there is no thread: the
+    owner calls `flush()` when it wants the buffer written (the in-memory cluster simulation
+    decides that moment with its seeded scheduler), and `wait_durable` flushes itself."""
 
     def __init__(self, directory: str | os.PathLike[str], *, segment_bytes: int = 64 << 20,
                  buffer_limit_bytes: int = 64 << 20, max_record_bytes: int = 64 << 20,
                  epoch: int = 0, io: JournalIO | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_durable: Callable[[int], None] | None = None,
-                 retry_initial_s: float = 0.05, retry_max_s: float = 5.0):
+                 retry_initial_s: float = 0.05, retry_max_s: float = 5.0,
+                 background: bool = True):
         self.directory = Path(directory)
+        self._background = background
         self._segment_bytes = segment_bytes
         self._buffer_limit_bytes = buffer_limit_bytes
         self._max_record_bytes = max_record_bytes
@@ -164,12 +124,12 @@ class Journal:
         self._active = bytearray()
         self._active_rolls: list[tuple[int, int]] = []
         self._active_t0 = 0.0
-        self._inflight: _Batch | None = None
+        self._inflight: Batch | None = None
         self._unflushed_bytes = 0
         self._last_txid = 0
         self._durable_txid = 0
         self._first_record_txid: int | None = None
-        self._segments: list[_Segment] = []
+        self._segments: list[SegmentIndex] = []
         self._refuse: str | None = f"journal {self.directory} is not open; call open() first"
         self._failure: str | None = None
         self._last_error: str | None = None
@@ -206,8 +166,8 @@ class Journal:
         rec = seg.recover_dir(self.directory, io=self._io, max_record_bytes=self._max_record_bytes)
         warnings = []
         for scan in rec.segments:
-            s = _Segment(fsutil.AppendFile(self._io, scan.path, scan.size_bytes), scan.first_txid,
-                         scan.record_count > 0)
+            s = SegmentIndex(fsutil.AppendFile(self._io, scan.path, scan.size_bytes),
+                             scan.first_txid, scan.record_count > 0)
             s.index(scan.first_txid, seg.HEADER_SIZE)
             for n, off in enumerate(scan.offsets or ()):
                 s.index(scan.first_txid + n, off)
@@ -230,9 +190,10 @@ class Journal:
             self._first_record_txid = kept[0].first_txid if kept else None
             self._refuse = None
             self._opened = True
-        self._thread = threading.Thread(target=self._run, name=f"journal-flusher:{self.directory}",
-                                        daemon=True)
-        self._thread.start()
+        if self._background:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"journal-flusher:{self.directory}")
+            self._thread.start()
         for w in warnings:
             _log.warning("journal %s: %s", self.directory, w)
         return OpenReport(self.directory, len(self._segments), self._first_record_txid, last,
@@ -263,6 +224,8 @@ class Journal:
             self._space.notify_all()
         if self._thread is not None:
             self._thread.join()
+        elif not self._background and self._opened:
+            self._stop_without_thread(abandon)
         return True
 
     def __enter__(self) -> Journal:
@@ -346,7 +309,11 @@ class Journal:
 
     def wait_durable(self, txid: int, timeout: float | None = None) -> bool:
         """Wait until every record up to `txid` is fsynced; False on timeout or when the
-        journal stopped before that."""
+        journal stopped before that. Without a flusher thread: flush now, once."""
+        if not self._background:
+            if self._durable_txid < txid and self._opened and not self._closed:
+                self._flush_once()
+            return self._durable_txid >= txid
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while self._durable_txid < txid:
@@ -425,35 +392,8 @@ class Journal:
         if first is not None and from_txid < first:
             raise StorageError(f"journal {self.directory}: records before txid {first} were "
                                f"purged; txid {from_txid} must come from a snapshot")
-        return self._read(segs, max(from_txid, 1), durable, max_bytes, verify)
-
-    def _read(self, segs, from_txid, durable, max_bytes, verify=True):
-        i = max(0, bisect_right([s[0] for s in segs], from_txid) - 1)
-        first_txid, path, txids, offsets, n = segs[i]
-        j = bisect_right(txids, from_txid, 0, n) - 1
-        txid, offset = (txids[j], offsets[j]) if j >= 0 else (first_txid, seg.HEADER_SIZE)
-        sent_bytes = sent = 0
-        for k in range(i, len(segs)):
-            first_txid, path = segs[k][0], segs[k][1]
-            if k > i:
-                if first_txid != txid:
-                    raise CorruptionError(f"txid gap between segments; "
-                                          f"{seg.inspect_hint(self.directory)}",
-                                          path=str(path), offset=8, txid=txid)
-                offset = seg.HEADER_SIZE
-            for rec in seg.read_records_at(path, offset, txid, durable,
-                                           max_record_bytes=self._max_record_bytes,
-                                           verify=verify):
-                txid = rec[0] + 1
-                if rec[0] < from_txid:
-                    continue
-                sent_bytes += len(rec[2])
-                if max_bytes is not None and sent and sent_bytes > max_bytes:
-                    return
-                sent += 1
-                yield rec
-            if txid > durable:
-                return
+        return read_durable(self.directory, segs, max(from_txid, 1), durable, max_bytes,
+                            self._max_record_bytes, verify)
 
     def purge(self, upto_txid: int) -> list[Path]:
         """Delete the segments whose every record is <= upto_txid, never the newest one (the
@@ -494,167 +434,3 @@ class Journal:
                 len(self._segments), sum(s.size_bytes for s in self._segments),
                 self._failure is not None, self._last_error, self._appends_waiting,
                 tuple(self._loss_samples))
-
-    # --- the flusher thread ----------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            while True:
-                with self._lock:
-                    while not self._active and not self._stopping:
-                        self._flusher_idle = True
-                        self._wake.wait()
-                    self._flusher_idle = False
-                    if self._abandoned or not self._active:
-                        return
-                    batch = self._take_batch()
-                self._flush(batch)
-        except _Abandoned:
-            pass
-        except OSError as e:  # retries stopped by close() or abandon()
-            if not self._abandoned:
-                with self._lock:
-                    lost = (self._durable_txid + 1, self._last_txid)
-                self._close_error = (f"journal {self.directory}: closed while the disk still "
-                                     f"fails ({e}); txids {lost[0]}..{lost[1]} were not saved")
-                _log.error("%s", self._close_error)
-        except BaseException as e:
-            _log.exception("journal %s: flusher stopped by an unexpected error", self.directory)
-            self._close_error = f"journal {self.directory}: flusher stopped: {e!r}"
-            with self._lock:
-                self._failure = self._refuse = self._close_error
-        finally:
-            if self._segments:
-                self._segments[-1].file.close()
-            with self._lock:
-                self._flusher_done = True
-                if self._refuse is None:
-                    self._refuse = f"journal {self.directory}: the flusher has stopped"
-                self._durable_cv.notify_all()
-                self._space.notify_all()
-
-    def _take_batch(self) -> _Batch:
-        data = self._active
-        rolls = self._active_rolls
-        if rolls:
-            carry = []
-            if rolls[-1][1] == len(data):  # requested for a record not appended yet
-                carry.append((rolls.pop()[0], 0))
-            self._active_rolls = carry
-        else:
-            rolls = []
-        batch = _Batch(data, self._durable_txid + 1, self._last_txid, rolls, self._active_t0)
-        self._active = bytearray()
-        self._inflight = batch
-        return batch
-
-    def _flush(self, batch: _Batch) -> None:
-        pieces = self._plan(batch)
-        try:   # the common case, without the retry machinery's per-call cost under the GIL
-            while batch.next_piece < len(pieces):
-                self._write_piece(batch, *pieces[batch.next_piece])
-                batch.next_piece += 1
-        except OSError:   # the failure policy: retry with backoff (see the module docstring)
-            for attempt in self._retrying:
-                with attempt:
-                    while batch.next_piece < len(pieces):
-                        self._write_piece(batch, *pieces[batch.next_piece])
-                        batch.next_piece += 1
-        with self._lock:
-            self._inflight = None
-            self._flushes += 1
-            self._loss_samples.append(self._clock() - batch.t0)
-
-    def _plan(self, batch: _Batch) -> list[tuple[int, int, int, int, bool]]:
-        """Split a batch at its roll points: (first_txid, last_txid, start, end, roll)."""
-        cuts = [(batch.first_txid, 0, False)] + [(t, off, True) for t, off in batch.rolls]
-        if len(cuts) > 1 and cuts[1][1] == 0:
-            cuts.pop(0)
-        pieces = []
-        for k, (txid, start, roll) in enumerate(cuts):
-            last, end = ((cuts[k + 1][0] - 1, cuts[k + 1][1]) if k + 1 < len(cuts)
-                         else (batch.last_txid, len(batch.data)))
-            pieces.append((txid, last, start, end, roll))
-        return pieces
-
-    def _write_piece(self, batch: _Batch, first: int, last: int, start: int, end: int,
-                     roll: bool) -> None:
-        cur = self._segments[-1] if self._segments else None
-        if cur is None or (cur.has_records and (roll or cur.size_bytes >= self._segment_bytes)) \
-                or (not cur.has_records and cur.first_txid != first):
-            cur = self._start_segment(cur, first)
-        before = cur.size_bytes
-        # a retry after a failure truncates back to the last fsync and rewrites (AppendFile)
-        new_size = cur.file.append(memoryview(batch.data)[start:end], self._check_abandoned)
-        elapsed, written = cur.file.last_sync_s, new_size - before
-        with self._lock:
-            cur.index(first, before or seg.HEADER_SIZE)
-            cur.has_records = True
-            self._durable_txid = last
-            self._unflushed_bytes -= end - start
-            self._fsyncs += 1
-            self._records_written += last - first + 1
-            self._bytes_written += written
-            self._last_fsync_s = elapsed
-            self._max_fsync_s = max(self._max_fsync_s, elapsed)
-            self._fsync_total_s += elapsed
-            if self._failure is not None:
-                _log.warning("journal %s: writes work again (txids up to %d are durable, "
-                             "epoch %d)", self.directory, last, self._epoch)
-                self._failure = None
-                if not self._closed:
-                    self._refuse = None
-            self._durable_cv.notify_all()
-            self._space.notify_all()
-        if self._on_durable is not None:
-            try:
-                self._on_durable(last)
-            except Exception:
-                _log.exception("journal %s: on_durable(%d) raised", self.directory, last)
-
-    def _start_segment(self, cur: _Segment | None, first: int) -> _Segment:
-        if cur is not None:
-            # Every piece is fsynced as it is written, so the old segment is already durable.
-            cur.file.close()
-            if not cur.has_records:  # an empty newest segment from an earlier run
-                try:
-                    self._io.unlink(cur.path)
-                except FileNotFoundError:
-                    pass
-        path = self.directory / seg.segment_name(first)
-        new = _Segment(fsutil.AppendFile(self._io, path, 0, seg.encode_header(first, self._epoch)),
-                       first, False)
-        with self._lock:
-            if cur is not None and not cur.has_records:
-                self._segments.remove(cur)
-            self._segments.append(new)
-        return new
-
-    def _check_abandoned(self) -> None:
-        if self._abandoned:
-            raise _Abandoned()
-
-    def _backoff_sleep(self, seconds: float) -> None:
-        with self._lock:
-            if not self._stopping:
-                self._wake.wait(seconds)  # close() and abandon() cut the wait short
-        self._check_abandoned()
-
-    def _on_write_failed(self, state: tenacity.RetryCallState) -> None:
-        err = state.outcome.exception() if state.outcome else None
-        cur = self._segments[-1] if self._segments else None
-        with self._lock:
-            first_failure = self._failure is None
-            self._last_error = str(err)
-            self._failure = (
-                f"journal {self.directory} cannot take writes: writing to "
-                f"{cur.path if cur else self.directory} failed: {err}. Free disk space or fix "
-                f"the device; the journal keeps retrying (attempt {state.attempt_number}) and "
-                f"writes resume on their own; txids {self._durable_txid + 1}..{self._last_txid}"
-                f" are not durable yet")
-            if not self._closed:
-                self._refuse = self._failure
-            self._space.notify_all()
-        log = _log.error if first_failure else _log.debug
-        log("journal %s: write failed (epoch %d, durable txid %d): %s; retrying",
-            self.directory, self._epoch, self._durable_txid, err)

@@ -404,6 +404,17 @@ def decode_pub(topic: bytes, body: bytes) -> tuple[bytes, list]:
     raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown stream topic {topic!r}")
 
 
+def check_records(records) -> None:
+    """Raise ValueError unless `records` is a list of [txid: int, epoch: int, payload: bin]
+    (from the log stream or a FETCH reply: input from the network)."""
+    if type(records) is not list:
+        raise ValueError("records must be an array")
+    for rec in records:
+        if (type(rec) is not list or len(rec) != 3 or type(rec[0]) is not int
+                or type(rec[1]) is not int or type(rec[2]) is not bytes):
+            raise ValueError(f"a record must be [txid, epoch, payload: bin], not {rec!r:.80}")
+
+
 def args_check(req: Request, kinds: tuple[type | tuple, ...], names: tuple[str, ...]) -> list:
     """Check a request's args against types; return them. Raises ProtocolError. A bool is
     accepted only where bool is named (msgpack's bool is not an integer)."""

@@ -28,7 +28,7 @@ class Script:
 def node_with(script: Script, tmp_path) -> CheckpointNode:
     node = CheckpointNode(load_checkpoint_config(None, env={},
                                                  flags={"data_dir": str(tmp_path)}))
-    node.machine = script
+    node.replica.machine = script
     return node
 
 
@@ -42,7 +42,7 @@ def test_after_a_failed_apply_the_rest_is_skipped_and_a_checkpoint_is_answered(t
                      fm.Checkpoint(3, 1), fm.Note("info", "still logged? no")])
     node = node_with(script, tmp_path)
     try:
-        node._feed(fm.Tick(0.0))
+        node.replica.feed(fm.Tick(0.0))
         assert node.state.txid == 1                     # 1 applied, 2 failed, 3 skipped
         kinds = [type(e).__name__ for e in script.events]
         assert kinds == ["Tick", "ApplyFailed", "CheckpointFailed"]
@@ -57,7 +57,7 @@ def test_instruction_outcomes_are_fed_after_the_whole_list(tmp_path):
     script = Script([fm.Apply([put(1)]), fm.CheckDigest(1, 1, 5), fm.Apply([put(2)])])
     node = node_with(script, tmp_path)
     try:
-        node._feed(fm.Tick(0.0))
+        node.replica.feed(fm.Tick(0.0))
         assert node.state.txid == 2
         result = script.events[1]
         assert isinstance(result, fm.DigestResult) and result.txid == 1
@@ -79,7 +79,7 @@ def test_set_aside_renames_the_snapshots_above_the_verified_txid(tmp_path):
     script = Script([fm.SetAsideSnapshots(1, "digest mismatch at txid 3")])
     node = node_with(script, tmp_path)
     try:
-        node._feed(fm.Tick(0.0))
+        node.replica.feed(fm.Tick(0.0))
         assert [t for t, _ in snapshots.list_snapshots(snap_dir)] == [1]
         assert sorted(p.name for p in snap_dir.glob("*.diverged")) == [
             snapshots.snapshot_name(2) + ".diverged", snapshots.snapshot_name(3) + ".diverged"]
@@ -96,13 +96,13 @@ def test_a_digest_mismatch_is_logged_at_error_with_the_epoch_and_txid(tmp_path, 
     node = node_with(script, tmp_path)
     try:
         with caplog.at_level("ERROR", logger="mwcluster.nodes.checkpoint.node"):
-            node._feed(fm.StreamBatch(4, 1, 1, [list(put(1))], 0.0, wrong))
+            node.replica.feed(fm.StreamBatch(4, 1, 1, [list(put(1))], 0.0, wrong))
         result = script.events[1]
         assert isinstance(result, fm.DigestResult)
         assert (result.expected, result.actual) == (wrong, at_1.digest)
         [line] = [rec for rec in caplog.records if rec.levelname == "ERROR"]
         assert "epoch 4: DIGEST MISMATCH at txid 1" in line.getMessage()
         assert f"{wrong:016x}" in line.getMessage()
-        assert node.digest_mismatches == 1
+        assert node.replica.digest_mismatches == 1
     finally:
         node.close()

@@ -1,23 +1,25 @@
 """The replica's decision machine (core/follower.py), driven in memory: no sockets, no clock.
 
-`FakeMaster` holds a history of records and the reference digests; `Harness` is what the
-checkpoint node's shell does with the instructions (apply through State.apply, answer FETCH and
-the snapshot from the fake master), executing every instruction of one event before it feeds
-the events those produced.
+`FakeMaster` holds a history of records and the reference digests; `Harness` runs the
+checkpoint node's own executor of the instructions (nodes/checkpoint/executor.py: apply
+through State.apply, every instruction of one event before the events those produced) with
+its link port answered from the fake master.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mwcluster import errors
 from mwcluster.core import follower as f
 from mwcluster.core import records as r
 from mwcluster.core.records import decode_payload, encode_record
 from mwcluster.core.state import State
 from mwcluster.core.values import encode
+from mwcluster.nodes.checkpoint.executor import ReplicaExecutor
 
 HB = 1.0
 
@@ -60,67 +62,116 @@ class FakeMaster:
                              self.digests[last] if digest else None)
 
 
+class FakeLink:
+    """The executor's link port, answered from the fake master's history (no socket)."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+
+    @property
+    def epoch(self) -> int:
+        return self.harness.master.epoch
+
+    def fetch(self, from_txid: int, max_bytes: int):
+        m = self.harness.master
+        assert from_txid == self.harness.state.txid + 1
+        if from_txid < m.first_kept:
+            raise errors.Truncated(f"records from {from_txid} are not kept")
+        end = min(m.durable, from_txid + m.fetch_max - 1)
+        return m.durable, m.records[from_txid - 1:end]
+
+    def load_master_snapshot(self, work_dir, chunk_bytes, credit, recent):
+        m = self.harness.master
+        if m.snapshot_txid is None:
+            raise errors.NoSnapshot("the fake master has no snapshot")
+        return State.from_image(iter([m.states[m.snapshot_txid].image_bytes()]))
+
+
+class Recording:
+    """The machine, with every instruction it answers recorded in order."""
+
+    def __init__(self, machine: f.Follower, log: list) -> None:
+        self.machine = machine
+        self.log = log
+
+    def handle(self, event):
+        instructions = self.machine.handle(event)
+        self.log.extend(instructions)
+        return instructions
+
+
+class BuggyReplica(ReplicaExecutor):
+    """The node's executor with a replica bug: record `corrupt_at` is applied as something
+    else, once."""
+
+    corrupt_at: int | None = None
+    corrupted = False
+
+    def apply(self, records):
+        for txid, _e, payload in records:
+            if txid == self.corrupt_at:
+                self.corrupt_at = None
+                self.corrupted = True
+                self.state.apply(txid, r.Put("/diverged", encode(txid)))
+                continue
+            failed = super().apply([(txid, _e, payload)])
+            if failed is not None:
+                return failed
+        return None
+
+
 class Harness:
+    """The checkpoint node's executor (nodes/checkpoint/executor.py) over the fake master:
+    the link answers FETCH and the snapshot from its history; checkpoints are recorded and
+    done at once."""
+
     def __init__(self, master: FakeMaster, config: f.FollowerConfig | None = None,
                  local: int | None = None, corrupt_at: int | None = None) -> None:
         self.master = master
         self.machine = f.Follower(config or f.FollowerConfig(heartbeat_interval_s=HB))
-        self.state = State()
+        self.log: list = []
+        self.checkpoints: list[int] = []
+        self.now = 0.0
+        self.replica = BuggyReplica(Recording(self.machine, self.log), self,
+                                    incoming_dir=Path("/nonexistent"), recent_requests=1000,
+                                    fetch_max_bytes=1 << 20, snapshot_chunk_bytes=1 << 20,
+                                    snapshot_credit=1, clock=lambda: self.now,
+                                    link=FakeLink(self))
         if local is not None:
             for txid, _e, payload in master.records[:local]:
                 self.state.apply(txid, decode_payload(payload)[0])
         self.local = local
         # a replica bug when it applies record `corrupt_at` (once; not if its snapshot has it)
-        self.corrupt_at = None if local is not None and corrupt_at is not None \
+        self.replica.corrupt_at = None if local is not None and corrupt_at is not None \
             and local >= corrupt_at else corrupt_at
-        self.corrupted = False
-        self.log: list = []
-        self.checkpoints: list[int] = []
-        self.mismatches: list = []
-        self.now = 0.0
+
+    @property
+    def state(self) -> State:
+        return self.replica.state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        self.replica.replace(state, self.replica.recent)
+
+    @property
+    def corrupted(self) -> bool:
+        return self.replica.corrupted
+
+    @property
+    def mismatches(self) -> list:
+        return [i for i in self.log if isinstance(i, f.DigestMismatch)]
+
+    # the checkpoint port
+    def start_checkpoint(self, ins: f.Checkpoint):
+        assert self.state.txid == ins.txid
+        self.checkpoints.append(ins.txid)
+        return f.CheckpointDone(ins.txid, self.now)
+
+    def set_aside(self, ins: f.SetAsideSnapshots):
+        return None
 
     def feed(self, event) -> None:
-        events = deque([event])
-        while events:
-            ev = events.popleft()
-            instructions = self.machine.handle(ev)
-            self.log.extend(instructions)
-            for ins in instructions:
-                nxt = self.execute(ins)
-                if nxt is not None:
-                    events.append(nxt)
-
-    def execute(self, ins):
-        now = self.now
-        if isinstance(ins, f.Apply):
-            for txid, _e, payload in ins.records:
-                rec = decode_payload(payload)[0]
-                if txid == self.corrupt_at:      # a bug: the replica applies something else
-                    rec = r.Put("/diverged", encode(txid))
-                    self.corrupt_at = None
-                    self.corrupted = True
-                self.state.apply(txid, rec)      # raises unless txid == state.txid + 1
-        elif isinstance(ins, f.Fetch):
-            assert ins.from_txid == self.state.txid + 1
-            return self.master.fetch(ins.from_txid, now)
-        elif isinstance(ins, f.FetchSnapshot):
-            if self.master.snapshot_txid is None:
-                return f.NoSnapshot(now)
-            snap = self.master.states[self.master.snapshot_txid]
-            self.state = State.from_image(iter([snap.image_bytes()]))
-            return f.SnapshotLoaded(snap.txid, now)
-        elif isinstance(ins, f.ResetEmpty):
-            self.state = State()
-        elif isinstance(ins, f.CheckDigest):
-            assert self.state.txid == ins.txid
-            return f.DigestResult(ins.epoch, ins.txid, ins.digest, self.state.digest, now)
-        elif isinstance(ins, f.Checkpoint):
-            assert self.state.txid == ins.txid
-            self.checkpoints.append(ins.txid)
-            return f.CheckpointDone(ins.txid, now)
-        elif isinstance(ins, f.DigestMismatch):
-            self.mismatches.append(ins)
-        return None
+        self.replica.feed(event)
 
     def start(self) -> None:
         self.feed(f.Start(self.now, self.local))

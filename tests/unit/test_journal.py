@@ -493,3 +493,57 @@ def test_stats_report_the_loss_window(make_journal):
     assert stats.bytes_written == 24 + 2 * (24 + 80) == stats.journal_bytes
     assert stats.loss_window_samples == (0.5, 0.25)
     assert not stats.failed and stats.last_error is None and stats.segments == 1
+
+
+# --- without a flusher thread (background=False: the in-memory simulation's journal) ------
+
+
+def test_without_a_thread_nothing_is_written_until_flush(make_journal, wal):
+    j = make_journal(background=False)
+    j.open()
+    append_range(j, 1, 5)
+    assert j.durable_txid == 0
+    assert not [t for t in threading.enumerate() if t.name.startswith("journal-flusher")]
+    assert list(j.read(1)) == []                    # nothing durable yet
+    assert j.flush() is True and j.durable_txid == 5
+    assert [t for t, _e, _p in j.read(1)] == [1, 2, 3, 4, 5]
+    append_range(j, 6, 7)
+    assert j.wait_durable(7) is True                # flushes by itself
+    j.roll()
+    append_range(j, 8, 9)
+    j.close()                                       # flushes what is left
+    assert [first for first, _path in seg.list_segments(wal)] == [1, 8]
+    reopened = make_journal()
+    reopened.open()
+    assert [t for t, _e, _p in reopened.read(1)] == list(range(1, 10))
+
+
+def test_without_a_thread_a_failed_write_refuses_appends_until_a_flush_succeeds(
+        make_journal, wal):
+    io = FaultyJournalIO()
+    j = make_journal(background=False, io=io)
+    j.open()
+    append_range(j, 1, 3)
+    io.fail_fsync_errno = 28                        # ENOSPC
+    assert j.flush() is False
+    assert j.durable_txid == 0 and "cannot take writes" in j.failure
+    with pytest.raises(JournalUnavailable, match="Free disk space"):
+        j.append(4, 1, payload(4))
+    io.heal()
+    assert j.flush() is True and j.durable_txid == 3 and j.failure is None
+    append_range(j, 4, 4)
+    assert j.flush() and j.durable_txid == 4
+
+
+def test_without_a_thread_abandon_loses_what_was_not_flushed(make_journal, wal):
+    j = make_journal(background=False)
+    j.open()
+    append_range(j, 1, 3)
+    j.flush()
+    append_range(j, 4, 6)
+    j.abandon()
+    reopened = make_journal()
+    reopened.open()
+    assert reopened.last_txid == 3
+    with pytest.raises(RuntimeError):
+        reopened.flush()                            # a threaded journal flushes itself

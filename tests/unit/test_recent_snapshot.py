@@ -231,8 +231,8 @@ def test_the_checkpoint_writer_writes_the_replicas_table_and_a_restart_loads_it(
                for txid in range(1, 6)]
     node = checkpoint_node(tmp_path)
     try:
-        node.machine = Script([fm.Apply(records), fm.Checkpoint(5, 1)])
-        node._feed(fm.Tick(0.0))
+        node.replica.machine = Script([fm.Apply(records), fm.Checkpoint(5, 1)])
+        node.replica.feed(fm.Tick(0.0))
         assert len(node.recent) == 5 and node.child is not None
         wait_for(lambda: node.child.poll() is not None, what="the checkpoint written")
         assert node.child.outcome.ok, node.child.outcome
@@ -283,8 +283,8 @@ def test_the_nodes_table_limit_is_its_configured_recent_requests(tmp_path):
     node = CheckpointNode(load_checkpoint_config(None, env={
         "MWCLUSTER_CHECKPOINT_RECENT_REQUESTS": "4"}, flags={"data_dir": str(tmp_path)}))
     try:
-        node.machine = Script([fm.Apply(records)])
-        node._feed(fm.Tick(0.0))
+        node.replica.machine = Script([fm.Apply(records)])
+        node.replica.feed(fm.Tick(0.0))
         assert 2 <= len(node.recent) <= 4 and node.recent.get((b"c", 10))[0] == 10
         assert node.recent.get((b"c", 1)) is None
     finally:

@@ -26,20 +26,9 @@ from mwcluster.client.calls import error_from_reply
 from mwcluster.core.recent import RecentRequests
 from mwcluster.core.state import State
 from mwcluster.engine import load_snapshot
-from mwcluster.wire.protocol import Op, Reply, decode_reply, encode_request
+from mwcluster.wire.protocol import Op, Reply, check_records, decode_reply, encode_request
 
 MAX_CHUNK_BYTES = 1 << 20
-
-
-def check_records(records) -> None:
-    """Raise ValueError unless `records` is a list of [txid: int, epoch: int, payload: bin]
-    (from the log stream or a FETCH reply: input from the network)."""
-    if type(records) is not list:
-        raise ValueError("records must be an array")
-    for rec in records:
-        if (type(rec) is not list or len(rec) != 3 or type(rec[0]) is not int
-                or type(rec[1]) is not int or type(rec[2]) is not bytes):
-            raise ValueError(f"a record must be [txid, epoch, payload: bin], not {rec!r:.80}")
 
 
 class MasterLink:

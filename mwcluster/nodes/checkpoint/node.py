@@ -16,11 +16,11 @@ written off the master's hot path.
              is removed), close the sockets, release the lock.
 
 All decisions are in core/follower.py (`Follower`): this module only turns socket messages
-into its events and executes its instructions, every instruction of one event before the
-next event (the outcome of an instruction, e.g. a FETCH reply, is queued as an event). One
-thread owns the replica `State`; records are applied through `State.apply`, the same path
-as the master's. Checkpoints are written by a forked child (nodes/checkpoint/writer.py) while this
-loop keeps applying.
+into its events (executor.stream_event) and hands them to the socket-free executor of its
+instructions (executor.ReplicaExecutor, which owns the replica: every instruction of one event
+before the next event; records applied through `State.apply`, the same path as the master's).
+This module is that executor's two ports: the link to the master (link.py) and the
+checkpoints, written by a forked child (writer.py) while this loop keeps applying.
 
 Upload: after a local checkpoint succeeds, and at start for the newest local snapshot (it
 may not have reached the master before a crash), `_upload(header)` hands the file to the
@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +46,16 @@ from mwcluster.config import CheckpointConfig
 from mwcluster.core import failover as fo
 from mwcluster.core import follower as fm
 from mwcluster.core.recent import RecentRequests
-from mwcluster.core.records import decode_payload
 from mwcluster.core.state import State
 from mwcluster.engine import load_snapshot
-from mwcluster.nodes.checkpoint.link import MasterLink, check_records
+from mwcluster.nodes.checkpoint.executor import ReplicaExecutor, stream_event
+from mwcluster.nodes.checkpoint.link import MasterLink
 from mwcluster.nodes.status_endpoint import StatusEndpoint
 from mwcluster.nodes.checkpoint.upload import Uploader
 from mwcluster.nodes.checkpoint.writer import ForkedCheckpoint, Outcome
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.fsutil import lock_data_dir, write_file_atomic
-from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op, ProtocolError,
-                                     decode_pub)
+from mwcluster.wire.protocol import TOPIC_HEARTBEAT, TOPIC_LOG, Op
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +63,6 @@ log = logging.getLogger(__name__)
 TICK_S = 0.1
 HELLO_S = 2.0
 MAX_DRAIN = 1024          # stream messages read before the other sockets are looked at
-_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-
-
-def _check_ints(*values) -> None:
-    for value in values:
-        if type(value) is not int or value < 0:
-            raise ValueError(f"expected an unsigned integer, got {value!r:.40}")
 
 
 class CheckpointNode:
@@ -81,14 +72,16 @@ class CheckpointNode:
         self.data_dir = Path(config.data_dir)
         self.snapshot_dir = self.data_dir / "snapshots"
         self.incoming_dir = self.data_dir / "incoming"
-        self.machine = fm.Follower(fm.FollowerConfig(
+        machine = fm.Follower(fm.FollowerConfig(
             heartbeat_interval_s=config.heartbeat_interval_s, period_s=config.period_s,
             txns=config.txns, max_buffer_bytes=config.max_buffer_bytes))
-        self.state = State()
-        # the requests behind the records this replica covers (from the snapshot it loaded,
-        # then the records it applied): its checkpoints carry them to the master, and a
-        # promotion to the master it becomes, so that a retry is answered, not applied again
-        self.recent = RecentRequests(config.recent_requests)
+        # the replica and the executor of the machine's instructions; its ports are the link
+        # (connected at open) and this node's checkpoint methods
+        self.replica = ReplicaExecutor(
+            machine, self, incoming_dir=self.incoming_dir,
+            recent_requests=config.recent_requests, fetch_max_bytes=config.fetch_max_bytes,
+            snapshot_chunk_bytes=config.snapshot_chunk_bytes,
+            snapshot_credit=config.snapshot_credit, clock=time.monotonic)
         self.status_endpoint = ""
         self.exit_code = 0
         self.started = time.monotonic()
@@ -96,7 +89,6 @@ class CheckpointNode:
         self.last_checkpoint: dict[str, Any] | None = None
         self.checkpoint_failures = 0
         self.last_checkpoint_failure: str | None = None
-        self.digest_mismatches = 0
         self.stream_messages = 0
         self.bad_messages = 0
         self.local_start: dict[str, Any] | None = None
@@ -148,7 +140,7 @@ class CheckpointNode:
         sub.setsockopt(zmq.SUBSCRIBE, TOPIC_LOG)
         sub.setsockopt(zmq.SUBSCRIBE, TOPIC_HEARTBEAT)
         self._connect(sub, cfg.subscribe, "subscribe")
-        self.link = MasterLink(ctx, cfg.master, cfg.request_timeout_s)
+        self.link = self.replica.link = MasterLink(ctx, cfg.master, cfg.request_timeout_s)
         self.uploader = Uploader(ctx, cfg.master, cfg.request_timeout_s,
                                  bytes_per_s=cfg.upload_bytes_per_s,
                                  **({"attempts": 4, "backoff_max_s": 2.0} if self.once else {}))
@@ -168,8 +160,8 @@ class CheckpointNode:
             # upload); the master answers "have" when it already keeps it
             self._upload(snapshots.read_header(Path(self.local_start["path"])))
         if self.once:
-            self._feed(fm.CheckpointRequested(time.monotonic()))
-        self._feed(fm.Start(time.monotonic(), base))
+            self.replica.feed(fm.CheckpointRequested(time.monotonic()))
+        self.replica.feed(fm.Start(time.monotonic(), base))
         if cfg.ready_file:
             write_file_atomic(cfg.ready_file, json.dumps(
                 {"status": self.status_endpoint, "pid": os.getpid(),
@@ -198,11 +190,10 @@ class CheckpointNode:
             started = time.monotonic()
             recent = RecentRequests(self.config.recent_requests)
             try:
-                self.state = load_snapshot(path, recent)
+                self.replica.replace(load_snapshot(path, recent), recent)
             except errors.MwclusterError as exc:
                 log.warning("local snapshot %s is skipped: %s", path, exc)
                 continue
-            self.recent = recent
             self.local_start = {"path": str(path), "txid": self.state.txid,
                                 "seconds": round(time.monotonic() - started, 6)}
             gc.freeze()
@@ -260,7 +251,7 @@ class CheckpointNode:
                     self._failover_tick(now)
                     if self.promoted_master is not None:
                         break
-                    self._feed(fm.Tick(now))
+                    self.replica.feed(fm.Tick(now))
                     next_tick = now + TICK_S
                     if now >= self._next_hello:
                         self._hello()
@@ -298,120 +289,31 @@ class CheckpointNode:
             now = time.monotonic()
             self.stream_messages += 1
             try:
-                if len(frames) != 2:
-                    raise ProtocolError(ErrorCode.BAD_REQUEST, f"{len(frames)} frames")
-                topic, fields = decode_pub(frames[0], frames[1])
-                if topic == TOPIC_LOG:
-                    epoch, first, last, records, digest = fields
-                    check_records(records)
-                    _check_ints(epoch, first, last, 0 if digest is None else digest)
-                    event = fm.StreamBatch(epoch, first, last, records, now, digest)
-                else:
-                    epoch, durable, digest, _now_ms = fields
-                    _check_ints(epoch, durable, 0 if digest is None else digest)
-                    event = fm.Heartbeat(epoch, durable, digest, now)
-                self.standby.saw_master(now, epoch)
+                event = stream_event(frames, now)
+                self.standby.saw_master(now, event.epoch)
             except (errors.MwclusterError, ValueError, TypeError) as exc:
                 self.bad_messages += 1
                 log.warning("a log-stream message could not be read (%s); the gap it leaves "
                             "is fetched", exc)
                 continue
-            self._feed(event)
+            self.replica.feed(event)
 
-    # --- executing the machine's instructions --------------------------------------------
+    # --- the replica ------------------------------------------------------------------------
 
-    def _feed(self, event) -> None:
-        events = deque([event])
-        while events:
-            instructions = self.machine.handle(events.popleft())
-            failed = None
-            for ins in instructions:
-                if failed is not None:
-                    # The rest assumed that record applied; a reload follows. A checkpoint
-                    # the machine counts as started must still be answered.
-                    if type(ins) is fm.Checkpoint:
-                        events.append(fm.CheckpointFailed(
-                            time.monotonic(), f"not started: record {failed.txid} did not "
-                            "apply"))
-                    continue
-                outcome = self._execute(ins)
-                if outcome is not None:
-                    events.append(outcome)
-                    if type(outcome) is fm.ApplyFailed:
-                        failed = outcome
+    @property
+    def machine(self) -> fm.Follower:
+        return self.replica.machine
 
-    def _execute(self, ins):
-        kind = type(ins)
-        if kind is fm.Apply:
-            state = self.state
-            remember = self.recent.remember
-            for txid, _epoch, payload in ins.records:
-                try:
-                    rec, origin = decode_payload(payload)
-                    result = state.apply(txid, rec)
-                    if origin is not None:
-                        remember(origin, txid, result)
-                except Exception as exc:  # noqa: BLE001  any failure: the replica reloads
-                    return fm.ApplyFailed(txid, f"{type(exc).__name__}: {exc}",
-                                          time.monotonic())
-            return None
-        if kind is fm.Fetch:
-            try:
-                durable, records = self.link.fetch(ins.from_txid, self.config.fetch_max_bytes)
-            except errors.Truncated:
-                return fm.FetchTruncated(time.monotonic())
-            except errors.MwclusterError as exc:
-                return fm.FetchFailed(time.monotonic(), str(exc))
-            return fm.Fetched(durable, records, time.monotonic(), self.link.epoch)
-        if kind is fm.CheckDigest:
-            return fm.DigestResult(ins.epoch, ins.txid, ins.digest, self.state.digest,
-                                   time.monotonic())
-        if kind is fm.Note:
-            log.log(_LEVELS.get(ins.level, logging.INFO), "%s", ins.text)
-            return None
-        if kind is fm.Checkpoint:
-            return self._start_checkpoint(ins)
-        if kind is fm.FetchSnapshot:
-            return self._load_master_snapshot(ins.reason)
-        if kind is fm.ResetEmpty:
-            self.state = State()
-            self.recent.clear()
-            return None
-        if kind is fm.SetAsideSnapshots:
-            return self._set_aside(ins)
-        if kind is fm.DigestMismatch:
-            self.digest_mismatches += 1
-            log.error("epoch %d: DIGEST MISMATCH at txid %d: the replica's digest is %016x, "
-                      "the master's %016x; the replica is reloaded from the master's snapshot "
-                      "and log", ins.epoch, ins.txid, ins.actual, ins.expected)
-            return None
-        raise AssertionError(f"unknown instruction {ins!r}")
+    @property
+    def state(self) -> State:
+        return self.replica.state
 
-    def _load_master_snapshot(self, reason: str):
-        cfg = self.config
-        log.info("loading the master's snapshot (%s)", reason)
-        recent = RecentRequests(cfg.recent_requests)
-        try:
-            state = self.link.load_master_snapshot(self.incoming_dir, cfg.snapshot_chunk_bytes,
-                                                   cfg.snapshot_credit, recent)
-        except errors.NoSnapshot:
-            return fm.NoSnapshot(time.monotonic())
-        except errors.MwclusterError as exc:
-            return fm.SnapshotFailed(time.monotonic(), str(exc))
-        except OSError as exc:
-            return fm.SnapshotFailed(time.monotonic(), f"cannot write {self.incoming_dir}: "
-                                                       f"{exc}")
-        self.state = state
-        self.recent = recent        # the snapshot's requests, not the old replica's
-        # A base of millions of objects: keep the cyclic collector from walking it at every
-        # full collection (pauses of hundreds of ms at 1,000,000 keys, the replica's lag),
-        # as the master does after recovery. Dropped states are still freed by refcount.
-        gc.freeze()
-        return fm.SnapshotLoaded(state.txid, time.monotonic())
-
+    @property
+    def recent(self) -> RecentRequests:
+        return self.replica.recent
     # --- checkpoints -----------------------------------------------------------------------
 
-    def _set_aside(self, ins: fm.SetAsideSnapshots):
+    def set_aside(self, ins: fm.SetAsideSnapshots) -> fm.Event | None:
         """Rename local snapshots above the last verified txid to `.diverged` (kept for
         inspection, never loaded), and abandon a checkpoint of the diverged replica."""
         for txid, path in snapshots.list_snapshots(self.snapshot_dir):
@@ -433,7 +335,7 @@ class CheckpointNode:
             return fm.CheckpointFailed(time.monotonic(), f"abandoned: {ins.reason}")
         return None
 
-    def _start_checkpoint(self, ins: fm.Checkpoint):
+    def start_checkpoint(self, ins: fm.Checkpoint) -> fm.Event | None:
         if self.state.txid != ins.txid:
             return fm.CheckpointFailed(time.monotonic(), f"internal: the replica is at "
                                        f"{self.state.txid}, not {ins.txid}")
@@ -460,7 +362,7 @@ class CheckpointNode:
             self.checkpoint_failures += 1
             self.last_checkpoint_failure = outcome.reason
             snapshots.clean_temp(self.snapshot_dir)
-            self._feed(fm.CheckpointFailed(now, outcome.reason))
+            self.replica.feed(fm.CheckpointFailed(now, outcome.reason))
             if self.once:
                 log.error("checkpoint at txid %d failed: %s", outcome.txid, outcome.reason)
                 self.exit_code = 1
@@ -479,7 +381,7 @@ class CheckpointNode:
                 log.info("removed the old snapshot %s", path)
         except OSError as exc:
             log.warning("could not remove old snapshots in %s: %s", self.snapshot_dir, exc)
-        self._feed(fm.CheckpointDone(header.txid, now))
+        self.replica.feed(fm.CheckpointDone(header.txid, now))
         self._upload(header)
         if self.once:
             self._stop_requested = True
