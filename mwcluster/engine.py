@@ -66,7 +66,7 @@ class Engine:
                  journal_io=None, on_durable: Callable[[int], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, recent_requests: int = 100_000,
                  tail_bytes: int = 64 << 20, retry_initial_s: float = 0.05,
-                 retry_max_s: float = 5.0) -> None:
+                 retry_max_s: float = 5.0, background: bool = True) -> None:
         self.data_dir = Path(data_dir)
         self.durability = Durability.parse(durability)
         if self.durability not in (Durability.ASYNC, Durability.SYNC):
@@ -82,7 +82,8 @@ class Engine:
                                buffer_limit_bytes=buffer_limit_bytes,
                                max_record_bytes=self.limits.max_record_bytes, epoch=epoch,
                                io=journal_io, clock=clock, on_durable=on_durable,
-                               retry_initial_s=retry_initial_s, retry_max_s=retry_max_s)
+                               retry_initial_s=retry_initial_s, retry_max_s=retry_max_s,
+                               background=background)
         self.recovery: RecoveryReport | None = None
         # (client_id, request_id) -> (txid, result) of recent mutations: a retried request is
         # answered from here instead of being applied twice (core/recent.py)

@@ -260,6 +260,11 @@ class WorkerMachine:
         return [Note(ERROR, f"worker {self.worker_id}: the master refused the registration: "
                             f"{message}"), Exit(1)]
 
+    def on_register_abandoned(self, now_ms: int) -> list:
+        """The registration was given up unanswered because the worker is stopping."""
+        self.registering = False
+        return self.tick(now_ms)
+
     def on_unreachable(self, what: str, now_ms: int) -> list:
         """A request got no answer after the client's retries: reconnect and register."""
         if not self.registered:

@@ -33,7 +33,6 @@ import logging
 import os
 import select
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +43,17 @@ from mwcluster.config import MasterConfig
 from mwcluster.engine import Engine
 from mwcluster.nodes.master.handlers import Drain, Handlers
 from mwcluster.nodes.master.jobs import JobsConfig
-from mwcluster.nodes.master.status import master_status
-from mwcluster.nodes.master.upload import SnapshotUploads
 from mwcluster.nodes.master.stats import (PEER_WINDOW_S, MasterCollector, MasterStats,
                                           TimedJournalIO)
+from mwcluster.nodes.master.status import master_status
+from mwcluster.nodes.master.stream import LogStream
+from mwcluster.nodes.master.upload import SnapshotUploads
 from mwcluster.nodes.metrics import MetricsServer
 from mwcluster.storage import epoch as epochs
 from mwcluster.storage import fenced as fence_file
 from mwcluster.storage import crashpoints
 from mwcluster.storage.fsutil import JournalIO, lock_data_dir, write_file_atomic
-from mwcluster.wire.protocol import (TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op,
-                                     encode_heartbeat, encode_log_batch)
+from mwcluster.wire.protocol import TOPIC_HEARTBEAT, TOPIC_LOG, ErrorCode, Op
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ class Master:
         self.epoch = 0
         self.client_endpoint = self.pub_endpoint = ""
         self.metrics: MetricsServer | None = None
-        self.published_txid = 0
+        self.stream: LogStream | None = None
         self.peers: dict[bytes, float] = {}
         self.started = self.serving_since = time.monotonic()
         self._ctx: zmq.Context | None = None
@@ -120,9 +119,6 @@ class Master:
         self._next_rate = 0.0
         self.drains = 0             # drains that read something, and the messages they read
         self.drained = 0
-        # (txid, digest) where each drain that applied something ended, not yet published:
-        # the published batches end at these points and carry the digest
-        self._points: deque[tuple[int, int]] = deque()
         self._cut_file = os.environ.get(CUT_STANDBY_ENV) or None
         self._cut = False
 
@@ -164,9 +160,9 @@ class Master:
         # from walking it at every full collection (each one holds the GIL, so it stalls the
         # loop and the flusher; 7-25 ms pauses twice a second were the loss window's p99).
         gc.freeze()
-        self.published_txid = self.engine.journal.durable_txid
         self.uploads = SnapshotUploads(self.engine, self.epoch, wake=self._poke)
         self.uploads.record(self.engine.state.txid, self.engine.state.digest)
+        self.stream = LogStream(self.engine, self.epoch, self.uploads, cfg.publish_batch_bytes)
         self.handlers = Handlers(self.engine, self.epoch, self.stats,
                                  default_sync=cfg.durability == "sync",
                                  max_message_bytes=cfg.max_message_bytes,
@@ -279,13 +275,14 @@ class Master:
         monotonic = time.monotonic
         engine = self.engine
         uploads = self.uploads
+        stream = self.stream
         next_tick = stalled_since = monotonic()
         last_durable = journal.durable_txid
         try:
             while not self._stop_requested:
                 busy = drain()
                 durable = journal.durable_txid
-                if durable > self.published_txid or parked.due(durable):
+                if durable > stream.published_txid or parked.due(durable):
                     self._after_durable()
                 if parked_replicated.due(handlers.replica_txid):
                     self._send_all(handlers.release_replicated(monotonic()))
@@ -357,10 +354,7 @@ class Master:
             self.stats.add_batch(drain.ops, time.monotonic() - t0)
             self.drains += 1
             self.drained += n
-            state = self.engine.state
-            points = self._points
-            if not points or points[-1][0] < state.txid:
-                points.append((state.txid, state.digest))
+            self.stream.drain_ended()
         return n
 
     def _multi_frame(self, first: zmq.Frame) -> bytes:
@@ -395,73 +389,27 @@ class Master:
         durable = self.engine.journal.durable_txid
         if self.handlers.parked:
             self._send_all(self.handlers.release(durable, time.monotonic()))
-        if durable > self.published_txid:
+        if durable > self.stream.published_txid:
             self._publish(durable)
 
     def _publish(self, durable: int) -> None:
-        """Publish the durable records up to the last drain end at or below `durable`, in
-        batches of at most publish_batch_bytes. A batch ends at a drain end when one falls
-        inside it and carries the state digest there (nil only for a batch inside one drain
-        larger than publish_batch_bytes). Records after the last drain end wait for the next
-        fsync: every drain records its end, so the durable txid reaches one. The state as it
-        is now is a point too: records applied outside a drain (the tick's WorkerLost) are
-        published once durable, without waiting for a request."""
-        points = self._points
-        state = self.engine.state
-        if not points or points[-1][0] < state.txid:
-            points.append((state.txid, state.digest))
-        if points[0][0] > durable:
+        """Publish the durable records up to the last drain end at or below `durable`
+        (stream.py decides the batches)."""
+        bodies = self.stream.publish(durable)
+        if bodies is None:
             return
-        ends = []
-        while points and points[0][0] <= durable:
-            ends.append(points.popleft())
-        engine = self.engine
-        pub = self.pub
-        epoch = self.epoch
-        ring = self.uploads
-        limit = self.config.publish_batch_bytes
-        target = ends[-1][0]
-        nxt = self.published_txid + 1
-        i = 0
-        while nxt <= target:
-            try:
-                records = engine.records(nxt, limit)
-            except errors.Truncated as exc:
-                log.warning("epoch %d: records from txid %d are no longer kept, so they are not "
-                            "published (subscribers fetch the snapshot): %s", epoch, nxt, exc)
-                nxt = target + 1
-                break
-            if not records:
-                break
-            last = records[-1][0]
-            while i < len(ends) and ends[i][0] <= last:
-                i += 1
-            digest = None
-            if i and ends[i - 1][0] >= nxt:      # the last drain end inside this batch
-                end, digest = ends[i - 1]
-                if end < last:
-                    records = records[:end - nxt + 1]
-                    last = end
-            if not self._cut:
+        if not self._cut:
+            pub = self.pub
+            for body in bodies:
                 pub.send(TOPIC_LOG, _SNDMORE)
-                pub.send(encode_log_batch(epoch, records, digest))
-            if digest is not None:
-                ring.record(last, digest)
-            nxt = last + 1
-        self.published_txid = nxt - 1
+                pub.send(body)
         self._last_publish = time.monotonic()
 
     def _heartbeat(self) -> None:
-        engine = self.engine
-        durable = engine.journal.durable_txid
-        state = engine.state
-        digest = state.digest if state.txid == durable else None
-        if digest is not None:
-            self.uploads.record(durable, digest)
+        body = self.stream.heartbeat(int(time.time() * 1000))
         if not self._cut:
             self.pub.send(TOPIC_HEARTBEAT, _SNDMORE)
-            self.pub.send(encode_heartbeat(self.epoch, durable, digest,
-                                           int(time.time() * 1000)))
+            self.pub.send(body)
         self._last_publish = time.monotonic()
 
     def _tick(self, now: float) -> None:

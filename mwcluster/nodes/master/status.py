@@ -39,7 +39,7 @@ def master_status(master) -> dict[str, Any]:
         "fenced_by": fence.fenced_by, "client_endpoint": master.client_endpoint,
         "pub_endpoint": master.pub_endpoint,
         "epoch": master.epoch, "txid": state.txid, "durable_txid": js.durable_txid,
-        "digest": state.digest, "published_txid": master.published_txid,
+        "digest": state.digest, "published_txid": master.stream.published_txid,
         "loss_window_s": round(js.oldest_unflushed_age_s, 6),
         "loss_window_p99_s": (round(losses[min(len(losses) - 1, int(len(losses) * 0.99))], 6)
                               if losses else None),

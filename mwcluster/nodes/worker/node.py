@@ -37,8 +37,9 @@ import msgpack
 import tenacity
 
 from mwcluster.core import worker_machine as wm
-from mwcluster.errors import (BadRequest, BadState, MwclusterError, NotFound, RequestTimeout,
+from mwcluster.errors import (BadRequest, MwclusterError, RequestTimeout,
                               ShuttingDown, UnknownOp)
+from mwcluster.nodes.worker import exchange
 from mwcluster.nodes.worker.observe import CountingClient, ObservedWorker
 from mwcluster.storage.fsutil import write_file_atomic
 from mwcluster.worker import Registry, Task
@@ -221,74 +222,12 @@ class WorkerNode:
             return []
         if kind is wm.Register:
             return self._register(ins)
+        name, args, kwargs = exchange.call_of(ins, wid)
         try:
-            if kind is wm.Heartbeat:
-                try:
-                    reply = client.worker_heartbeat(wid, ins.running)
-                except (RequestTimeout, ShuttingDown):
-                    raise
-                except MwclusterError as exc:
-                    log.warning("worker %s: heartbeat refused: %s", wid, exc)
-                    return []
-                return machine.on_heartbeat_reply(reply, self._now_ms())
-            if kind is wm.RequestTasks:
-                try:
-                    got = client.request_tasks(wid, ins.max_tasks, durability="sync")
-                except (BadState, NotFound) as exc:
-                    return machine.on_unknown_worker(str(exc), self._now_ms())
-                except MwclusterError as exc:
-                    log.warning("worker %s: asking for tasks failed: %s", wid, exc)
-                    return machine.on_request_failed(self._now_ms())
-                return machine.on_assignments([tuple(a) for a in got], self._now_ms())
-            if kind is wm.SendProgress:
-                try:
-                    client.report_progress(wid, ins.job_id, ins.index, ins.attempt,
-                                           ins.progress, ins.counters)
-                except (BadState, NotFound) as exc:
-                    return machine.on_progress_stale(ins.job_id, ins.index, ins.attempt,
-                                                     str(exc), self._now_ms())
-                except (RequestTimeout, ShuttingDown):
-                    raise
-                except MwclusterError as exc:      # e.g. counters the master refuses
-                    log.warning("task %s/%d: progress report refused: %s", ins.job_id,
-                                ins.index, exc)
-                return []
-            if kind is wm.SendFinish:
-                return self._finish(ins)
-            if kind is wm.Leave:
-                try:
-                    client.leave_worker(wid)
-                except MwclusterError as exc:
-                    log.warning("worker %s: WORKER_LEAVE failed: %s", wid, exc)
-                return machine.on_left(self._now_ms())
-        except (RequestTimeout, ShuttingDown) as exc:
-            return machine.on_unreachable(f"{kind.__name__} ({exc})", self._now_ms())
-        raise AssertionError(f"unknown instruction {ins!r}")
-
-    def _finish(self, ins: wm.SendFinish) -> list:
-        machine, wid = self.machine, self.config.worker_id
-        ok, outcome = ins.ok, ins.outcome
-        try:
-            state = self._client.finish_task(wid, ins.job_id, ins.index, ins.attempt, ok,
-                                             outcome, durability="sync")
-        except (BadState, NotFound) as exc:
-            return machine.on_finish_reply(ins.job_id, ins.index, ins.attempt, None,
-                                           self._now_ms(), stale=str(exc))
-        except (RequestTimeout, ShuttingDown):
-            raise
+            result, error = getattr(client, name)(*args, **kwargs), None
         except MwclusterError as exc:
-            if ok:
-                # The master refused the result (too large, invalid): report the failure
-                # instead, so that the task does not stay assigned forever.
-                log.warning("task %s/%d: the master refused its result: %s", ins.job_id,
-                            ins.index, exc)
-                return [wm.SendFinish(ins.job_id, ins.index, ins.attempt, False,
-                                      f"the master refused the result: {exc}"[:2000])]
-            return machine.on_finish_reply(ins.job_id, ins.index, ins.attempt, None,
-                                           self._now_ms(), stale=str(exc))
-        log.debug("task %s/%d attempt %d -> %s", ins.job_id, ins.index, ins.attempt, state)
-        return machine.on_finish_reply(ins.job_id, ins.index, ins.attempt, state,
-                                       self._now_ms())
+            result, error = None, exc
+        return exchange.outcome(machine, ins, result, error, self._now_ms())
 
     def _register(self, ins: wm.Register) -> list:
         cfg = self.config
@@ -304,11 +243,10 @@ class WorkerNode:
             reply = policy(self._register_call, cfg.worker_id, ins.slots, address)
         except (RequestTimeout, ShuttingDown):
             # Asked to stop while the master was unreachable.
-            self.machine.registering = False
-            return self.machine.tick(self._now_ms())
+            return self.machine.on_register_abandoned(self._now_ms())
         except MwclusterError as exc:
-            return self.machine.on_register_failed(str(exc), self._now_ms())
-        out = self.machine.on_registered(reply, self._now_ms())
+            return exchange.registered(self.machine, None, exc, self._now_ms())
+        out = exchange.registered(self.machine, reply, None, self._now_ms())
         self._write_ready()
         return out
 
