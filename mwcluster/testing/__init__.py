@@ -6,7 +6,8 @@ processes on 127.0.0.1 that the tests start and always stop.
     failover.py    StandbyProcess (a promotable checkpoint node child), SyncWriter
     cluster.py     LocalCluster: a master, a checkpoint node and workers as children (the demo
                    and the examples use it too)
-    jobs.py        an in-memory master for worker tests (no socket)
+    memory.py      MasterTwin (a master on the real code, no socket, no thread) and
+                   MemoryMaster (one behind a lock, for worker tests), RunningWorker
 """
 
 from mwcluster.testing.cluster import LocalCluster, LocalMaster, WorkerProcess, exit_on_sigterm

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import shutil
 
+from helpers import deletes, merges, multis, puts
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from test_state_props import deletes, merges, multis, puts
 
 from mwcluster.engine import Engine
 from mwcluster.errors import ApplyError

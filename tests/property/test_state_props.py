@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import msgpack
+from helpers import deletes, merges, multis, noops, puts, small_values
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
@@ -32,10 +33,8 @@ from mwcluster.core.jobs import ACTIVE_TASK, TaskState, WorkerState
 from mwcluster.core.limits import Limits
 from mwcluster.core.recent import RecentRequests
 from mwcluster.core.state import State
-from mwcluster.core.values import encode
 from mwcluster.errors import ApplyError
 
-KEYS = ["/a", "/a/b", "/a/b/c", "/a/bc", "/a-b", "/b", "/b/a"]
 JOB_IDS = ["j0", "j1", "j2", "j3"]
 WORKERS = ["w0", "w1", "w2"]
 MAX_TASKS = 3
@@ -46,29 +45,6 @@ RECENT_LIMIT = 16        # small: the table's two generations turn over within a
 # sequence takes minutes.
 SETTINGS = settings(max_examples=100, deadline=None, report_multiple_bugs=False,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-# --- namespace records ---------------------------------------------------------------------
-
-# Values, patches, outcomes and counters come from small fixed sets, one choice each: their
-# own encodings are tested elsewhere, and fewer choices per step make shrinking much faster.
-
-keys = st.sampled_from(KEYS)
-expected_versions = st.sampled_from([None, None, None, 0, 1, 2, 3])
-VALUES = [0, 1, -1, 2**40, 0.5, "", "x", b"\x00b", None, True, [], [1, [2]], {},
-          {"x": 1}, {"x": {"y": 2}, "z": None}, {1: "int key"}]
-small_values = st.sampled_from(VALUES)
-PATCHES = [{}, {"x": 2}, {"x": None}, {"y": {"z": 1}}, {"x": {"y": None}, "w": [1]},
-           {"z": None, "y": None}, [1]]                  # the last is not a map: refused
-patches = st.sampled_from(PATCHES)
-
-puts = st.builds(lambda k, v, e: r.Put(k, encode(v), e), keys, small_values, expected_versions)
-merges = st.builds(lambda k, p, e: r.Merge(k, encode(p), e), keys, patches, expected_versions)
-deletes = st.builds(r.Delete, keys, st.booleans(), expected_versions)
-checks = st.builds(r.Check, keys, st.sampled_from([0, 1, 2]))
-# Unconditional puts are common in multis, so that a failing op often has earlier ones to undo.
-multis = st.builds(lambda ops: r.Multi(tuple(ops)), st.lists(
-    st.one_of(puts, puts, merges, deletes, checks), min_size=1, max_size=4))
-noops = st.builds(r.Noop, st.sampled_from(["", "tick"]))
 
 # --- job and worker records (now_ms is filled in when the step is applied) ----------------
 

@@ -5,11 +5,11 @@ the caller waits), how sub-replies reach their futures, resends, splits and refu
 from __future__ import annotations
 
 import pytest
+from helpers import EPOCH, Stub, make_client
 
 from mwcluster import errors
 from mwcluster.core.values import decode
 from mwcluster.wire.protocol import ErrorCode, Op, encode_error, encode_reply
-from test_client_socket import EPOCH, Stub, make_client
 
 
 @pytest.fixture

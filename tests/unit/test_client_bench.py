@@ -6,12 +6,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from helpers import Stub
 
 from mwcluster import errors
-from mwcluster.client.bench import BenchConfig, _plan, percentile, run
 from mwcluster.cli import main
+from mwcluster.client.bench import BenchConfig, _plan, percentile, run
 from mwcluster.wire.protocol import ErrorCode, Op, encode_error
-from test_client_socket import Stub
 
 REQUIRED = {"ops_per_s", "p50_ms", "p99_ms", "p999_ms", "errors", "clients", "inflight", "ops",
             "durability", "mix", "seconds"}

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from helpers import Stub
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mwcluster.cli import main
 from mwcluster.cli.common import from_json, parse_value, to_json
 from mwcluster.cli.status import format_status_value, status_rows
-from test_client_socket import Stub
 
 
 @pytest.fixture

@@ -8,123 +8,15 @@ retries get an injected sleep that only records its argument.
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import zmq
+from helpers import EPOCH, Sleeps, Stub, make_client
 
-from mwcluster import Client, errors
+from mwcluster import errors
 from mwcluster.client import Pipeline
 from mwcluster.core.namespace import Stat
 from mwcluster.core.values import decode, encode
-from mwcluster.wire.protocol import (ErrorCode, Op, ProtocolError, decode_reply,
-                                     decode_request, decode_sub_request, encode_error,
-                                     encode_reply)
-
-EPOCH = 7
-
-
-class Stub:
-    """A ROUTER in a thread. `handler(request, identity)` returns a list of frames to send
-    back; the default answers every request like a tiny master would."""
-
-    def __init__(self, handler=None):
-        self.handler = handler or self.answer
-        self.requests: list = []           # (identity, Request) in arrival order
-        self.lock = threading.Lock()
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{port}"
-        self.store: dict[str, tuple[bytes, int]] = {}
-        self.txid = 0
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self):
-        while not self._stop.is_set():
-            if not self.sock.poll(20, zmq.POLLIN):
-                continue
-            identity, frame = self.sock.recv_multipart()
-            req = decode_request(frame)
-            with self.lock:
-                self.requests.append((identity, req))
-            for reply in self.handler(req, identity):
-                self.sock.send_multipart([identity, reply])
-
-    def close(self):
-        self._stop.set()
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive()
-        self.sock.close(linger=0)
-        self.ctx.term()
-
-    def seen(self):
-        with self.lock:
-            return list(self.requests)
-
-    def answer(self, req, identity=None):
-        """A minimal master over a dict: PUT, GET, STAT, DELETE, CHILDREN, LIST, STATUS, PING,
-        and BATCH of those."""
-        rid = req.request_id
-        if req.op == Op.BATCH:
-            subs = []
-            for raw in req.args:
-                try:
-                    sub = decode_sub_request(req.client_id, raw)
-                except ProtocolError as exc:
-                    subs.append([exc.request_id or 0, int(exc.error), 0,
-                                 [exc.error.name.lower(), str(exc)]])
-                    continue
-                r = decode_reply(self.answer(sub)[0])
-                subs.append([r.request_id, r.status, r.txid, r.result])
-            return [encode_reply(rid, EPOCH, 0, max([s[2] for s in subs], default=0), subs)]
-        if req.op == Op.PUT:
-            key, value, expected = req.args
-            version = self.store.get(key, (b"", 0))[1]
-            if expected is not None and expected != version:
-                return [encode_error(rid, EPOCH, ErrorCode.BAD_VERSION,
-                                     f"{key} is at version {version}, not {expected}")]
-            self.txid += 1
-            self.store[key] = (value, version + 1)
-            return [encode_reply(rid, EPOCH, 0, self.txid, version + 1)]
-        if req.op == Op.GET:
-            found = self.store.get(req.args[0])
-            result = None if found is None else [found[0], found[1], 1, 1]
-            return [encode_reply(rid, EPOCH, 0, 0, result)]
-        if req.op == Op.STAT:
-            found = self.store.get(req.args[0])
-            result = None if found is None else [found[1], 1, 1, len(found[0])]
-            return [encode_reply(rid, EPOCH, 0, 0, result)]
-        if req.op == Op.DELETE:
-            key, recursive, _ = req.args
-            doomed = [k for k in self.store if k == key or (recursive and
-                                                           k.startswith(key + "/"))]
-            if not doomed:
-                return [encode_error(rid, EPOCH, ErrorCode.NO_NODE, f"{key} does not exist")]
-            for k in doomed:
-                del self.store[k]
-            self.txid += 1
-            return [encode_reply(rid, EPOCH, 0, self.txid, len(doomed))]
-        if req.op == Op.CHILDREN:
-            base = req.args[0].rstrip("/") + "/"
-            names = sorted({k[len(base):].split("/")[0] for k in self.store
-                            if k.startswith(base)})
-            return [encode_reply(rid, EPOCH, 0, 0, names[:req.args[1]])]
-        if req.op == Op.LIST:
-            prefix, limit, after = req.args
-            keys = sorted(k for k in self.store if k.startswith(prefix)
-                          and (after is None or k > after))
-            return [encode_reply(rid, EPOCH, 0, 0, keys[:limit])]
-        if req.op == Op.STATUS:
-            return [encode_reply(rid, EPOCH, 0, 0, {"epoch": EPOCH, "txid": self.txid})]
-        if req.op == Op.PING:
-            return [encode_reply(rid, EPOCH, 0, 0, None)]
-        if req.op == Op.FETCH:
-            return [encode_error(rid, EPOCH, ErrorCode.TRUNCATED, "stub keeps no records")]
-        return [encode_error(rid, EPOCH, ErrorCode.UNKNOWN_OP, f"stub: op {req.op}")]
+from mwcluster.wire.protocol import ErrorCode, Op, encode_error, encode_reply
 
 
 @pytest.fixture
@@ -132,19 +24,6 @@ def stub():
     s = Stub()
     yield s
     s.close()
-
-
-class Sleeps(list):
-    """An injected sleep: records how long the client would have slept."""
-
-    def __call__(self, seconds):
-        self.append(seconds)
-
-
-def make_client(endpoint, **kw):
-    kw.setdefault("timeout_s", 2.0)
-    kw.setdefault("sleep", Sleeps())
-    return Client(endpoint, **kw)
 
 
 def test_requests_on_the_wire_and_results(stub):

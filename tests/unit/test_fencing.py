@@ -6,15 +6,23 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from helpers import Stub
 
 from mwcluster import Client, errors
 from mwcluster.engine import Engine
 from mwcluster.nodes.master.handlers import Drain, Handlers
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.storage import fenced as fence_file
-from mwcluster.wire.protocol import (ErrorCode, Op, ProtocolError, decode_reply, decode_request,
-                                     encode_error, encode_reply, encode_request)
-from test_client_socket import Stub
+from mwcluster.wire.protocol import (
+    ErrorCode,
+    Op,
+    ProtocolError,
+    decode_reply,
+    decode_request,
+    encode_error,
+    encode_reply,
+    encode_request,
+)
 
 EPOCH = 7
 CID = b"client-1"

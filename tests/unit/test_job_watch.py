@@ -11,7 +11,7 @@ from rich.console import Console
 from mwcluster.errors import MwclusterError
 from mwcluster.client.watch import watch_jobs
 from mwcluster.nodes.worker.node import WorkerNode
-from mwcluster.testing.jobs import FakeMaster
+from mwcluster.testing.memory import MemoryMaster
 from mwcluster.worker import Registry
 from mwcluster.config import load_worker_config
 
@@ -19,7 +19,7 @@ from mwcluster.config import load_worker_config
 def test_watch_returns_the_final_statuses_and_rides_out_an_unreachable_master():
     reg = Registry()
     reg.register("echo", lambda task, report: task.input)
-    fake = FakeMaster()
+    fake = MemoryMaster()
     jobs = [fake.submit_job("a", "echo", [1, 2, 3]), fake.submit_job("b", "echo", [4])]
     config = load_worker_config(env={}, flags={"worker_id": "w", "slots": 2,
                                                "heartbeat_ms": 20, "idle_poll_ms": 5})
@@ -50,7 +50,7 @@ def test_watch_returns_the_final_statuses_and_rides_out_an_unreachable_master():
 
 
 def test_watch_gives_up_after_its_timeout():
-    fake = FakeMaster()
+    fake = MemoryMaster()
     job = fake.submit_job("a", "nobody-runs-this", [1])
     with pytest.raises(MwclusterError, match="did not finish within"):
         watch_jobs(fake.client(), [job], console=Console(file=io.StringIO()), poll_s=0.01,

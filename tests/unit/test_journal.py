@@ -503,7 +503,7 @@ def test_without_a_thread_nothing_is_written_until_flush(make_journal, wal):
     j.open()
     append_range(j, 1, 5)
     assert j.durable_txid == 0
-    assert not [t for t in threading.enumerate() if t.name.startswith("journal-flusher")]
+    assert not [t for t in threading.enumerate() if t.name == f"journal-flusher:{wal}"]
     assert list(j.read(1)) == []                    # nothing durable yet
     assert j.flush() is True and j.durable_txid == 5
     assert [t for t, _e, _p in j.read(1)] == [1, 2, 3, 4, 5]

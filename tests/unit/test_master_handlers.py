@@ -12,8 +12,8 @@ import time
 
 import msgpack
 import pytest
+from helpers import engine_on
 
-from mwcluster.engine import Engine
 from mwcluster.nodes.master.handlers import MAX_CHUNK_BYTES, Drain, Handlers
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.storage import snapshot as snapshots
@@ -31,13 +31,8 @@ def io():
 
 @pytest.fixture
 def engine(tmp_path, io):
-    eng = Engine(tmp_path / "data", epoch=EPOCH, journal_io=io, retry_initial_s=0.001,
-                 retry_max_s=0.01)
-    eng.open()
-    yield eng
-    io.heal()
-    io.block_writes.set()
-    eng.close()
+    with engine_on(tmp_path / "data", EPOCH, io) as eng:
+        yield eng
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from helpers import engine_on
 
 from mwcluster.core.jobs import TaskState, WorkerState
 from mwcluster.engine import Engine
@@ -34,13 +35,8 @@ def io():
 
 @pytest.fixture
 def engine(tmp_path, io):
-    eng = Engine(tmp_path / "data", epoch=EPOCH, journal_io=io, retry_initial_s=0.001,
-                 retry_max_s=0.01)
-    eng.open()
-    yield eng
-    io.heal()
-    io.block_writes.set()
-    eng.close()
+    with engine_on(tmp_path / "data", EPOCH, io) as eng:
+        yield eng
 
 
 @pytest.fixture

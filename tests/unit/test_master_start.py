@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from test_client_socket import Stub
+from helpers import Stub
 
 from mwcluster.config import load_master_config
 from mwcluster.core.failover import PeerView, StartAs

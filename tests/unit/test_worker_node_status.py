@@ -9,8 +9,9 @@ import threading
 from mwcluster.errors import BadRequest
 from mwcluster.nodes.worker.node import WorkerNode
 from mwcluster.testing import RawDealer, wait_for
-from mwcluster.testing.jobs import FakeMaster
-from mwcluster.testing.jobs import RunningWorker as Running
+from mwcluster.testing.memory import MemoryClient, MemoryMaster
+from mwcluster.testing.memory import RunningWorker as Running
+from mwcluster.wire.protocol import Op
 from mwcluster.worker import Registry
 from mwcluster.config import load_worker_config
 
@@ -35,7 +36,7 @@ def gated_registry(release: threading.Event) -> Registry:
 
 
 def test_the_status_endpoint_is_named_at_register_follows_tasks_and_closes_at_stop():
-    fake = FakeMaster()
+    fake = MemoryMaster()
     release = threading.Event()
     job = fake.submit_job("g", "gated", [3])
     node = WorkerNode(config(), gated_registry(release), client_factory=fake.client)
@@ -55,30 +56,34 @@ def test_the_status_endpoint_is_named_at_register_follows_tasks_and_closes_at_st
     assert not any(t.name == "worker status" and t.is_alive() for t in threading.enumerate())
 
 
-class OldMaster(FakeMaster):
-    """A master from before the optional status endpoint at register."""
+class OldMasterClient(MemoryClient):
+    """A client of a master from before the optional status endpoint at register."""
 
-    def register_worker(self, worker_id, slots, address="", *, status_endpoint=None):
+    refusals = 0
+
+    def register_worker(self, worker_id, slots, address="", durability=None, *,
+                        status_endpoint=None):
         if status_endpoint is not None:
-            with self.lock:
-                self.calls.append(("register_worker_refused", (worker_id,)))
+            OldMasterClient.refusals += 1
             raise BadRequest("WORKER_REGISTER takes 3 args (worker_id, address, slots), got 4")
-        return super().register_worker(worker_id, slots, address)
+        return super().register_worker(worker_id, slots, address, durability)
 
 
 def test_a_master_that_refuses_the_endpoint_gets_a_registration_without_it():
-    fake = OldMaster()
+    fake = MemoryMaster()
     release = threading.Event()
     release.set()
     job = fake.submit_job("g", "gated", [1, 2])
-    with Running(WorkerNode(config(), gated_registry(release), client_factory=fake.client)):
+    node = WorkerNode(config(), gated_registry(release),
+                      client_factory=lambda: OldMasterClient(fake))
+    with Running(node):
         wait_for(lambda: fake.job_state(job) == "succeeded", what="the job to succeed")
-    assert fake.count("register_worker_refused") == 1
-    assert fake.count("register_worker") == 1 and fake.status_endpoints == {}
+    assert OldMasterClient.refusals == 1
+    assert fake.count(Op.WORKER_REGISTER) == 1 and fake.status_endpoints == {}
 
 
 def test_no_status_endpoint_means_no_socket_and_nothing_named():
-    fake = FakeMaster()
+    fake = MemoryMaster()
     release = threading.Event()
     release.set()
     job = fake.submit_job("g", "gated", [1])

@@ -365,22 +365,30 @@ class JobHandlers:
             silent = liveness.silent_for(worker_id, now) or 0.0
             reason = (f"no heartbeat for {silent:.1f} s (worker_timeout_s "
                       f"{self.config.worker_timeout_s:g})")
-            seen = self.sums.before(sorted(worker.running))
-            try:
-                txid, requeued = self.engine.submit(
-                    WorkerLost(worker_id, reason, self.wall_ms()), durability=_ASYNC)
-            except errors.MwclusterError as exc:     # the journal refuses: next tick
-                log.warning("epoch %d: worker %s could not be marked lost: %s",
-                            self.epoch, worker_id, exc)
-                break
-            self.sums.after(seen)
-            liveness.forget(worker_id)
-            self.status_endpoints.pop(worker_id, None)
+            if not self.declare_lost(worker_id, reason):
+                break                          # the journal refuses: next tick
             lost.append(worker_id)
-            self.workers_lost += 1
-            log.warning("epoch %d txid %d: worker %s lost (%s); %d tasks released",
-                        self.epoch, txid, worker_id, reason, len(requeued))
         return lost
+
+    def declare_lost(self, worker_id: str, reason: str) -> bool:
+        """Log WorkerLost for an active worker (its tasks go back to pending); False when the
+        journal refuses it."""
+        worker = self.jobs.workers[worker_id]
+        seen = self.sums.before(sorted(worker.running))
+        try:
+            txid, requeued = self.engine.submit(WorkerLost(worker_id, reason, self.wall_ms()),
+                                                durability=_ASYNC)
+        except errors.MwclusterError as exc:
+            log.warning("epoch %d: worker %s could not be marked lost: %s", self.epoch,
+                        worker_id, exc)
+            return False
+        self.sums.after(seen)
+        self.liveness.forget(worker_id)
+        self.status_endpoints.pop(worker_id, None)
+        self.workers_lost += 1
+        log.warning("epoch %d txid %d: worker %s lost (%s); %d tasks released", self.epoch,
+                    txid, worker_id, reason, len(requeued))
+        return True
 
     # --- reads -----------------------------------------------------------------------------
 
