@@ -54,6 +54,20 @@ def assert_refused(state: State, rec: Record, error: type[BaseException],
 def pytest_addoption(parser) -> None:
     parser.addoption("--cycles", type=int, default=20,
                      help="kill -9 cycles of the crash-loop fault test (default 20)")
+    parser.addoption("--sim-seeds", type=int, default=200,
+                     help="seeded scenarios of the cluster simulation (default 200)")
+    parser.addoption("--sim-seed", type=int, default=None,
+                     help="run the cluster simulation's scenario of this one seed only")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """`sim_seed`: each seed of the cluster simulation's scenarios (tests/simulation)."""
+    if "sim_seed" in metafunc.fixturenames:
+        from mwcluster.testing.simulation import seeds
+
+        one = metafunc.config.getoption("--sim-seed")
+        chosen = [one] if one is not None else seeds(metafunc.config.getoption("--sim-seeds"))
+        metafunc.parametrize("sim_seed", chosen, ids=str)
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -24,19 +24,21 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from mwcluster.errors import ConfigError
 from mwcluster.storage.fsutil import JournalIO, WrappedJournalIO
 
-__all__ = ["CRASH_ENV", "POINTS", "CrashingJournalIO", "crash_point", "journal_io_from_env"]
+__all__ = ["CRASH_ENV", "POINTS", "CrashingJournalIO", "Trigger", "crash_point",
+           "journal_io_from_env"]
 
 CRASH_ENV = "MWCLUSTER_FAULT_CRASH_AT"
 POINTS = ("segment.create", "segment.header", "flush.torn", "flush.unsynced", "purge.unlink",
           "install.renamed")
 
 
-class _Trigger:
+class Trigger:
     """Counts the hits of one point; the N-th kills the process."""
 
     def __init__(self, spec: str) -> None:
@@ -68,12 +70,12 @@ _UNSET = object()
 _trigger: object = _UNSET
 
 
-def _active() -> _Trigger | None:
+def _active() -> Trigger | None:
     """The trigger the environment asks for (read once; ConfigError if it is malformed)."""
     global _trigger
     if _trigger is _UNSET:
         spec = os.environ.get(CRASH_ENV)
-        _trigger = _Trigger(spec) if spec else None
+        _trigger = Trigger(spec) if spec else None
     return _trigger      # type: ignore[return-value]
 
 
@@ -91,19 +93,25 @@ def crash_point(point: str) -> None:
 
 
 class CrashingJournalIO(WrappedJournalIO):
-    """Delegates to `inner`, dying at the journal's crash points of `trigger`."""
+    """Delegates to `inner`, dying at the journal's crash points of `trigger`: `die` kills
+    the process (the simulation's raises instead)."""
 
-    def __init__(self, inner: JournalIO | None, trigger: _Trigger) -> None:
+    def __init__(self, inner: JournalIO | None, trigger: Trigger,
+                 die: Callable[[], None] | None = None) -> None:
         super().__init__(inner)
         self.trigger = trigger
+        self._die = die
         self._created: set[int] = set()     # fds of segments created and not written yet
+
+    def die(self) -> None:
+        (self._die or die)()      # the module's die, looked up now (tests replace it)
 
     def open(self, path, flags, mode=0o644):
         fd = self.inner.open(path, flags, mode)
         if flags & os.O_CREAT:
             self._created.add(fd)
             if self.trigger.due("segment.create"):
-                die()
+                self.die()
         return fd
 
     def write(self, fd, data, offset):
@@ -111,19 +119,19 @@ class CrashingJournalIO(WrappedJournalIO):
             self._created.discard(fd)
             n = self.inner.write(fd, data, offset)
             if self.trigger.due("segment.header"):
-                die()
+                self.die()
             return n
         if len(data) > 1 and self.trigger.due("flush.torn"):
             # one byte short: a write ends at a record boundary, so this always tears the
             # last record (half of it could land exactly on a boundary and tear nothing)
             n = self.inner.write(fd, data[:len(data) - 1], offset)
-            die()
+            self.die()
             return n
         return self.inner.write(fd, data, offset)
 
     def fdatasync(self, fd):
         if self.trigger.due("flush.unsynced"):
-            die()
+            self.die()
         self.inner.fdatasync(fd)
 
     def close(self, fd):
@@ -133,7 +141,7 @@ class CrashingJournalIO(WrappedJournalIO):
     def unlink(self, path: Path):
         self.inner.unlink(path)
         if self.trigger.due("purge.unlink"):
-            die()
+            self.die()
 
 
 def journal_io_from_env(inner: JournalIO | None) -> JournalIO | None:

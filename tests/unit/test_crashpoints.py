@@ -9,18 +9,18 @@ import pytest
 
 from mwcluster.errors import ConfigError
 from mwcluster.storage import crashpoints
-from mwcluster.storage.crashpoints import CRASH_ENV, CrashingJournalIO, _Trigger
+from mwcluster.storage.crashpoints import CRASH_ENV, CrashingJournalIO, Trigger
 
 
 def test_the_nth_hit_of_the_named_point_is_due():
-    trigger = _Trigger("flush.torn:3")
+    trigger = Trigger("flush.torn:3")
     hits = [trigger.due(p) for p in ("flush.torn", "segment.create", "flush.torn",
                                      "flush.torn", "flush.torn")]
     assert hits == [False, False, False, True, False]
 
 
 def test_the_count_defaults_to_the_first_hit():
-    assert _Trigger("purge.unlink").due("purge.unlink")
+    assert Trigger("purge.unlink").due("purge.unlink")
 
 
 @pytest.mark.parametrize("spec, says", [
@@ -30,7 +30,7 @@ def test_the_count_defaults_to_the_first_hit():
 ])
 def test_a_malformed_spec_says_what_is_wrong(spec, says):
     with pytest.raises(ConfigError, match=says):
-        _Trigger(spec)
+        Trigger(spec)
 
 
 def test_off_unless_the_environment_asks(monkeypatch):
@@ -52,7 +52,7 @@ def test_journal_points_wrap_the_journal_io(monkeypatch):
 def test_the_wrapped_io_writes_through_until_the_point(tmp_path, monkeypatch):
     died = []
     monkeypatch.setattr(crashpoints, "die", lambda: died.append(True))
-    io = CrashingJournalIO(None, _Trigger("flush.torn:2"))
+    io = CrashingJournalIO(None, Trigger("flush.torn:2"))
     path = tmp_path / "f"
     fd = io.open(path, os.O_RDWR | os.O_CREAT)
     assert io.write(fd, memoryview(b"HEAD"), 0) == 4      # a new file's header: not a flush

@@ -176,6 +176,21 @@ def test_retries_are_answered_once_including_task_request_and_batches(h, engine)
     assert engine.state.txid == txid and h.stats.retries >= 4
 
 
+def test_a_late_copy_of_a_task_request_answered_empty_assigns_nothing(h, engine):
+    """Found by the cluster simulation: a TASK_REQUEST answered with nothing to assign logs
+    no record, so a late copy of it (a resend on a new connection, read after the answer)
+    was taken for a new request, and the tasks it assigned went to an answer the worker no
+    longer waited for: they stayed assigned to a live worker forever."""
+    ok(h, Op.WORKER_REGISTER, ["w1", "", 2])
+    assert ok(h, Op.TASK_REQUEST, ["w1", 2], rid=7000).result == []
+    submit(h, tasks=3)                                # tasks are pending now
+    txid = engine.state.txid
+    late = ok(h, Op.TASK_REQUEST, ["w1", 2], rid=7000)
+    assert (late.result, late.txid) == ([], 0)
+    assert engine.state.txid == txid and not engine.state.jobs.workers["w1"].running
+    assert len(ok(h, Op.TASK_REQUEST, ["w1", 2], rid=7001).result) == 2   # a new request
+
+
 def test_task_request_respects_the_per_request_cap_and_worker_state(h):
     submit(h, tasks=50)
     assert ask(h, Op.TASK_REQUEST, ["w9", 1]).status == ErrorCode.BAD_STATE

@@ -40,6 +40,8 @@ from mwcluster.core import follower as fm
 from mwcluster.core.recent import RecentRequests
 from mwcluster.core.records import decode_payload
 from mwcluster.core.state import State
+from mwcluster.engine import load_snapshot
+from mwcluster.storage import snapshot as snapshots
 from mwcluster.wire.protocol import (TOPIC_LOG, ErrorCode, ProtocolError, check_records,
                                      decode_pub)
 
@@ -167,6 +169,19 @@ class ReplicaExecutor:
         # as the master does after recovery. Dropped states are still freed by refcount.
         gc.freeze()
         return fm.SnapshotLoaded(state.txid, self.clock())
+
+
+def load_local(snapshot_dir: Path, recent_requests: int
+               ) -> tuple[State, RecentRequests, Path] | None:
+    """The newest local snapshot that verifies, with the recent requests it carries, and its
+    path; None when there is none (damaged ones are skipped, with a warning)."""
+    for _txid, path in snapshots.list_snapshots(snapshot_dir):
+        recent = RecentRequests(recent_requests)
+        try:
+            return load_snapshot(path, recent), recent, path
+        except errors.MwclusterError as exc:
+            log.warning("local snapshot %s is skipped: %s", path, exc)
+    return None
 
 
 def stream_event(frames: list[bytes], now: float) -> fm.StreamBatch | fm.Heartbeat:

@@ -31,6 +31,19 @@ from mwcluster.wire.protocol import Op, Reply, check_records, decode_reply, enco
 MAX_CHUNK_BYTES = 1 << 20
 
 
+def fetch_result(result) -> tuple[int, list]:
+    """A FETCH result from the network checked into (durable_txid, records); ServerError
+    saying what is wrong otherwise."""
+    try:
+        durable_txid, records = result
+        check_records(records)
+        if type(durable_txid) is not int:
+            raise TypeError("durable_txid is not an integer")
+    except (TypeError, ValueError) as exc:
+        raise errors.ServerError(f"malformed FETCH result from the master: {exc}") from None
+    return durable_txid, records
+
+
 class MasterLink:
     def __init__(self, ctx: zmq.Context, endpoint: str, timeout_s: float) -> None:
         self.ctx = ctx
@@ -114,15 +127,7 @@ class MasterLink:
         return reply.result
 
     def fetch(self, from_txid: int, max_bytes: int) -> tuple[int, list]:
-        result = self.call(Op.FETCH, [from_txid, max_bytes])
-        try:
-            durable_txid, records = result
-            check_records(records)
-            if type(durable_txid) is not int:
-                raise TypeError("durable_txid is not an integer")
-        except (TypeError, ValueError) as exc:
-            raise errors.ServerError(f"malformed FETCH result from the master: {exc}") from None
-        return durable_txid, records
+        return fetch_result(self.call(Op.FETCH, [from_txid, max_bytes]))
 
     # --- the master's snapshot ---------------------------------------------------------------
 

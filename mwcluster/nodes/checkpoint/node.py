@@ -47,12 +47,11 @@ from mwcluster.core import failover as fo
 from mwcluster.core import follower as fm
 from mwcluster.core.recent import RecentRequests
 from mwcluster.core.state import State
-from mwcluster.engine import load_snapshot
-from mwcluster.nodes.checkpoint.executor import ReplicaExecutor, stream_event
+from mwcluster.nodes.checkpoint.executor import ReplicaExecutor, load_local, stream_event
 from mwcluster.nodes.checkpoint.link import MasterLink
 from mwcluster.nodes.status_endpoint import StatusEndpoint
 from mwcluster.nodes.checkpoint.upload import Uploader
-from mwcluster.nodes.checkpoint.writer import ForkedCheckpoint, Outcome
+from mwcluster.nodes.checkpoint.writer import ForkedCheckpoint, Outcome, set_aside_snapshots
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.storage.fsutil import lock_data_dir, write_file_atomic
 from mwcluster.wire.protocol import TOPIC_HEARTBEAT, TOPIC_LOG, Op
@@ -186,19 +185,16 @@ class CheckpointNode:
     def _load_local(self) -> int | None:
         """Load the newest local snapshot that verifies (with its recent requests); its
         txid, or None."""
-        for _txid, path in snapshots.list_snapshots(self.snapshot_dir):
-            started = time.monotonic()
-            recent = RecentRequests(self.config.recent_requests)
-            try:
-                self.replica.replace(load_snapshot(path, recent), recent)
-            except errors.MwclusterError as exc:
-                log.warning("local snapshot %s is skipped: %s", path, exc)
-                continue
-            self.local_start = {"path": str(path), "txid": self.state.txid,
-                                "seconds": round(time.monotonic() - started, 6)}
-            gc.freeze()
-            return self.state.txid
-        return None
+        started = time.monotonic()
+        found = load_local(self.snapshot_dir, self.config.recent_requests)
+        if found is None:
+            return None
+        state, recent, path = found
+        self.replica.replace(state, recent)
+        self.local_start = {"path": str(path), "txid": state.txid,
+                            "seconds": round(time.monotonic() - started, 6)}
+        gc.freeze()
+        return state.txid
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -316,16 +312,7 @@ class CheckpointNode:
     def set_aside(self, ins: fm.SetAsideSnapshots) -> fm.Event | None:
         """Rename local snapshots above the last verified txid to `.diverged` (kept for
         inspection, never loaded), and abandon a checkpoint of the diverged replica."""
-        for txid, path in snapshots.list_snapshots(self.snapshot_dir):
-            if txid > ins.after_txid:
-                aside = path.with_name(path.name + ".diverged")
-                try:
-                    os.replace(path, aside)
-                    log.error("local snapshot %s set aside as %s (%s after txid %d, the last "
-                              "point verified)", path.name, aside.name, ins.reason,
-                              ins.after_txid)
-                except OSError as exc:
-                    log.error("could not set aside %s: %s", path, exc)
+        set_aside_snapshots(self.snapshot_dir, ins.after_txid, ins.reason)
         child = self.child
         if child is not None and child.txid > ins.after_txid:
             self.child = None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import logging
 import os
 import signal
 import time
@@ -46,6 +47,8 @@ try:
     _prctl = _libc.prctl
 except (OSError, AttributeError):   # not Linux: no parent-death signal
     _prctl = None
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,3 +182,17 @@ def _pause_after_first(chunks, pause_s: float):
         yield chunk
         if i == 0:
             time.sleep(pause_s)
+
+
+def set_aside_snapshots(directory: Path, after_txid: int, reason: str) -> None:
+    """Rename the snapshots above `after_txid` (the last point verified) to `*.diverged`:
+    kept for inspection, never loaded."""
+    for txid, path in snapshots.list_snapshots(directory):
+        if txid > after_txid:
+            aside = path.with_name(path.name + ".diverged")
+            try:
+                os.replace(path, aside)
+                log.error("local snapshot %s set aside as %s (%s after txid %d, the last "
+                          "point verified)", path.name, aside.name, reason, after_txid)
+            except OSError as exc:
+                log.error("could not set aside %s: %s", path, exc)

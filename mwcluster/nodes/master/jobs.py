@@ -261,6 +261,13 @@ class JobHandlers:
         hit = self._hit(req)
         if hit is not None:
             return 0, hit[0], self._answer_again(origin, worker_id)
+        empty = self._remembered(origin)
+        if empty is not None:
+            # answered before with nothing to assign (no record logged it): the same answer.
+            # Taken for a new request, a late copy of it would assign tasks whose answer goes
+            # to a request the worker no longer waits for, and they would stay assigned to it
+            self.stats.retries += 1
+            return 0, 0, empty
         self._active_worker(worker_id, now)
         jobs = self.jobs
         picks = scheduler.pick(jobs, worker_id,
@@ -285,21 +292,22 @@ class JobHandlers:
             job = jobs.jobs[job_id]
             task = job.tasks[index]
             out.append((job_id, index, attempt, job.handler, task.input, task.params))
-        if out:
-            self.assignments += len(out)
-            answers = self._answers
-            answers[origin] = out
-            if len(answers) >= _REMEMBER:
-                self._answers_old, self._answers = answers, {}
+        self.assignments += len(out)
+        answers = self._answers
+        answers[origin] = out           # an empty answer too: see above
+        if len(answers) >= _REMEMBER:
+            self._answers_old, self._answers = answers, {}
         return 0, top, out
+
+    def _remembered(self, origin: Origin) -> list | None:
+        found = self._answers.get(origin)
+        return self._answers_old.get(origin) if found is None else found
 
     def _answer_again(self, origin: Origin, worker_id: str) -> list:
         """The answer to a retried TASK_REQUEST: the first answer when it is remembered; else
         (after a restart) every task assigned to the worker and not started yet, which are
         the ones a worker that never saw the answer does not know about."""
-        found = self._answers.get(origin)
-        if found is None:
-            found = self._answers_old.get(origin)
+        found = self._remembered(origin)
         if found is not None:
             return found
         worker = self.jobs.workers.get(worker_id)

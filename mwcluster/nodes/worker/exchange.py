@@ -13,11 +13,13 @@ simulated network. Both hand the outcome (a result, or the MwclusterError the ca
                                                         becomes a failure report instead
     Leave         leave_worker                       -> on_left
 
-An unanswered heartbeat, progress report or finish (RequestTimeout, after the client's own
-retries), or a master shutting down, is `on_unreachable`: the machine registers again. An
-unanswered task request is only a failed one (asked again after `idle_poll_ms`), and a
-leave that fails is a leave all the same. Registration itself (the node retries it with
-backoff until it works) is `registered`.
+An unanswered request (RequestTimeout, after the client's own retries), or a master shutting
+down, is `on_unreachable`: the machine registers again, and the master's answer to the
+registration lists the attempts it has on this worker, which reconciles what the lost answers
+left (a TASK_REQUEST the master answered with assignments the worker never received: they are
+reported failed, so the master requeues them, instead of staying assigned to a live worker
+forever). A leave that fails is a leave all the same. Registration itself (the node retries it
+with backoff until it works) is `registered`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ log = logging.getLogger("mwcluster.nodes.worker")
 _MAX_ERROR_CHARS = 2000
 # Instructions that are a request to the master (Register has a retry policy of its own).
 CALLS = (wm.Heartbeat, wm.RequestTasks, wm.SendProgress, wm.SendFinish, wm.Leave)
-_REGISTER_AGAIN = (wm.Heartbeat, wm.SendProgress, wm.SendFinish)
+_REGISTER_AGAIN = (wm.Heartbeat, wm.RequestTasks, wm.SendProgress, wm.SendFinish)
 
 
 def call_of(ins: Any, worker_id: str) -> tuple[str, tuple, dict]:
