@@ -15,15 +15,13 @@ from typing import NoReturn
 
 import click
 
-from mwcluster.cli.common import echo_config, key_options, print_config_option
+from mwcluster.cli.common import config_file_option, echo_config, key_options, print_config_option
 from mwcluster.config import CHECKPOINT_BY_NAME, load_checkpoint_config
 from mwcluster.errors import MwclusterError
 
 
 @click.command()
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="TOML config file (see conf/checkpoint.toml); default: "
-                                 "$MWCLUSTER_CHECKPOINT_CONFIG if set.")
+@config_file_option("conf/checkpoint.toml", "MWCLUSTER_CHECKPOINT_CONFIG")
 @key_options(CHECKPOINT_BY_NAME, "data_dir", "master", "subscribe", "period_s", "txns",
              "keep_snapshots", "status_endpoint", "metrics_port", "ready_file",
              "promote_client_endpoint", "promote_pub_endpoint", "promote_data_dir",

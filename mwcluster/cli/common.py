@@ -68,6 +68,13 @@ def key_options(by_name: dict[str, Key], *names: str):
     return decorate
 
 
+def config_file_option(documented: str, env_var: str):
+    """--config FILE: the TOML file of a node command (the layer below the environment)."""
+    return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+                        default=None, help=f"TOML config file (see {documented}); default: "
+                                           f"${env_var} if set.")
+
+
 print_config_option = click.option(
     "--print-config", is_flag=True,
     help="Print the resolved configuration with the source of each value, and exit.")

@@ -42,6 +42,6 @@ def demo(data_dir: str | None, shards: int, records: int, workers: int, slots: i
               show_default=True, help="How many updates the writer makes.")
 def demo_crash(data_dir: str | None, records: int) -> None:
     """The engine alone: write, crash with SIGKILL, recover, stop gracefully."""
-    from mwcluster.demo.crash import run_demo
+    from mwcluster.demo.crash import run_crash_demo
 
-    sys.exit(run_demo(data_dir, records))
+    sys.exit(run_crash_demo(data_dir, records))

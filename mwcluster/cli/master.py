@@ -12,15 +12,14 @@ import sys
 
 import click
 
-from mwcluster.cli.common import echo_config, key_option, key_options, print_config_option
+from mwcluster.cli.common import (config_file_option, echo_config, key_option, key_options,
+                                  print_config_option)
 from mwcluster.config import CHECKPOINT_BY_NAME, MASTER_BY_NAME, load_master_config
 from mwcluster.errors import MwclusterError
 
 
 @click.command()
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="TOML config file (see conf/master.toml); default: "
-                                 "$MWCLUSTER_CONFIG if set.")
+@config_file_option("conf/master.toml", "MWCLUSTER_CONFIG")
 @key_options(MASTER_BY_NAME, "data_dir", "client_endpoint", "pub_endpoint", "durability",
              "metrics_port", "ready_file", "worker_timeout_s", "worker_heartbeat_ms",
              "max_assign_per_request", "peer_master_endpoint", "peer_status_endpoint")

@@ -16,7 +16,8 @@ import sys
 
 import click
 
-from mwcluster.cli.common import echo_config, key_option, key_options, print_config_option
+from mwcluster.cli.common import (config_file_option, echo_config, key_option, key_options,
+                                  print_config_option)
 from mwcluster.config import WORKER_BY_NAME, load_worker_config
 from mwcluster.errors import MwclusterError
 from mwcluster.worker import REGISTRY, load_handler_modules
@@ -25,9 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @click.command()
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="TOML config file (see conf/worker.toml); default: "
-                                 "$MWCLUSTER_WORKER_CONFIG if set.")
+@config_file_option("conf/worker.toml", "MWCLUSTER_WORKER_CONFIG")
 @key_options(WORKER_BY_NAME, "master", "standby_status")
 @key_option(WORKER_BY_NAME["worker_id"], "--id")
 @key_options(WORKER_BY_NAME, "slots")

@@ -1,4 +1,5 @@
-"""`mwcluster demo`: the core engine on this machine, with a real crash and a real recovery.
+"""`mwcluster demo-crash`: the core engine on this machine, with a real crash and a real
+recovery.
 
 What it does, with the real journal and snapshot files in a data directory:
 1. A writer process opens the engine in `async` mode, registers workers, submits a job, runs
@@ -94,7 +95,7 @@ def writer_main(data_dir: str, records: int) -> None:
     sys.stdin.read()   # wait to be killed
 
 
-def run_demo(data_dir: str | None, records: int, console: Console | None = None) -> int:
+def run_crash_demo(data_dir: str | None, records: int, console: Console | None = None) -> int:
     console = console or Console()
     owned = data_dir is None
     base = Path(tempfile.mkdtemp(prefix="mwcluster-demo-")) if owned else Path(data_dir)
@@ -184,4 +185,4 @@ def run_demo(data_dir: str | None, records: int, console: Console | None = None)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_demo(os.environ.get("MWCLUSTER_DATA_DIR"), 60000))
+    sys.exit(run_crash_demo(os.environ.get("MWCLUSTER_DATA_DIR"), 60000))

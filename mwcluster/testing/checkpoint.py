@@ -93,8 +93,9 @@ def checkpoint_once(data_dir: str | os.PathLike[str], master: MasterProcess, *,
 
 
 def write(dealer: RawDealer, prefix: str, count: int, window: int = 256,
-          durability: int = 0) -> int:
-    """PUT `prefix/i` for i < count with up to `window` requests in flight; the last txid."""
+          durability: int = 0, value_bytes: int | None = None) -> int:
+    """PUT `prefix/i` for i < count with up to `window` requests in flight; the last txid.
+    The value is {"i": i}, or `value_bytes` bytes of payload when given."""
     import msgpack
 
     from mwcluster.wire.protocol import Op
@@ -102,8 +103,8 @@ def write(dealer: RawDealer, prefix: str, count: int, window: int = 256,
     last = sent = waiting = 0
     while sent < count or waiting:
         while sent < count and waiting < window:
-            dealer.send(Op.PUT, [f"{prefix}/{sent}", msgpack.packb({"i": sent}), None],
-                        durability)
+            value = {"i": sent} if value_bytes is None else "v" * value_bytes
+            dealer.send(Op.PUT, [f"{prefix}/{sent}", msgpack.packb(value), None], durability)
             sent += 1
             waiting += 1
         reply = dealer.recv()

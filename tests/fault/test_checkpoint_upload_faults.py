@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 
-import msgpack
 import pytest
 
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
-from mwcluster.testing.checkpoint import CheckpointProcess, idle_master_status, in_step
-from mwcluster.wire.protocol import Op
+from mwcluster.testing.checkpoint import CheckpointProcess, idle_master_status, in_step, write
 
 pytestmark = pytest.mark.fault
 
@@ -31,20 +29,9 @@ def master_endpoints(directory) -> tuple[str, ...]:
             "--pub-endpoint", ipc(directory, "pub"))
 
 
-def write_values(dealer: RawDealer, prefix: str, count: int, value_bytes: int = 600,
-                 window: int = 128) -> int:
-    """PUT `prefix/i` with `value_bytes` of payload each; the last txid."""
-    last = sent = waiting = 0
-    while sent < count or waiting:
-        while sent < count and waiting < window:
-            dealer.send(Op.PUT, [f"{prefix}/{sent}", msgpack.packb("v" * value_bytes), None])
-            sent += 1
-            waiting += 1
-        reply = dealer.recv()
-        assert reply is not None and reply.status == 0, reply
-        last = max(last, reply.txid)
-        waiting -= 1
-    return last
+def write_values(dealer: RawDealer, prefix: str, count: int, value_bytes: int = 600) -> int:
+    """PUT `prefix/i` with `value_bytes` of payload each (128 in flight); the last txid."""
+    return write(dealer, prefix, count, window=128, value_bytes=value_bytes)
 
 
 def temp_files(directory) -> list:
