@@ -38,6 +38,11 @@ from mwcluster.storage.journal import Journal
 
 log = logging.getLogger(__name__)
 
+# A submit's durability, by level or by name, without a parse per record: the engine's own
+# (None, DEFAULT), or sync; anything else is async.
+_DEFAULT = frozenset((Durability.DEFAULT, Durability.DEFAULT.label))
+_SYNC = frozenset((Durability.SYNC, Durability.SYNC.label))
+
 
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
@@ -71,6 +76,7 @@ class Engine:
         self.durability = Durability.parse(durability)
         if self.durability not in (Durability.ASYNC, Durability.SYNC):
             raise ValueError(f"an engine's durability is async or sync, not {durability!r}")
+        self._sync = self.durability is Durability.SYNC
         self.limits = limits or Limits()
         self.keep_snapshots = max(1, keep_snapshots)
         self.epoch = epoch
@@ -198,9 +204,8 @@ class Engine:
             self._tail_bytes += len(payload)
             if self._tail_bytes > self._tail_limit:
                 self._trim_tail()
-        if durability.__class__ is str:
-            durability = Durability.parse(durability)
-        if (durability or self.durability) is Durability.SYNC and \
+        if (self._sync if durability is None or durability in _DEFAULT
+                else durability in _SYNC) and \
                 not self.journal.wait_durable(txid):
             # applied and buffered, but the journal stopped before an fsync covered it:
             # a sync caller must not take that for durable
