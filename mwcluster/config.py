@@ -1,5 +1,5 @@
-"""Typed configuration of the master and the checkpoint node: built-in defaults < TOML file <
-MWCLUSTER_* environment < command-line flags.
+"""Typed configuration of the master, the checkpoint node and the worker: built-in defaults <
+TOML file < MWCLUSTER_* environment < command-line flags.
 
 Every key is declared once in `MASTER_KEYS` with its type, default, allowed values and a one
 line description; `conf/master.toml` documents the same keys with their defaults (a test keeps
@@ -8,7 +8,11 @@ the two in step). A bad value from any source raises ConfigError naming the key,
 file are refused too. Environment variables are `MWCLUSTER_` + the key in upper case
 (`MWCLUSTER_SEGMENT_BYTES=1048576`); other `MWCLUSTER_*` variables belong to other commands and
 are ignored here. The checkpoint node's keys (`CHECKPOINT_KEYS`, conf/checkpoint.toml) follow
-the same rules with the prefix `MWCLUSTER_CHECKPOINT_` (`MWCLUSTER_CHECKPOINT_PERIOD_S=30`).
+the same rules with the prefix `MWCLUSTER_CHECKPOINT_` (`MWCLUSTER_CHECKPOINT_PERIOD_S=30`),
+and the worker's (`WORKER_KEYS`, conf/worker.toml) with `MWCLUSTER_WORKER_`; for a worker,
+`slots` 0 and `worker_id` "" mean "decide at start": the CPU count, and host-pid. The
+command-line options of the three node commands are made from these keys
+(cli/common.key_option), so their help and defaults are these.
 """
 
 from __future__ import annotations
