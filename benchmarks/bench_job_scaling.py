@@ -1,5 +1,5 @@
 """How the master's job path scales with what it holds, in-process (no network): the request
-handlers (nodes/master_handlers.Handlers) on an Engine, driven with encoded request frames
+handlers (nodes/master/handlers.Handlers) on an Engine, driven with encoded request frames
 exactly as the master's loop hands them over, so each figure is time the loop is held.
 
 1. TASK_REQUEST with finished jobs kept: assignments per second while one job of --tasks
@@ -44,7 +44,7 @@ from mwcluster.core import records as r  # noqa: E402
 from mwcluster.core.state import State  # noqa: E402
 from mwcluster.engine import Engine  # noqa: E402
 from mwcluster.nodes.master.handlers import Drain, Handlers  # noqa: E402
-from mwcluster.nodes.metrics import MasterStats  # noqa: E402
+from mwcluster.nodes.master.stats import MasterStats  # noqa: E402
 from mwcluster.testing import MasterProcess  # noqa: E402
 from mwcluster.wire.protocol import (Op, decode_reply, decode_request,  # noqa: E402
                                      encode_request)

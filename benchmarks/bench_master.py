@@ -189,8 +189,9 @@ CATEGORIES = (   # (where a sample's innermost frame is, what to call it), first
     ("mwcluster/core/", "engine (admission, apply, journal append, tail)"),
     ("mwcluster/storage/", "engine (admission, apply, journal append, tail)"),
     ("mwcluster/wire/", "protocol (unpack, validate, pack)"),
-    ("mwcluster/nodes/master_handlers.py", "handlers"),
-    ("mwcluster/nodes/master.py", "event loop (drain with its recv calls, publish)"),
+    ("mwcluster/nodes/master/node.py", "event loop (drain with its recv calls, publish)"),
+    ("mwcluster/nodes/master/stream.py", "event loop (drain with its recv calls, publish)"),
+    ("mwcluster/nodes/master/", "handlers"),
     ("threading.py", "locks and conditions"),
 )
 

@@ -9,12 +9,12 @@ import json
 import click
 
 from mwcluster.cli.common import master_option
+from mwcluster.client.bench import DURABILITIES, OPS
 from mwcluster.errors import MwclusterError
+from mwcluster.wire.protocol import DEFAULT_MAX_BATCH
 
 
 def parse_mix(text: str) -> dict[str, int]:
-    from mwcluster.client.bench import OPS
-
     mix: dict[str, int] = {}
     for part in text.split(","):
         name, _, weight = part.partition("=")
@@ -36,13 +36,13 @@ def parse_mix(text: str) -> dict[str, int]:
               help="Requests each client keeps in flight.")
 @click.option("--ops", type=click.IntRange(1), default=200_000, show_default=True,
               help="Requests in all (split between the clients).")
-@click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True,
+@click.option("--batch", type=click.IntRange(1, DEFAULT_MAX_BATCH), default=1, show_default=True,
               help="Requests per message: 1 sends each alone; K > 1 sends BATCH messages of "
                    "up to K (--inflight still counts requests).")
 @click.option("--value-bytes", type=click.IntRange(0, 1 << 20), default=64, show_default=True)
 @click.option("--mix", default="put=100", show_default=True,
               help="Weights of the operations: put, get, stat, ping (e.g. put=90,get=10).")
-@click.option("--durability", type=click.Choice(["async", "sync", "default"]),
+@click.option("--durability", type=click.Choice(DURABILITIES),
               default="async", show_default=True)
 @click.option("--keys", type=click.IntRange(1), default=10_000, show_default=True,
               help="How many distinct keys the requests cycle through.")

@@ -4,7 +4,7 @@
                    Future: the only module here with a socket
     calls.py       every operation's request and the decoding of its reply, defined once
     bench.py       `mwcluster bench`: pipelined client processes measuring a master
-    client/job_spec.py    job spec files (TOML or JSON) into submit_job's arguments
+    job_spec.py    job spec files (TOML or JSON) into submit_job's arguments
     watch.py       live progress bars of jobs (rich), fed by JOB_STATUS
 
 `from mwcluster.client import Client, op_put` (or `from mwcluster import Client`).

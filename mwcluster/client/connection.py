@@ -193,7 +193,7 @@ class BatchFuture:
 
 class Client(Calls):
     """A connection to the master. Methods (put, merge, delete, multi, get, get_with_stat,
-    stat, children, list, status, ping, fetch...) are defined in client_calls.Calls; each
+    stat, children, list, status, ping, fetch...) are defined in calls.Calls; each
     waits for its reply and returns its result or raises a typed MwclusterError."""
 
     def __init__(self, endpoint: str | list[str] = DEFAULT_CLIENT_ENDPOINT,

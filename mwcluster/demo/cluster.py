@@ -3,7 +3,7 @@
 1. Start a master, a checkpoint node and N workers as child processes on 127.0.0.1 (free
    ports, a temporary data directory unless --data-dir).
 2. Submit a word-count job over a generated dataset of web-server log records split into
-   shards (mwcluster/demo_job.py); show its progress live.
+   shards (mwcluster/demo/job.py); show its progress live.
 3. With --chaos: SIGKILL a worker once a quarter of the tasks are done (the master marks it
    lost after its timeout and its tasks run elsewhere), then SIGKILL the master at half way
    and start it again on the same data directory and ports (the workers reconnect, register

@@ -123,12 +123,14 @@ class MasterTwin:
         return replies, self.stream.publish(durable) or []
 
     def tick(self, now: float) -> Replies:
-        """The loop's tick, but for the heartbeat (`heartbeat`): parked replies failed while
-        the journal fails, replicated ones expired, silent workers declared lost."""
+        """The loop's tick, but for the heartbeat (`heartbeat`) and the figures: parked
+        replies failed while the journal fails, replicated ones expired, silent workers
+        declared lost, an idle upload dropped."""
         handlers = self.handlers
         out = handlers.fail_parked() if self.engine.journal.failure is not None else []
         out += handlers.expire_replicated(now, REPLICATED_TIMEOUT_S)
         handlers.jobs.expire(now)
+        self.uploads.expire()
         self.stream.drain_ended()
         return out
 

@@ -136,7 +136,7 @@ class Harness:
                                     incoming_dir=Path("/nonexistent"), recent_requests=1000,
                                     fetch_max_bytes=1 << 20, snapshot_chunk_bytes=1 << 20,
                                     snapshot_credit=1, clock=lambda: self.now,
-                                    link=FakeLink(self))
+                                    link=FakeLink(self), freeze_loaded=False)
         if local is not None:
             for txid, _e, payload in master.records[:local]:
                 self.state.apply(txid, decode_payload(payload)[0])

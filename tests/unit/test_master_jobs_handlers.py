@@ -191,6 +191,22 @@ def test_a_late_copy_of_a_task_request_answered_empty_assigns_nothing(h, engine)
     assert len(ok(h, Op.TASK_REQUEST, ["w1", 2], rid=7001).result) == 2   # a new request
 
 
+def test_empty_answers_do_not_push_a_remembered_assignment_out(h, monkeypatch):
+    from mwcluster.nodes.master import jobs
+
+    monkeypatch.setattr(jobs, "_REMEMBER", 4)
+    ok(h, Op.WORKER_REGISTER, ["w1", "", 1])
+    ok(h, Op.WORKER_REGISTER, ["w2", "", 1])
+    submit(h, tasks=1)
+    first = ok(h, Op.TASK_REQUEST, ["w1", 1], rid=8000).result
+    job_id, index, attempt = first[0][:3]
+    # started: an answer rebuilt from the state (tasks assigned, not started) would be empty
+    ok(h, Op.TASK_PROGRESS, ["w1", job_id, index, attempt, 0.5, {}])
+    for rid in range(8001, 8020):                       # an idle worker polling
+        assert ok(h, Op.TASK_REQUEST, ["w2", 1], rid=rid).result == []
+    assert ok(h, Op.TASK_REQUEST, ["w1", 1], rid=8000).result == first
+
+
 def test_task_request_respects_the_per_request_cap_and_worker_state(h):
     submit(h, tasks=50)
     assert ask(h, Op.TASK_REQUEST, ["w9", 1]).status == ErrorCode.BAD_STATE

@@ -307,14 +307,13 @@ def test_admission_does_not_apply_to_decoding():
     assert r.decode_record(r.encode_record(rec)) == rec
 
 
-def test_wire_mutations_are_record_kinds_and_no_other_codes_are_shared_by_meaning():
+def test_a_wire_mutation_becomes_the_record_of_its_kind():
     """A PUT/MERGE/DELETE/MULTI request becomes the record [op, *args]; every other wire
     operation is answered by the master's own code, whatever number it has."""
-    from mwcluster.wire.protocol import MUTATIONS, RECORD_MUTATIONS, Op
+    from mwcluster.wire.protocol import RECORD_MUTATIONS, Op
 
-    assert set(RECORD_MUTATIONS) == set(MUTATIONS)
     samples = {Op.PUT: ["/a", encode(1), None], Op.MERGE: ["/a", encode({"x": 1}), None],
                Op.DELETE: ["/a", False, None], Op.MULTI: [[[int(r.RecordKind.CHECK), "/a", 0]]]}
     for op, kind in RECORD_MUTATIONS.items():
         rec = r.from_wire([int(op), *samples[op]])
-        assert type(rec).CODE is kind and int(op) == int(kind)
+        assert type(rec).CODE is kind

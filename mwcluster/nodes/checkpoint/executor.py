@@ -60,7 +60,8 @@ class ReplicaExecutor:
     def __init__(self, machine: fm.Follower, checkpoints: CheckpointPort, *,
                  incoming_dir: Path, recent_requests: int, fetch_max_bytes: int,
                  snapshot_chunk_bytes: int, snapshot_credit: int,
-                 clock: Callable[[], float], link: Any = None) -> None:
+                 clock: Callable[[], float], link: Any = None,
+                 freeze_loaded: bool = True) -> None:
         self.machine = machine
         self.checkpoints = checkpoints
         self.link = link                  # set by the node once its DEALER is connected
@@ -70,6 +71,9 @@ class ReplicaExecutor:
         self.snapshot_chunk_bytes = snapshot_chunk_bytes
         self.snapshot_credit = snapshot_credit
         self.clock = clock
+        # gc.freeze() after the master's snapshot is loaded (see _load_master_snapshot): for
+        # the node's process; its tests and the simulation, in a shared process, say False
+        self.freeze_loaded = freeze_loaded
         self.state = State()
         # the requests behind the records this replica covers (from the snapshot it loaded,
         # then the records it applied): its checkpoints carry them to the master, and a
@@ -167,7 +171,8 @@ class ReplicaExecutor:
         # A base of millions of objects: keep the cyclic collector from walking it at every
         # full collection (pauses of hundreds of ms at 1,000,000 keys, the replica's lag),
         # as the master does after recovery. Dropped states are still freed by refcount.
-        gc.freeze()
+        if self.freeze_loaded:
+            gc.freeze()
         return fm.SnapshotLoaded(state.txid, self.clock())
 
 

@@ -89,6 +89,10 @@ class JobHandlers:
         self.status_endpoints: dict[str, str] = {}   # worker id -> its status endpoint
         self._answers: dict[Origin, list] = {}
         self._answers_old: dict[Origin, list] = {}
+        # TASK_REQUESTs answered with no task (no record logged them), in two generations of
+        # their own, so that idle workers polling do not push the answers above out
+        self._empty: set[Origin] = set()
+        self._empty_old: set[Origin] = set()
         self.sums = JobStats(self.engine.state.jobs)    # for JOB_STATUS and JOB_LIST
         # the logged ops and the heartbeat: (req, now) -> Answer
         self._ops: dict[int, Callable[[Request, float], Answer]] = {
@@ -261,13 +265,12 @@ class JobHandlers:
         hit = self._hit(req)
         if hit is not None:
             return 0, hit[0], self._answer_again(origin, worker_id)
-        empty = self._remembered(origin)
-        if empty is not None:
+        if origin in self._empty or origin in self._empty_old:
             # answered before with nothing to assign (no record logged it): the same answer.
             # Taken for a new request, a late copy of it would assign tasks whose answer goes
             # to a request the worker no longer waits for, and they would stay assigned to it
             self.stats.retries += 1
-            return 0, 0, empty
+            return 0, 0, []
         self._active_worker(worker_id, now)
         jobs = self.jobs
         picks = scheduler.pick(jobs, worker_id,
@@ -292,11 +295,17 @@ class JobHandlers:
             job = jobs.jobs[job_id]
             task = job.tasks[index]
             out.append((job_id, index, attempt, job.handler, task.input, task.params))
-        self.assignments += len(out)
-        answers = self._answers
-        answers[origin] = out           # an empty answer too: see above
-        if len(answers) >= _REMEMBER:
-            self._answers_old, self._answers = answers, {}
+        if out:
+            self.assignments += len(out)
+            answers = self._answers
+            answers[origin] = out
+            if len(answers) >= _REMEMBER:
+                self._answers_old, self._answers = answers, {}
+        else:
+            empty = self._empty
+            empty.add(origin)
+            if len(empty) >= _REMEMBER:
+                self._empty_old, self._empty = empty, set()
         return 0, top, out
 
     def _remembered(self, origin: Origin) -> list | None:

@@ -200,7 +200,7 @@ class WorkerNode:
             if more:
                 todo[0:0] = more
 
-    def _one(self, ins) -> list:  # noqa: C901 - one dispatch, each branch short
+    def _one(self, ins) -> list:
         machine, client, wid = self.machine, self._client, self.config.worker_id
         kind = type(ins)
         if kind is wm.Note:

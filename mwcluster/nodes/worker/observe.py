@@ -1,6 +1,6 @@
 """What lets an operator see a worker: its status endpoint and its Prometheus metrics.
 
-    owner thread (nodes/worker/node.py)          status thread               metrics HTTP thread
+    owner thread (node.py)                   status thread               metrics HTTP thread
     ───────────────────────────────          ─────────────               ───────────────────
     after each batch of events:              ROUTER (status_endpoint)    GET /metrics
       publish(): snapshot() of the      ──▶  STATUS: render(snap, now)   collect():

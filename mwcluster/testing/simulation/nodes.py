@@ -166,7 +166,7 @@ class SimMaster:
             armed = self.crash_after_reply
             if armed is not None and self.replies >= armed[0]:
                 self.crash_after_reply = None
-                self.crash(armed[1], f"right after its reply {self.replies}")
+                self.crash(armed[1], f"right after its reply {self.replies} left")
                 return
 
     def _publish(self, topic: bytes, bodies: list[bytes]) -> None:
@@ -266,7 +266,7 @@ class SimReplica:
         self.replica = ReplicaExecutor(
             machine, self, incoming_dir=self.data_dir / "incoming", recent_requests=100_000,
             fetch_max_bytes=16384, snapshot_chunk_bytes=1 << 20, snapshot_credit=1,
-            clock=sim.sched.clock, link=SimLink(sim))
+            clock=sim.sched.clock, link=SimLink(sim), freeze_loaded=False)
         found = load_local(self.snapshot_dir, 100_000)
         base = None
         if found is not None:

@@ -42,6 +42,10 @@ __all__ = ["Outcome", "ScenarioFailed", "run_scenario"]
 CHAOS_S = 6.0            # faults happen in [0, CHAOS_S)
 SETTLE_S = 90.0          # then the cluster has this long (simulated) to settle
 JOURNAL_POINTS = tuple(p for p in POINTS if p != "install.renamed")
+# trace lines that say a fault had its effect (a fault planned on a node already down does
+# nothing)
+_FIRED = (" crashed (", "replica crashed", " paused for ", "master snapshot at txid",
+          " cut", " back")
 
 
 class ScenarioFailed(AssertionError):
@@ -52,6 +56,7 @@ class ScenarioFailed(AssertionError):
 class Outcome:
     seed: int
     trace_digest: str
+    fired: list[str]                  # the faults that happened (not only planned)
     events: int
     simulated_s: float
     faults: list[str]
@@ -145,11 +150,11 @@ class Simulation:
                         self.master.crash, mode, "at a random moment")
         if rng.random() < 0.4:
             nth, mode = rng.randint(5, 120), rng.choice(["kill", "power"])
-            self.fault_log.append(f"master crash ({mode}) right after its reply {nth}")
+            self.fault_log.append(f"armed: master crash ({mode}) right after its reply {nth}")
             self.master.crash_after_reply = (nth, mode)
         if rng.random() < 0.4:
             point, nth = rng.choice(JOURNAL_POINTS), rng.randint(1, 3)
-            self.fault_log.append(f"crash point {point}:{nth}")
+            self.fault_log.append(f"armed: crash point {point}:{nth}")
             self.master.disk.crash_at(point, nth)
         for _ in range(rng.randint(0, 2)):
             self._fault(rng.uniform(0.3, CHAOS_S), "master snapshot", self.master.compact)
@@ -195,7 +200,9 @@ class Simulation:
             self.fail("the cluster did not settle within "
                       f"{SETTLE_S:g} s after the faults stopped ({self.describe()})")
         self.check()
-        outcome = Outcome(self.seed, sched.trace_digest(), sched.events, sched.now,
+        fired = [line.split(" ", 1)[1] for line in sched.trace
+                 if any(mark in line for mark in _FIRED)]
+        outcome = Outcome(self.seed, sched.trace_digest(), fired, sched.events, sched.now,
                           self.fault_log, self.master.twin.engine.state.txid,
                           [line.split(" ", 1)[1] for line in sched.trace
                            if " master crashed " in line],
@@ -241,6 +248,8 @@ class Simulation:
         job = master_state.jobs.jobs[self.job_id]
         if job.state.value != "succeeded":
             self.fail(f"the job ended {job.state.value}: {job.reason}")
+        if len(job.tasks) != len(self.inputs):
+            self.fail(f"the job has {len(job.tasks)} tasks, not the {len(self.inputs)} submitted")
         for task, task_input in zip(job.tasks, self.inputs):
             expected = task_outcome(task_input, attempt=2)[1]
             if task.state is not TaskState.SUCCEEDED or task.result != expected:
