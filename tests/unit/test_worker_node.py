@@ -99,6 +99,9 @@ def test_a_lost_worker_drops_its_task_its_reports_are_ignored_and_it_re_register
         fake.lose_worker("w1")                      # requeued: attempt 2 goes elsewhere
         wait_for(lambda: fake.count(Op.WORKER_REGISTER) >= 2, what="re-registration")
         wait_for(lambda: running.node.machine.counters["tasks_dropped"] == 1, what="dropped")
+        # the machine decided the drop; the shell marks the attempt's handle just after
+        handle = running.node.handles[(job, 0)]
+        wait_for(lambda: not handle.current, what="the handler's report() to say False")
         release.set()
         # The zombie returns; its slot frees and the worker takes attempt 2 itself.
         wait_for(lambda: fake.job_state(job) == "succeeded", what="the job to succeed")
