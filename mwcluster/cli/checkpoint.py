@@ -15,7 +15,8 @@ from typing import NoReturn
 
 import click
 
-from mwcluster.cli.common import config_file_option, echo_config, key_options, print_config_option
+from mwcluster.cli.common import (config_file_option, key_options, print_config_option,
+                                  resolve_config)
 from mwcluster.config import CHECKPOINT_BY_NAME, load_checkpoint_config
 from mwcluster.errors import MwclusterError
 
@@ -31,12 +32,8 @@ from mwcluster.errors import MwclusterError
 @print_config_option
 def checkpoint(config_file, once, print_config, **flags) -> None:
     """Follow the master's log stream and write snapshots of the replica."""
-    try:
-        config = load_checkpoint_config(config_file, flags=flags)
-    except MwclusterError as exc:
-        raise click.ClickException(str(exc)) from None
-    if print_config:
-        echo_config(config)
+    config = resolve_config(load_checkpoint_config, config_file, flags, print_config)
+    if config is None:
         return
     from mwcluster.nodes.checkpoint.node import CheckpointNode
 

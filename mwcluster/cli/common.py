@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -80,10 +80,19 @@ print_config_option = click.option(
     help="Print the resolved configuration with the source of each value, and exit.")
 
 
-def echo_config(config: Any) -> None:
-    """Each key = its value, with where the value came from (--print-config)."""
+def resolve_config(load: Callable[..., Any], config_file: str | None,
+                   flags: dict[str, Any], print_config: bool) -> Any | None:
+    """A node command's configuration from its layers (a bad value: one line, exit status
+    1); None when --print-config printed it (each key, its value and where it came from)."""
+    try:
+        config = load(config_file, flags=flags)
+    except MwclusterError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not print_config:
+        return config
     for key, value in config.to_dict().items():
         click.echo(f"{key} = {json.dumps(value)}    # {config.sources[key]}")
+    return None
 
 
 # --- JSON <-> values ----------------------------------------------------------------------

@@ -12,8 +12,8 @@ import sys
 
 import click
 
-from mwcluster.cli.common import (config_file_option, echo_config, key_option, key_options,
-                                  print_config_option)
+from mwcluster.cli.common import (config_file_option, key_option, key_options,
+                                  print_config_option, resolve_config)
 from mwcluster.config import CHECKPOINT_BY_NAME, MASTER_BY_NAME, load_master_config
 from mwcluster.errors import MwclusterError
 
@@ -35,12 +35,8 @@ from mwcluster.errors import MwclusterError
 def master(config_file, rejoin_as_standby, promote_client_endpoint, promote_pub_endpoint,
            force, print_config, **flags) -> None:
     """Run the master: serve requests, keep the journal, publish the log stream."""
-    try:
-        config = load_master_config(config_file, flags=flags)
-    except MwclusterError as exc:
-        raise click.ClickException(str(exc)) from None
-    if print_config:
-        echo_config(config)
+    config = resolve_config(load_master_config, config_file, flags, print_config)
+    if config is None:
         return
     promote = {"promote_client_endpoint": promote_client_endpoint,
                "promote_pub_endpoint": promote_pub_endpoint}

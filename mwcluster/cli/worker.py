@@ -16,8 +16,8 @@ import sys
 
 import click
 
-from mwcluster.cli.common import (config_file_option, echo_config, key_option, key_options,
-                                  print_config_option)
+from mwcluster.cli.common import (config_file_option, key_option, key_options,
+                                  print_config_option, resolve_config)
 from mwcluster.config import WORKER_BY_NAME, load_worker_config
 from mwcluster.errors import MwclusterError
 from mwcluster.worker import REGISTRY, load_handler_modules
@@ -38,11 +38,10 @@ log = logging.getLogger(__name__)
 def worker(config_file, handlers, print_config, **flags) -> None:
     """Run a worker: take tasks from the master, run their handlers, report progress."""
     flags["handlers"] = ",".join(handlers) if handlers else None
+    config = resolve_config(load_worker_config, config_file, flags, print_config)
+    if config is None:
+        return
     try:
-        config = load_worker_config(config_file, flags=flags)
-        if print_config:
-            echo_config(config)
-            return
         if "" not in sys.path:
             sys.path.insert(0, "")         # handler modules in the current directory
         load_handler_modules(config.handler_modules())

@@ -43,12 +43,7 @@ class Flusher:
     def _stop_without_thread(self, abandon: bool) -> None:
         """What the flusher thread does when it stops, for a journal that has none."""
         if not abandon and not self._flush_once():
-            with self._lock:
-                lost = (self._durable_txid + 1, self._last_txid)
-            self._close_error = (f"journal {self.directory}: closed while the disk still "
-                                 f"fails ({self._last_error}); txids {lost[0]}..{lost[1]} "
-                                 "were not saved")
-            _log.error("%s", self._close_error)
+            self._not_saved(self._last_error)
         if self._segments:
             self._segments[-1].file.close()
         with self._lock:
@@ -71,11 +66,7 @@ class Flusher:
             pass
         except OSError as e:  # retries stopped by close() or abandon()
             if not self._abandoned:
-                with self._lock:
-                    lost = (self._durable_txid + 1, self._last_txid)
-                self._close_error = (f"journal {self.directory}: closed while the disk still "
-                                     f"fails ({e}); txids {lost[0]}..{lost[1]} were not saved")
-                _log.error("%s", self._close_error)
+                self._not_saved(e)
         except BaseException as e:
             _log.exception("journal %s: flusher stopped by an unexpected error", self.directory)
             self._close_error = f"journal {self.directory}: flusher stopped: {e!r}"
@@ -90,6 +81,14 @@ class Flusher:
                     self._refuse = f"journal {self.directory}: the flusher has stopped"
                 self._durable_cv.notify_all()
                 self._space.notify_all()
+
+    def _not_saved(self, error) -> None:
+        """Closed while the disk still fails: name what was not saved (close() raises it)."""
+        with self._lock:
+            lost = (self._durable_txid + 1, self._last_txid)
+        self._close_error = (f"journal {self.directory}: closed while the disk still fails "
+                             f"({error}); txids {lost[0]}..{lost[1]} were not saved")
+        _log.error("%s", self._close_error)
 
     def _take_batch(self) -> Batch:
         data = self._active
@@ -124,11 +123,8 @@ class Flusher:
                 if not self._active:
                     return True
                 batch = self._take_batch()
-        pieces = plan_pieces(batch)
         try:
-            while batch.next_piece < len(pieces):
-                self._write_piece(batch, *pieces[batch.next_piece])
-                batch.next_piece += 1
+            self._write_pieces(batch, plan_pieces(batch))
         except OSError as err:
             self._failed(err, attempt=1)
             return False
@@ -138,16 +134,18 @@ class Flusher:
     def _flush(self, batch: Batch) -> None:
         pieces = plan_pieces(batch)
         try:   # the common case, without the retry machinery's per-call cost under the GIL
-            while batch.next_piece < len(pieces):
-                self._write_piece(batch, *pieces[batch.next_piece])
-                batch.next_piece += 1
+            self._write_pieces(batch, pieces)
         except OSError:   # the failure policy: retry with backoff (see the module docstring)
             for attempt in self._retrying:
                 with attempt:
-                    while batch.next_piece < len(pieces):
-                        self._write_piece(batch, *pieces[batch.next_piece])
-                        batch.next_piece += 1
+                    self._write_pieces(batch, pieces)
         self._flushed(batch)
+
+    def _write_pieces(self, batch: Batch, pieces: list) -> None:
+        """Write the batch's pieces from the first not yet durable (a retry resumes there)."""
+        while batch.next_piece < len(pieces):
+            self._write_piece(batch, *pieces[batch.next_piece])
+            batch.next_piece += 1
 
     def _flushed(self, batch: Batch) -> None:
         with self._lock:

@@ -31,12 +31,11 @@ from mwcluster.core import worker_machine as wm
 from mwcluster.errors import (BadState, MwclusterError, NotFound, RequestTimeout,
                               ShuttingDown)
 
-log = logging.getLogger("mwcluster.nodes.worker")
+log = logging.getLogger(__name__)
 
-_MAX_ERROR_CHARS = 2000
+MAX_ERROR_CHARS = 2000       # of an error message a worker reports for a failed attempt
 # Instructions that are a request to the master (Register has a retry policy of its own).
 CALLS = (wm.Heartbeat, wm.RequestTasks, wm.SendProgress, wm.SendFinish, wm.Leave)
-_REGISTER_AGAIN = (wm.Heartbeat, wm.RequestTasks, wm.SendProgress, wm.SendFinish)
 
 
 def call_of(ins: Any, worker_id: str) -> tuple[str, tuple, dict]:
@@ -63,7 +62,7 @@ def outcome(machine: wm.WorkerMachine, ins: Any, result: Any, error: MwclusterEr
     its call raised)."""
     kind = type(ins)
     wid = machine.worker_id
-    if isinstance(error, (RequestTimeout, ShuttingDown)) and kind in _REGISTER_AGAIN:
+    if isinstance(error, (RequestTimeout, ShuttingDown)) and kind is not wm.Leave:
         return machine.on_unreachable(f"{kind.__name__} ({error})", now_ms)
     if kind is wm.Heartbeat:
         if error is not None:
@@ -105,7 +104,7 @@ def _finished(machine: wm.WorkerMachine, ins: wm.SendFinish, state: Any,
         log.warning("task %s/%d: the master refused its result: %s", ins.job_id, ins.index,
                     error)
         return [wm.SendFinish(ins.job_id, ins.index, ins.attempt, False,
-                              f"the master refused the result: {error}"[:_MAX_ERROR_CHARS])]
+                              f"the master refused the result: {error}"[:MAX_ERROR_CHARS])]
     return machine.on_finish_reply(ins.job_id, ins.index, ins.attempt, None, now_ms,
                                    stale=str(error))
 

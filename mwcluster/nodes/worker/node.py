@@ -55,7 +55,6 @@ RECONNECT_POLICY = tenacity.Retrying(
 )
 
 _STOP = ("stop",)
-_MAX_ERROR_CHARS = 2000
 
 
 class TaskHandle:
@@ -317,7 +316,7 @@ class WorkerNode:
             result = fn(task, report)
         except Exception as exc:  # the handler's failure fails the attempt, never the worker
             message = f"{type(exc).__name__}: {exc}"
-            return False, message[:_MAX_ERROR_CHARS]
+            return False, message[:exchange.MAX_ERROR_CHARS]
         try:
             msgpack.packb(result, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:

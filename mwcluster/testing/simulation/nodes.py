@@ -76,7 +76,6 @@ class SimMaster:
         self.inbox: list[tuple[str, bytes]] = []
         self.drain_due = self.flush_due = False
         self.last_publish = 0.0
-        self.crashes = 0
         self._lost_before = 0          # workers declared lost by earlier lives of the master
         # a crash right after the N-th reply leaves (a named fault): (N, mode) or None
         self.crash_after_reply: tuple[int, str] | None = None
@@ -200,7 +199,6 @@ class SimMaster:
 
     def _down(self, mode: str, why: str) -> None:
         sim = self.sim
-        self.crashes += 1
         self.generation += 1
         self.inbox = []
         self.drain_due = self.flush_due = False

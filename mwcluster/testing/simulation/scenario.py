@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mwcluster import errors
+from mwcluster.core.follower import Phase
 from mwcluster.core.jobs import FINISHED_JOB, TaskState
 from mwcluster.core.values import decode
 from mwcluster.storage.crashpoints import POINTS
@@ -190,7 +191,7 @@ class Simulation:
         if job is None or job.state not in FINISHED_JOB:
             return False
         replica = self.replica.replica
-        return replica.state.txid == state.txid and replica.machine.phase.value == "following"
+        return replica.state.txid == state.txid and replica.machine.phase is Phase.FOLLOWING
 
     def run(self) -> Outcome:
         sched = self.sched
