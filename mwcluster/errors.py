@@ -165,6 +165,13 @@ class Fenced(ServerError):
     code = "fenced"
 
 
+class StandbyBehind(ServerError):
+    """A standby could not serve a read: its replica did not reach the txid the client has
+    seen within the wait. Read from the master (Client(read_from="standby") does)."""
+
+    code = "behind"
+
+
 class InternalServerError(ServerError):
     code = "internal"
 

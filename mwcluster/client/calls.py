@@ -18,7 +18,7 @@ from mwcluster import errors
 from mwcluster.core.namespace import Stat
 from mwcluster.core.records import RecordKind
 from mwcluster.core.values import decode, encode
-from mwcluster.core.durability import Durability
+from mwcluster.core.durability import Durability, wire_code
 from mwcluster.wire.protocol import ErrorCode, Op, ProtocolError, Reply
 
 __all__ = ["Assignment", "Calls", "Stat", "error_from_reply", "op_check", "op_delete",
@@ -46,6 +46,7 @@ ERROR_CLASSES: dict[int, type[errors.MwclusterError]] = {
     ErrorCode.NO_SNAPSHOT: errors.NoSnapshot,
     ErrorCode.SHUTTING_DOWN: errors.ShuttingDown,
     ErrorCode.FENCED: errors.Fenced,
+    ErrorCode.BEHIND: errors.StandbyBehind,
     ErrorCode.INTERNAL: errors.InternalServerError,
 }
 
@@ -174,55 +175,88 @@ class Calls:
     op_delete = staticmethod(op_delete)
     op_check = staticmethod(op_check)
 
+    # What a call asks when it names no durability or consistency (Client(durability=...,
+    # consistency=...) sets them): the master's default level, and "strong" consistency.
+    durability: str | int | None = None
+    consistency: str | None = None
+
     def _run(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any]):
         raise NotImplementedError
+
+    def _code(self, durability: str | int | None, consistency: str | None) -> int:
+        """The wire's durability field for a call (core.durability.wire_code)."""
+        if durability is None:
+            durability = self.durability
+        if consistency is None:
+            consistency = self.consistency
+        if durability is None and consistency is None:
+            return 0
+        return wire_code(durability, consistency)
 
     # --- mutations: each returns the txid it was logged at ---
 
     def put(self, key: str, value: Any, expected_version: int | None = None,
-            durability: str | int | None = None):
+            durability: str | int | None = None, *, consistency: str | None = None):
         """Set `key` to `value` (anything msgpack carries). `expected_version`: None for
-        unconditional, 0 for "must not exist", n for "must be at version n"."""
+        unconditional, 0 for "must not exist", n for "must be at version n".
+        `consistency` "fast" lets a refusal (BadVersion...) reveal state not yet durable;
+        docs/durability.md."""
         return self._run(Op.PUT, [key, encode(value), expected_version],
-                         Durability.parse(durability), _txid)
+                         self._code(durability, consistency), _txid)
 
     def merge(self, key: str, patch: dict, expected_version: int | None = None,
-              durability: str | int | None = None):
+              durability: str | int | None = None, *, consistency: str | None = None):
         """Merge a map into the map at `key` (RFC 7386: nil removes a field)."""
         return self._run(Op.MERGE, [key, encode(patch), expected_version],
-                         Durability.parse(durability), _txid)
+                         self._code(durability, consistency), _txid)
 
     def delete(self, key: str, recursive: bool = False, expected_version: int | None = None,
-               durability: str | int | None = None):
+               durability: str | int | None = None, *, consistency: str | None = None):
         return self._run(Op.DELETE, [key, bool(recursive), expected_version],
-                         Durability.parse(durability), _txid)
+                         self._code(durability, consistency), _txid)
 
-    def multi(self, ops: list, durability: str | int | None = None):
+    def multi(self, ops: list, durability: str | int | None = None, *,
+              consistency: str | None = None):
         """Apply all of `ops` (built with op_put/op_merge/op_delete/op_check) or none;
         returns (txid, per-operation results)."""
-        return self._run(Op.MULTI, [list(ops)], Durability.parse(durability), _multi)
+        return self._run(Op.MULTI, [list(ops)], self._code(durability, consistency), _multi)
 
-    # --- reads, served from the master's memory ---
+    # --- reads, served from the master's memory (or a standby's: Client(read_from=)) ---
+    # With "strong" consistency (the default) a read's reply waits until the state it saw is
+    # durable at its level (`durability`, default the master's); "fast" answers at once.
 
-    def get(self, key: str):
+    def get(self, key: str, *, consistency: str | None = None,
+            durability: str | int | None = None):
         """The value at `key`, or None when the key does not exist."""
-        return self._run(Op.GET, [key], 0, _value)
+        return self._read(Op.GET, [key], self._code(durability, consistency), _value)
 
-    def get_with_stat(self, key: str):
+    def get_with_stat(self, key: str, *, consistency: str | None = None,
+                      durability: str | int | None = None):
         """(value, Stat) or None: the value with the version to pass as expected_version."""
-        return self._run(Op.GET, [key], 0, _value_and_stat)
+        return self._read(Op.GET, [key], self._code(durability, consistency),
+                          _value_and_stat)
 
-    def stat(self, key: str):
+    def stat(self, key: str, *, consistency: str | None = None,
+             durability: str | int | None = None):
         """Stat(version, create_txid, modify_txid, value_bytes), or None."""
-        return self._run(Op.STAT, [key], 0, _stat)
+        return self._read(Op.STAT, [key], self._code(durability, consistency), _stat)
 
-    def children(self, path: str = "/", limit: int | None = None):
+    def children(self, path: str = "/", limit: int | None = None, *,
+                 consistency: str | None = None, durability: str | int | None = None):
         """Names directly below `path` ("/" for the top level), keys or implicit parents."""
-        return self._run(Op.CHILDREN, [path, limit], 0, _result)
+        return self._read(Op.CHILDREN, [path, limit], self._code(durability, consistency),
+                          _result)
 
-    def list(self, prefix: str, limit: int = 1000, start_after: str | None = None):
+    def list(self, prefix: str, limit: int = 1000, start_after: str | None = None, *,
+             consistency: str | None = None, durability: str | int | None = None):
         """Keys starting with the string `prefix`, in key order, after `start_after`."""
-        return self._run(Op.LIST, [prefix, limit, start_after], 0, _result)
+        return self._read(Op.LIST, [prefix, limit, start_after],
+                          self._code(durability, consistency), _result)
+
+    def _read(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any]):
+        """A read of the namespace: the master's by default (Client routes it to a standby
+        with read_from="standby")."""
+        return self._run(op, args, durability, convert)
 
     def status(self):
         """The master's status map (docs/protocol.md, "Status")."""
@@ -263,29 +297,31 @@ class Calls:
         shared = dict(params) if params else {}
         return self._run(Op.JOB_SUBMIT, [job_id, name, handler, priority, max_attempts,
                                          [[task, shared] for task in tasks]],
-                         Durability.parse(durability), _result)
+                         self._code(durability, None), _result)
 
     def cancel_job(self, job_id: str, reason: str = "", durability: str | int | None = None):
         """Cancel every unfinished task of the job; returns how many were cancelled."""
-        return self._run(Op.JOB_CANCEL, [job_id, reason], Durability.parse(durability),
+        return self._run(Op.JOB_CANCEL, [job_id, reason], self._code(durability, None),
                          _result)
 
     def delete_job(self, job_id: str, durability: str | int | None = None):
         """Forget a finished job; returns its task count."""
-        return self._run(Op.JOB_DELETE, [job_id], Durability.parse(durability), _result)
+        return self._run(Op.JOB_DELETE, [job_id], self._code(durability, None), _result)
 
-    def jobs(self, include_finished: bool = True):
+    def jobs(self, include_finished: bool = True, *, consistency: str | None = None):
         """Summary maps of the jobs, in submit order."""
-        return self._run(Op.JOB_LIST, [bool(include_finished)], 0, _result)
+        return self._run(Op.JOB_LIST, [bool(include_finished)], self._code(None, consistency),
+                         _result)
 
-    def job_status(self, job_id: str):
+    def job_status(self, job_id: str, *, consistency: str | None = None):
         """The job's status map: counts per state, progress, rate, ETA, failures."""
-        return self._run(Op.JOB_STATUS, [job_id], 0, _result)
+        return self._run(Op.JOB_STATUS, [job_id], self._code(None, consistency), _result)
 
     def job_tasks(self, job_id: str, start: int = 0, limit: int = 1000,
-                  state: str | None = None):
+                  state: str | None = None, *, consistency: str | None = None):
         """Task maps from index `start`, at most `limit`, only those in `state` if given."""
-        return self._run(Op.JOB_TASKS, [job_id, start, limit, state], 0, _result)
+        return self._run(Op.JOB_TASKS, [job_id, start, limit, state],
+                         self._code(None, consistency), _result)
 
     def register_worker(self, worker_id: str, slots: int, address: str = "",
                         durability: str | int | None = None, *,

@@ -54,8 +54,11 @@ from typing import Any, Callable
 import tenacity
 import zmq
 
-from mwcluster.client.calls import (Assignment, Calls, Stat, convert_reply, error_from_reply,
-                                    op_check, op_delete, op_merge, op_put)
+from mwcluster.client.calls import (Assignment, Calls, Stat, convert_reply, op_check,
+                                    op_delete, op_merge, op_put)
+from mwcluster.client.futures import BatchFuture, Future
+from mwcluster.client.standby import StandbyReader
+from mwcluster.core.durability import wire_code
 from mwcluster.core.failover import EpochFollower
 from mwcluster.errors import (Fenced, MessageTooLarge, MwclusterError, RequestTimeout,
                               ShuttingDown)
@@ -84,117 +87,13 @@ RETRY_POLICY = tenacity.Retrying(
 )
 
 
-class Future:
-    """The result of a request sent and not yet answered. `result()` waits for it (driving
-    the client's socket) and returns the result or raises the request's error."""
-
-    __slots__ = ("_client", "_convert", "_owner", "request_id", "op", "frame", "sent_ns",
-                 "_done", "_value", "_error", "sub")
-
-    def __init__(self, client: Client, request_id: int, op: int, frame: bytes,
-                 convert: Callable[[Reply], Any], owner: Pipeline | None = None):
-        self._client = client
-        self._convert = convert
-        self._owner = owner
-        self.request_id = request_id
-        self.op = op
-        self.frame = frame
-        self.sent_ns = 0           # when it was sent, or queued for a batch
-        self._done = False
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self.sub: tuple | None = None   # (request_id, op, durability, args) while queued
-
-    def done(self) -> bool:
-        return self._done
-
-    def result(self) -> Any:
-        if not self._done:
-            self._wait()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def exception(self) -> BaseException | None:
-        if not self._done:
-            self._wait()
-        return self._error
-
-    def _wait(self) -> None:
-        owner = self._owner
-        if owner is not None and owner._queue:
-            owner.flush()
-        self._client._wait_for(self)
-
-    def _set_reply(self, reply: Reply) -> None:
-        self._value, self._error = convert_reply(reply, self._convert)
-        self._finish()
-
-    def _set_error(self, error: BaseException) -> None:
-        self._error = error
-        self._finish()
-
-    def _finish(self) -> None:
-        self._done = True
-        self.frame = b""
-        self.sub = None
-        if self._owner is not None:
-            self._owner._inflight -= 1
-
-
-class BatchFuture:
-    """A BATCH message in flight: one frame and request id for many requests. Its reply is
-    handed out to the futures of its requests, in order; an error reply to the batch itself
-    (it was refused whole) becomes every request's error."""
-
-    __slots__ = ("request_id", "op", "frame", "sent_ns", "_done", "futures")
-
-    _convert = staticmethod(lambda reply: reply.result)
-
-    def __init__(self, request_id: int, frame: bytes, futures: list[Future]):
-        self.request_id = request_id
-        self.op = Op.BATCH
-        self.frame = frame
-        self.sent_ns = 0
-        self._done = False
-        self.futures = futures
-
-    def _set_reply(self, reply: Reply) -> None:
-        futures = self.futures
-        if reply.status:
-            self._set_error(error_from_reply(reply))
-            return
-        subs = reply.result
-        if type(subs) is not list or len(subs) != len(futures):
-            self._set_error(ProtocolError(
-                ErrorCode.BAD_REQUEST, f"malformed BATCH result from the master for request "
-                f"{reply.request_id}: expected {len(futures)} sub-replies"))
-            return
-        epoch = reply.epoch
-        for future, sub in zip(futures, subs):
-            if type(sub) is list and len(sub) == 4 and sub[0] == future.request_id:
-                future._set_reply(Reply(sub[0], epoch, sub[1], sub[2], sub[3]))
-            else:
-                future._set_error(ProtocolError(
-                    ErrorCode.BAD_REQUEST, f"malformed sub-reply from the master for request "
-                    f"{future.request_id}: {sub!r:.200}", future.request_id))
-        self._finish()
-
-    def _set_error(self, error: BaseException) -> None:
-        for future in self.futures:
-            if not future._done:
-                future._set_error(error)
-        self._finish()
-
-    def _finish(self) -> None:
-        self._done = True
-        self.frame = b""
-
-
 class Client(Calls):
     """A connection to the master. Methods (put, merge, delete, multi, get, get_with_stat,
     stat, children, list, status, ping, fetch...) are defined in calls.Calls; each
-    waits for its reply and returns its result or raises a typed MwclusterError."""
+    waits for its reply and returns its result or raises a typed MwclusterError.
+    `durability` and `consistency` are what a call asks when it names none (the master's
+    default level; "strong": no reply reveals state a crash can erase); `read_from="standby"`
+    sends namespace reads to the checkpoint node at `standby` (client/standby.py)."""
 
     def __init__(self, endpoint: str | list[str] = DEFAULT_CLIENT_ENDPOINT,
                  timeout_s: float = 5.0,
@@ -202,7 +101,13 @@ class Client(Calls):
                  sleep: Callable[[float], None] | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  context: zmq.Context | None = None,
-                 standby_status: str | list[str] | None = None):
+                 standby_status: str | list[str] | None = None,
+                 durability: str | int | None = None, consistency: str | None = None,
+                 read_from: str = "master", standby: str | None = None):
+        wire_code(durability, consistency)     # ValueError naming what is allowed
+        self.durability, self.consistency = durability, consistency
+        self.seen_txid = 0                     # the highest txid any reply carried
+        self.standby = StandbyReader.for_client(read_from, standby, timeout_s, context)
         self.standby_status = ([standby_status] if isinstance(standby_status, str)
                                else list(standby_status or ()))
         self._vote_socks: dict[str, zmq.Socket] = {}
@@ -273,6 +178,8 @@ class Client(Calls):
 
     def close(self) -> None:
         """Close the socket; requests still in flight fail with RequestTimeout."""
+        if self.standby is not None:
+            self.standby.close()
         for sock in self._vote_socks.values():
             sock.close(linger=0)
         self._vote_socks.clear()
@@ -308,6 +215,16 @@ class Client(Calls):
 
     def _run(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any]):
         return self._submit(op, args, durability, convert, None).result()
+
+    def _read(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any]):
+        if self.standby is not None:     # read_from="standby": the master when it is behind
+            reply = self.standby.read(op, args, self.seen_txid, self.epochs.highest)
+            if reply is not None:
+                result, error = convert_reply(reply, convert)
+                if error is not None:
+                    raise error
+                return result
+        return self._run(op, args, durability, convert)
 
     def _submit(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any],
                 owner: Pipeline | None) -> Future:
@@ -501,6 +418,8 @@ class Client(Calls):
                     if reply.status == ErrorCode.FENCED:
                         self.fenced_replies += 1
                 else:
+                    if reply.txid > self.seen_txid:
+                        self.seen_txid = reply.txid
                     future._set_reply(reply)
                     delivered += 1
             if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -528,6 +447,7 @@ class Pipeline(Calls):
         if not 1 <= batch <= DEFAULT_MAX_BATCH:
             raise ValueError(f"batch must be within 1..{DEFAULT_MAX_BATCH}")
         self.client = client
+        self.durability, self.consistency = client.durability, client.consistency
         self.window = window
         self.batch = batch
         self._inflight = 0

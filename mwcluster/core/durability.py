@@ -9,14 +9,22 @@ command line and the Python API name the level:
     2     sync        the fsync covering the record returned
     3     replicated  the record is durable here and the standby reported having applied it
 
-docs/durability.md says what each level keeps across kill -9, power loss and failover.
+A read, a refusal, or any other reply that depends on the state waits the same way for the
+records it saw ("strong" consistency, the default): it is sent once every record applied
+before it was computed is durable at the request's level. A request may ask for "fast"
+consistency instead (the reply at once, from memory that may hold records a crash erases); on
+the wire that is the FAST flag added to the durability code.
+
+docs/durability.md says what each level keeps across kill -9, power loss and failover, and
+what each consistency lets a client observe.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["Durability", "MASTER_LEVELS", "REQUEST_LEVELS"]
+__all__ = ["CONSISTENCIES", "Durability", "FAST", "LEVEL_MASK", "MASTER_LEVELS",
+           "REQUEST_LEVELS", "wire_code"]
 
 
 class Durability(IntEnum):
@@ -56,3 +64,22 @@ _BY_LABEL = {level.label: level for level in Durability}
 # (a master's own default is never "default", and "replicated" is asked per request).
 REQUEST_LEVELS = tuple(level.label for level in Durability)
 MASTER_LEVELS = (Durability.ASYNC.label, Durability.SYNC.label)
+
+
+# The wire's durability field: the level in the low bits, FAST (consistency "fast") as a flag.
+FAST = 0x10
+LEVEL_MASK = 0x0F
+CONSISTENCIES = ("strong", "fast")
+
+
+def wire_code(durability: str | int | None, consistency: str | None) -> int:
+    """The durability field of a request: its level's code, with FAST when `consistency` is
+    "fast" (None or "strong": the reply reveals only durable state). ValueError naming what
+    is allowed otherwise."""
+    level = int(Durability.parse(durability))
+    if consistency is None or consistency == "strong":
+        return level
+    if consistency == "fast":
+        return level | FAST
+    raise ValueError(f"consistency must be None, {' or '.join(map(repr, CONSISTENCIES))}, "
+                     f"not {consistency!r}")

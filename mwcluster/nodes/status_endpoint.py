@@ -43,10 +43,14 @@ class StatusEndpoint:
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def answer(self, status: Callable[[], dict[str, Any]], epoch: int,
-               ops: dict[int, Callable[[Any], Any]] | None = None) -> int:
+               ops: dict[int, Callable[[Any], Any]] | None = None,
+               later: dict[int, Callable[[bytes, Any], bytes | None]] | None = None) -> int:
         """Answer the requests waiting (up to MAX_PER_CALL); return how many were read.
         `ops` answers more operations (PROMOTE, VOTE): a function of the Request that returns
-        the result or raises a MwclusterError (answered with its wire error code)."""
+        the result or raises a MwclusterError (answered with its wire error code). `later`
+        answers operations whose reply may come later (STANDBY_READ): a function of the
+        peer's identity and the Request that returns the reply frame, or None when the owner
+        sends it later with `send`."""
         sock = self.sock
         for n in range(MAX_PER_CALL):
             try:
@@ -69,6 +73,10 @@ class StatusEndpoint:
                                              f"the status could not be built: {exc!r:.200}")
                 elif req.op == Op.PING:
                     reply = encode_reply(req.request_id, epoch, 0, 0, None)
+                elif later and req.op in later:
+                    reply = later[req.op](ident, req)
+                    if reply is None:
+                        continue
                 elif ops and req.op in ops:
                     try:
                         reply = encode_reply(req.request_id, epoch, 0, 0, ops[req.op](req))
@@ -78,11 +86,14 @@ class StatusEndpoint:
                 else:
                     reply = encode_error(req.request_id, epoch, ErrorCode.UNKNOWN_OP,
                                          f"a {self.role} answers only STATUS and PING")
-            try:
-                sock.send_multipart([ident, reply], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass         # the peer is gone: nothing to answer
+            self.send(ident, reply)
         return MAX_PER_CALL
+
+    def send(self, ident: bytes, reply: bytes) -> None:
+        try:
+            self.sock.send_multipart([ident, reply], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass         # the peer is gone: nothing to answer
 
     def close(self, linger_ms: int = 0) -> None:
         self.sock.close(linger=linger_ms)

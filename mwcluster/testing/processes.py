@@ -162,13 +162,17 @@ class MasterProcess:
         self._cleanup()
         return proc.returncode
 
-    def restart(self, extra_args: tuple[str, ...] | None = None):
+    def restart(self, extra_args: tuple[str, ...] | None = None, *,
+                env: dict[str, str] | None = None):
         """Start again on the same data directory after a stop or a kill (with other
-        `extra_args` if given); the endpoints are read afresh from the new ready file."""
+        `extra_args`, or environment `env`, if given); the endpoints are read afresh from
+        the new ready file."""
         if self._proc is not None and self._proc.poll() is None:
             raise RuntimeError("the process is still running: stop or kill it first")
         if extra_args is not None:
             self.extra_args = tuple(extra_args)
+        if env is not None:
+            self._env = env
         self._proc = None
         self.info = {}
         return self.start()

@@ -11,11 +11,15 @@ Request/reply (client DEALER -> master ROUTER; the ROUTER adds the peer's identi
     reply frame:    [1, request_id: uint, epoch: uint, status: uint, txid: uint, result: any]
 
 `durability` is a core.durability.Durability code: 0 (the master's default), 1 (async),
-2 (sync) or 3 (replicated: the reply waits until the standby reports having the record). `status` 0 is success; any
-other value is an error code (ErrorCode) and `result` is then [code_name: str, message: str].
+2 (sync) or 3 (replicated: the reply waits until the standby reports having the record), plus
+16 (FAST) for consistency "fast": without it a reply that depends on the state waits until
+what it saw is durable at that level. `status` 0 is success; any other value is an error code
+(ErrorCode) and `result` is then [code_name: str, message: str].
 `epoch_seen`, optional (a 6-element request means 0), is the highest master epoch the sender
 has seen: a master under a lower epoch is fenced by it (docs/failover.md).
-`txid` is the txid a mutation was logged at (0 for reads and errors). A request must be one
+`txid` is the txid a mutation was logged at; for a read of the state (GET, STAT, CHILDREN,
+LIST, the job reads) the txid it was served at (every record up to it is in the answer); 0
+otherwise. A request must be one
 ZMQ frame; anything else is refused.
 
 BATCH (op 200) carries many requests in one frame, each with its own request id, durability
@@ -42,7 +46,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from mwcluster import errors
-from mwcluster.core.durability import Durability
+from mwcluster.core.durability import FAST, Durability
 from mwcluster.core.records import RecordKind
 
 PROTOCOL_VERSION = 1
@@ -103,6 +107,8 @@ class Op(IntEnum):
     PROMOTE = 140      # [] -> map: the promotion report (the node then serves as master)
     VOTE = 141         # [] -> map: a client or worker that cannot reach the master asks the
     #                    standby to serve (auto failover); `promoted` says whether it did
+    STANDBY_READ = 142  # [min_txid, max_wait_ms, op, args] -> the read's result, served from
+    #                     the replica once it applied min_txid; txid: the replica's txid
     # many requests in one frame
     BATCH = 200        # [[request_id, op, durability, args], ...] -> [[request_id, status,
     #                    txid, result], ...]
@@ -121,6 +127,11 @@ MUTATIONS = frozenset(RECORD_MUTATIONS)
 JOB_MUTATIONS = frozenset({Op.JOB_SUBMIT, Op.JOB_CANCEL, Op.JOB_DELETE, Op.WORKER_REGISTER,
                            Op.TASK_REQUEST, Op.TASK_PROGRESS, Op.TASK_FINISH, Op.WORKER_LEAVE})
 FIRST_JOB_OP = int(Op.JOB_SUBMIT)   # ops from here up to 99 are handled by nodes/master/jobs.py
+# The reads whose answer depends on the state: with the mutations (codes below 100), what the
+# consistency barrier holds back until the state it saw is durable (docs/durability.md); their
+# reply's txid is the txid they were served at.
+STATE_READS = frozenset(int(op) for op in (Op.GET, Op.STAT, Op.CHILDREN, Op.LIST, Op.JOB_LIST,
+                                           Op.JOB_STATUS, Op.JOB_TASKS))
 
 _OPT_STR = (str, type(None))
 _NUM = (int, float)
@@ -166,6 +177,7 @@ class ErrorCode(IntEnum):
     NO_SNAPSHOT = 23
     SHUTTING_DOWN = 24
     FENCED = 25           # this master saw a higher epoch: another master replaced it
+    BEHIND = 26           # STANDBY_READ: the replica did not reach min_txid in time
     INTERNAL = 30
 
 
@@ -181,6 +193,7 @@ _ERROR_CLASSES: dict[type, ErrorCode] = {
     errors.InvalidRecord: ErrorCode.INVALID,
     errors.JournalUnavailable: ErrorCode.UNAVAILABLE,
     errors.Fenced: ErrorCode.FENCED,
+    errors.StandbyBehind: ErrorCode.BEHIND,
 }
 
 
@@ -303,7 +316,7 @@ def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
     if version == PROTOCOL_VERSION and type(version) is int and type(client_id) is bytes \
             and 1 <= len(client_id) <= 64 and type(request_id) is int \
             and 0 <= request_id < _U64 and type(op) is int and op in _KNOWN_OPS \
-            and type(durability) is int and 0 <= durability <= _MAX_DURABILITY \
+            and type(durability) is int and durability in _DURABILITY_OK \
             and type(args) is list:
         return _new_request(Request, (client_id, request_id, op, durability, args, epoch_seen))
     rid = request_id if type(request_id) is int and request_id >= 0 else None
@@ -343,7 +356,7 @@ def decode_batch(client_id: bytes, subs: list) -> list[Request | ProtocolError]:
         if type(raw) is list and len(raw) == 4:
             rid, op, dur, args = raw
             if type(rid) is int and 0 <= rid < _U64 and type(op) is int and op in ok_ops \
-                    and type(dur) is int and 0 <= dur <= _MAX_DURABILITY \
+                    and type(dur) is int and dur in _DURABILITY_OK \
                     and type(args) is list:
                 append_ok(new(Request, (client_id, rid, op, dur, args, 0)))
                 continue
@@ -358,8 +371,9 @@ def decode_batch(client_id: bytes, subs: list) -> list[Request | ProtocolError]:
 
 _new_request = tuple.__new__
 _U64 = 1 << 64
-_MAX_DURABILITY = int(max(Durability))
-_DURABILITY_CODES = ", ".join(f"{int(d)} ({d.label})" for d in Durability)
+_DURABILITY_OK = frozenset(int(d) | flag for d in Durability for flag in (0, FAST))
+_DURABILITY_CODES = ", ".join(f"{int(d)} ({d.label})" for d in Durability) + \
+    f", each plus {FAST} for consistency \"fast\""
 
 
 def _check_fields(rid: int | None, request_id: Any, op: Any, durability: Any, args: Any,
@@ -369,7 +383,7 @@ def _check_fields(rid: int | None, request_id: Any, op: Any, durability: Any, ar
                             f"{what}request_id must be an unsigned 64-bit integer")
     if type(op) is not int:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}op must be an integer", rid)
-    if type(durability) is not int or not 0 <= durability <= _MAX_DURABILITY:
+    if type(durability) is not int or durability not in _DURABILITY_OK:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}durability must be one of "
                             f"{_DURABILITY_CODES}", rid)
     if type(args) is not list:

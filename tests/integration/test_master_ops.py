@@ -131,8 +131,8 @@ def test_a_batch_of_mixed_operations_end_to_end(dealer):
     first = before["txid"] + 1
     assert r.request_id == 900 and r.txid == first + 3
     assert [(s[0], s[1], s[2]) for s in r.result] == [
-        (1, 0, first), (2, 0, first + 1), (3, 0, 0), (4, 0, first + 2), (5, 0, 0),
-        (6, 0, first + 3), (7, 0, 0)]
+        (1, 0, first), (2, 0, first + 1), (3, 0, first + 1), (4, 0, first + 2),
+        (5, 0, first + 2), (6, 0, first + 3), (7, 0, 0)]     # reads: the txid served at
     assert msgpack.unpackb(r.result[2][3][0]) == {"n": 1, "m": 2}
     assert r.result[4][3] == ["/bat/a", "/bat/b"] and r.result[5][3] == 2
     after = dealer.status()

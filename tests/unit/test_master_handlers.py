@@ -55,7 +55,8 @@ def test_put_get_stat_and_every_reply_carries_the_epoch(handlers):
     r = ask(handlers, Op.PUT, ["/a/b", pack({"x": 1}), None])
     assert (r.status, r.txid, r.result, r.epoch) == (0, 1, 1, EPOCH)
     r = ask(handlers, Op.GET, ["/a/b"], rid=2)
-    assert r.result == [pack({"x": 1}), 1, 1, 1] and r.txid == 0 and r.epoch == EPOCH
+    # a read carries the txid it was served at
+    assert r.result == [pack({"x": 1}), 1, 1, 1] and r.txid == 1 and r.epoch == EPOCH
     assert ask(handlers, Op.STAT, ["/a/b"], rid=3).result == [1, 1, 1, len(pack({"x": 1}))]
     assert ask(handlers, Op.GET, ["/nope"], rid=4).result is None
     assert ask(handlers, Op.STAT, ["/nope"], rid=5).result is None
@@ -246,7 +247,8 @@ def test_a_batch_of_mixed_operations_is_answered_in_order_in_one_reply(handlers,
     ], rid=77, drain=drain)
     assert (r.request_id, r.status, r.epoch, r.txid) == (77, 0, EPOCH, 4)
     assert [tuple(sub[:3]) for sub in r.result] == [
-        (1, 0, 1), (2, 0, 0), (3, 0, 2), (4, 0, 3), (5, 0, 0), (6, 0, 4), (7, 0, 0), (8, 0, 0)]
+        (1, 0, 1), (2, 0, 1), (3, 0, 2), (4, 0, 3), (5, 0, 3), (6, 0, 4), (7, 0, 0), (8, 0, 0)]
+    # (reads of the namespace carry the txid they were served at; PING and STATUS 0)
     results = [sub[3] for sub in r.result]
     assert results[0] == 1 and results[1] == [pack({"n": 1}), 1, 1, 1]
     assert results[2] == 2 and results[3] == [1, None] and results[4] == ["a", "c"]
@@ -305,7 +307,7 @@ def test_sync_inside_a_batch_parks_the_whole_reply_until_its_highest_txid(handle
     (ident, frame), = handlers.release(engine.journal.durable_txid, 3.0)
     r = decode_reply(frame)
     assert ident == b"peer" and (r.request_id, r.txid) == (50, 3)
-    assert [sub[2] for sub in r.result] == [1, 2, 3, 0]
+    assert [sub[2] for sub in r.result] == [1, 2, 3, 3]      # the GET was served at txid 3
 
 
 def test_a_batch_with_sync_reads_only_is_not_parked(handlers, io):
@@ -332,7 +334,9 @@ def test_a_retried_batch_is_applied_once_and_answered_the_same(handlers, engine)
     state = (engine.state.txid, engine.state.digest)
     again = ask_batch(handlers, subs, rid=11)
     assert (engine.state.txid, engine.state.digest) == state
-    assert [sub[:3] for sub in again.result] == [sub[:3] for sub in first.result]
+    mutations = [0, 2, 3]                        # the GET is a new read, served at txid 2
+    assert [again.result[i][:3] for i in mutations] == [first.result[i][:3] for i in mutations]
+    assert again.result[1][:3] == [2, 0, 2] and first.result[1][:3] == [2, 0, 1]
     assert again.result[0][3] == first.result[0][3] and again.txid == first.txid
     assert handlers.stats.retries == 2           # the refused merge is evaluated again
     # a single request with the id of a batched one is a retry too

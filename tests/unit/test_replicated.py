@@ -35,9 +35,15 @@ def put(key):
     return [key, msgpack.packb(1), None]
 
 
+def hello(h, now=0.0):
+    """A checkpoint node says hello: from now on a standby follows (for STANDBY_SILENT_S)."""
+    assert send(h, Op.CHECKPOINT_HELLO, [None, h.replica_txid, None], rid=999, now=now).status == 0
+
+
 def test_replicated_reply_waits_for_the_standby(handlers):
     h = handlers
     assert Durability.parse("replicated") == 3
+    hello(h)
     assert send(h, Op.PUT, put("/a"), 3, rid=1) is None
     assert send(h, Op.PUT, put("/b"), 3, rid=2) is None
     assert h.engine.wait_durable(2, timeout=10)
@@ -55,6 +61,7 @@ def test_replicated_reply_waits_for_the_standby(handlers):
 
 def test_unconfirmed_replicated_reply_becomes_unavailable(handlers):
     h = handlers
+    hello(h, now=10.0)
     assert send(h, Op.PUT, put("/a"), 3, now=10.0) is None
     assert h.expire_replicated(12.0, 5.0) == []
     (ident, frame), = h.expire_replicated(16.0, 5.0)
@@ -65,6 +72,7 @@ def test_unconfirmed_replicated_reply_becomes_unavailable(handlers):
 
 def test_batch_with_a_replicated_sub_request_is_parked_whole(handlers):
     h = handlers
+    hello(h)
     subs = [[10, int(Op.PUT), 1, put("/x")], [11, int(Op.PUT), 3, put("/y")]]
     out = h.handle(b"peer", encode_request(CID, 6, Op.BATCH, subs), Drain(0.0))
     assert out is None

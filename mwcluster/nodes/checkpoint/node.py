@@ -49,6 +49,7 @@ from mwcluster.core.recent import RecentRequests
 from mwcluster.core.state import State
 from mwcluster.nodes.checkpoint.executor import ReplicaExecutor, load_local, stream_event
 from mwcluster.nodes.checkpoint.link import MasterLink
+from mwcluster.nodes.checkpoint.reads import StandbyReads
 from mwcluster.nodes.status_endpoint import StatusEndpoint
 from mwcluster.nodes.checkpoint.upload import Uploader
 from mwcluster.nodes.checkpoint.writer import ForkedCheckpoint, Outcome, set_aside_snapshots
@@ -111,6 +112,7 @@ class CheckpointNode:
         self.promoted_master = None          # the Master it serves as, once promoted
         self._acked_txid = 0                 # the replica txid last reported (REPLICA_ACK)
         self.promotion: dict[str, Any] | None = None
+        self.reads = StandbyReads()          # STANDBY_READ, served from the replica
 
     # --- start ---------------------------------------------------------------------------
 
@@ -229,10 +231,12 @@ class CheckpointNode:
                     self._drain_stream()
                 if self.state.txid != self._acked_txid:
                     self._ack_replica()
+                    self._answer_reads(time.monotonic())
                 if status_sock is not None and status_sock in ready:
                     self.status_server.answer(self.status, self.machine.epoch or 0,
                                               {Op.PROMOTE: self._on_promote,
-                                               Op.VOTE: self._on_vote})
+                                               Op.VOTE: self._on_vote},
+                                              {Op.STANDBY_READ: self._on_read})
                     if self.promoted_master is not None:
                         break               # promoted: the master's loop takes over now
                 if self._wake_r in ready:
@@ -248,6 +252,7 @@ class CheckpointNode:
                     if self.promoted_master is not None:
                         break
                     self.replica.feed(fm.Tick(now))
+                    self._answer_reads(now)
                     next_tick = now + TICK_S
                     if now >= self._next_hello:
                         self._hello()
@@ -261,6 +266,16 @@ class CheckpointNode:
             self.exit_code = 1
         self.close()
         return self.exit_code
+
+    def _on_read(self, ident: bytes, req) -> bytes | None:
+        return self.reads.handle(ident, req, self.state, self.machine.epoch or 0,
+                                 time.monotonic())
+
+    def _answer_reads(self, now: float) -> None:
+        """Send the standby reads the replica now covers, or whose wait is over."""
+        if self.reads and self.status_server is not None:
+            for ident, reply in self.reads.due(self.state, self.machine.epoch or 0, now):
+                self.status_server.send(ident, reply)
 
     def _ack_replica(self) -> None:
         """Tell the master how far the replica is (it releases `replicated` replies up to
@@ -286,6 +301,10 @@ class CheckpointNode:
             self.stream_messages += 1
             try:
                 event = stream_event(frames, now)
+                if self.standby.silent_for(now) > HELLO_S:
+                    # the master is back (restarted, or the network healed): say hello now,
+                    # so that it knows at once that a standby follows it and how far
+                    self._next_hello = 0.0
                 self.standby.saw_master(now, event.epoch)
             except (errors.MwclusterError, ValueError, TypeError) as exc:
                 self.bad_messages += 1
@@ -468,6 +487,8 @@ class CheckpointNode:
             "highest_epoch_seen": self.standby.highest_epoch,
             "master_silent_s": round(self.standby.silent_for(now), 3),
             "votes": self.standby.votes,
+            "standby_reads": {"served": self.reads.served, "waited": self.reads.waited,
+                              "behind": self.reads.behind, "waiting": len(self.reads)},
         })
         return info
 

@@ -31,34 +31,37 @@ import os
 from typing import Any, Callable
 
 from mwcluster import errors
-from mwcluster.core.durability import Durability
+from mwcluster.core.durability import FAST, LEVEL_MASK, Durability
 from mwcluster.core.failover import Fence
-from mwcluster.core.keys import check_prefix
 from mwcluster.core.records import from_wire
 from mwcluster.engine import Engine
 from mwcluster.nodes.master.checkpoints import BadHello
 from mwcluster.nodes.master.answers import Answer, error_frame, refusal
 from mwcluster.nodes.master.jobs import JobHandlers, JobsConfig
 from mwcluster.nodes.master.parking import ParkedReplies
+from mwcluster.nodes.master.reads import NAMESPACE_READS
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.nodes.master.upload import SnapshotUploads, UploadRefused
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES,
-                                     FIRST_JOB_OP, ErrorCode, Op, ProtocolError, Request,
+                                     FIRST_JOB_OP, STATE_READS, ErrorCode, Op, ProtocolError,
+                                     Request,
                                      args_check, decode_batch, decode_request, encode_reply,
                                      error_code_for)
 
 log = logging.getLogger(__name__)
 
-MAX_LIST = 100_000           # names or keys per CHILDREN / LIST reply
 MAX_CHUNK_BYTES = 1 << 20    # bytes per SNAPSHOT_CHUNK reply
-_OPT_INT = (int, type(None))
-_OPT_STR = (str, type(None))
 _BATCH = int(Op.BATCH)
 _UPLOAD_END = int(Op.SNAPSHOT_UPLOAD_END)
 _UPLOAD_CHUNK = int(Op.SNAPSHOT_UPLOAD_CHUNK)
 _ASYNC = Durability.ASYNC
 _REPLICATED = int(Durability.REPLICATED)
+_REPLICA_ACK = int(Op.REPLICA_ACK)
+_HELLO = int(Op.CHECKPOINT_HELLO)
+# A checkpoint node says hello every 2 s and acks every batch it applies: silent this long, no
+# standby follows, and `replicated` requests are refused at once instead of parked.
+STANDBY_SILENT_S = 10.0
 # What a fenced master still answers: its status, and the replication reads a standby or the
 # new master may need to take its last records (never a client's read or write).
 FENCED_ALLOWED = frozenset(int(op) for op in (Op.STATUS, Op.PING, Op.FETCH, Op.SNAPSHOT_INFO,
@@ -119,10 +122,11 @@ class Handlers:
         # applies only records durable here)
         self.parked_replicated = ParkedReplies(stats.sync_wait)
         self.replica_txid = 0        # the highest txid a standby reported applied
+        self.standby_heard_at = float("-inf")   # a checkpoint node's last hello or ack
         self.replica_acks = 0
         self._reads: dict[int, Callable[[Request], Answer]] = {
-            Op.GET: self._get, Op.STAT: self._stat, Op.CHILDREN: self._children,
-            Op.LIST: self._list, Op.STATUS: self._status, Op.PING: self._ping,
+            **dict.fromkeys(NAMESPACE_READS, self._read_namespace),
+            Op.STATUS: self._status, Op.PING: self._ping,
             Op.FETCH: self._fetch, Op.SNAPSHOT_INFO: self._snapshot_info,
             Op.SNAPSHOT_CHUNK: self._snapshot_chunk,
             Op.SNAPSHOT_UPLOAD_BEGIN: self._upload_begin,
@@ -131,6 +135,7 @@ class Handlers:
             Op.SNAPSHOT_UPLOAD_ABORT: self._upload_abort,
             Op.CHECKPOINT_HELLO: self._checkpoint_hello,
             Op.PROMOTE: self._standby_only, Op.VOTE: self._standby_only,
+            Op.STANDBY_READ: self._standby_only,
             Op.REPLICA_ACK: self._replica_ack,
         }
         # jobs and workers (jobs.py): ops FIRST_JOB_OP..99 through _mutate, and reads
@@ -172,13 +177,58 @@ class Handlers:
             return self._refuse_stopping(req[1])
         if op == _UPLOAD_END or op == _UPLOAD_CHUNK:
             return self._upload_parked(ident, req)
-        status, txid, result = self._apply(req, drain.now)
+        status, txid, result, level, mark = self._run(req, drain.now)
         reply = encode_reply(req[1], self.epoch, status, txid, result)
-        if txid and req[3] == _REPLICATED and txid > self.replica_txid:
-            return self._park(self.parked_replicated, txid, ident, reply, drain.now, req[1])
-        if txid and req[3] in self._sync_levels and txid > self.engine.journal.durable_txid:
-            return self._park(self.parked, txid, ident, reply, drain.now, req[1])
+        if mark:
+            if level == _REPLICATED:
+                if mark > self.replica_txid:
+                    return self._park(self.parked_replicated, mark, ident, reply, drain.now,
+                                      req[1])
+            elif level in self._sync_levels and mark > self.engine.journal.durable_txid:
+                return self._park(self.parked, mark, ident, reply, drain.now, req[1])
         return reply
+
+    def _run(self, req: Request, now: float) -> tuple[int, int, Any, int, int]:
+        """Run one request: its answer (status, txid, result) and when the reply may go,
+        as (level, mark): once every record up to `mark` is durable at `level` (mark 0: at
+        once). A reply that depends on the state (a mutation's success or refusal, a read of
+        the namespace or the jobs) has for mark the txid of the last record applied when it
+        was computed, unless it asked for consistency "fast" (then a mutation waits only for
+        its own record and anything else goes at once). A read's txid is the txid it was
+        served at."""
+        op = req[2]
+        if op < 100 or op in STATE_READS:
+            level = req[3]
+            if level & LEVEL_MASK == _REPLICATED and \
+                    now - self.standby_heard_at > STANDBY_SILENT_S:
+                return (*self._no_standby(now), 0, 0)
+            status, txid, result = self._apply(req, now)
+            if level & FAST:
+                return (status, txid or (self.engine.state.txid if op >= 100 and not status
+                                         else 0),
+                        result, level & LEVEL_MASK, txid if op < 100 else 0)
+            mark = txid or self.engine.state.txid
+            return status, (mark if op >= 100 and not status else txid), result, level, mark
+        if op == _REPLICA_ACK or op == _HELLO:
+            self.standby_heard_at = now
+        status, txid, result = self._apply(req, now)
+        return status, txid, result, 0, 0
+
+    def standby_follows(self, now: float) -> bool:
+        """Whether a checkpoint node was heard from (a hello or a replica ack) within
+        STANDBY_SILENT_S: without one a `replicated` request is refused at once."""
+        return now - self.standby_heard_at <= STANDBY_SILENT_S
+
+    def _no_standby(self, now: float) -> Answer:
+        heard = self.standby_heard_at
+        when = ("no checkpoint node has said hello to this master since it started"
+                if heard == float("-inf") else
+                f"the last checkpoint node was heard {now - heard:.1f} s ago")
+        return self._fail(ErrorCode.UNAVAILABLE,
+                          f"no standby follows this master ({when}), so a replicated request "
+                          "cannot be confirmed: it was not run now (one run before stays "
+                          "applied). Start a checkpoint node (mwcluster checkpoint), or ask "
+                          "durability sync")
 
     def saw_epoch(self, epoch: int) -> None:
         """An epoch seen on any message (a request, the other node): fence on a higher one."""
@@ -222,9 +272,10 @@ class Handlers:
                 now, timeout_s):
             out.append((ident, self.error(
                 request_id, ErrorCode.UNAVAILABLE,
-                f"applied as txid {txid} on the master, but no standby confirmed having it "
-                f"within {timeout_s:g} s (is a checkpoint node following this master?); it "
-                "may be lost by a failover. A retry with the same request id waits again")))
+                f"this reply depends on records up to txid {txid}, applied on the master, but "
+                f"no standby confirmed having them within {timeout_s:g} s (is a checkpoint "
+                "node following this master?); they may be lost by a failover. A retry waits "
+                "again (a mutation: with the same request id, to learn its fate)")))
         return out
 
     def fail_parked(self, failure: str | None = None) -> list[tuple[bytes, bytes]]:
@@ -268,39 +319,43 @@ class Handlers:
         self.batches += 1
         now = drain.now
         ops = drain.ops
-        apply = self._apply
-        mutate = self._mutate
         sync_levels = self._sync_levels
         out = []
         append = out.append
         top = 0
-        want_sync = want_replicated = False
+        sync_mark = replicated_mark = 0
+        run = self._run
         for sub in decode_batch(client_id, subs):
             if type(sub) is not Request:
                 append((sub.request_id or 0, *self._fail(sub.error, str(sub))))
                 continue
             op = sub[2]
             ops[op] = ops.get(op, 0) + 1
-            if op < 100:
-                try:
-                    status, txid, result = mutate(sub, now)
-                except Exception as exc:
-                    status, txid, result = self._internal(op, exc)
-                if txid:
-                    if txid > top:
-                        top = txid
-                    if sub[3] in sync_levels:
-                        want_sync = True
-                    elif sub[3] == _REPLICATED:
-                        want_replicated = True
-            else:
-                status, txid, result = apply(sub, now)
+            try:
+                status, txid, result, level, mark = run(sub, now)
+            except Exception as exc:
+                status, txid, result = self._internal(op, exc)
+                level = mark = 0
+            if op < 100 and txid > top:
+                top = txid
+            if mark:
+                if level == _REPLICATED:
+                    if mark > replicated_mark:
+                        replicated_mark = mark
+                elif level in sync_levels and mark > sync_mark:
+                    sync_mark = mark
             append((sub[1], status, txid, result))
         reply = encode_reply(request_id, self.epoch, 0, top, out)
-        if want_replicated and top > self.replica_txid:
-            return self._park(self.parked_replicated, top, ident, reply, now, request_id)
-        if want_sync and top > self.engine.journal.durable_txid:
-            return self._park(self.parked, top, ident, reply, now, request_id)
+        # parked whole, up to the highest txid of the batch when any part must wait; the
+        # standby applies only records durable here, so its ack covers both levels
+        if replicated_mark:
+            mark = max(replicated_mark, sync_mark, top)
+            if mark > self.replica_txid:
+                return self._park(self.parked_replicated, mark, ident, reply, now, request_id)
+        elif sync_mark:
+            mark = max(sync_mark, top)
+            if mark > self.engine.journal.durable_txid:
+                return self._park(self.parked, mark, ident, reply, now, request_id)
         return reply
 
     def _refuse_stopping(self, request_id: int) -> bytes:
@@ -343,42 +398,11 @@ class Handlers:
     def _ok(req: Request, result: Any) -> Answer:
         return 0, 0, result
 
-    def _get(self, req: Request) -> Answer:
-        key, = args_check(req, (str,), ("key",))
-        got = self.engine.state.ns.get_encoded(key)
-        if got is None:
-            return self._ok(req, None)
-        value, stat = got
-        return self._ok(req, (value, stat.version, stat.create_txid, stat.modify_txid))
-
-    def _stat(self, req: Request) -> Answer:
-        key, = args_check(req, (str,), ("key",))
-        stat = self.engine.state.ns.stat(key)
-        return self._ok(req, None if stat is None else tuple(stat))
-
-    def _children(self, req: Request) -> Answer:
-        path, limit = args_check(req, (str, _OPT_INT), ("path", "limit"))
-        limit = self._limit(req, limit)
+    def _read_namespace(self, req: Request) -> Answer:
         try:
-            path = check_prefix(path)
+            return 0, 0, NAMESPACE_READS[req[2]](self.engine.state.ns, req)
         except errors.InvalidRecord as exc:
             return self._fail(ErrorCode.INVALID, str(exc))
-        return self._ok(req, self.engine.state.ns.children(path, limit))
-
-    def _list(self, req: Request) -> Answer:
-        prefix, limit, start_after = args_check(req, (str, int, _OPT_STR),
-                                                ("prefix", "limit", "start_after"))
-        limit = self._limit(req, limit)
-        return self._ok(req, self.engine.state.ns.list_prefix(prefix, limit, start_after))
-
-    @staticmethod
-    def _limit(req: Request, limit: int | None) -> int:
-        if limit is None:
-            return MAX_LIST
-        if type(limit) is not int or limit < 0:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{Op(req.op).name}: limit must be "
-                                "nil or a non-negative integer", req.request_id)
-        return min(limit, MAX_LIST)
 
     def _status(self, req: Request) -> Answer:
         args_check(req, (), ())
@@ -386,11 +410,14 @@ class Handlers:
 
     def _replica_ack(self, req: Request) -> Answer:
         txid, = args_check(req, (int,), ("replica_txid",))
+        self._replica_at(txid)
+        self.replica_acks += 1
+        return self._ok(req, None)
+
+    def _replica_at(self, txid: int) -> None:
         if txid > self.replica_txid:
             # never above what is durable here: the stream carries only durable records
             self.replica_txid = min(txid, self.engine.journal.durable_txid)
-        self.replica_acks += 1
-        return self._ok(req, None)
 
     def _standby_only(self, req: Request) -> Answer:
         return self._fail(ErrorCode.BAD_REQUEST, f"{Op(req.op).name} is sent to a checkpoint "
@@ -473,6 +500,7 @@ class Handlers:
             uploads.nodes.hello(req.client_id, req.args, uploads.clock())
         except BadHello as exc:
             return self._fail(ErrorCode.BAD_REQUEST, str(exc))
+        self._replica_at(req.args[1])     # the replica txid it names is an ack too
         return self._ok(req, None)
 
     def _upload_in_batch(self, req: Request) -> Answer:
@@ -495,6 +523,7 @@ class Handlers:
 
 
 def _not_durable(txid: int, failure: str) -> str:
-    return (f"applied as txid {txid} but not durable: {failure}. It becomes durable only if "
-            "the disk recovers before the master stops; retry with the same request id to "
-            "learn whether it did")
+    return (f"this reply depends on records up to txid {txid}, applied but not durable: "
+            f"{failure}. They become durable only if the disk recovers before the master "
+            "stops; a mutation's retry with the same request id learns whether it did (a "
+            "read: retry later, or ask consistency \"fast\")")

@@ -59,6 +59,12 @@ def master_status(master) -> dict[str, Any]:
         "parked_replicated_replies": len(master.handlers.parked_replicated),
         "replica_txid": master.handlers.replica_txid,
         "replica_acks": master.handlers.replica_acks,
+        # whether `replicated` requests are taken (a checkpoint node heard lately), and how
+        # far behind it is
+        "standby_follows": master.handlers.standby_follows(now),
+        "standby_heard_age_s": (round(now - master.handlers.standby_heard_at, 3)
+                                if master.handlers.standby_heard_at > float("-inf") else None),
+        "standby_lag_txids": max(0, state.txid - master.handlers.replica_txid),
         "uptime_s": round(now - master.serving_since, 3),
         "recovery_s": round(recovery.seconds, 6) if recovery else None,
         "recovery": recovery.to_dict() if recovery else None,
