@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from mwcluster.config import Key
+from mwcluster.core.durability import CONSISTENCIES
 from mwcluster.errors import MwclusterError
 from mwcluster.wire.protocol import DEFAULT_CLIENT_ENDPOINT
 
@@ -23,16 +24,27 @@ master_option = click.option(
 timeout_option = click.option(
     "--timeout", "timeout_s", type=click.FloatRange(0.01), default=3.0, show_default=True,
     help="Seconds to wait for each reply before retrying once on a new connection.")
+consistency_option = click.option(
+    "--consistency", type=click.Choice(CONSISTENCIES), default=None,
+    help="strong (the default): the answer waits until what it shows is durable at the "
+         "request's level; fast: answer at once, maybe showing a write a crash erases "
+         "(docs/durability.md).")
+standby_option = click.option(
+    "--standby", default=None, metavar="ENDPOINT", envvar="MWCLUSTER_STANDBY",
+    help="Read from this checkpoint node's status endpoint (env MWCLUSTER_STANDBY), the "
+         "master when the standby is behind.")
 
 
 @contextmanager
-def connect(master: str, timeout_s: float) -> Iterator[Any]:
+def connect(master: str, timeout_s: float, *, consistency: str | None = None,
+            standby: str | None = None) -> Iterator[Any]:
     """A Client for one command; errors become a one-line message and exit status 1."""
     from mwcluster.client import Client
 
     try:
         with Client(master.split(",") if "," in master else master, timeout_s=timeout_s,
-                    retries=1) as client:
+                    retries=1, consistency=consistency,
+                    read_from="standby" if standby else "master", standby=standby) as client:
             yield client
     except MwclusterError as exc:
         raise click.ClickException(f"{exc.code}: {exc}") from None

@@ -10,7 +10,8 @@ import sys
 
 import click
 
-from mwcluster.cli.common import connect, dumps, master_option, parse_value, timeout_option
+from mwcluster.cli.common import (connect, consistency_option, dumps, master_option, parse_value,
+                                  standby_option, timeout_option)
 
 
 @click.command()
@@ -19,12 +20,13 @@ from mwcluster.cli.common import connect, dumps, master_option, parse_value, tim
 @click.option("--expected-version", type=click.IntRange(0), default=None,
               help="Only if KEY is at this version (0: only if it does not exist).")
 @click.option("--sync", is_flag=True, help="Reply only once the write is fsynced.")
+@consistency_option
 @master_option
 @timeout_option
-def put(key: str, value: str, expected_version: int | None, sync: bool, master: str,
-        timeout_s: float) -> None:
+def put(key: str, value: str, expected_version: int | None, sync: bool,
+        consistency: str | None, master: str, timeout_s: float) -> None:
     """Set KEY to VALUE (JSON, or a plain string); print the txid it was logged at."""
-    with connect(master, timeout_s) as client:
+    with connect(master, timeout_s, consistency=consistency) as client:
         txid = client.put(key, parse_value(value), expected_version=expected_version,
                           durability="sync" if sync else None)
     click.echo(txid)
@@ -32,11 +34,14 @@ def put(key: str, value: str, expected_version: int | None, sync: bool, master: 
 
 @click.command()
 @click.argument("key")
+@consistency_option
+@standby_option
 @master_option
 @timeout_option
-def get(key: str, master: str, timeout_s: float) -> None:
+def get(key: str, consistency: str | None, standby: str | None, master: str,
+        timeout_s: float) -> None:
     """Print the value of KEY as JSON; exit 1 if KEY does not exist."""
-    with connect(master, timeout_s) as client:
+    with connect(master, timeout_s, consistency=consistency, standby=standby) as client:
         found = client.get_with_stat(key)
     if found is None:
         click.echo(f"Error: no such key: {key}", err=True)
@@ -48,12 +53,13 @@ def get(key: str, master: str, timeout_s: float) -> None:
 @click.argument("key")
 @click.option("--recursive", "-r", is_flag=True, help="Also delete every key below KEY.")
 @click.option("--expected-version", type=click.IntRange(1), default=None)
+@consistency_option
 @master_option
 @timeout_option
-def rm(key: str, recursive: bool, expected_version: int | None, master: str,
-       timeout_s: float) -> None:
+def rm(key: str, recursive: bool, expected_version: int | None, consistency: str | None,
+       master: str, timeout_s: float) -> None:
     """Delete KEY; print the txid it was logged at."""
-    with connect(master, timeout_s) as client:
+    with connect(master, timeout_s, consistency=consistency) as client:
         txid = client.delete(key, recursive=recursive, expected_version=expected_version)
     click.echo(txid)
 
@@ -64,11 +70,14 @@ def rm(key: str, recursive: bool, expected_version: int | None, master: str,
               help="List every key starting with the string PREFIX instead of the names "
                    "directly below the path PREFIX.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Print at most N.")
+@consistency_option
+@standby_option
 @master_option
 @timeout_option
-def ls(prefix: str, as_keys: bool, limit: int | None, master: str, timeout_s: float) -> None:
+def ls(prefix: str, as_keys: bool, limit: int | None, consistency: str | None,
+       standby: str | None, master: str, timeout_s: float) -> None:
     """List the names below PREFIX (default "/"), one per line."""
-    with connect(master, timeout_s) as client:
+    with connect(master, timeout_s, consistency=consistency, standby=standby) as client:
         if as_keys:
             for count, key in enumerate(client.iter_keys(prefix), 1):
                 click.echo(key)
@@ -82,11 +91,14 @@ def ls(prefix: str, as_keys: bool, limit: int | None, master: str, timeout_s: fl
 @click.command()
 @click.argument("key")
 @click.option("--json", "as_json", is_flag=True)
+@consistency_option
+@standby_option
 @master_option
 @timeout_option
-def stat(key: str, as_json: bool, master: str, timeout_s: float) -> None:
+def stat(key: str, as_json: bool, consistency: str | None, standby: str | None, master: str,
+         timeout_s: float) -> None:
     """Print the version, txids and size of KEY; exit 1 if KEY does not exist."""
-    with connect(master, timeout_s) as client:
+    with connect(master, timeout_s, consistency=consistency, standby=standby) as client:
         found = client.stat(key)
     if found is None:
         click.echo(f"Error: no such key: {key}", err=True)

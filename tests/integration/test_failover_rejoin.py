@@ -6,7 +6,9 @@ which fences the node that replaced it."""
 
 from __future__ import annotations
 
-from mwcluster import Client
+import pytest
+
+from mwcluster import Client, errors
 from mwcluster.core.failover import promotion_epoch
 from mwcluster.testing import MasterProcess, RawDealer, wait_for
 from mwcluster.testing.checkpoint import write
@@ -27,6 +29,13 @@ def test_old_master_restarts_fenced_then_rejoins_as_standby(tmp_path):
         assert report["txid"] == 300 and report["records_missing"] == 0
         assert report["durability"] == "sync"       # the old master could not be asked
         new = standby.promote_client_endpoint
+        # nobody follows the promoted master yet: a replicated write is refused at once,
+        # saying why, and applies nothing (no wait, no misleading answer from elsewhere)
+        with Client([new], timeout_s=10, retries=0) as client:
+            assert client.status()["standby_follows"] is False
+            with pytest.raises(errors.JournalUnavailable, match="no standby follows"):
+                client.put("/r0", 1, durability="replicated")
+            assert client.get("/r0") is None
 
         # restarted with its peer configured: it asks first, and starts fenced
         old.restart(("--peer-master-endpoint", new))
@@ -50,6 +59,10 @@ def test_old_master_restarts_fenced_then_rejoins_as_standby(tmp_path):
                      dealer.status()["state"] == "following", 30, "the rejoined standby")
             s = dealer.status()
             assert s["role"] == "checkpoint" and s["epoch_seen"] == report["epoch"]
+            # the rejoined old master is the new master's standby: replicated writes again
+            wait_for(lambda: client.status()["standby_follows"], 30, "the standby is heard")
+            txid = client.put("/r1", 1, durability="replicated")
+            assert client.status()["replica_txid"] >= txid
         aside = [p for p in (tmp_path / "m").iterdir() if p.name.startswith("diverged-epoch-")]
         assert len(aside) == 1 and any((aside[0] / "journal").iterdir())
         assert not (tmp_path / "m" / "journal").exists() or \
