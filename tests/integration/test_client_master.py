@@ -181,6 +181,11 @@ def test_cli_round_trip(master):
     assert r.exit_code == 1 and r.output.startswith("Error: bad_version:")
     assert "Traceback" not in r.output
     assert json.loads(run_cli(master, "get", "/cli/a").output) == "v2"
+    for consistency in ("fast", "strong"):
+        r = run_cli(master, "get", "/cli/a", "--consistency", consistency)
+        assert r.exit_code == 0 and json.loads(r.output) == "v2"
+    r = run_cli(master, "get", "/cli/a", "--consistency", "eventual")
+    assert r.exit_code == 2 and "'eventual' is not one of 'strong', 'fast'" in r.output
     run_cli(master, "put", "/cli/b/c", "plain words")
     assert run_cli(master, "ls", "/cli").output.split() == ["a", "b"]
     assert run_cli(master, "ls", "/cli/", "--keys").output.split() == ["/cli/a", "/cli/b/c"]

@@ -125,7 +125,7 @@ class Handlers:
         self.standby_heard_at = float("-inf")   # a checkpoint node's last hello or ack
         self.replica_acks = 0
         self._reads: dict[int, Callable[[Request], Answer]] = {
-            **dict.fromkeys(NAMESPACE_READS, self._read_namespace),
+            **{op: self._namespace_read(read) for op, read in NAMESPACE_READS.items()},
             Op.STATUS: self._status, Op.PING: self._ping,
             Op.FETCH: self._fetch, Op.SNAPSHOT_INFO: self._snapshot_info,
             Op.SNAPSHOT_CHUNK: self._snapshot_chunk,
@@ -298,6 +298,8 @@ class Handlers:
             return self._reads[op](req)
         except ProtocolError as exc:
             return self._fail(exc.error, str(exc))
+        except errors.InvalidRecord as exc:     # a read's bad path (CHILDREN)
+            return self._fail(ErrorCode.INVALID, str(exc))
         except Exception as exc:
             return self._internal(op, exc)
 
@@ -398,11 +400,13 @@ class Handlers:
     def _ok(req: Request, result: Any) -> Answer:
         return 0, 0, result
 
-    def _read_namespace(self, req: Request) -> Answer:
-        try:
-            return 0, 0, NAMESPACE_READS[req[2]](self.engine.state.ns, req)
-        except errors.InvalidRecord as exc:
-            return self._fail(ErrorCode.INVALID, str(exc))
+    def _namespace_read(self, read: Callable[[Any, Request], Any]) -> Callable[[Request], Answer]:
+        """The handler of one namespace read (nodes/master/reads.py) on this engine's state."""
+        engine = self.engine
+
+        def answer(req: Request) -> Answer:
+            return 0, 0, read(engine.state.ns, req)
+        return answer
 
     def _status(self, req: Request) -> Answer:
         args_check(req, (), ())
