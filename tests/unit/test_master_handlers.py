@@ -12,27 +12,15 @@ import time
 
 import msgpack
 import pytest
-from helpers import engine_on
 
 from mwcluster.nodes.master.handlers import MAX_CHUNK_BYTES, Drain, Handlers
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.storage import snapshot as snapshots
-from mwcluster.storage.fsutil import FaultyJournalIO
 from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request
 
 EPOCH = 7
 CID = b"client-1"
 
-
-@pytest.fixture
-def io():
-    return FaultyJournalIO()
-
-
-@pytest.fixture
-def engine(tmp_path, io):
-    with engine_on(tmp_path / "data", EPOCH, io) as eng:
-        yield eng
 
 
 @pytest.fixture

@@ -6,14 +6,12 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from helpers import engine_on
 
 from mwcluster.core.jobs import TaskState, WorkerState
 from mwcluster.engine import Engine
 from mwcluster.nodes.master.handlers import Drain, Handlers
 from mwcluster.nodes.master.jobs import JobsConfig
 from mwcluster.nodes.master.stats import MasterStats
-from mwcluster.storage.fsutil import FaultyJournalIO
 from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request
 
 EPOCH = 4
@@ -27,16 +25,6 @@ class Clock:
     def __call__(self) -> int:
         return self.ms
 
-
-@pytest.fixture
-def io():
-    return FaultyJournalIO()
-
-
-@pytest.fixture
-def engine(tmp_path, io):
-    with engine_on(tmp_path / "data", EPOCH, io) as eng:
-        yield eng
 
 
 @pytest.fixture

@@ -7,28 +7,15 @@ back by a FaultyJournalIO, so "not durable yet" is a state the test controls."""
 from __future__ import annotations
 
 import msgpack
-import pytest
-from helpers import engine_on
 
 from mwcluster.core.durability import FAST, Durability, wire_code
 from mwcluster.nodes.master.handlers import STANDBY_SILENT_S, Drain, Handlers
 from mwcluster.nodes.master.stats import MasterStats
-from mwcluster.storage.fsutil import FaultyJournalIO
 from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request
 
 EPOCH = 4
 SYNC, REPLICATED = int(Durability.SYNC), int(Durability.REPLICATED)
 
-
-@pytest.fixture
-def io():
-    return FaultyJournalIO()
-
-
-@pytest.fixture
-def engine(tmp_path, io):
-    with engine_on(tmp_path / "data", EPOCH, io) as eng:
-        yield eng
 
 
 def master(engine, default_sync=True) -> Handlers:
