@@ -58,6 +58,13 @@ def pytest_addoption(parser) -> None:
                      help="seeded scenarios of the cluster simulation (default 200)")
     parser.addoption("--sim-seed", type=int, default=None,
                      help="run the cluster simulation's scenario of this one seed only")
+    parser.addoption("--linz-cycles", type=int, default=6,
+                     help="kill -9 cycles of the linearizability fault test (default 6)")
+    parser.addoption("--linz-seed", type=int, default=1,
+                     help="the seed of the linearizability fault test's load (default 1)")
+    parser.addoption("--linz-consistency", default=None, choices=("strong", "fast"),
+                     help="the consistency its clients ask for (default: the Client's, "
+                          "strong)")
 
 
 def pytest_generate_tests(metafunc) -> None:
