@@ -220,6 +220,8 @@ class Client(Calls):
         if self.standby is not None:     # read_from="standby": the master when it is behind
             reply = self.standby.read(op, args, self.seen_txid, self.epochs.highest)
             if reply is not None:
+                if reply.txid > self.seen_txid:     # never older state than this, anywhere
+                    self.seen_txid = reply.txid
                 result, error = convert_reply(reply, convert)
                 if error is not None:
                     raise error

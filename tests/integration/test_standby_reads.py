@@ -67,6 +67,16 @@ def test_a_client_reading_from_the_standby_reads_its_own_writes(cluster):
         assert client.list("/own/", 100) == sorted(f"/own/{i}" for i in range(20))
         assert client.children("/own", 100) == sorted(str(i) for i in range(20))
         assert client.standby.served >= 20
+    # a reader that wrote nothing still never goes back: the standby's txid counts as seen
+    with Client(master.client_endpoint) as writer, \
+            Client(master.client_endpoint, read_from="standby",
+                   standby=node.status_endpoint) as reader:
+        txid = writer.put("/own/other", "y")
+        wait_for(lambda: node.status()["replica_txid"] >= txid, what="the replica has it")
+        assert reader.get("/own/other") == "y" and reader.seen_txid >= txid
+        assert reader.standby.served == 1
+    with Client(master.client_endpoint, read_from="standby",
+                standby=node.status_endpoint) as client:
         # with the standby gone, reads go to the master
         node.stop()
         client.put("/own/last", "x")
