@@ -113,14 +113,16 @@ class Handlers:
         self._wake = wake_flusher
         self.batches = 0             # BATCH messages answered (their sub-requests count as
         #                              requests of their own op)
-        # sync is wanted by SYNC, or by DEFAULT when the master's default is sync
-        self._sync_levels = ((int(Durability.DEFAULT), int(Durability.SYNC)) if default_sync
-                             else (int(Durability.SYNC),))
         # sync replies waiting for their fsync
         self.parked = ParkedReplies(stats.sync_wait)
         # `replicated` replies: released when the standby's REPLICA_ACK reaches their txid (it
         # applies only records durable here)
         self.parked_replicated = ParkedReplies(stats.sync_wait)
+        # where a reply of each level waits: SYNC, DEFAULT when the master's default is sync,
+        # and REPLICATED; the other levels (async) never wait
+        self._queues = {int(Durability.SYNC): self.parked,
+                        int(Durability.REPLICATED): self.parked_replicated,
+                        **({int(Durability.DEFAULT): self.parked} if default_sync else {})}
         self.replica_txid = 0        # the highest txid a standby reported applied
         self.standby_heard_at = float("-inf")   # a checkpoint node's last hello or ack
         self.replica_acks = 0
@@ -180,13 +182,16 @@ class Handlers:
         status, txid, result, level, mark = self._run(req, drain.now)
         reply = encode_reply(req[1], self.epoch, status, txid, result)
         if mark:
-            if level == _REPLICATED:
-                if mark > self.replica_txid:
-                    return self._park(self.parked_replicated, mark, ident, reply, drain.now,
-                                      req[1])
-            elif level in self._sync_levels and mark > self.engine.journal.durable_txid:
-                return self._park(self.parked, mark, ident, reply, drain.now, req[1])
+            queue = self._queues.get(level)      # None: async, nothing to wait for
+            if queue is not None and mark > self._covered(queue):
+                return self._park(queue, mark, ident, reply, drain.now, req[1])
         return reply
+
+    def _covered(self, queue: ParkedReplies) -> int:
+        """The highest txid the replies parked in `queue` no longer wait for."""
+        if queue is self.parked_replicated:
+            return self.replica_txid
+        return self.engine.journal.durable_txid
 
     def _run(self, req: Request, now: float) -> tuple[int, int, Any, int, int]:
         """Run one request: its answer (status, txid, result) and when the reply may go,
@@ -203,12 +208,11 @@ class Handlers:
                     now - self.standby_heard_at > STANDBY_SILENT_S:
                 return (*self._no_standby(now), 0, 0)
             status, txid, result = self._apply(req, now)
+            applied = self.engine.state.txid
+            served = txid or (applied if op >= 100 and not status else 0)   # a read: served at
             if level & FAST:
-                return (status, txid or (self.engine.state.txid if op >= 100 and not status
-                                         else 0),
-                        result, level & LEVEL_MASK, txid if op < 100 else 0)
-            mark = txid or self.engine.state.txid
-            return status, (mark if op >= 100 and not status else txid), result, level, mark
+                return status, served, result, level & LEVEL_MASK, txid if op < 100 else 0
+            return status, served, result, level, txid or applied
         if op == _REPLICA_ACK or op == _HELLO:
             self.standby_heard_at = now
         status, txid, result = self._apply(req, now)
@@ -321,11 +325,11 @@ class Handlers:
         self.batches += 1
         now = drain.now
         ops = drain.ops
-        sync_levels = self._sync_levels
         out = []
         append = out.append
-        top = 0
-        sync_mark = replicated_mark = 0
+        top = wait = 0
+        queue = None                 # where the whole reply waits: replicated wins over sync
+        queues = self._queues
         run = self._run
         for sub in decode_batch(client_id, subs):
             if type(sub) is not Request:
@@ -341,23 +345,19 @@ class Handlers:
             if op < 100 and txid > top:
                 top = txid
             if mark:
-                if level == _REPLICATED:
-                    if mark > replicated_mark:
-                        replicated_mark = mark
-                elif level in sync_levels and mark > sync_mark:
-                    sync_mark = mark
+                sub_queue = queues.get(level)
+                if sub_queue is not None:
+                    wait = max(wait, mark)
+                    if queue is not self.parked_replicated:
+                        queue = sub_queue
             append((sub[1], status, txid, result))
         reply = encode_reply(request_id, self.epoch, 0, top, out)
-        # parked whole, up to the highest txid of the batch when any part must wait; the
-        # standby applies only records durable here, so its ack covers both levels
-        if replicated_mark:
-            mark = max(replicated_mark, sync_mark, top)
-            if mark > self.replica_txid:
-                return self._park(self.parked_replicated, mark, ident, reply, now, request_id)
-        elif sync_mark:
-            mark = max(sync_mark, top)
-            if mark > self.engine.journal.durable_txid:
-                return self._park(self.parked, mark, ident, reply, now, request_id)
+        # parked whole, up to the highest txid of the batch when any part must wait (the
+        # standby applies only records durable here, so its ack covers both levels)
+        if queue is not None:
+            wait = max(wait, top)
+            if wait > self._covered(queue):
+                return self._park(queue, wait, ident, reply, now, request_id)
         return reply
 
     def _refuse_stopping(self, request_id: int) -> bytes:
