@@ -377,42 +377,46 @@ def means(rows: list[dict], fields: tuple[str, ...]) -> str:
     return "; ".join(parts)
 
 
+# Each part's table: (results key, title, header, the fields of a row after the phase and
+# its name, what the mean line names, the fields it averages).
+PARTS = (
+    ("load", "1. Reads under write load (writers: sync PUTs; readers: GETs on the same keys):",
+     HEAD_LOAD, ("reads_per_s", "get_p50", "get_p99", "writes_per_s", "fsyncs_per_s"),
+     "gets/s / p50 ms / p99 ms / writer puts/s",
+     ("reads_per_s", "get_p50", "get_p99", "writes_per_s")),
+    ("idle", "2. Reads on an idle master (no writers):", HEAD_IDLE,
+     ("reads_per_s", "get_p50", "get_p99"), "gets/s / p50 ms / p99 ms",
+     ("reads_per_s", "get_p50", "get_p99")),
+    ("mix", "3. The get/put mix (every process; puts are sync; latencies over all requests, "
+     "then GETs and PUTs apart):", HEAD_MIX,
+     ("mix_per_s", "all_p50", "all_p99", "get_p50", "get_p99", "put_p50", "put_p99"),
+     "ops/s / p50 ms / p99 ms", ("mix_per_s", "all_p50", "all_p99")),
+    ("standby", "4. Reads from the standby (a checkpoint node following; writers running; "
+     "reads on the master are strong):", HEAD_STANDBY,
+     ("reads_per_s", "get_p50", "get_p99", "served", "fallbacks", "writes_per_s"),
+     "gets/s / p50 ms / p99 ms / writer puts/s",
+     ("reads_per_s", "get_p50", "get_p99", "writes_per_s")),
+)
+
+
+def cell(field: str, value: float) -> str:
+    if field.endswith("_per_s"):
+        return f"{value:,.0f}"
+    if field in ("served", "fallbacks"):
+        return f"{value:,}"
+    return ms(value)
+
+
 def tables(results: dict) -> list[str]:
-    lines = ["1. Reads under write load (writers: sync PUTs; readers: GETs on the same keys):",
-             "", HEAD_LOAD, "|---|---|---|---|---|---|---|"]
-    for n, row in enumerate(results["load"], 1):
-        lines.append(f"| {n} | {row['name']} | {row['reads_per_s']:,.0f} | "
-                     f"{ms(row['get_p50'])} | {ms(row['get_p99'])} | "
-                     f"{row['writes_per_s']:,.0f} | {row['fsyncs_per_s']:,.0f} |")
-    lines += ["", "Mean over the rounds, gets/s / p50 ms / p99 ms / writer puts/s: " +
-              means(results["load"], ("reads_per_s", "get_p50", "get_p99", "writes_per_s")) +
-              "."]
-    lines += ["", "2. Reads on an idle master (no writers):", "", HEAD_IDLE,
-              "|---|---|---|---|---|"]
-    for n, row in enumerate(results["idle"], 1):
-        lines.append(f"| {n} | {row['name']} | {row['reads_per_s']:,.0f} | "
-                     f"{ms(row['get_p50'])} | {ms(row['get_p99'])} |")
-    lines += ["", "Mean over the rounds, gets/s / p50 ms / p99 ms: " +
-              means(results["idle"], ("reads_per_s", "get_p50", "get_p99")) + "."]
-    lines += ["", "3. The get/put mix (every process; puts are sync; latencies over all "
-              "requests, then GETs and PUTs apart):", "", HEAD_MIX,
-              "|---|---|---|---|---|---|---|---|---|"]
-    for n, row in enumerate(results["mix"], 1):
-        lines.append(f"| {n} | {row['name']} | {row['mix_per_s']:,.0f} | "
-                     f"{ms(row['all_p50'])} | {ms(row['all_p99'])} | {ms(row['get_p50'])} | "
-                     f"{ms(row['get_p99'])} | {ms(row['put_p50'])} | {ms(row['put_p99'])} |")
-    lines += ["", "Mean over the rounds, ops/s / p50 ms / p99 ms: " +
-              means(results["mix"], ("mix_per_s", "all_p50", "all_p99")) + "."]
-    lines += ["", "4. Reads from the standby (a checkpoint node following; writers running; "
-              "reads on the master are strong):", "", HEAD_STANDBY,
-              "|---|---|---|---|---|---|---|---|"]
-    for n, row in enumerate(results["standby"], 1):
-        lines.append(f"| {n} | {row['name']} | {row['reads_per_s']:,.0f} | "
-                     f"{ms(row['get_p50'])} | {ms(row['get_p99'])} | {row['served']:,} | "
-                     f"{row['fallbacks']:,} | {row['writes_per_s']:,.0f} |")
-    lines += ["", "Mean over the rounds, gets/s / p50 ms / p99 ms / writer puts/s: " +
-              means(results["standby"], ("reads_per_s", "get_p50", "get_p99",
-                                         "writes_per_s")) + "."]
+    lines: list[str] = []
+    for key, title, head, fields, label, averaged in PARTS:
+        if lines:
+            lines.append("")
+        lines += [title, "", head, "|---" * (len(fields) + 2) + "|"]
+        for n, row in enumerate(results[key], 1):
+            lines.append(f"| {n} | {row['name']} | " +
+                         " | ".join(cell(f, row[f]) for f in fields) + " |")
+        lines += ["", f"Mean over the rounds, {label}: " + means(results[key], averaged) + "."]
     return lines
 
 
