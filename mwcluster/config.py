@@ -60,6 +60,23 @@ def _endpoint(v: str) -> bool:
     return "://" in v and v.split("://", 1)[0] in ("tcp", "ipc", "inproc")
 
 
+def _security_keys(server: bool, whose: str) -> tuple[Key, ...]:
+    """The keys of CURVE authentication (docs/security.md), the same for every node."""
+    keys = (
+        Key("key_file", str, "", f"{whose} own secret key file (NAME.secret from `mwcluster "
+            "keys new`); empty: no CURVE (then only loopback may be bound, unless insecure)"),
+        Key("server_key", str, "", "the public key of the master it connects to: Z85 or the "
+            "path of the server principal's .toml file" + (" (empty: its own, the "
+                                                             "cluster's server key)"
+                                                             if server else "")),
+        Key("principals_dir", str, "", "directory of the allowed principals (NAME.toml "
+            "files), read at start and at SIGHUP; needed with key_file"),
+        Key("insecure", bool, False, "allow binding a non-loopback address without keys "
+            "(protected mode off): logged at every start and shown in status"),
+    )
+    return keys
+
+
 MASTER_KEYS: tuple[Key, ...] = (
     Key("data_dir", str, "./mwcluster-data", "journal, snapshots and the epoch file live here",
         lambda v: v != "", "a non-empty path"),
@@ -123,6 +140,9 @@ MASTER_KEYS: tuple[Key, ...] = (
     Key("peer_status_endpoint", str, "", "failover: the standby's status endpoint, asked at "
         "start whether it is still a standby (empty: none)",
         lambda v: v == "" or _endpoint(v), "empty or a ZeroMQ endpoint"),
+    *_security_keys(True, "the master's"),
+    Key("audit_log", str, "", "append one key=value line per mutation, admin operation and "
+        "refusal to this file (empty: no audit log)"),
 )
 
 MASTER_BY_NAME = {k.name: k for k in MASTER_KEYS}
@@ -156,6 +176,11 @@ class MasterConfig:
     max_assign_per_request: int
     peer_master_endpoint: str
     peer_status_endpoint: str
+    key_file: str
+    server_key: str
+    principals_dir: str
+    insecure: bool
+    audit_log: str
     sources: Mapping[str, str]       # key -> "default", "file PATH", "env NAME", "flag --x"
 
     def to_dict(self) -> dict[str, Any]:
@@ -316,6 +341,7 @@ CHECKPOINT_KEYS: tuple[Key, ...] = (
     Key("failover_timeout_s", float, 3.0, "auto failover: the master's silence needed before "
         "a vote can promote this node", lambda v: 0.1 <= v <= 3600,
         "a number of seconds within 0.1..3600"),
+    *_security_keys(True, "the node's"),
 )
 
 CHECKPOINT_BY_NAME = {k.name: k for k in CHECKPOINT_KEYS}
@@ -347,6 +373,10 @@ class CheckpointConfig:
     promote_durability: str
     failover: str
     failover_timeout_s: float
+    key_file: str
+    server_key: str
+    principals_dir: str
+    insecure: bool
     sources: Mapping[str, str]
 
     def to_dict(self) -> dict[str, Any]:
@@ -409,6 +439,7 @@ WORKER_KEYS: tuple[Key, ...] = (
         lambda v: 0 <= v <= 65535, "0..65535"),
     Key("metrics_host", str, "127.0.0.1", "address the metrics HTTP server listens on",
         lambda v: v != "", "a host name or address"),
+    *_security_keys(False, "the worker's"),
 )
 
 WORKER_BY_NAME = {k.name: k for k in WORKER_KEYS}
@@ -430,6 +461,10 @@ class WorkerConfig:
     status_endpoint: str
     metrics_port: int
     metrics_host: str
+    key_file: str
+    server_key: str
+    principals_dir: str
+    insecure: bool
     sources: Mapping[str, str]
 
     def to_dict(self) -> dict[str, Any]:

@@ -172,6 +172,22 @@ class StandbyBehind(ServerError):
     code = "behind"
 
 
+class Unauthorized(ServerError):
+    """The server knows who sent the request and its roles do not allow it (or its key is no
+    longer allowed). The message names the principal, the operation and what is missing;
+    nothing was applied."""
+
+    code = "unauthorized"
+
+
+class AuthenticationFailed(MwclusterError):
+    """The server refused the connection's CURVE handshake: an unknown or removed key, a
+    client without a key against a secured server (or the reverse), or the wrong server key.
+    The message says which; retrying cannot help."""
+
+    code = "authentication_failed"
+
+
 class InternalServerError(ServerError):
     code = "internal"
 

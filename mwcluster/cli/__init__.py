@@ -5,6 +5,7 @@ command group:
     jobs.py        job submit/list/status/wait/...  bench.py       bench
     master.py      master                           checkpoint.py  checkpoint
     worker.py      worker                           failover.py    promote
+    keys.py        keys new/list/reload
     offline.py     log dump/verify, snapshot inspect
     demo.py        demo, demo-crash                 common.py      what they share
 
@@ -34,13 +35,13 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from mwcluster.cli import (bench, checkpoint, data, demo, failover, jobs, master, offline,
-                               status, worker)
+    from mwcluster.cli import (bench, checkpoint, data, demo, failover, jobs, keys, master,
+                               offline, status, worker)
 
     for command in (data.put, data.get, data.rm, data.ls, data.stat, status.status,
                     bench.bench, master.master, checkpoint.checkpoint, failover.promote,
                     worker.worker, jobs.job, offline.log, offline.snapshot, demo.demo,
-                    demo.demo_crash):
+                    demo.demo_crash, keys.keys):
         main.add_command(command)
 
 

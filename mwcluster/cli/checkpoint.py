@@ -26,7 +26,8 @@ from mwcluster.errors import MwclusterError
 @key_options(CHECKPOINT_BY_NAME, "data_dir", "master", "subscribe", "period_s", "txns",
              "keep_snapshots", "status_endpoint", "metrics_port", "ready_file",
              "promote_client_endpoint", "promote_pub_endpoint", "promote_data_dir",
-             "promote_durability", "failover", "failover_timeout_s")
+             "promote_durability", "failover", "failover_timeout_s",
+             "key_file", "server_key", "principals_dir", "insecure")
 @click.option("--once", is_flag=True,
               help="Catch up with the master, write one checkpoint, exit.")
 @print_config_option
@@ -51,6 +52,7 @@ def run_node(node) -> NoReturn:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: node.reload_principals())
     try:
         node.open()
     except MwclusterError as exc:
@@ -66,4 +68,5 @@ def run_node(node) -> NoReturn:
 
     signal.signal(signal.SIGTERM, on_master_signal)
     signal.signal(signal.SIGINT, on_master_signal)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: master.request_reload())
     sys.exit(master.run())

@@ -17,10 +17,45 @@ from mwcluster.core.durability import CONSISTENCIES
 from mwcluster.errors import MwclusterError
 from mwcluster.wire.protocol import DEFAULT_CLIENT_ENDPOINT
 
-master_option = click.option(
-    "--master", default=DEFAULT_CLIENT_ENDPOINT, show_default=True, envvar="MWCLUSTER_MASTER",
-    metavar="ENDPOINT", help="The master's client endpoint (env MWCLUSTER_MASTER); several "
-                             "separated by commas are tried in turn.")
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta[f"mwcluster.{param.name}"] = value
+    return value
+
+
+def credentials_options(fn):
+    """--key and --server-key (env MWCLUSTER_KEY, MWCLUSTER_SERVER_KEY): CURVE for every
+    connection the command makes; read back with `cli_credentials()`."""
+    fn = click.option("--server-key", "server_key", envvar="MWCLUSTER_SERVER_KEY",
+                      expose_value=False, callback=_remember, metavar="KEY",
+                      help="The server's public key: Z85, or its principal's .toml file "
+                           "(env MWCLUSTER_SERVER_KEY).")(fn)
+    return click.option("--key", "key_file", envvar="MWCLUSTER_KEY", expose_value=False,
+                        callback=_remember, metavar="FILE",
+                        help="This client's secret key file, NAME.secret (env "
+                             "MWCLUSTER_KEY): connect with CURVE (docs/security.md).")(fn)
+
+
+def cli_credentials():
+    """The command's CURVE credentials (--key/--server-key or their environment variables),
+    or None; a bad key file is one line and exit status 1."""
+    from mwcluster.security.curve import Credentials
+
+    ctx = click.get_current_context(silent=True)
+    meta = ctx.meta if ctx is not None else {}
+    try:
+        return Credentials.load(meta.get("mwcluster.key_file"), meta.get("mwcluster.server_key"))
+    except MwclusterError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def master_option(fn):
+    """--master ENDPOINT, with --key and --server-key."""
+    fn = credentials_options(fn)
+    return click.option(
+        "--master", default=DEFAULT_CLIENT_ENDPOINT, show_default=True,
+        envvar="MWCLUSTER_MASTER", metavar="ENDPOINT",
+        help="The master's client endpoint (env MWCLUSTER_MASTER); several separated by "
+             "commas are tried in turn.")(fn)
 timeout_option = click.option(
     "--timeout", "timeout_s", type=click.FloatRange(0.01), default=3.0, show_default=True,
     help="Seconds to wait for each reply before retrying once on a new connection.")
@@ -44,7 +79,8 @@ def connect(master: str, timeout_s: float, *, consistency: str | None = None,
     try:
         with Client(master.split(",") if "," in master else master, timeout_s=timeout_s,
                     retries=1, consistency=consistency,
-                    read_from="standby" if standby else "master", standby=standby) as client:
+                    read_from="standby" if standby else "master", standby=standby,
+                    credentials=cli_credentials()) as client:
             yield client
     except MwclusterError as exc:
         raise click.ClickException(f"{exc.code}: {exc}") from None
@@ -63,7 +99,9 @@ def key_option(key: Key, *decls: str, note: str = "", **extra: Any):
     value is None when the flag is not given, so the lower layers (environment, file,
     default) decide."""
     decls = decls or (f"--{key.name.replace('_', '-')}",)
-    if "multiple" not in extra:
+    if key.kind is bool:
+        extra.setdefault("is_flag", True)      # --insecure: None when not given
+    elif "multiple" not in extra:
         extra.setdefault("type", click.Choice(key.choices) if key.choices
                          else _CLICK_TYPES[key.kind])
     shown = "" if key.default == "" else f" [{key.default}]"   # the help says what empty means

@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from mwcluster.cli.common import cli_credentials, credentials_options
 from mwcluster.client.connection import promote_standby
 
 
@@ -22,13 +23,14 @@ from mwcluster.client.connection import promote_standby
 @click.option("--timeout-s", type=float, default=60.0, show_default=True,
               help="How long to wait for the promotion to complete.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@credentials_options
 def promote(endpoint, timeout_s, as_json) -> None:
     """Promote the standby (a checkpoint node) to master: it fences the old master, takes
     its last records if it can, and serves on its promote endpoints under a higher epoch."""
     from mwcluster.errors import MwclusterError
 
     try:
-        report = promote_standby(endpoint, timeout_s)
+        report = promote_standby(endpoint, timeout_s, cli_credentials())
     except MwclusterError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

@@ -22,7 +22,8 @@ from mwcluster.errors import MwclusterError
 @config_file_option("conf/master.toml", "MWCLUSTER_CONFIG")
 @key_options(MASTER_BY_NAME, "data_dir", "client_endpoint", "pub_endpoint", "durability",
              "metrics_port", "ready_file", "worker_timeout_s", "worker_heartbeat_ms",
-             "max_assign_per_request", "peer_master_endpoint", "peer_status_endpoint")
+             "max_assign_per_request", "peer_master_endpoint", "peer_status_endpoint",
+             "key_file", "server_key", "principals_dir", "insecure", "audit_log")
 @click.option("--rejoin-as-standby", is_flag=True,
               help="If the peer replaced this master, resynchronise as its standby (this "
                    "node's journal and snapshots are moved aside, kept).")
@@ -62,6 +63,7 @@ def master(config_file, rejoin_as_standby, promote_client_endpoint, promote_pub_
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: node.request_reload())
     sys.exit(node.run())
 
 

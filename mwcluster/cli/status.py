@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from mwcluster.cli.common import connect, dumps, master_option, timeout_option
+from mwcluster.cli.common import cli_credentials, connect, dumps, master_option, timeout_option
 from mwcluster.errors import MwclusterError, RequestTimeout
 
 STATUS_ORDER = ("epoch", "txid", "durable_txid", "loss_window_s", "buffered_bytes",
@@ -72,15 +72,19 @@ NODE_TIMEOUT_S = 1.0
 MAX_PARALLEL = 16
 
 
-def ask_status(endpoint: str, source: str, timeout_s: float) -> dict[str, Any]:
+def ask_status(endpoint: str, source: str, timeout_s: float, credentials=None,
+               server_key: str | None = None) -> dict[str, Any]:
     """The STATUS at a node's status endpoint, as {endpoint, source, reachable, error,
     status}: an unreachable node is reported as such, never raised."""
     from mwcluster.client import Client
 
     entry: dict[str, Any] = {"endpoint": endpoint, "source": source, "reachable": False,
                              "error": None, "status": None}
+    if credentials is not None and server_key:   # a worker serves with its own key
+        credentials = credentials._replace(server_key=server_key.encode())
     try:
-        with Client(endpoint, timeout_s=timeout_s, retries=0) as client:
+        with Client(endpoint, timeout_s=timeout_s, retries=0,
+                    credentials=credentials) as client:
             entry["status"] = client.status()
         entry["reachable"] = True
     except RequestTimeout:
@@ -92,9 +96,11 @@ def ask_status(endpoint: str, source: str, timeout_s: float) -> dict[str, Any]:
     return entry
 
 
-def checkpoint_statuses(endpoints: list[tuple[str, str]], timeout_s: float) -> list[dict]:
+def checkpoint_statuses(endpoints: list[tuple[str, str]], timeout_s: float,
+                        credentials=None) -> list[dict]:
     """STATUS of each checkpoint node (ask_status), in the order given."""
-    return [ask_status(endpoint, source, timeout_s) for endpoint, source in endpoints]
+    return [ask_status(endpoint, source, timeout_s, credentials)
+            for endpoint, source in endpoints]
 
 
 def checkpoint_endpoints(explicit: tuple[str, ...], master_info: dict | None
@@ -148,20 +154,25 @@ def worker_endpoints(explicit: tuple[str, ...], master_info: dict | None
     return [(endpoint, source, wid) for endpoint, (source, wid) in seen.items()]
 
 
-def _ask_worker(endpoint: str, source: str, worker_id: str | None, timeout_s: float) -> dict:
-    entry = ask_status(endpoint, source, timeout_s)
+def _ask_worker(endpoint: str, source: str, worker_id: str | None, timeout_s: float,
+                credentials=None, server_key: str | None = None) -> dict:
+    entry = ask_status(endpoint, source, timeout_s, credentials, server_key)
     entry["worker_id"] = (entry["status"] or {}).get("worker_id", worker_id)
     return entry
 
 
-def worker_statuses(endpoints: list[tuple[str, str, str | None]], timeout_s: float
-                    ) -> list[dict]:
+def worker_statuses(endpoints: list[tuple[str, str, str | None]], timeout_s: float,
+                    credentials=None, keys: dict[str, str] | None = None) -> list[dict]:
     """STATUS of each worker as {endpoint, source, worker_id, reachable, error, status}, in
-    the order given; asked in parallel so that unreachable ones cost one timeout in all."""
+    the order given; asked in parallel so that unreachable ones cost one timeout in all.
+    With CURVE, a worker's status endpoint serves with the worker's own key: `keys` maps an
+    endpoint to it (the master's `worker_nodes` list it)."""
     if not endpoints:
         return []
+    keys = keys or {}
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(endpoints))) as pool:
-        return list(pool.map(lambda e: _ask_worker(*e, timeout_s), endpoints))
+        return list(pool.map(lambda e: _ask_worker(*e, timeout_s, credentials,
+                                                   keys.get(e[0])), endpoints))
 
 
 def _age(value: Any) -> str:
@@ -268,10 +279,13 @@ def status(as_json: bool, checkpoints: tuple[str, ...], workers: tuple[str, ...]
             raise
         master_error = exc
     discovered = None if no_discover else info
+    creds = cli_credentials()
     nodes = checkpoint_statuses(checkpoint_endpoints(checkpoints, discovered),
-                                min(timeout_s, NODE_TIMEOUT_S))
+                                min(timeout_s, NODE_TIMEOUT_S), creds)
+    keys = {n.get("status_endpoint"): n.get("status_key")
+            for n in (discovered or {}).get("worker_nodes") or () if isinstance(n, dict)}
     worker_entries = worker_statuses(worker_endpoints(workers, discovered),
-                                     min(timeout_s, NODE_TIMEOUT_S))
+                                     min(timeout_s, NODE_TIMEOUT_S), creds, keys)
     if as_json:
         out = dict(info or ({"error": master_error.message if master_error else None}
                             if ask_master else {}))

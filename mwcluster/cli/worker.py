@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 @key_option(WORKER_BY_NAME["handlers"], multiple=True,
             note="Repeatable: ")
 @key_options(WORKER_BY_NAME, "heartbeat_ms", "progress_interval_ms", "ready_file",
-             "status_endpoint", "metrics_port")
+             "status_endpoint", "metrics_port", "key_file", "server_key", "principals_dir",
+             "insecure")
 @print_config_option
 def worker(config_file, handlers, print_config, **flags) -> None:
     """Run a worker: take tasks from the master, run their handlers, report progress."""
@@ -52,7 +53,10 @@ def worker(config_file, handlers, print_config, **flags) -> None:
                     "given to this worker will fail")
     from mwcluster.nodes.worker.node import WorkerNode
 
-    node = WorkerNode(config, REGISTRY)
+    try:
+        node = WorkerNode(config, REGISTRY)
+    except MwclusterError as exc:      # a bad key file
+        raise click.ClickException(str(exc)) from None
 
     def on_signal(signum, _frame):
         node.request_stop()

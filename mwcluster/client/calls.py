@@ -47,6 +47,7 @@ ERROR_CLASSES: dict[int, type[errors.MwclusterError]] = {
     ErrorCode.SHUTTING_DOWN: errors.ShuttingDown,
     ErrorCode.FENCED: errors.Fenced,
     ErrorCode.BEHIND: errors.StandbyBehind,
+    ErrorCode.UNAUTHORIZED: errors.Unauthorized,
     ErrorCode.INTERNAL: errors.InternalServerError,
 }
 
@@ -265,6 +266,11 @@ class Calls:
     def ping(self):
         """A round trip; returns the master's epoch."""
         return self._run(Op.PING, [], 0, _epoch)
+
+    def reload_principals(self) -> int:
+        """Ask the master to read its principals directory again (the admin role); how many
+        principals it allows now."""
+        return self._run(Op.RELOAD_PRINCIPALS, [], 0, _result)
 
     def promote(self):
         """Ask a checkpoint node (at its status endpoint) to become the master; its report

@@ -60,8 +60,9 @@ from mwcluster.client.futures import BatchFuture, Future
 from mwcluster.client.standby import StandbyReader
 from mwcluster.core.durability import wire_code
 from mwcluster.core.failover import EpochFollower
-from mwcluster.errors import (Fenced, MessageTooLarge, MwclusterError, RequestTimeout,
-                              ShuttingDown)
+from mwcluster.errors import (AuthenticationFailed, Fenced, MessageTooLarge, MwclusterError,
+                              RequestTimeout, ShuttingDown)
+from mwcluster.security.curve import Credentials, as_credentials, secure_client
 from mwcluster.wire.protocol import (DEFAULT_CLIENT_ENDPOINT, DEFAULT_MAX_BATCH,
                                      DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op, ProtocolError,
                                      Reply, decode_reply, encode_request)
@@ -72,6 +73,9 @@ __all__ = ["Assignment", "BatchFuture", "Client", "Future", "Pipeline", "Stat",
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRIES = 3
+# Until a connection's CURVE handshake succeeded, a wait looks at its handshake events this
+# often: a refused key is reported within about this long, not after every retry.
+HANDSHAKE_POLL_MS = 50
 
 # The retry policy, defined once: timeouts, "the master is shutting down" and "fenced" (or a
 # reply from a lower epoch) are retried, the last two on the next endpoint (a restarting
@@ -93,7 +97,10 @@ class Client(Calls):
     waits for its reply and returns its result or raises a typed MwclusterError.
     `durability` and `consistency` are what a call asks when it names none (the master's
     default level; "strong": no reply reveals state a crash can erase); `read_from="standby"`
-    sends namespace reads to the checkpoint node at `standby` (client/standby.py)."""
+    sends namespace reads to the checkpoint node at `standby` (client/standby.py).
+    `credentials` (or `key_file` and `server_key`, else MWCLUSTER_KEY and
+    MWCLUSTER_SERVER_KEY) make every connection CURVE (docs/security.md); a server that
+    refuses the handshake raises AuthenticationFailed saying why."""
 
     def __init__(self, endpoint: str | list[str] = DEFAULT_CLIENT_ENDPOINT,
                  timeout_s: float = 5.0,
@@ -103,11 +110,15 @@ class Client(Calls):
                  context: zmq.Context | None = None,
                  standby_status: str | list[str] | None = None,
                  durability: str | int | None = None, consistency: str | None = None,
-                 read_from: str = "master", standby: str | None = None):
+                 read_from: str = "master", standby: str | None = None,
+                 credentials: Credentials | None = None, key_file: str | None = None,
+                 server_key: str | None = None):
         wire_code(durability, consistency)     # ValueError naming what is allowed
+        self.credentials = as_credentials(credentials, key_file, server_key)
         self.durability, self.consistency = durability, consistency
         self.seen_txid = 0                     # the highest txid any reply carried
-        self.standby = StandbyReader.for_client(read_from, standby, timeout_s, context)
+        self.standby = StandbyReader.for_client(read_from, standby, timeout_s, context,
+                                                self.credentials)
         self.standby_status = ([standby_status] if isinstance(standby_status, str)
                                else list(standby_status or ()))
         self._vote_socks: dict[str, zmq.Socket] = {}
@@ -159,9 +170,11 @@ class Client(Calls):
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout_s * 1000)))
+        self._watch = secure_client(sock, self.credentials, self.endpoint)
         try:
             sock.connect(self.endpoint)
         except zmq.ZMQError as exc:
+            self._watch.close()
             sock.close(linger=0)
             raise ValueError(f"cannot connect to {self.endpoint!r}: {exc} (an endpoint looks "
                              "like tcp://127.0.0.1:5550)") from None
@@ -169,6 +182,7 @@ class Client(Calls):
 
     def _reconnect(self) -> None:
         if self._sock is not None:
+            self._watch.close()
             self._sock.close(linger=0)
         self._endpoint_index = (self._endpoint_index + 1) % len(self.endpoints)
         self.reconnects += 1
@@ -185,6 +199,7 @@ class Client(Calls):
         self._vote_socks.clear()
         if self._sock is None:
             return
+        self._watch.close()
         self._sock.close(linger=0)
         self._sock = None
         self._fail_all(RequestTimeout("the client was closed before the reply came"))
@@ -310,7 +325,7 @@ class Client(Calls):
         the last attempt every pending request fails with RequestTimeout (or ShuttingDown)."""
         try:
             self._retry(self._progress_attempt)
-        except RETRYABLE as exc:
+        except (*RETRYABLE, AuthenticationFailed) as exc:
             self._fail_all(exc)
 
     def _progress_attempt(self) -> None:
@@ -331,10 +346,19 @@ class Client(Calls):
                 self._timed_out("could not send")
         oldest = next(iter(pending.values()))
         deadline_ns = oldest.sent_ns + self._timeout_ns
+        watch = self._watch
         while True:
             remaining_ms = (deadline_ns - time.perf_counter_ns() + 999_999) // 1_000_000
-            if remaining_ms <= 0 or not sock.poll(remaining_ms, zmq.POLLIN):
+            if remaining_ms <= 0:
                 self._timed_out(f"no reply within {self.timeout_s} s")
+            wait_ms = remaining_ms if watch.succeeded else min(remaining_ms, HANDSHAKE_POLL_MS)
+            if not sock.poll(wait_ms, zmq.POLLIN):
+                refused = watch.failure()
+                if refused is not None:
+                    raise refused
+                if wait_ms == remaining_ms:
+                    self._timed_out(f"no reply within {self.timeout_s} s")
+                continue
             delivered, stopping = self._drain(sock)
             if stopping is not None:
                 # The master is going away (or was replaced: fenced, or a lower epoch):
@@ -356,6 +380,8 @@ class Client(Calls):
                     sock = self._ctx.socket(zmq.DEALER)
                     sock.setsockopt(zmq.LINGER, 0)
                     sock.setsockopt(zmq.SNDHWM, 4)
+                    if self.credentials is not None:
+                        self.credentials.apply(sock)
                     sock.connect(endpoint)
                     self._vote_socks[endpoint] = sock
                 while sock.poll(0):
@@ -504,11 +530,13 @@ class Pipeline(Calls):
             self.wait()
 
 
-def promote_standby(endpoint: str, timeout_s: float) -> dict:
+def promote_standby(endpoint: str, timeout_s: float,
+                    credentials: Credentials | None = None) -> dict:
     """PROMOTE the checkpoint node whose status endpoint is `endpoint`, once (a promotion is
     never repeated blindly); its report (docs/failover.md), or MwclusterError."""
     try:
-        with Client(endpoint, timeout_s=timeout_s, retries=0) as client:
+        with Client(endpoint, timeout_s=timeout_s, retries=0,
+                    credentials=credentials) as client:
             return client.promote()
     except RequestTimeout:
         raise RequestTimeout(f"no answer from {endpoint} within {timeout_s} s: is a "

@@ -17,6 +17,7 @@ import time
 
 import zmq
 
+from mwcluster.security.curve import Credentials
 from mwcluster.wire.protocol import (ErrorCode, Op, ProtocolError, Reply, decode_reply,
                                      encode_request)
 
@@ -29,8 +30,10 @@ _TO_MASTER = frozenset({ErrorCode.BEHIND, ErrorCode.UNKNOWN_OP, ErrorCode.SHUTTI
 
 class StandbyReader:
     def __init__(self, endpoint: str, max_wait_s: float, context: zmq.Context | None = None,
-                 slack_s: float = 1.0) -> None:
+                 slack_s: float = 1.0, credentials: Credentials | None = None) -> None:
         self.endpoint = endpoint
+        # a master and its checkpoint node serve with the cluster's one server key
+        self.credentials = credentials
         self.max_wait_ms = max(0, int(max_wait_s * 1000))
         self._timeout_ms = self.max_wait_ms + int(slack_s * 1000)
         self._ctx = context if context is not None else zmq.Context.instance()
@@ -42,7 +45,8 @@ class StandbyReader:
 
     @classmethod
     def for_client(cls, read_from: str, endpoint: str | None, timeout_s: float,
-                   context: zmq.Context | None) -> StandbyReader | None:
+                   context: zmq.Context | None,
+                   credentials: Credentials | None = None) -> StandbyReader | None:
         """The reader a Client's `read_from` asks for (None: every read goes to the master);
         ValueError naming what is missing or allowed."""
         if read_from == "master":
@@ -53,12 +57,14 @@ class StandbyReader:
         if not endpoint:
             raise ValueError("read_from='standby' needs standby=ENDPOINT: the checkpoint "
                              "node's status endpoint (its --status-endpoint)")
-        return cls(endpoint, min(1.0, timeout_s / 2), context)
+        return cls(endpoint, min(1.0, timeout_s / 2), context, credentials=credentials)
 
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            if self.credentials is not None:
+                self.credentials.apply(sock)
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock

@@ -2,7 +2,9 @@
 wire protocol's request/reply format, so the tools that read a master's status
 (`mwcluster status --master ENDPOINT --json`, `Client.status()`) read a node's too. Anything
 else is answered `unknown_op` (unless the owner adds operations, as the checkpoint node does
-for PROMOTE and VOTE); undecodable requests get the protocol's error reply.
+for PROMOTE and VOTE); undecodable requests get the protocol's error reply. With `security` the endpoint is a CURVE
+server behind the node's ZAP handler, and every request is checked against its connection's
+principal (security/access.py) before it is answered.
 
 `StatusEndpoint` is driven by the thread that owns it (the checkpoint node's loop calls
 `answer()` from its poll). `StatusThread` serves one from a thread of its own, for a node whose
@@ -19,6 +21,7 @@ from typing import Any, Callable
 import zmq
 
 from mwcluster import errors
+from mwcluster.security.curve import ServerSecurity
 from mwcluster.wire.protocol import (ErrorCode, Op, ProtocolError, decode_request, encode_error,
                                      encode_reply, error_code_for)
 
@@ -29,11 +32,16 @@ MAX_PER_CALL = 64            # requests answered per call, so the owner's loop i
 
 
 class StatusEndpoint:
-    def __init__(self, ctx: zmq.Context, endpoint: str, role: str = "checkpoint node") -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, role: str = "checkpoint node",
+                 security: ServerSecurity | None = None) -> None:
         self.role = role
+        self.security = security
+        self.unauthorized = 0            # requests refused by the access check
         sock = self.sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        if security is not None:
+            security.serve(sock)
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -52,18 +60,25 @@ class StatusEndpoint:
         peer's identity and the Request that returns the reply frame, or None when the owner
         sends it later with `send`."""
         sock = self.sock
+        access = self.security.access if self.security is not None else None
         for n in range(MAX_PER_CALL):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return n
-            ident, body = frames[0], frames[-1]
+            ident, body = frames[0].bytes, frames[-1]
             try:
-                req = decode_request(body, MAX_REQUEST_BYTES)
+                req = decode_request(body.bytes, MAX_REQUEST_BYTES)
             except ProtocolError as exc:
                 reply = encode_error(exc.request_id or 0, epoch, exc.error, str(exc))
             else:
-                if req.op == Op.STATUS:
+                why = None if access is None else access.check(body.get("User-Id"), req.op,
+                                                               req.args)
+                if why is not None:
+                    self.unauthorized += 1
+                    log.info("%s %s: unauthorized: %s", self.role, self.endpoint, why)
+                    reply = encode_error(req.request_id, epoch, ErrorCode.UNAUTHORIZED, why)
+                elif req.op == Op.STATUS:
                     try:
                         reply = encode_reply(req.request_id, epoch, 0, 0, status())
                     except Exception as exc:     # a bug: answer it rather than go silent
@@ -109,8 +124,9 @@ class StatusThread:
     owner replaces whole); `epoch` likewise returns the epoch to stamp replies with."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, status: Callable[[], dict[str, Any]],
-                 epoch: Callable[[], int], *, role: str, poll_ms: int = 100) -> None:
-        self._server = StatusEndpoint(ctx, endpoint, role)
+                 epoch: Callable[[], int], *, role: str, poll_ms: int = 100,
+                 security: ServerSecurity | None = None) -> None:
+        self._server = StatusEndpoint(ctx, endpoint, role, security)
         self.endpoint = self._server.endpoint
         self._status = status
         self._epoch = epoch

@@ -89,6 +89,7 @@ class Op(IntEnum):
     JOB_TASKS = 106    # [job_id, start_index, limit, state|nil] -> [task map, ...]
     STATUS = 110       # [] -> map (see docs/protocol.md)
     PING = 111         # [] -> nil
+    RELOAD_PRINCIPALS = 112  # [] -> principal count: read the principals directory again
     # replication (the checkpoint node and any replica)
     FETCH = 120        # [from_txid, max_bytes] -> [durable_txid, [[txid, epoch, payload], ...]]
     SNAPSHOT_INFO = 121   # [] -> [txid, epoch, digest, size_bytes, created_ms] | nil
@@ -178,6 +179,7 @@ class ErrorCode(IntEnum):
     SHUTTING_DOWN = 24
     FENCED = 25           # this master saw a higher epoch: another master replaced it
     BEHIND = 26           # STANDBY_READ: the replica did not reach min_txid in time
+    UNAUTHORIZED = 27     # the connection's principal may not make this request
     INTERNAL = 30
 
 
@@ -194,6 +196,7 @@ _ERROR_CLASSES: dict[type, ErrorCode] = {
     errors.JournalUnavailable: ErrorCode.UNAVAILABLE,
     errors.Fenced: ErrorCode.FENCED,
     errors.StandbyBehind: ErrorCode.BEHIND,
+    errors.Unauthorized: ErrorCode.UNAUTHORIZED,
 }
 
 

@@ -9,7 +9,8 @@ named for it, and `mwcluster.errors`:
     engine    core + storage: the write path and recovery
     config    core + wire: typed configuration
     worker    the handler API a task author imports: nothing else
-    client    wire + core: the client and its helpers, no engine, no node
+    security  wire + core: keys, principals, the access table, CURVE on sockets
+    client    wire + core + security: the client and its helpers, no engine, no node
     nodes     where sockets and threads meet the machines: everything above, the client too
               (a worker, a standby and a starting master are clients of a master); the
               master's node imports no other role, the worker's none either, the checkpoint
@@ -36,7 +37,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "mwcluster"
 
 BASE = ("mwcluster.errors",)
 _LOW = ("mwcluster.core", "mwcluster.storage", "mwcluster.wire", "mwcluster.engine",
-        "mwcluster.config", "mwcluster.worker", "mwcluster.client")
+        "mwcluster.config", "mwcluster.worker", "mwcluster.security", "mwcluster.client")
 LAYER_RULES = {
     # layer: the mwcluster modules it may import besides BASE
     "mwcluster.core": ("mwcluster.core",),
@@ -45,7 +46,9 @@ LAYER_RULES = {
     "mwcluster.engine": ("mwcluster.engine", "mwcluster.core", "mwcluster.storage"),
     "mwcluster.config": ("mwcluster.config", "mwcluster.core", "mwcluster.wire"),
     "mwcluster.worker": ("mwcluster.worker",),
-    "mwcluster.client": ("mwcluster.client", "mwcluster.core", "mwcluster.wire"),
+    "mwcluster.security": ("mwcluster.security", "mwcluster.core", "mwcluster.wire"),
+    "mwcluster.client": ("mwcluster.client", "mwcluster.core", "mwcluster.wire",
+                         "mwcluster.security"),
     "mwcluster.nodes.master": (*_LOW, "mwcluster.nodes.master", "mwcluster.nodes.metrics",
                                "mwcluster.nodes.status_endpoint"),
     "mwcluster.nodes.worker": (*_LOW, "mwcluster.nodes.worker", "mwcluster.nodes.metrics",
@@ -53,9 +56,11 @@ LAYER_RULES = {
     "mwcluster.nodes.checkpoint": (*_LOW, "mwcluster.nodes.checkpoint", "mwcluster.nodes.master",
                                    "mwcluster.nodes.metrics", "mwcluster.nodes.status_endpoint"),
     "mwcluster.nodes.metrics": (),
-    "mwcluster.nodes.status_endpoint": ("mwcluster.wire", "mwcluster.core"),
+    "mwcluster.nodes.status_endpoint": ("mwcluster.wire", "mwcluster.core",
+                                        "mwcluster.security"),
     "mwcluster.cli": (*_LOW, "mwcluster.nodes", "mwcluster.cli", "mwcluster.demo"),
     "mwcluster.demo": ("mwcluster.demo", "mwcluster.testing", "mwcluster.client",
+                       "mwcluster.security",
                        "mwcluster.worker", "mwcluster.engine", "mwcluster.core"),
     "mwcluster.testing": (*_LOW, "mwcluster.nodes", "mwcluster.testing"),
 }

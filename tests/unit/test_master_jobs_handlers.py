@@ -332,7 +332,7 @@ def test_a_worker_may_name_its_status_endpoint_at_register(h):
     ok(h, Op.TASK_REQUEST, ["w1", 1])
     assert h.jobs.status()["worker_nodes"] == [
         {"worker_id": "w1", "status_endpoint": "tcp://127.0.0.1:7001", "slots": 2,
-         "running": 1}]
+         "running": 1, "status_key": None}]
     ok(h, Op.WORKER_REGISTER, ["w2", "", 1, "tcp://127.0.0.1:7002"])
     assert [n["worker_id"] for n in h.jobs.status()["worker_nodes"]] == ["w1", "w2"]
     ok(h, Op.WORKER_REGISTER, ["w2", "", 1, None])      # nil: no endpoint any more

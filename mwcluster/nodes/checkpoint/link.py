@@ -26,6 +26,7 @@ from mwcluster.client.calls import error_from_reply
 from mwcluster.core.recent import RecentRequests
 from mwcluster.core.state import State
 from mwcluster.engine import load_snapshot
+from mwcluster.security.curve import Credentials, HandshakeWatch, secure_client
 from mwcluster.wire.protocol import Op, Reply, check_records, decode_reply, encode_request
 
 MAX_CHUNK_BYTES = 1 << 20
@@ -45,8 +46,11 @@ def fetch_result(result) -> tuple[int, list]:
 
 
 class MasterLink:
-    def __init__(self, ctx: zmq.Context, endpoint: str, timeout_s: float) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, timeout_s: float,
+                 credentials: Credentials | None = None) -> None:
         self.ctx = ctx
+        self.credentials = credentials
+        self._watch: HandshakeWatch | None = None
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.client_id = os.urandom(16)
@@ -62,17 +66,18 @@ class MasterLink:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
+        self._watch = secure_client(sock, self.credentials, self.endpoint)
         sock.connect(self.endpoint)
         self.sock = sock
 
     def _reconnect(self) -> None:
-        if self.sock is not None:
-            self.sock.close(linger=0)
+        self.close()
         self.reconnects += 1
         self._connect()
 
     def close(self) -> None:
         if self.sock is not None:
+            self._watch.close()
             self.sock.close(linger=0)
             self.sock = None
 
@@ -91,7 +96,10 @@ class MasterLink:
         while True:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 or not sock.poll(left_ms):
+                refused = self._watch.failure()   # a refused handshake: say why
                 self._reconnect()
+                if refused is not None:
+                    raise refused
                 raise errors.RequestTimeout(
                     f"no reply from the master at {self.endpoint} within {self.timeout_s} s")
             try:

@@ -51,6 +51,7 @@ from mwcluster.nodes.checkpoint.executor import ReplicaExecutor, load_local, str
 from mwcluster.nodes.checkpoint.link import MasterLink
 from mwcluster.nodes.checkpoint.reads import StandbyReads
 from mwcluster.nodes.status_endpoint import StatusEndpoint
+from mwcluster.security.curve import ServerSecurity, protect, security_status
 from mwcluster.nodes.checkpoint.upload import Uploader
 from mwcluster.nodes.checkpoint.writer import ForkedCheckpoint, Outcome, set_aside_snapshots
 from mwcluster.storage import snapshot as snapshots
@@ -113,6 +114,8 @@ class CheckpointNode:
         self._acked_txid = 0                 # the replica txid last reported (REPLICA_ACK)
         self.promotion: dict[str, Any] | None = None
         self.reads = StandbyReads()          # STANDBY_READ, served from the replica
+        self.security: ServerSecurity | None = None   # CURVE (security/curve.py)
+        self.insecure_warning: str | None = None
 
     # --- start ---------------------------------------------------------------------------
 
@@ -134,19 +137,30 @@ class CheckpointNode:
         if self.incoming_dir.is_dir():
             for leftover in self.incoming_dir.glob("*.part"):
                 leftover.unlink(missing_ok=True)
+        self.security = ServerSecurity.from_config(cfg.key_file, cfg.principals_dir,
+                                                   cfg.server_key)
+        self.insecure_warning = protect([cfg.status_endpoint], self.security is not None,
+                                        cfg.insecure, "checkpoint node's status endpoint")
+        if self.insecure_warning:
+            log.warning(self.insecure_warning)
+        creds = self.security.credentials() if self.security else None
         self._ctx = ctx = zmq.Context()
         sub = self.sub = ctx.socket(zmq.SUB)       # subscribe first (the Clone pattern)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 0)
+        if creds is not None:
+            creds.apply(sub)
         sub.setsockopt(zmq.SUBSCRIBE, TOPIC_LOG)
         sub.setsockopt(zmq.SUBSCRIBE, TOPIC_HEARTBEAT)
         self._connect(sub, cfg.subscribe, "subscribe")
-        self.link = self.replica.link = MasterLink(ctx, cfg.master, cfg.request_timeout_s)
+        self.link = self.replica.link = MasterLink(ctx, cfg.master, cfg.request_timeout_s,
+                                                   creds)
         self.uploader = Uploader(ctx, cfg.master, cfg.request_timeout_s,
-                                 bytes_per_s=cfg.upload_bytes_per_s,
+                                 bytes_per_s=cfg.upload_bytes_per_s, credentials=creds,
                                  **({"attempts": 4, "backoff_max_s": 2.0} if self.once else {}))
         if cfg.status_endpoint:
-            self.status_server = StatusEndpoint(ctx, cfg.status_endpoint)
+            self.status_server = StatusEndpoint(ctx, cfg.status_endpoint,
+                                                security=self.security)
             self.status_endpoint = self.status_server.endpoint
             self.uploader.status_endpoint = self.status_endpoint
         if cfg.metrics_port:
@@ -199,6 +213,15 @@ class CheckpointNode:
         return state.txid
 
     # --- the loop ------------------------------------------------------------------------
+
+    def reload_principals(self) -> None:
+        """SIGHUP: read the principals directory again (a bad one keeps those in force)."""
+        if self.security is None:
+            return
+        try:
+            log.info("principals reloaded: %d allowed", self.security.reload())
+        except errors.ConfigError as exc:
+            log.error("the principals were not reloaded (those in force stay): %s", exc)
 
     def request_stop(self) -> None:
         """Ask the loop to stop (thread-safe, and safe in a signal handler)."""
@@ -489,6 +512,9 @@ class CheckpointNode:
             "votes": self.standby.votes,
             "standby_reads": {"served": self.reads.served, "waited": self.reads.waited,
                               "behind": self.reads.behind, "waiting": len(self.reads)},
+            "security": security_status(self.security, self.insecure_warning,
+                                        self.status_server.unauthorized
+                                        if self.status_server else 0),
         })
         return info
 
@@ -515,6 +541,8 @@ class CheckpointNode:
             self.status_server.close(linger_ms=1000 if self.promoted_master else 0)
         if self.sub is not None:
             self.sub.close(linger=0)
+        if self.security is not None:
+            self.security.stop()
         if self._ctx is not None:
             self._ctx.term()
         if self.metrics is not None:

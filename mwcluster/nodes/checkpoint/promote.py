@@ -123,13 +123,17 @@ def master_config(config: CheckpointConfig, directory: Path, durability: str):
     return load_master_config(None, flags={
         "data_dir": str(directory), "client_endpoint": config.promote_client_endpoint,
         "pub_endpoint": config.promote_pub_endpoint, "durability": durability,
-        "ready_file": config.ready_file or None})
+        "ready_file": config.ready_file or None,
+        # it serves with the node's keys and principals (the cluster's server key)
+        "key_file": config.key_file or None, "server_key": config.server_key or None,
+        "principals_dir": config.principals_dir or None,
+        "insecure": config.insecure or None})
 
 
 PEER_FENCE_S = 1.0
 
 
-def start_peer_fencer(endpoint: str, epoch: int) -> threading.Thread:
+def start_peer_fencer(endpoint: str, epoch: int, credentials=None) -> threading.Thread:
     """A daemon thread of the promoted process that sends the old master a PING carrying the
     new epoch every PEER_FENCE_S, without waiting for answers: an old master cut off at the
     promotion is fenced as soon as the network lets one through, even if no client ever
@@ -143,6 +147,8 @@ def start_peer_fencer(endpoint: str, epoch: int) -> threading.Thread:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 1)      # a PING waiting is enough: the next replaces it
+        if credentials is not None:         # security.curve.Credentials: the node's own
+            credentials.apply(sock)
         sock.connect(endpoint)
         client_id = os.urandom(16)
         pause = threading.Event()
@@ -191,7 +197,8 @@ def promote_node(node, decision: Promote) -> dict[str, Any]:
     # retries of requests the old master applied are answered, not applied again: the
     # master recovered the replica's table from the snapshot just written
     report["recent_requests_adopted"] = len(master.engine.recent_requests)
-    start_peer_fencer(cfg.master, epoch)
+    start_peer_fencer(cfg.master, epoch,
+                      node.security.credentials() if node.security else None)
     node.promoted_master = master
     node.request_stop()
     report.update({

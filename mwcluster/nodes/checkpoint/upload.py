@@ -64,8 +64,10 @@ class Uploader:
     def __init__(self, ctx: zmq.Context, endpoint: str, timeout_s: float, *,
                  chunk_bytes: int = CHUNK_BYTES, credit: int = CREDIT,
                  attempts: int = 1_000_000, backoff_initial_s: float = 0.2,
-                 backoff_max_s: float = 30.0, bytes_per_s: int = 0) -> None:
+                 backoff_max_s: float = 30.0, bytes_per_s: int = 0,
+                 credentials=None) -> None:
         self.ctx = ctx
+        self.credentials = credentials      # security.curve.Credentials, or None: plain
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.chunk_bytes = min(chunk_bytes, CHUNK_BYTES)
@@ -129,7 +131,7 @@ class Uploader:
     # --- the thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        link = MasterLink(self.ctx, self.endpoint, self.timeout_s)
+        link = MasterLink(self.ctx, self.endpoint, self.timeout_s, self.credentials)
         try:
             while not self._stop.is_set():
                 with self._lock:

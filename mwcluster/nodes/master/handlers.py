@@ -37,11 +37,13 @@ from mwcluster.core.records import from_wire
 from mwcluster.engine import Engine
 from mwcluster.nodes.master.checkpoints import BadHello
 from mwcluster.nodes.master.answers import Answer, error_frame, refusal
+from mwcluster.nodes.master.audit import ADMIN_OPS, AuditLog
 from mwcluster.nodes.master.jobs import JobHandlers, JobsConfig
 from mwcluster.nodes.master.parking import ParkedReplies
 from mwcluster.nodes.master.reads import NAMESPACE_READS
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.nodes.master.upload import SnapshotUploads, UploadRefused
+from mwcluster.security.access import Access
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES,
                                      FIRST_JOB_OP, STATE_READS, ErrorCode, Op, ProtocolError,
@@ -59,6 +61,8 @@ _ASYNC = Durability.ASYNC
 _REPLICATED = int(Durability.REPLICATED)
 _REPLICA_ACK = int(Op.REPLICA_ACK)
 _HELLO = int(Op.CHECKPOINT_HELLO)
+_REGISTER = int(Op.WORKER_REGISTER)
+_AUDITED = frozenset(int(op) for op in ADMIN_OPS)
 # A checkpoint node says hello every 2 s and acks every batch it applies: silent this long, no
 # standby follows, and `replicated` requests are refused at once instead of parked.
 STANDBY_SILENT_S = 10.0
@@ -90,8 +94,15 @@ class Handlers:
                  uploads: SnapshotUploads | None = None, jobs: JobsConfig = JobsConfig(),
                  wall_ms: Callable[[], int] | None = None, fenced_by: int | None = None,
                  on_fenced: Callable[[int], None] | None = None,
-                 wake_flusher: bool = True) -> None:
+                 wake_flusher: bool = True, access: Access | None = None,
+                 audit: AuditLog | None = None,
+                 reload_principals: Callable[[], int] | None = None) -> None:
         self.engine = engine
+        # Authorization (security/access.py): with CURVE on, every request (and every BATCH
+        # sub-request) is checked against its connection's principal before anything else.
+        self.access = access
+        self.audit = audit
+        self._reload_principals = reload_principals
         # Epoch fencing (core/failover.py): a request carrying a higher epoch than this
         # master's fences it for good; `on_fenced` persists that before any refusal goes out.
         self.fence = Fence(epoch)
@@ -139,6 +150,7 @@ class Handlers:
             Op.PROMOTE: self._standby_only, Op.VOTE: self._standby_only,
             Op.STANDBY_READ: self._standby_only,
             Op.REPLICA_ACK: self._replica_ack,
+            Op.RELOAD_PRINCIPALS: self._reload,
         }
         # jobs and workers (jobs.py): ops FIRST_JOB_OP..99 through _mutate, and reads
         self.jobs = JobHandlers(engine, stats, epoch, jobs, wake_flusher=wake_flusher,
@@ -158,8 +170,11 @@ class Handlers:
 
     # --- entry points ----------------------------------------------------------------------
 
-    def handle(self, ident: bytes, frame: bytes, drain: Drain) -> bytes | None:
-        """The reply to one request frame, or None when it was parked for sync."""
+    def handle(self, ident: bytes, frame: bytes, drain: Drain, user: str | None = None,
+               peer: str = "") -> bytes | None:
+        """The reply to one request frame, or None when it was parked for sync. `user` is
+        the connection's User-Id (its CURVE key, set by the ZAP handler), `peer` its
+        address (for the audit log)."""
         try:
             req = decode_request(frame, self.max_message_bytes)
         except ProtocolError as exc:
@@ -167,12 +182,17 @@ class Handlers:
         op = req[2]
         if op in self._dropped_ops:
             return None              # the fault seam (node.CUT_STANDBY_ENV): unanswered
+        if self.access is not None:
+            why = self.access.check(user, op, req[4])
+            if why is not None:      # before the epoch it carries can fence this master
+                return encode_reply(req[1], self.epoch,
+                                    *self._unauthorized(user, peer, op, req[4], why))
         if req[5] > self.epoch:
             self.saw_epoch(req[5])
         if self.fence.fenced_by is not None and op not in FENCED_ALLOWED:
             return self.fenced_error(req[1])
         if op == _BATCH:
-            return self._batch(ident, req, drain)
+            return self._batch(ident, req, drain, user, peer)
         ops = drain.ops
         ops[op] = ops.get(op, 0) + 1
         if self._stopping:
@@ -180,6 +200,10 @@ class Handlers:
         if op == _UPLOAD_END or op == _UPLOAD_CHUNK:
             return self._upload_parked(ident, req)
         status, txid, result, level, mark = self._run(req, drain.now)
+        if op == _REGISTER and user and not status:   # its status endpoint's CURVE key
+            self.jobs.status_keys[req[4][0]] = user
+        if self.audit is not None and (op < 100 or op in _AUDITED):
+            self._audit(user, peer, op, req[4], status, txid)
         reply = encode_reply(req[1], self.epoch, status, txid, result)
         if mark:
             queue = self._queues.get(level)      # None: async, nothing to wait for
@@ -312,7 +336,21 @@ class Handlers:
         log.exception("epoch %d: request op %d failed unexpectedly", self.epoch, op)
         return self._fail(ErrorCode.INTERNAL, f"internal error ({type(exc).__name__}: {exc})")
 
-    def _batch(self, ident: bytes, req: Request, drain: Drain) -> bytes | None:
+    def _unauthorized(self, user: str | None, peer: str, op: int, args: Any,
+                      why: str) -> tuple[int, int, Any]:
+        if self.audit is not None:
+            self._audit(user, peer, op, args, ErrorCode.UNAUTHORIZED, 0)
+        log.info("epoch %d: unauthorized: %s", self.epoch, why)
+        status, _txid, result = self._fail(ErrorCode.UNAUTHORIZED, why)
+        return status, 0, result
+
+    def _audit(self, user: str | None, peer: str, op: int, args: Any, status: int,
+               txid: int) -> None:
+        who = self.access.name(user) if self.access is not None else "-"
+        self.audit.write(who, peer, op, args, status, txid)
+
+    def _batch(self, ident: bytes, req: Request, drain: Drain, user: str | None = None,
+               peer: str = "") -> bytes | None:
         """One reply frame for a BATCH: the sub-replies in order; parked whole until the
         fsync that covers its highest txid when any sub-request wants sync."""
         client_id, request_id, _op, _durability, subs, _epoch_seen = req
@@ -331,17 +369,25 @@ class Handlers:
         queue = None                 # where the whole reply waits: replicated wins over sync
         queues = self._queues
         run = self._run
+        access, audit = self.access, self.audit
         for sub in decode_batch(client_id, subs):
             if type(sub) is not Request:
                 append((sub.request_id or 0, *self._fail(sub.error, str(sub))))
                 continue
             op = sub[2]
             ops[op] = ops.get(op, 0) + 1
+            if access is not None:
+                why = access.check(user, op, sub[4])
+                if why is not None:
+                    append((sub[1], *self._unauthorized(user, peer, op, sub[4], why)))
+                    continue
             try:
                 status, txid, result, level, mark = run(sub, now)
             except Exception as exc:
                 status, txid, result = self._internal(op, exc)
                 level = mark = 0
+            if audit is not None and (op < 100 or op in _AUDITED):
+                self._audit(user, peer, op, sub[4], status, txid)
             if op < 100 and txid > top:
                 top = txid
             if mark:
@@ -422,6 +468,16 @@ class Handlers:
         if txid > self.replica_txid:
             # never above what is durable here: the stream carries only durable records
             self.replica_txid = min(txid, self.engine.journal.durable_txid)
+
+    def _reload(self, req: Request) -> Answer:
+        args_check(req, (), ())
+        if self._reload_principals is None:
+            return self._fail(ErrorCode.BAD_REQUEST, "this master runs without keys "
+                              "(no key_file): there are no principals to reload")
+        try:
+            return self._ok(req, self._reload_principals())
+        except errors.ConfigError as exc:     # the principals in force stay
+            return self._fail(ErrorCode.INVALID, f"the principals were not reloaded: {exc}")
 
     def _standby_only(self, req: Request) -> Answer:
         return self._fail(ErrorCode.BAD_REQUEST, f"{Op(req.op).name} is sent to a checkpoint "

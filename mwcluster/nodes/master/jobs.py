@@ -87,6 +87,8 @@ class JobHandlers:
         self.workers_lost = 0           # WorkerLost records this master logged
         self.assignments = 0            # TaskAssign records this master logged
         self.status_endpoints: dict[str, str] = {}   # worker id -> its status endpoint
+        # worker id -> the CURVE key it registered with: its status endpoint serves with it
+        self.status_keys: dict[str, str] = {}
         self._answers: dict[Origin, list] = {}
         self._answers_old: dict[Origin, list] = {}
         # TASK_REQUESTs answered with no task (no record logged them), in two generations of
@@ -203,6 +205,7 @@ class JobHandlers:
         self.liveness.seen(worker_id, now)
         if endpoint is None:
             self.status_endpoints.pop(worker_id, None)
+            self.status_keys.pop(worker_id, None)
         else:
             self.status_endpoints[worker_id] = endpoint
         worker = self.jobs.workers[worker_id]
@@ -223,6 +226,7 @@ class JobHandlers:
             txid = hit[0]
         self.liveness.forget(worker_id)
         self.status_endpoints.pop(worker_id, None)
+        self.status_keys.pop(worker_id, None)
         return 0, txid, None
 
     def _active_worker(self, worker_id: str, now: float) -> None:
@@ -402,6 +406,7 @@ class JobHandlers:
         self.sums.after(seen)
         self.liveness.forget(worker_id)
         self.status_endpoints.pop(worker_id, None)
+        self.status_keys.pop(worker_id, None)
         self.workers_lost += 1
         log.warning("epoch %d txid %d: worker %s lost (%s); %d tasks released", self.epoch,
                     txid, worker_id, reason, len(requeued))
@@ -466,7 +471,8 @@ class JobHandlers:
                 continue
             out.append({"worker_id": worker_id, "status_endpoint":
                         self.status_endpoints[worker_id], "slots": worker.slots,
-                        "running": len(worker.running)})
+                        "running": len(worker.running),
+                        "status_key": self.status_keys.get(worker_id)})
             if len(out) >= MAX_WORKER_NODES:
                 break
         return out

@@ -41,6 +41,7 @@ import zmq
 from mwcluster import errors
 from mwcluster.config import MasterConfig
 from mwcluster.engine import Engine
+from mwcluster.nodes.master.audit import AuditLog
 from mwcluster.nodes.master.handlers import Drain, Handlers
 from mwcluster.nodes.master.jobs import JobsConfig
 from mwcluster.nodes.master.stats import (PEER_WINDOW_S, MasterCollector, MasterStats,
@@ -49,6 +50,7 @@ from mwcluster.nodes.master.status import master_status
 from mwcluster.nodes.master.stream import LogStream
 from mwcluster.nodes.master.upload import SnapshotUploads
 from mwcluster.nodes.metrics import MetricsServer
+from mwcluster.security.curve import STREAM_DOMAIN, ServerSecurity, protect
 from mwcluster.storage import epoch as epochs
 from mwcluster.storage import fenced as fence_file
 from mwcluster.storage import crashpoints
@@ -121,6 +123,11 @@ class Master:
         self.drained = 0
         self._cut_file = os.environ.get(CUT_STANDBY_ENV) or None
         self._cut = False
+        # CURVE (security/curve.py): None runs plain, allowed only on loopback unless insecure
+        self.security: ServerSecurity | None = None
+        self.insecure_warning: str | None = None
+        self.audit: AuditLog | None = None
+        self._reload_requested = False
 
     # --- start ---------------------------------------------------------------------------
 
@@ -135,6 +142,14 @@ class Master:
 
     def _open(self) -> None:
         cfg = self.config
+        self.security = ServerSecurity.from_config(cfg.key_file, cfg.principals_dir,
+                                                   cfg.server_key)
+        self.insecure_warning = protect([cfg.client_endpoint, cfg.pub_endpoint],
+                                        self.security is not None, cfg.insecure, "master")
+        if self.insecure_warning:
+            log.warning(self.insecure_warning)
+        if cfg.audit_log:
+            self.audit = AuditLog(cfg.audit_log)
         self._lock_data_dir()
         fenced_by = fence_file.read_fenced(self.data_dir, epochs.read_epoch(self.data_dir))
         if fenced_by is not None:
@@ -173,7 +188,11 @@ class Master:
                                  fenced_by=fenced_by,
                                  on_fenced=self._on_fenced,
                                  # _drain wakes the flusher after the replies
-                                 wake_flusher=False)
+                                 wake_flusher=False,
+                                 access=self.security.access if self.security else None,
+                                 audit=self.audit,
+                                 reload_principals=self.reload_principals
+                                 if self.security else None)
         if self.handlers.fence.fenced:
             log.error("epoch %d: this data directory is FENCED (a master under epoch %d "
                       "replaced it): client requests are refused; rejoin as a standby",
@@ -189,8 +208,10 @@ class Master:
         self.stats.publish(self.status(), self.fsync_io)
         if cfg.ready_file:
             self._write_ready_file(Path(cfg.ready_file))
-        log.info("epoch %d: serving requests on %s, log stream on %s (durability %s)",
-                 self.epoch, self.client_endpoint, self.pub_endpoint, cfg.durability)
+        log.info("epoch %d: serving requests on %s, log stream on %s (durability %s, %s)",
+                 self.epoch, self.client_endpoint, self.pub_endpoint, cfg.durability,
+                 f"CURVE, {len(self.security.access.grants)} principals" if self.security
+                 else "no authentication")
 
     def _on_fenced(self, fenced_by: int) -> None:
         """Persist the fence before the first refusal is sent (a restart stays fenced)."""
@@ -214,6 +235,9 @@ class Master:
         pub = self.pub = ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, cfg.pub_hwm)
+        if self.security is not None:
+            self.security.serve(router)
+            self.security.serve(pub, STREAM_DOMAIN)
         for sock, endpoint, what in ((router, cfg.client_endpoint, "client"),
                                      (pub, cfg.pub_endpoint, "pub")):
             try:
@@ -238,6 +262,26 @@ class Master:
         if not self._wake_pending:
             self._wake_pending = True
             self._poke()
+
+    def request_reload(self) -> None:
+        """Read the principals directory again at the next tick (safe in a signal
+        handler: SIGHUP)."""
+        self._reload_requested = True
+
+    def reload_principals(self) -> int:
+        """Read the principals directory again; a bad one keeps those in force (ConfigError,
+        logged). Returns how many principals are allowed now."""
+        if self.security is None:
+            raise errors.ConfigError("this master runs without keys: nothing to reload")
+        try:
+            count = self.security.reload()
+        except errors.ConfigError as exc:
+            log.error("epoch %d: the principals were not reloaded (those in force stay): %s",
+                      self.epoch, exc)
+            raise
+        log.info("epoch %d: principals reloaded from %s: %d allowed", self.epoch,
+                 self.security.principals_dir, count)
+        return count
 
     def request_stop(self) -> None:
         """Ask the loop to stop (thread-safe, and safe in a signal handler)."""
@@ -324,6 +368,9 @@ class Master:
         router = self.router
         recv = router.recv
         handle = self.handlers.handle
+        # with CURVE or the audit log, each request is handled with its connection's key
+        who = self.security is not None or self.audit is not None
+        audit = self.audit is not None
         peers = self.peers
         out = []
         append = out.append
@@ -343,7 +390,12 @@ class Master:
             if frame.more:
                 append((ident, self._multi_frame(frame)))
                 continue
-            reply = handle(ident, frame.bytes, drain)
+            if who:
+                reply = handle(ident, frame.bytes, drain, frame.get("User-Id") if
+                               self.security else None,
+                               frame.get("Peer-Address") if audit else "")
+            else:
+                reply = handle(ident, frame.bytes, drain)
             if reply is not None:
                 append((ident, reply))
         if n:
@@ -413,6 +465,14 @@ class Master:
         self._last_publish = time.monotonic()
 
     def _tick(self, now: float) -> None:
+        if self._reload_requested:
+            self._reload_requested = False
+            try:
+                self.reload_principals()
+            except errors.ConfigError:
+                pass                    # logged; the principals in force stay
+        if self.audit is not None:
+            self.audit.flush()
         if self._cut_file is not None:
             cut = self._cut = os.path.exists(self._cut_file)
             self.handlers.cut_off(CUT_OPS if cut else frozenset())
@@ -501,6 +561,10 @@ class Master:
             if sock is not None:
                 sock.setsockopt(zmq.LINGER, linger_ms)
                 sock.close()
+        if self.security is not None:
+            self.security.stop()
+        if self.audit is not None:
+            self.audit.close()
         if self._ctx is not None:
             self._ctx.term()
         if self.metrics is not None:

@@ -10,7 +10,9 @@ from typing import Any
 from mwcluster import errors
 from mwcluster.nodes.master.stats import PEER_WINDOW_S
 from mwcluster.storage import snapshot as snapshots
+from mwcluster.security.curve import security_status
 from mwcluster.storage.segments import list_segments
+from mwcluster.wire.protocol import ErrorCode
 
 
 def master_status(master) -> dict[str, Any]:
@@ -77,7 +79,11 @@ def master_status(master) -> dict[str, Any]:
         "journal_failed": js.failed, "last_error": js.last_error,
         "pid": os.getpid(),
         **(master.uploads.status() if master.uploads else {}),
+        "security": security_status(master.security, master.insecure_warning,
+                                    master.stats.errors_by_code.get(ErrorCode.UNAUTHORIZED, 0),
+                                    master.audit.path if master.audit else None),
     }
+
 
 def _since_snapshot(master, snap_txid: int, snap_age: float | None) -> tuple[int, int, str]:
     """Records and journal bytes after the newest snapshot, and why the journal is (not)

@@ -37,7 +37,7 @@ import msgpack
 import tenacity
 
 from mwcluster.core import worker_machine as wm
-from mwcluster.errors import (BadRequest, MwclusterError, RequestTimeout,
+from mwcluster.errors import (BadRequest, ConfigError, MwclusterError, RequestTimeout,
                               ShuttingDown, UnknownOp)
 from mwcluster.nodes.worker import exchange
 from mwcluster.nodes.worker.observe import CountingClient, ObservedWorker
@@ -71,12 +71,27 @@ class TaskHandle:
         self.current = True
 
 
+def worker_credentials(cfg: WorkerConfig):
+    """The worker's CURVE credentials from its config (None: plain); ConfigError when only
+    half of them is given."""
+    from mwcluster.security.curve import Credentials
+
+    if not cfg.key_file and not cfg.server_key:
+        return None
+    if not cfg.key_file or not cfg.server_key:
+        raise ConfigError("a worker with CURVE needs both key_file (its own secret "
+                           "key) and server_key (the master's public key)")
+    return Credentials.load(cfg.key_file, cfg.server_key, env={})
+
+
 class WorkerNode:
     def __init__(self, config: WorkerConfig, registry: Registry, *,
                  client_factory: Callable[[], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config.resolved()
         self.registry = registry
+        # CURVE (docs/security.md): its own key and the master's; ConfigError at once
+        self.credentials = worker_credentials(self.config)
         self._client_factory = client_factory or self._real_client
         self._clock = clock
         cfg = self.config
@@ -104,7 +119,7 @@ class WorkerNode:
         endpoints = [e.strip() for e in self.config.master.split(",")]
         standby = [e.strip() for e in self.config.standby_status.split(",") if e.strip()]
         return Client(endpoints, timeout_s=self.config.request_timeout_s, retries=2,
-                      standby_status=standby,
+                      standby_status=standby, credentials=self.credentials,
                       client_id=f"worker:{self.config.worker_id}"[:64])
 
     def _now_ms(self) -> int:

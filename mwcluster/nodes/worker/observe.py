@@ -85,6 +85,8 @@ class ObservedWorker:
         self._ctx = None
         self._status = None
         self._metrics = None
+        self.security = None             # security.curve.ServerSecurity of the status endpoint
+        self.insecure_warning: str | None = None
 
     def start(self) -> None:
         """Bind the status endpoint and the metrics port of the config (either may be off).
@@ -95,10 +97,20 @@ class ObservedWorker:
                 import zmq
 
                 from mwcluster.nodes.status_endpoint import StatusThread
+                from mwcluster.security.curve import ServerSecurity, protect
 
+                # served with the worker's own key to the principals of principals_dir
+                self.security = ServerSecurity.from_config(
+                    cfg.key_file, cfg.principals_dir, cfg.server_key)
+                self.insecure_warning = protect([cfg.status_endpoint],
+                                                self.security is not None, cfg.insecure,
+                                                "worker's status endpoint")
+                if self.insecure_warning:
+                    log.warning(self.insecure_warning)
                 self._ctx = zmq.Context()
                 self._status = StatusThread(self._ctx, cfg.status_endpoint, self.status,
-                                            self._epoch, role="worker")
+                                            self._epoch, role="worker",
+                                            security=self.security)
                 self.status_endpoint = self._status.endpoint
                 self._status.start()
             if cfg.metrics_port:
@@ -135,7 +147,12 @@ class ObservedWorker:
     # --- readers (any thread) ---------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return ws.render(self.snap, self._clock_ms())
+        from mwcluster.security.curve import security_status
+
+        status = ws.render(self.snap, self._clock_ms())
+        status["security"] = security_status(self.security, self.insecure_warning, 0)
+        status["security"]["curve"] = self.node.credentials is not None
+        return status
 
     def _epoch(self) -> int:
         return self.snap.get("epoch") or 0
@@ -146,6 +163,9 @@ class ObservedWorker:
         if self._status is not None:
             stopped = self._status.stop()
             self._status = None
+        if self.security is not None:
+            self.security.stop()
+            self.security = None
         if self._ctx is not None and stopped:     # term() would wait for an open socket
             self._ctx.term()
             self._ctx = None
