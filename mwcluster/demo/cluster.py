@@ -95,6 +95,9 @@ def run_demo(*, data_dir: str | None = None, shards: int = 300, records: int = 1
                       f"checkpoint node (pid {cluster.checkpoint.pid}), workers "
                       + ", ".join(f"{w.worker_id} (pid {w.pid})" for w in cluster.workers)
                       + f" with {slots} slots each; up in {time.monotonic() - started:.1f} s")
+        console.print(f"secured: every socket uses CURVE; keys and principals in "
+                      f"{cluster.keys.dir} (the job is submitted as 'client', role write; "
+                      "each worker acts as its own worker principal)")
         ok = _run_job(cluster, console, shards=shards, records=records, chaos=chaos,
                       seed=seed, read_delay_ms=read_delay_ms)
     except MwclusterError as exc:
@@ -156,6 +159,10 @@ def _run_job(cluster: LocalCluster, console: Console, *, shards: int, records: i
                                 f"{shards * records / wall_s:,.0f} log records/s")
     table.add_row("records in the master's journal (txid)", f"{master['txid']:,}")
     table.add_row("master epoch / durable txid", f"{master['epoch']} / {master['durable_txid']:,}")
+    security = master.get("security") or {}
+    table.add_row("security", f"CURVE, {security.get('principals')} principals, "
+                              f"{security.get('unauthorized_requests')} requests refused"
+                  if security.get("curve") else "[red]none[/]")
     table.add_row("checkpoints taken by the checkpoint node",
                   str(checkpoint.get("checkpoints_total", "?")))
     table.add_row("newest snapshot at the master (txid)", str(master.get("last_snapshot_txid")))

@@ -37,9 +37,11 @@ class CheckpointProcess(MasterProcess):
     def __init__(self, data_dir: str | os.PathLike[str], master: MasterProcess, *,
                  period_s: float = 60.0, txns: int = 100_000,
                  heartbeat_interval_s: float = 1.0, extra_args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None, start_timeout_s: float = 30.0) -> None:
+                 env: dict[str, str] | None = None, start_timeout_s: float = 30.0,
+                 keys=None) -> None:
         super().__init__(data_dir, extra_args=extra_args,
-                         env=_env(env, heartbeat_interval_s), start_timeout_s=start_timeout_s)
+                         env=_env(env, heartbeat_interval_s), start_timeout_s=start_timeout_s,
+                         keys=keys)
         self.master_endpoint = master.client_endpoint
         self.pub_endpoint_followed = master.pub_endpoint
         self.period_s = period_s
@@ -69,7 +71,9 @@ class CheckpointProcess(MasterProcess):
 
     def status(self) -> dict[str, Any]:
         if self._dealer is None:
-            self._dealer = RawDealer(self.status_endpoint, timeout_s=10.0)
+            self._dealer = RawDealer(self.status_endpoint, timeout_s=10.0,
+                                     credentials=self.keys.credentials("admin")
+                                     if self.keys else None)
         return self._dealer.status()
 
     def _cleanup(self) -> None:

@@ -11,6 +11,10 @@ checkpoint node, and workers. Used by `mwcluster demo`, the examples and the end
 The master's first start picks free ports (port 0); a restart binds the same endpoints again,
 so the workers and the checkpoint node reconnect to it by themselves. Each child's stderr
 goes to a file that `logs()` returns (shown when something fails).
+
+Secured by default (`secure=True`): keys are made in DATA_DIR/keys (testing/keys.py), every
+process runs with CURVE, and `client()` connects as the principal "client" (role write);
+`keys.env(name)` gives a command the variables to connect as another.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mwcluster.testing.processes import MasterProcess
 from mwcluster.testing.checkpoint import CheckpointProcess
+from mwcluster.testing.keys import ClusterKeys
+from mwcluster.testing.processes import MasterProcess
 
 __all__ = ["LocalCluster", "LocalMaster", "WorkerProcess", "exit_on_sigterm", "run_command"]
 
@@ -108,8 +113,9 @@ class LocalCluster:
                  checkpoint_period_s: float = 2.0, checkpoint_txns: int = 5000,
                  worker_timeout_s: float = 10.0, worker_heartbeat_ms: int = 500,
                  progress_interval_ms: int = 200, worker_env: dict[str, str] | None = None,
-                 master_durability: str = "async") -> None:
+                 master_durability: str = "async", secure: bool = True) -> None:
         self.data_dir = Path(data_dir)
+        self.keys = ClusterKeys(self.data_dir / "keys") if secure else None
         self.worker_count = workers
         self.slots = slots
         self.handlers = list(handlers)
@@ -122,7 +128,7 @@ class LocalCluster:
         env["MWCLUSTER_WORKER_TIMEOUT_S"] = str(worker_timeout_s)
         env["MWCLUSTER_WORKER_HEARTBEAT_MS"] = str(worker_heartbeat_ms)
         self.master = LocalMaster(self.data_dir / "master", durability=master_durability,
-                                  env=env)
+                                  env=env, keys=self.keys)
         self.checkpoint: CheckpointProcess | None = None
         self.workers: list[WorkerProcess] = []
         self._clients: list[Any] = []
@@ -131,11 +137,14 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         try:
+            if self.keys is not None:      # the first workers' principals, read at start
+                for n in range(self.worker_count):
+                    self.keys.add(f"worker-{n + 1}", ["worker"])
             self.master.start()
             if self.with_checkpoint:
                 self.checkpoint = CheckpointProcess(
                     self.data_dir / "checkpoint", self.master, period_s=self.checkpoint_period_s,
-                    txns=self.checkpoint_txns)
+                    txns=self.checkpoint_txns, keys=self.keys)
                 self.checkpoint.start()
             for n in range(self.worker_count):
                 self.add_worker(f"worker-{n + 1}", wait=False)
@@ -147,10 +156,16 @@ class LocalCluster:
         return self
 
     def add_worker(self, worker_id: str, *, wait: bool = True) -> WorkerProcess:
+        if self.keys is not None and not self.keys.secret(worker_id).exists():
+            self.keys.add(worker_id, ["worker"])   # a new principal: the master reads it
+            with self.client(principal="admin") as admin:
+                admin.reload_principals()
         worker = _StartableWorker(worker_id, self.master.client_endpoint, slots=self.slots,
                                   handlers=self.handlers, env=self.worker_env,
                                   extra_args=("--progress-interval-ms",
-                                              str(self.progress_interval_ms)))
+                                              str(self.progress_interval_ms),
+                                              *(self.keys.worker_args(worker_id)
+                                                if self.keys else ())))
         self.workers.append(worker)
         worker.launch()
         if wait:
@@ -191,10 +206,12 @@ class LocalCluster:
 
     # --- reading -----------------------------------------------------------------------------
 
-    def client(self, timeout_s: float = 2.0, retries: int = 3):
+    def client(self, timeout_s: float = 2.0, retries: int = 3, principal: str = "client"):
+        """A Client of the master, connected as `principal` when the cluster is secured."""
         from mwcluster.client import Client
 
-        client = Client(self.master.client_endpoint, timeout_s=timeout_s, retries=retries)
+        client = Client(self.master.client_endpoint, timeout_s=timeout_s, retries=retries,
+                        credentials=self.keys.credentials(principal) if self.keys else None)
         self._clients.append(client)
         return client
 

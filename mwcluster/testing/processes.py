@@ -59,10 +59,12 @@ class MasterProcess:
 
     def __init__(self, data_dir: str | os.PathLike[str], *, durability: str = "async",
                  extra_args: tuple[str, ...] | list[str] = (), env: dict[str, str] | None = None,
-                 start_timeout_s: float = 30.0) -> None:
+                 start_timeout_s: float = 30.0, keys=None) -> None:
         self.data_dir = Path(data_dir)
         self.durability = durability
-        self.extra_args = tuple(extra_args)
+        # testing.keys.ClusterKeys: serve with CURVE, the cluster's server key
+        self.keys = keys
+        self.extra_args = tuple(extra_args) + (tuple(keys.server_args()) if keys else ())
         self.start_timeout_s = start_timeout_s
         self._env = env
         self._tmp: str | None = None
@@ -224,13 +226,15 @@ class RawDealer:
     it sends exactly the frames it is given and shows every reply as it came."""
 
     def __init__(self, endpoint: str, *, client_id: bytes | None = None,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, credentials=None) -> None:
         import zmq
 
         self._zmq = zmq
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if credentials is not None:          # security.curve.Credentials: CURVE
+            credentials.apply(self.sock)
         self.sock.connect(endpoint)
         self.client_id = client_id or os.urandom(16)
         self.timeout_s = timeout_s

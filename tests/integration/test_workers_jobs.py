@@ -186,7 +186,10 @@ def test_job_commands_submit_list_status_wait_and_cancel(tmp_path):
                     '[input]\nseed = 3\nshard = "{i}"\nrecords = 100\n')
     with LocalCluster(tmp_path / "c", workers=1, slots=2, handlers=HANDLERS,
                       checkpoint=False) as cluster:
-        master = ["--master", cluster.master.client_endpoint]
+        # a secured cluster: the commands connect as its "client" principal (role write)
+        master = ["--master", cluster.master.client_endpoint,
+                  "--key", str(cluster.keys.secret("client")),
+                  "--server-key", str(cluster.keys.public("server"))]
         sub = run_cli("job", "submit", str(spec), *master)
         assert sub.returncode == 0, sub.stderr
         job_id = sub.stdout.strip()
