@@ -10,7 +10,10 @@ Each input's first byte picks a target; the rest is the message:
   2  a log-stream message (`decode_pub`), as a checkpoint node reads it;
   3  a journal payload (`records.decode_payload`) that passes admission (`check_admission`:
      what the master lets into its journal) applied to a scratch state, as replay does;
-  4  a journal frame (`segments.decode_record`).
+  4  a journal frame (`segments.decode_record`);
+  5  the handlers of a master with authorization on (security/access.py): the next byte picks
+     who sends the message (a principal of each role, one limited to a prefix, an unknown
+     key, no key); a request from one whose roles allow no mutation must change nothing.
 
 A finding is any exception other than the documented refusals (MwclusterError and its
 subclasses; ValueError from the frame decoder), a reply that does not decode, a handler
@@ -39,6 +42,8 @@ with atheris.instrument_imports():
     from mwcluster.nodes.master.handlers import Drain as _Drain
     from mwcluster.nodes.master.handlers import Handlers
     from mwcluster.nodes.master.stats import MasterStats
+    from mwcluster.security.access import Access
+    from mwcluster.security.keys import Principal
     from mwcluster.storage import segments
     from mwcluster.wire import protocol
     from mwcluster.wire.protocol import Op, decode_reply, encode_request
@@ -50,6 +55,14 @@ RESET_EVERY_KEYS = 20_000   # a fresh engine once the state grows this large
 
 _engine: Engine | None = None
 _handlers: Handlers | None = None
+_secured_engine: Engine | None = None
+_secured: Handlers | None = None
+# (user id, may it change the state) per sender of target 5
+_PRINCIPALS = [("read", ("read",), ()), ("write", ("write",), ()), ("w", ("worker",), ()),
+               ("replica", ("replica",), ()), ("admin", ("admin",), ()),
+               ("etl", ("write",), ("/teams/etl/",))]
+_SENDERS = [(f"{name:0<40}"[:40], bool({"write", "worker", "admin"} & set(roles)))
+            for name, roles, _ in _PRINCIPALS] + [("unknown-key", False), (None, False)]
 _count = 0
 _dir = tempfile.mkdtemp(prefix="mwcluster-fuzz-")
 atexit.register(shutil.rmtree, _dir, True)
@@ -65,6 +78,41 @@ def _fresh_handlers() -> Handlers:
     _handlers = Handlers(_engine, EPOCH, MasterStats(), status=lambda: {"fuzz": True},
                          max_message_bytes=MAX_MESSAGE_BYTES)
     return _handlers
+
+
+def _fresh_secured() -> Handlers:
+    global _secured_engine, _secured
+    if _secured_engine is not None:
+        _secured_engine.close()
+    _secured_engine = Engine(Path(_dir) / f"secured-{_count}", epoch=EPOCH)
+    _secured_engine.open()
+    principals = {f"{name:0<40}"[:40].encode(): Principal(name, f"{name:0<40}"[:40].encode(),
+                                                          frozenset(roles), prefixes)
+                  for name, roles, prefixes in _PRINCIPALS}
+    _secured = Handlers(_secured_engine, EPOCH, MasterStats(), status=lambda: {"fuzz": True},
+                        max_message_bytes=MAX_MESSAGE_BYTES, access=Access(principals))
+    return _secured
+
+
+def _secured_target(body: bytes) -> None:
+    global _count
+    if not body:
+        return
+    user, may_change = _SENDERS[body[0] % len(_SENDERS)]
+    handlers = _secured or _fresh_secured()
+    before = handlers.engine.state.txid
+    out = handlers.handle(b"fuzz-peer", body[1:], _Drain(0.0), user, "fuzz")
+    if out is not None:
+        decode_reply(out)
+    if not may_change and handlers.engine.state.txid != before:
+        raise AssertionError(f"a request from {user!r}, whose roles allow no mutation, "
+                             f"changed the state (txid {before} -> "
+                             f"{handlers.engine.state.txid})")
+    _count += 1
+    if _count % CHECK_EVERY == 0:
+        _check_state(handlers.engine.state, f"{_count} requests")
+        if len(handlers.engine.state.ns) > RESET_EVERY_KEYS:
+            _fresh_secured()
 
 
 def _check_state(state: State, what: str) -> None:
@@ -111,9 +159,12 @@ def _replay_target(body: bytes) -> None:
 def one_input(data: bytes) -> None:
     if not data:
         return
-    target, body = data[0] % 5, data[1:]
+    target, body = data[0] % 6, data[1:]
     if target == 0:
         _handlers_target(body)
+        return
+    if target == 5:
+        _secured_target(body)
         return
     try:
         if target == 1:
@@ -159,6 +210,9 @@ def seed_messages() -> list[bytes]:
     seeds.append(bytes([3]) + records.encode_record(records.JobSubmit(
         "j1", "job", "h", 0, 2, [[1, {}], [2, {}]], 5)))
     seeds.append(bytes([4]) + segments.encode_record(7, EPOCH, b"payload"))
+    for sender in range(len(_SENDERS)):       # every request type from every sender
+        seeds += [bytes([5, sender]) + encode_request(cid, i + 1, int(op), args, 0)
+                  for i, (op, args) in enumerate(reqs)]
     return seeds
 
 

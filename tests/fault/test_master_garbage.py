@@ -23,6 +23,7 @@ from mwcluster.core.limits import Limits
 from mwcluster.core.records import Put, check_admission, from_wire
 from mwcluster.core.state import State
 from mwcluster.testing import MasterProcess, RawDealer
+from mwcluster.testing.keys import ClusterKeys
 from mwcluster.wire.protocol import (JOB_MUTATIONS, MUTATIONS, Op, ProtocolError, check_args,
                                      decode_request, decode_sub_request)
 
@@ -135,16 +136,21 @@ def mirror() -> State:
     return state
 
 
-@pytest.fixture(scope="module")
-def master(tmp_path_factory):
+@pytest.fixture(scope="module", params=["plain", "curve"])
+def master(tmp_path_factory, request):
+    """A plain master, and one with CURVE on whose garbage comes from an authenticated admin
+    (hostile input from a peer that passed authentication reaches every operation)."""
     env = {**os.environ, "MWCLUSTER_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES)}
-    with MasterProcess(tmp_path_factory.mktemp("garbage") / "data", env=env) as m:
+    base = tmp_path_factory.mktemp("garbage")
+    keys = ClusterKeys(base / "keys") if request.param == "curve" else None
+    with MasterProcess(base / "data", env=env, keys=keys) as m:
         yield m
 
 
 @pytest.fixture(scope="module")
 def dealer(master):
-    with RawDealer(master.client_endpoint, timeout_s=5) as d:
+    creds = master.keys.credentials("admin") if master.keys else None
+    with RawDealer(master.client_endpoint, timeout_s=5, credentials=creds) as d:
         assert d.call(Op.PUT, ["/g/h", SEED_VALUE, None]).txid == 1
         yield d
 
