@@ -247,10 +247,12 @@ class HandshakeWatch:
                 "its keys")
 
     def _wrong_server_key(self) -> str:
+        # libzmq reports both the same way to the client: the server closed the connection
         return (f"the server at {self.endpoint} closed the CURVE handshake: the server key "
                 f"given ({fingerprint(self.creds.server_key)}) is not that server's public "
-                "key. Give the server principal's .toml file (or its Z85 public key) as "
-                "--server-key / MWCLUSTER_SERVER_KEY")
+                "key (give the server principal's .toml file, or its Z85 public key, as "
+                "--server-key / MWCLUSTER_SERVER_KEY), or the server runs without keys and "
+                "does not speak CURVE")
 
     def close(self) -> None:
         try:
