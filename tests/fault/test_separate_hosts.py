@@ -10,6 +10,9 @@ veth pairs with addresses inside those namespaces only (10.77.n.1 on the master'
   their new owner's attempts), it re-registers and takes work again, and the job completes
   with the right result.
 
+Every process runs secured (CURVE, a principal each: the keys of testing/keys.py), as it
+must on a network: a master without keys would refuse to bind 0.0.0.0 (protected mode).
+
 Needs root and iproute2; skipped, with the reason, where either is missing or namespaces
 cannot be made. Every process runs under `ip netns exec` and is stopped by its PID.
 """
@@ -28,6 +31,7 @@ import pytest
 
 from mwcluster.demo import job as demo_job
 from mwcluster.testing import MasterProcess, wait_for
+from mwcluster.testing.keys import ClusterKeys
 
 pytestmark = pytest.mark.fault
 
@@ -124,29 +128,40 @@ def in_ns(ns: str, code: str) -> object:
     return json.loads(done.stdout)
 
 
+KEYS: ClusterKeys | None = None      # the test's keys, set by the test
+
+
 def master_call(hosts: Hosts, expr: str) -> object:
-    """Evaluate `expr` with `c`, a Client of the master, inside the master's namespace."""
+    """Evaluate `expr` with `c`, a Client of the master (as principal "admin"), inside the
+    master's namespace."""
     return in_ns(hosts.master, (
         "import json\nfrom mwcluster.client import Client\n"
-        f"with Client('tcp://127.0.0.1:{PORT}', timeout_s=5) as c:\n"
+        f"with Client('tcp://127.0.0.1:{PORT}', timeout_s=5, "
+        f"key_file={str(KEYS.secret('admin'))!r}, "
+        f"server_key={str(KEYS.public('server'))!r}) as c:\n"
         f"    print(json.dumps({expr}, default=str))\n"))
 
 
 def test_cut_links_between_separate_hosts(hosts, tmp_path):
+    global KEYS
+    KEYS = keys = ClusterKeys(tmp_path / "keys")
+    for name in ("w1", "w2"):
+        keys.add(name, ["worker"])
     master = InNamespace(hosts.master, [
         "master", "--data-dir", str(tmp_path / "m"),
         "--client-endpoint", f"tcp://0.0.0.0:{PORT}", "--pub-endpoint", f"tcp://0.0.0.0:{PUB_PORT}",
-        "--worker-timeout-s", str(WORKER_TIMEOUT_S), "--worker-heartbeat-ms", "300"],
-        tmp_path / "m")
+        "--worker-timeout-s", str(WORKER_TIMEOUT_S), "--worker-heartbeat-ms", "300",
+        *keys.server_args()], tmp_path / "m")
     node = InNamespace(hosts.ns("c"), [
         "checkpoint", "--data-dir", str(tmp_path / "c"),
         "--master", f"tcp://{hosts.master_addr('c')}:{PORT}",
         "--subscribe", f"tcp://{hosts.master_addr('c')}:{PUB_PORT}",
-        "--status-endpoint", "tcp://127.0.0.1:0", "--txns", "2000"], tmp_path / "c")
+        "--status-endpoint", "tcp://127.0.0.1:0", "--txns", "2000", *keys.server_args()],
+        tmp_path / "c")
     workers = {name: InNamespace(hosts.ns(name), [
         "worker", "--master", f"tcp://{hosts.master_addr(name)}:{PORT}", "--id", name,
-        "--slots", "2", "--handlers", "mwcluster.demo.job", "--progress-interval-ms", "100"],
-        tmp_path / name) for name in ("w1", "w2")}
+        "--slots", "2", "--handlers", "mwcluster.demo.job", "--progress-interval-ms", "100",
+        *keys.worker_args(name)], tmp_path / name) for name in ("w1", "w2")}
     started = []
     try:
         for proc in (master, node, *workers.values()):
@@ -159,7 +174,10 @@ def test_cut_links_between_separate_hosts(hosts, tmp_path):
         hosts.restore("c")
         target = master_call(hosts, "c.status()")
         node_status = ("import json\nfrom mwcluster.testing import RawDealer\n"
-                       f"with RawDealer({node.info['status']!r}) as d:\n"
+                       "from mwcluster.security.curve import Credentials\n"
+                       f"creds = Credentials.load({str(keys.secret('admin'))!r}, "
+                       f"{str(keys.public('server'))!r})\n"
+                       f"with RawDealer({node.info['status']!r}, credentials=creds) as d:\n"
                        "    print(json.dumps(d.status()))\n")
 
         def node_caught_up() -> bool:
@@ -204,7 +222,9 @@ def test_cut_links_between_separate_hosts(hosts, tmp_path):
         index, attempt = sorted(cut_tasks)[0]
         refused = in_ns(hosts.ns("w1"), (
             "import json\nfrom mwcluster.client import Client\nfrom mwcluster.errors import BadState\n"
-            f"with Client('tcp://{hosts.master_addr('w1')}:{PORT}', timeout_s=5) as c:\n"
+            f"with Client('tcp://{hosts.master_addr('w1')}:{PORT}', timeout_s=5, "
+            f"key_file={str(keys.secret('w1'))!r}, "
+            f"server_key={str(keys.public('server'))!r}) as c:\n"
             "    try:\n"
             f"        c.report_progress('w1', {job!r}, {index}, {attempt}, 0.5, {{}})\n"
             "        print(json.dumps('accepted'))\n"
