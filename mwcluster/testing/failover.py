@@ -54,7 +54,8 @@ class StandbyProcess(CheckpointProcess):
         """PROMOTE through the status endpoint; the node's report."""
         from mwcluster.client.connection import promote_standby
 
-        return promote_standby(self.status_endpoint, timeout_s)
+        return promote_standby(self.status_endpoint, timeout_s,
+                               self.keys.credentials("admin") if self.keys else None)
 
     def master_info(self) -> dict | None:
         """The promoted master's ready file ({client, pub, pid, epoch}), None before."""

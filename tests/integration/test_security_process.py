@@ -265,3 +265,24 @@ def test_status_reads_every_node_of_a_secured_cluster(tmp_path):
         plain = run_command([sys.executable, "-m", "mwcluster.cli", "status",
                              "--master", cluster.master.client_endpoint], 60)
         assert plain.returncode == 1 and "has no key" in plain.stderr
+
+
+def test_a_failover_changes_nothing_for_a_secured_client(tmp_path):
+    """The master and its standby serve with the cluster's one server key: a client with one
+    set of credentials follows the promotion; replicated writes are confirmed over CURVE."""
+    from mwcluster.testing.failover import StandbyProcess
+
+    keys = ClusterKeys(tmp_path / "keys")
+    with MasterProcess(tmp_path / "m", durability="sync", keys=keys) as master, \
+            StandbyProcess(tmp_path / "s", master, keys=keys) as standby:
+        endpoints = [master.client_endpoint, standby.promote_client_endpoint]
+        with Client(endpoints, credentials=keys.credentials("client"), timeout_s=2,
+                    retries=8) as c:
+            txid = c.put("/fo/a", 1, durability="replicated")
+            wait_for(lambda: standby.status()["replica_txid"] >= txid, 20, "the standby")
+            master.kill()
+            report = standby.promote()
+            assert report["epoch"] > master.epoch
+            assert c.get("/fo/a") == 1
+            c.put("/fo/b", 2)
+            assert c.epoch == report["epoch"]

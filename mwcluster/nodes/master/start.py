@@ -36,13 +36,30 @@ ASK_TIMEOUT_S = 1.0
 WAIT_LOG_S = 5.0
 
 
-def _status(endpoint: str, timeout_s: float) -> dict | None:
+def _credentials(config: MasterConfig):
+    """What this master presents to its peer with CURVE: its own key, and the server key
+    (by default its own: the master and its standby share the cluster's server key)."""
+    if not config.key_file:
+        return None
+    from mwcluster.security.curve import Credentials
+    from mwcluster.security.keys import read_public, read_secret
+
+    keypair = read_secret(config.key_file)
+    server = read_public(config.server_key) if config.server_key else keypair.public
+    return Credentials(keypair, server)
+
+
+def _status(endpoint: str, timeout_s: float, credentials=None) -> dict | None:
     """The STATUS map at `endpoint`, or None when nothing answers in time."""
     from mwcluster.client import Client
 
     try:
-        with Client(endpoint, timeout_s=timeout_s, retries=0) as client:
+        with Client(endpoint, timeout_s=timeout_s, retries=0,
+                    credentials=credentials) as client:
             status = client.status()
+    except (errors.AuthenticationFailed, errors.Unauthorized) as exc:
+        log.error("start: the peer at %s refused this master: %s", endpoint, exc)
+        return None
     except (errors.MwclusterError, ValueError):
         return None
     return status if isinstance(status, dict) else None
@@ -50,12 +67,13 @@ def _status(endpoint: str, timeout_s: float) -> dict | None:
 
 def ask_peer(config: MasterConfig, timeout_s: float = ASK_TIMEOUT_S) -> tuple[PeerView, dict]:
     """What the peer is: a serving master (and its status), a standby, or unreachable."""
+    creds = _credentials(config)
     if config.peer_master_endpoint:
-        status = _status(config.peer_master_endpoint, timeout_s)
+        status = _status(config.peer_master_endpoint, timeout_s, creds)
         if status is not None and status.get("role") == "master":
             return PeerView("master", int(status.get("epoch", 0))), status
     if config.peer_status_endpoint:
-        status = _status(config.peer_status_endpoint, timeout_s)
+        status = _status(config.peer_status_endpoint, timeout_s, creds)
         if status is not None:
             return PeerView("standby", int(status.get("epoch_seen") or 0)), status
     return PeerView(None), {}
@@ -114,4 +132,7 @@ def standby_config(config: MasterConfig, peer: dict, promote: dict | None = None
         "subscribe": peer["pub_endpoint"], "status_endpoint": config.client_endpoint,
         "ready_file": config.ready_file or None, "promote_durability": config.durability,
         "recent_requests": config.recent_requests,
+        # the same keys and principals: it serves (and may serve as master again) with them
+        "key_file": config.key_file or None, "server_key": config.server_key or None,
+        "principals_dir": config.principals_dir or None, "insecure": config.insecure or None,
         **(promote or {})})
