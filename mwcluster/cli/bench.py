@@ -1,14 +1,16 @@
 """`mwcluster bench`: load a running master and print throughput and latency percentiles (a
-thin shell over mwcluster.client.bench).
+thin shell over mwcluster.client.bench). With --key and --server-key (or MWCLUSTER_KEY and
+MWCLUSTER_SERVER_KEY) every client process connects with CURVE.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
-from mwcluster.cli.common import master_option
+from mwcluster.cli.common import cli_credentials, master_option
 from mwcluster.client.bench import DURABILITIES, OPS
 from mwcluster.errors import MwclusterError
 from mwcluster.wire.protocol import DEFAULT_MAX_BATCH
@@ -26,6 +28,19 @@ def parse_mix(text: str) -> dict[str, int]:
     if sum(mix.values()) <= 0:
         raise click.BadParameter("the weights must not all be 0", param_hint="--mix")
     return mix
+
+
+def key_paths() -> tuple[str, str]:
+    """The --key and --server-key values (else MWCLUSTER_KEY, MWCLUSTER_SERVER_KEY) as
+    plain strings for the client processes, checked here first: a bad key file is one line
+    and exit status 1 before any process starts."""
+    from mwcluster.security.curve import ENV_KEY, ENV_SERVER_KEY
+
+    cli_credentials()
+    meta = click.get_current_context().meta
+    key_file = meta.get("mwcluster.key_file") or os.environ.get(ENV_KEY) or ""
+    server_key = meta.get("mwcluster.server_key") or os.environ.get(ENV_SERVER_KEY) or ""
+    return str(key_file), str(server_key)
 
 
 @click.command()
@@ -57,10 +72,11 @@ def bench(master: str, clients: int, inflight: int, ops: int, batch: int, value_
     """Load a running master and print throughput and latency percentiles."""
     from mwcluster.client.bench import BenchConfig, print_table, run
 
+    key_file, server_key = key_paths()
     config = BenchConfig(master=master, clients=clients, inflight=inflight, ops=ops,
                          batch=batch, value_bytes=value_bytes, mix=parse_mix(mix),
                          durability=durability, keys=keys, max_seconds=max_seconds,
-                         timeout_s=timeout_s)
+                         timeout_s=timeout_s, key_file=key_file, server_key=server_key)
     try:
         result = run(config)
     except MwclusterError as exc:

@@ -1,5 +1,6 @@
-"""`mwcluster keys`: make keypairs and principals, list them, and tell a running master or
-checkpoint node to read its principals again (docs/security.md, "Key management").
+"""`mwcluster keys`: make keypairs and principals, list them, and tell a running master to
+read its principals again (docs/security.md, "Key management"; a checkpoint node or a worker
+rereads them at SIGHUP).
 
     keys new NAME --role ROLE [--role ROLE] [--prefix P] [--dir DIR]
     keys list [--dir DIR] [--json]

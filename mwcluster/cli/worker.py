@@ -63,6 +63,7 @@ def worker(config_file, handlers, print_config, **flags) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: node.observed.reload_principals())
     try:
         code = node.run()
     except MwclusterError as exc:      # e.g. the status endpoint or metrics port cannot bind

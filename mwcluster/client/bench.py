@@ -14,6 +14,11 @@ reply carrying its sub-reply arrived.
 Every loop is bounded in count (`ops`) and in time (`max_seconds`, and `timeout_s` without
 any reply).
 
+Against a secured master (docs/security.md) `key_file` and `server_key` name the client's
+secret key file and the server's public key (Z85 or its .toml file): each client process
+loads them (Credentials.load, without the environment) and sets CURVE on its DEALER before
+it connects; a refused handshake fails the run with the reason instead of a timeout.
+
 All processes connect and answer a ping before a barrier releases them together; the
 throughput is the number of completed requests over the time from the earliest start to the
 latest finish (CLOCK_MONOTONIC, shared by the processes). Latency percentiles come from the
@@ -61,6 +66,8 @@ class BenchConfig:
     max_seconds: float = 120.0
     timeout_s: float = 10.0
     connect_timeout_s: float = 30.0
+    key_file: str = ""                 # CURVE: this client's NAME.secret ("": plain)
+    server_key: str = ""               # CURVE: the server's public key, Z85 or a .toml file
 
     def share(self, index: int) -> int:
         """How many requests client `index` sends."""
@@ -97,6 +104,7 @@ def _client_run(config: BenchConfig, index: int, barrier: Any) -> dict:
     import zmq
 
     from mwcluster.core.values import encode
+    from mwcluster.security.curve import Credentials, secure_client
     from mwcluster.wire.protocol import decode_reply, encode_request
 
     count = config.share(index)
@@ -112,9 +120,15 @@ def _client_run(config: BenchConfig, index: int, barrier: Any) -> dict:
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.RCVTIMEO, max(1, int(config.timeout_s * 1000)))
+    watch = None
     try:
+        creds = Credentials.load(config.key_file, config.server_key, env={}) \
+            if config.key_file or config.server_key else None
+        watch = secure_client(sock, creds, config.master)
         sock.connect(config.master)
-        _warm_up(sock, client_id, config, encode_request, decode_reply, zmq)
+        _warm_up(sock, client_id, config, encode_request, decode_reply, zmq, watch)
+        watch.close()          # nothing is watched while the load runs
+        watch = None
         barrier.wait(timeout=config.connect_timeout_s)
 
         sent_ns = array("q", bytes(8 * count))
@@ -130,6 +144,8 @@ def _client_run(config: BenchConfig, index: int, barrier: Any) -> dict:
                 latency_ns, encode_request, decode_reply, zmq)
         end = time.monotonic_ns()
     finally:
+        if watch is not None:
+            watch.close()
         sock.close(linger=0)
         ctx.term()
     samples = array("q", (x for x in latency_ns if x))
@@ -245,8 +261,9 @@ def _batched_loop(config, index, sock, client_id, plan, keys, value, durability,
     return sent, done, error_replies, messages, timed_out
 
 
-def _warm_up(sock, client_id, config, encode_request, decode_reply, zmq) -> None:
-    """Ping until the master answers, so that connecting is not measured."""
+def _warm_up(sock, client_id, config, encode_request, decode_reply, zmq, watch) -> None:
+    """Ping until the master answers, so that connecting is not measured; a handshake the
+    master refused (`watch`, a HandshakeWatch) raises AuthenticationFailed saying why."""
     deadline = time.monotonic() + config.connect_timeout_s
     rid = _WARMUP_ID
     while True:
@@ -256,6 +273,9 @@ def _warm_up(sock, client_id, config, encode_request, decode_reply, zmq) -> None
                 pass
             return
         except zmq.Again:
+            refused = watch.failure()
+            if refused is not None:
+                raise refused from None
             if time.monotonic() > deadline:
                 raise MwclusterError(f"no answer from the master at {config.master} within "
                                      f"{config.connect_timeout_s} s") from None
@@ -326,6 +346,7 @@ def summarize(config: BenchConfig, results: list[dict]) -> dict:
         "batch": config.batch, "messages": sum(r.get("messages", 0) for r in results),
         "ops": config.ops, "completed": done, "value_bytes": config.value_bytes,
         "mix": config.mix_text(), "durability": config.durability, "keys": cfg["keys"],
+        "curve": bool(config.key_file),
         "seconds": round(seconds, 4),
         "ops_per_s": round(done / seconds, 1) if seconds > 0 else 0.0,
         "p50_ms": percentile(ordered, 50) / 1e6,
@@ -351,6 +372,7 @@ def print_table(result: dict) -> None:
         ("clients x inflight", f"{result['clients']} x {result['inflight']}"),
         ("requests per message", str(result["batch"])),
         ("durability", result["durability"]),
+        ("CURVE", "yes" if result.get("curve") else "no"),
         ("mix", result["mix"]),
         ("value bytes", str(result["value_bytes"])),
         ("completed", f"{result['completed']:,} of {result['ops']:,}"),

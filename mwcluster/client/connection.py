@@ -268,6 +268,10 @@ class Client(Calls):
         try:
             self._sock.send(future.frame)
         except zmq.Again:
+            refused = self._watch.failure()   # no way to the master: its handshake failed
+            if refused is not None:
+                del self._pending[future.request_id]
+                raise refused from None
             # The socket cannot take it now: the next wait resends it on a new connection.
             self._reconnect()
             self._resend = True
@@ -343,6 +347,9 @@ class Client(Calls):
                     sock.send(future.frame)
                     future.sent_ns = now
             except zmq.Again:
+                refused = self._watch.failure()
+                if refused is not None:
+                    raise refused from None
                 self._timed_out("could not send")
         oldest = next(iter(pending.values()))
         deadline_ns = oldest.sent_ns + self._timeout_ns

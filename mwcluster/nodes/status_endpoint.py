@@ -135,6 +135,11 @@ class StatusThread:
         self._thread = threading.Thread(target=self._run, name=f"{role} status", daemon=True)
         self.answered = 0            # read by tests only
 
+    @property
+    def unauthorized(self) -> int:
+        """Requests its access check refused (read from any thread: an int)."""
+        return self._server.unauthorized
+
     def start(self) -> StatusThread:
         self._thread.start()
         return self

@@ -224,9 +224,10 @@ class HandshakeWatch:
             elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
                 return AuthenticationFailed(self._mismatch())
             elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-                self._no_detail += 1
-                if self._no_detail >= 2 and self.creds is not None:
-                    return AuthenticationFailed(self._wrong_server_key())
+                self._no_detail += 1           # the server closed it: ask twice to be sure
+                if self._no_detail >= 2:
+                    return AuthenticationFailed(self._mismatch() if self.creds is None
+                                                else self._wrong_server_key())
         return None
 
     def _refused(self) -> str:

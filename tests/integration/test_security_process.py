@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 
-import msgpack
 import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -26,7 +25,7 @@ from mwcluster.security.keys import new_keys, read_public, read_secret
 from mwcluster.testing import MasterProcess, wait_for
 from mwcluster.testing.checkpoint import CheckpointProcess
 from mwcluster.testing.keys import ClusterKeys
-from mwcluster.wire.protocol import TOPIC_LOG, Op
+from mwcluster.wire.protocol import TOPIC_LOG
 
 PATIENT = {"timeout_s": 20.0, "retries": 3}    # a timeout would take over a minute
 
@@ -262,6 +261,14 @@ def test_status_reads_every_node_of_a_secured_cluster(tmp_path):
             entries = out.get("worker_status", []) + out.get("checkpoint_node_status", [])
             return len(entries) == 2 and all(e["reachable"] for e in entries)
         wait_for(everyone_answers, 30, "the node and the worker to answer over CURVE")
+        worker = cluster.workers[0]
+        endpoint = cluster.client().status()["worker_nodes"][0]["status_endpoint"]
+        creds = cluster.keys.credentials("reader", server=worker.worker_id)
+        os.kill(worker.pid, signal.SIGHUP)              # rereads its principals, keeps going
+        with Client(endpoint, credentials=creds, **PATIENT) as c:
+            wait_for(lambda: c.status()["security"]["principal_reloads"] == 1, 10,
+                     "the worker to reread its principals at SIGHUP")
+        assert worker.returncode is None
         plain = run_command([sys.executable, "-m", "mwcluster.cli", "status",
                              "--master", cluster.master.client_endpoint], 60)
         assert plain.returncode == 1 and "has no key" in plain.stderr
@@ -286,3 +293,18 @@ def test_a_failover_changes_nothing_for_a_secured_client(tmp_path):
             assert c.get("/fo/a") == 1
             c.put("/fo/b", 2)
             assert c.epoch == report["epoch"]
+
+
+def test_a_node_with_an_unknown_key_says_so_and_still_stops_at_once(cluster, tmp_path):
+    """libzmq does not retry a refused handshake: a socket with no way to the master must
+    not block a send forever (the node would ignore SIGTERM)."""
+    keys, master, _node, _base = cluster
+    other, _ = new_keys(tmp_path / "other", "server", ["replica"])
+    node = CheckpointProcess(tmp_path / "c", master,
+                             extra_args=("--key-file", str(other), "--principals-dir",
+                                         str(keys.dir), "--server-key",
+                                         str(keys.public("server"))))
+    with node:
+        wait_for(lambda: node.stderr_text().count("refused the key of server") >= 2, 30,
+                 f"the node to report the refusal twice: {node.stderr_text()[-3000:]}")
+        assert node.terminate(timeout_s=20) == 0, node.stderr_text()[-2000:]

@@ -107,7 +107,7 @@ def test_a_workers_status_metrics_and_listing_follow_a_running_task(tmp_path: Pa
             with RawDealer(master.client_endpoint) as to_master:
                 assert to_master.status()["worker_nodes"] == [
                     {"worker_id": "w-obs", "status_endpoint": endpoint, "slots": 2,
-                     "running": 1}]
+                     "running": 1, "status_key": None}]
 
             text = metrics(port)
             running = metric_lines(text, "mwcluster_worker_tasks_")

@@ -84,9 +84,20 @@ class MasterLink:
     # --- requests ------------------------------------------------------------------------
 
     def send(self, op: int, args: list) -> int:
+        """Send without blocking: a socket with no way to the master (its handshake was
+        refused, which libzmq does not retry) raises at once instead of blocking forever."""
         request_id = self._next_id
         self._next_id += 1
-        self.sock.send(encode_request(self.client_id, request_id, op, args, 0, self.epoch_seen))
+        try:
+            self.sock.send(encode_request(self.client_id, request_id, op, args, 0,
+                                          self.epoch_seen), zmq.NOBLOCK)
+        except zmq.Again:
+            refused = self._watch.failure()
+            self._reconnect()
+            if refused is not None:
+                raise refused from None
+            raise errors.RequestTimeout(f"could not send to the master at {self.endpoint} "
+                                        "(no connection, or its queue is full)") from None
         return request_id
 
     def recv(self, waiting: set[int] | dict, deadline: float) -> Reply:

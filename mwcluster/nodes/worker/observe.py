@@ -150,9 +150,23 @@ class ObservedWorker:
         from mwcluster.security.curve import security_status
 
         status = ws.render(self.snap, self._clock_ms())
-        status["security"] = security_status(self.security, self.insecure_warning, 0)
+        status["security"] = security_status(
+            self.security, self.insecure_warning,
+            self._status.unauthorized if self._status is not None else 0)
         status["security"]["curve"] = self.node.credentials is not None
         return status
+
+    def reload_principals(self) -> None:
+        """SIGHUP: read the status endpoint's principals again (a bad directory keeps
+        those in force)."""
+        if self.security is None:
+            return
+        try:
+            log.info("worker %s: principals reloaded: %d allowed", self.node.config.worker_id,
+                     self.security.reload())
+        except MwclusterError as exc:
+            log.error("worker %s: the principals were not reloaded (those in force stay): "
+                      "%s", self.node.config.worker_id, exc)
 
     def _epoch(self) -> int:
         return self.snap.get("epoch") or 0
