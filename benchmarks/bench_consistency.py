@@ -40,14 +40,13 @@ import os
 import queue
 import random
 import sys
-import tempfile
 import time
 from array import array
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import percentile, record_section  # noqa: E402
+from benchmarks.common import measured, percentile, record_section  # noqa: E402
 from mwcluster import Client  # noqa: E402
 from mwcluster.testing import MasterProcess, wait_for  # noqa: E402
 from mwcluster.testing.checkpoint import CheckpointProcess  # noqa: E402
@@ -441,19 +440,7 @@ def main() -> None:
             args.writer_window < 1 or args.max_ops < 1 or args.phase_s <= 0 or \
             args.idle_s <= 0 or not 0 <= args.put_fraction <= 1:
         ap.error("counts must be at least 1, durations positive, --put-fraction in [0, 1]")
-    load_before = os.getloadavg()
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-consistency-") as tmp:
-        results = run_all(args, Path(tmp))
-    took = time.monotonic() - started
-    load_after = os.getloadavg()
-    load = (f"Load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; the whole "
-            f"run took {took:.0f} s (other work shares the {os.cpu_count()} cores).")
-    body = tables(results)
-    print()
-    print("\n".join(body))
-    print()
-    print(load)
+    results, body, load = measured("bench-consistency-", run_all, args, tables)
     if not args.record:
         return
     procs = args.writers + args.readers

@@ -45,7 +45,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -92,28 +91,15 @@ def make_seed(data_dir: Path, keys: int, value_bytes: int) -> Path:
 
 def transfer(link, chunk: int, credit: int) -> tuple[float, bytes]:
     """SNAPSHOT_INFO and every SNAPSHOT_CHUNK of the master's snapshot, `credit` chunk
-    requests in flight (as MasterLink._download does, into memory); (seconds, the bytes)."""
-    from mwcluster.client.calls import error_from_reply
+    requests in flight (MasterLink.chunks, as a joining node's download, into memory);
+    (seconds, the bytes)."""
     from mwcluster.wire.protocol import Op
 
     started = time.perf_counter()
     txid, _epoch, _digest, size, _created = link.call(Op.SNAPSHOT_INFO, [])
     data = bytearray(size)
-    in_flight: dict[int, int] = {}
-    offset = 0
-    for _ in range(2 * (size // chunk + 2)):          # bounded: every chunk is one reply
-        if offset >= size and not in_flight:
-            break
-        while offset < size and len(in_flight) < credit:
-            in_flight[link.send(Op.SNAPSHOT_CHUNK, [txid, offset, chunk])] = offset
-            offset += chunk
-        reply = link.recv(in_flight, time.monotonic() + link.timeout_s)
-        at = in_flight.pop(reply.request_id)
-        if reply.status:
-            raise error_from_reply(reply)
-        data[at:at + len(reply.result)] = reply.result
-    else:
-        raise RuntimeError("the snapshot transfer did not end")
+    for at, piece in link.chunks(txid, size, chunk, credit):
+        data[at:at + len(piece)] = piece
     seconds = time.perf_counter() - started
     return seconds, bytes(data)
 
@@ -319,19 +305,8 @@ def main() -> None:
             args.max_seconds <= 0:
         ap.error("counts must be at least 1 (ops at least --clients), --batch within "
                  "2..1000, --snapshot-keys at most 1,000,000, --max-seconds positive")
-    load_before = os.getloadavg()
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-security-") as tmp:
-        rounds = run_all(args, Path(tmp))
-    took = time.monotonic() - started
-    load_after = os.getloadavg()
-    load = (f"Load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; the whole "
-            f"run took {took:.0f} s (other work shares the {os.cpu_count()} cores).")
-    body = tables(rounds, args)
-    print()
-    print("\n".join(body))
-    print()
-    print(load)
+    rounds, body, load = common.measured("bench-security-", run_all, args,
+                                         lambda rounds: tables(rounds, args))
     if not args.record:
         return
     setup = [

@@ -58,6 +58,26 @@ def record_section(name: str, command: str, body: str) -> None:
     RESULTS.write_text(text)
 
 
+def measured(prefix: str, run, args, tables):
+    """`run(args, directory)` in a temporary directory, then print `tables(result)` (lines)
+    and a sentence on the load average before and after and the time the whole run took;
+    (the result, those lines, that sentence)."""
+    import tempfile
+    from pathlib import Path
+
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        result = run(args, Path(tmp))
+    took = time.monotonic() - started
+    load_after = os.getloadavg()
+    load = (f"Load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; the whole "
+            f"run took {took:.0f} s (other work shares the {os.cpu_count()} cores).")
+    body = tables(result)
+    print(f"\n{chr(10).join(body)}\n\n{load}")
+    return result, body, load
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return 0.0

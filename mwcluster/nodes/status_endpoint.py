@@ -72,8 +72,7 @@ class StatusEndpoint:
             except ProtocolError as exc:
                 reply = encode_error(exc.request_id or 0, epoch, exc.error, str(exc))
             else:
-                why = None if access is None else access.check(body.get("User-Id"), req.op,
-                                                               req.args)
+                why = None if access is None else _check(access, body.get("User-Id"), req)
                 if why is not None:
                     self.unauthorized += 1
                     log.info("%s %s: unauthorized: %s", self.role, self.endpoint, why)
@@ -112,6 +111,14 @@ class StatusEndpoint:
 
     def close(self, linger_ms: int = 0) -> None:
         self.sock.close(linger=linger_ms)
+
+
+def _check(access, user: str | None, req) -> str | None:
+    try:
+        return access.check(user, req.op, req.args)
+    except Exception as exc:        # a bug in the check: refuse, log, keep serving
+        log.exception("the access check of op %d failed", req.op)
+        return f"the request could not be checked ({type(exc).__name__}); nothing was applied"
 
 
 class StatusThread:

@@ -14,11 +14,16 @@ in a message can name its principal.
     admin    everything: PROMOTE, RELOAD_PRINCIPALS too
 
 A principal with `prefixes` may change only keys under one of them (every key of a MULTI) and
-may not submit, cancel or delete jobs: its writes are limited. Reads are not scoped.
+may not submit, cancel or delete jobs: its writes are limited. Reads are not scoped. A worker
+id claimed by a longer worker principal's name (`web-2-7` for `web-2`) is not `web`'s.
+
+Retries are answered per principal: on a secured server a request's client id is bound to
+its principal's key (`bound_client_id`) before the table of recent requests sees it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Iterable, NamedTuple
 
 from mwcluster.security.keys import ROLES, Principal, fingerprint
@@ -50,6 +55,15 @@ assert set(ROLE_OPS) == set(ROLES)
 def roles_for(op: int) -> list[str]:
     """The roles that allow `op`, for a refusal's message."""
     return [role for role in ROLES if op in ROLE_OPS[role]]
+
+
+def shown(value: Any) -> str:
+    """A value from an untrusted request as a refusal names it: a string (quoted, at most
+    100 characters), else only its type (never the repr of an arbitrary, maybe nested,
+    value)."""
+    if type(value) is str:
+        return repr(value if len(value) <= 100 else value[:100] + "...")
+    return f"a {type(value).__name__}"
 
 
 def _op_name(op: int) -> str:
@@ -86,6 +100,8 @@ class Access:
 
     def reload(self, principals: dict[bytes, Principal]) -> None:
         """Replace the principals whole (a thread reading `grants` sees old or new)."""
+        self.worker_names = frozenset(p.name for p in principals.values()
+                                      if "worker" in p.roles)
         self.grants = {key.decode("ascii"): Grant.of(p) for key, p in principals.items()}
 
     def name(self, user_id: str | None) -> str:
@@ -108,7 +124,7 @@ class Access:
         if grant.prefixes and op in KEY_WRITES:
             return _outside_prefixes(grant, op, args)
         if op in WORKER_OPS:
-            return _other_worker(grant, op, args)
+            return _other_worker(grant, op, args, self.worker_names)
         return None
 
 
@@ -135,20 +151,34 @@ def _keys_written(op: int, args: Any) -> Iterable[Any]:
 def _outside_prefixes(grant: Grant, op: int, args: Any) -> str | None:
     for key in _keys_written(op, args):
         if type(key) is not str or not key.startswith(grant.prefixes):
-            return (f"principal {grant.name!r} may not {_op_name(op)} {key!r}: its writes "
+            return (f"principal {grant.name!r} may not {_op_name(op)} {shown(key)}: its writes "
                     f"are limited to keys under {', '.join(grant.prefixes)}; nothing was "
                     "applied")
     return None
 
 
-def _other_worker(grant: Grant, op: int, args: Any) -> str | None:
+def _other_worker(grant: Grant, op: int, args: Any,
+                  worker_names: frozenset[str]) -> str | None:
     worker_id = args[0] if type(args) is list and args else None
     name = grant.name
     if type(worker_id) is str and (worker_id == name or worker_id.startswith(name + "-")):
-        return None
+        # not when a longer worker principal's name claims it: `web` is not `web-2-7`
+        longer = [other for other in worker_names if len(other) > len(name) and
+                  (worker_id == other or worker_id.startswith(other + "-"))]
+        if not longer:
+            return None
+        return (f"principal {name!r} may not act as worker {shown(worker_id)}: that id "
+                f"belongs to principal {max(longer, key=len)!r}; nothing was applied")
     return (f"principal {name!r} (role worker) may act only as worker {name!r} or "
-            f"'{name}-...'; this {_op_name(op)} names worker {worker_id!r}; nothing was "
+            f"'{name}-...'; this {_op_name(op)} names worker {shown(worker_id)}; nothing was "
             "applied")
+
+
+def bound_client_id(user_id: str, client_id: bytes) -> bytes:
+    """The client id a request is remembered under (the table of recent requests, the
+    records' origins) on a secured server: the sender's own id within its principal's key,
+    so that no principal can be answered from, or fill, another's retries."""
+    return hashlib.blake2b(user_id.encode() + b"\0" + client_id, digest_size=16).digest()
 
 
 def allows_stream(principal: Principal) -> bool:

@@ -15,6 +15,7 @@ nowhere else, so without it a refused client would only time out.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Mapping
@@ -151,6 +152,11 @@ class ServerSecurity:
         self.reloads += 1
         return len(principals)
 
+    def stream_keys(self) -> frozenset[bytes]:
+        """The keys the log stream's domain admits now."""
+        return frozenset(key for key, p in self._provider.principals.items()
+                         if allows_stream(p))
+
     def stop(self) -> None:
         """Stop the ZAP handlers (before their contexts are terminated)."""
         for gate in self._gates:
@@ -163,7 +169,12 @@ def loopback_only(endpoint: str) -> bool:
     if not endpoint.startswith("tcp://"):
         return True                       # ipc and inproc never leave the machine
     host = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:                        # a literal address only: a name is resolved at bind
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def protect(endpoints: list[str], secured: bool, insecure: bool, what: str) -> str | None:
@@ -186,7 +197,8 @@ def protect(endpoints: list[str], secured: bool, insecure: bool, what: str) -> s
 
 
 def security_status(security: ServerSecurity | None, insecure_warning: str | None,
-                    unauthorized: int, audit_log: str | None = None) -> dict:
+                    unauthorized: int, audit_log: str | None = None,
+                    audit_lost: int = 0) -> dict:
     """The `security` part of a node's STATUS: whether CURVE is on, how many principals,
     whether it runs insecure (protected mode off on a public address). Never a key."""
     return {
@@ -196,6 +208,7 @@ def security_status(security: ServerSecurity | None, insecure_warning: str | Non
         "insecure": insecure_warning is not None,
         "unauthorized_requests": unauthorized,
         "audit_log": audit_log,
+        "audit_lines_lost": audit_lost,     # not written: the audit log's disk failed
     }
 
 

@@ -13,6 +13,7 @@ file and what to do; no message ever carries a secret key.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -77,7 +78,8 @@ def check_roles(roles: object, where: str) -> frozenset[str]:
 
 def check_prefixes(prefixes: object, where: str) -> tuple[str, ...]:
     if not isinstance(prefixes, (list, tuple)) or \
-            not all(isinstance(p, str) and p.startswith("/") for p in prefixes):
+            not all(isinstance(p, str) and p.startswith("/") and p.isprintable()
+                    for p in prefixes):
         raise ConfigError(f"{where}: prefixes must be a list of key prefixes starting with "
                           "'/', such as [\"/teams/etl/\"]")
     return tuple(prefixes)
@@ -121,8 +123,8 @@ def new_keys(directory: str | os.PathLike[str], name: str, roles: list[str],
         os.fchmod(f.fileno(), 0o600)
         f.write(f'# the secret key of {name}: keep it on the machine that acts as {name}\n'
                 f'name = "{name}"\npublic_key = "{pub}"\nsecret_key = "{sec}"\n')
-    roles_text = ", ".join(f'"{r}"' for r in sorted(roles_set))
-    prefix_text = ", ".join(f'"{p}"' for p in prefixes)
+    roles_text = ", ".join(json.dumps(r) for r in sorted(roles_set))
+    prefix_text = ", ".join(json.dumps(p) for p in prefixes)    # escaped: a TOML string
     public_path.write_text(f'# principal {name}: copy into the principals directory of the '
                            f'servers it talks to\nname = "{name}"\npublic_key = "{pub}"\n'
                            f'roles = [{roles_text}]\nprefixes = [{prefix_text}]\n')
@@ -131,6 +133,9 @@ def new_keys(directory: str | os.PathLike[str], name: str, roles: list[str],
 
 def read_secret(path: str | os.PathLike[str]) -> KeyPair:
     """The keypair of a NAME.secret file. A file others may read is refused."""
+    if Z85_RE.match(str(path).strip()):      # a key where a file belongs: never echo it
+        raise ConfigError("a key was given where the path of a NAME.secret file belongs "
+                          "(--key, key_file or MWCLUSTER_KEY): give the file's path")
     path = Path(path)
     try:
         mode = path.stat().st_mode
@@ -160,7 +165,8 @@ def read_public(spec: str) -> bytes:
         return spec.encode("ascii")
     path = Path(spec)
     if not path.is_file():
-        raise ConfigError(f"server key {spec!r} is neither a Z85 public key (40 characters) "
+        shown = "(a 40-character value)" if len(spec.strip()) == 40 else repr(spec)
+        raise ConfigError(f"server key {shown} is neither a Z85 public key (40 characters) "
                           "nor a key file: give the server principal's .toml file")
     if path.suffix == SECRET_SUFFIX:
         return read_secret(path).public

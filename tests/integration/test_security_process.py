@@ -308,3 +308,52 @@ def test_a_node_with_an_unknown_key_says_so_and_still_stops_at_once(cluster, tmp
         wait_for(lambda: node.stderr_text().count("refused the key of server") >= 2, 30,
                  f"the node to report the refusal twice: {node.stderr_text()[-3000:]}")
         assert node.terminate(timeout_s=20) == 0, node.stderr_text()[-2000:]
+
+
+def test_a_removed_principal_loses_its_open_subscription_at_the_reload(tmp_path):
+    keys = ClusterKeys(tmp_path / "keys")
+    keys.add("tap", ["replica"])
+    with MasterProcess(tmp_path / "m", keys=keys) as master:
+        ctx = zmq.Context()
+        sock, monitor = _sub(ctx, master.pub_endpoint, keys.credentials("tap"))
+        try:
+            with client(master, keys.credentials("client")) as writer, \
+                    client(master, keys.credentials("admin")) as admin:
+
+                def receives() -> bool:
+                    writer.put("/tap/x", 1)
+                    got = False
+                    while sock.poll(0):
+                        got |= sock.recv_multipart()[0] == TOPIC_LOG
+                    return got
+                wait_for(receives, 10, "the tap to receive the stream")
+                keys.public("tap").unlink()
+                admin.reload_principals()
+                refused = {}
+
+                def refused_again() -> bool:   # it reconnected, and ZAP refused it
+                    while monitor.poll(0):
+                        event = recv_monitor_message(monitor)["event"]
+                        refused["auth"] = event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                    return refused.get("auth", False)
+                wait_for(refused_again, 10, "the tap's reconnection to be refused")
+                while sock.poll(0):
+                    sock.recv_multipart()        # what was sent before the reload
+                writer.put("/tap/after", 1)
+                wait_for(lambda: writer.status()["published_txid"] >= writer.seen_txid, 10,
+                         "the write to be published")
+                assert sock.poll(200) == 0, "a removed principal still receives the stream"
+        finally:
+            sock.disable_monitor()
+            monitor.close(0)
+            sock.close(0)
+            ctx.term()
+
+
+def test_protected_mode_covers_the_promote_endpoints(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "mwcluster.cli", "checkpoint", "--data-dir",
+                           str(tmp_path / "c"), "--promote-client-endpoint", "tcp://0.0.0.0:0",
+                           "--promote-pub-endpoint", "tcp://127.0.0.1:0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "tcp://0.0.0.0:0" in done.stderr
+    assert "--insecure" in done.stderr

@@ -248,3 +248,76 @@ def test_reload_needs_an_admin_and_a_master_with_keys(engine):
     r = decode_reply(h.handle(b"p", encode_request(b"c", 2, Op.RELOAD_PRINCIPALS, [], 0),
                               Drain(1.0)))
     assert (r.status, r.result, calls) == (0, 5, [1])
+
+
+# --- hostile values, collisions, escapes (each once a way past the checks) -----------------
+
+
+def deep(n: int = 2000):
+    value: list = []
+    for _ in range(n):
+        value = [value]
+    return value
+
+
+def test_a_nested_value_is_refused_without_formatting_it():
+    keys = dict([principal("etl", ["write"], ["/teams/etl/"]), principal("w", ["worker"])])
+    access = Access(keys)
+    etl, worker = (k.decode() for k, p in sorted(keys.items(), key=lambda kv: kv[1].name))
+    why = access.check(etl, Op.PUT, [deep(), b"", None])
+    assert "a list" in why and len(why) < 300
+    assert "a list" in access.check(worker, Op.WORKER_HEARTBEAT, [deep(), []])
+    assert len(access.check(etl, Op.PUT, ["/x" * 5000, b"", None])) < 400
+
+
+def test_the_audit_names_types_of_odd_values_and_survives_a_full_disk(tmp_path):
+    log = AuditLog(str(tmp_path / "a.log"))
+    log.write("p", "", Op.PUT, [deep(), b"", None], 0, 1)
+    log.write("p", "", Op.MULTI, [[[1, deep(), b"", None]]], 0, 2)
+    log.flush()
+    text = (tmp_path / "a.log").read_text()
+    assert "key=(list)" in text and "keys=(list)" in text
+    full = AuditLog("/dev/full")
+    for i in range(2000):                      # more than its buffer: the writes fail
+        full.write("p", "", Op.PUT, ["/k" * 50, b"", None], 0, i)
+    full.close()
+    assert full.lost > 0
+
+
+def test_a_worker_principal_does_not_own_a_longer_principals_ids():
+    keys = dict([principal("web", ["worker"]), principal("web-2", ["worker"])])
+    access = Access(keys)
+    web, web2 = (k.decode() for k, p in sorted(keys.items(), key=lambda kv: kv[1].name))
+    assert access.check(web, Op.TASK_REQUEST, ["web-1", 1]) is None
+    for other in ("web-2", "web-2-4711"):
+        assert "belongs to principal 'web-2'" in access.check(web, Op.TASK_REQUEST, [other, 1])
+        assert access.check(web2, Op.TASK_REQUEST, [other, 1]) is None
+
+
+def test_retries_are_answered_per_principal(secured):
+    h, who, _audit = secured
+    first = ask(h, who["alice"], Op.PUT, ["/r", msgpack.packb(1), None], rid=77)
+    # another principal reusing the same client id and request id is not a retry of it
+    wanted = ask(h, who["w1"], Op.WORKER_REGISTER, ["w1", "h", 1], rid=77)
+    assert (first.txid, wanted.status) == (1, 0) and wanted.txid == 2
+    again = ask(h, who["alice"], Op.PUT, ["/r", msgpack.packb(1), None], rid=77)
+    assert again.txid == 1 and h.engine.state.txid == 2     # alice's own retry: answered
+
+
+def test_keys_new_escapes_what_it_writes(tmp_path):
+    sneaky = '/teams/etl/", "/'
+    new_keys(tmp_path, "etl", ["write"], [sneaky])
+    (found,) = read_principals(tmp_path).values()
+    assert found.prefixes == (sneaky,)
+    with pytest.raises(ConfigError, match="prefixes"):
+        new_keys(tmp_path, "ctl", ["write"], ["/a/\n"])
+
+
+def test_no_message_echoes_a_key_given_in_the_wrong_place():
+    public, secret = zmq.curve_keypair()
+    for call in (lambda: read_secret(secret.decode()), lambda: read_public(secret.decode() + " ")):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert secret.decode() not in str(info.value)
+    assert not loopback_only("tcp://127.evil.example:5550")
+    assert loopback_only("tcp://127.0.0.2:1") and not loopback_only("tcp://eth0:5550")

@@ -177,23 +177,29 @@ class MasterLink:
     def _download(self, txid: int, size: int, path: Path, chunk: int, credit: int) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            in_flight: dict[int, int] = {}
-            offset = 0
-            while offset < size or in_flight:
-                while offset < size and len(in_flight) < credit:
-                    in_flight[self.send(Op.SNAPSHOT_CHUNK, [txid, offset, chunk])] = offset
-                    offset += chunk
-                reply = self.recv(in_flight, time.monotonic() + self.timeout_s)
-                at = in_flight.pop(reply.request_id)
-                if reply.status:
-                    raise error_from_reply(reply)
-                data = reply.result
-                want = min(chunk, size - at)
-                if type(data) is not bytes or len(data) != want:
-                    raise errors.ServerError(
-                        f"SNAPSHOT_CHUNK at offset {at} of the snapshot at txid {txid} "
-                        f"returned {len(data) if type(data) is bytes else type(data).__name__}"
-                        f" bytes, expected {want} (was the snapshot replaced?)")
+            for at, data in self.chunks(txid, size, chunk, credit):
                 os.pwrite(fd, data, at)
         finally:
             os.close(fd)
+
+    def chunks(self, txid: int, size: int, chunk: int, credit: int):
+        """(offset, bytes) of every chunk of the snapshot at `txid` (`size` bytes), in the
+        order they arrive, `credit` SNAPSHOT_CHUNK requests in flight; each checked."""
+        in_flight: dict[int, int] = {}
+        offset = 0
+        while offset < size or in_flight:
+            while offset < size and len(in_flight) < credit:
+                in_flight[self.send(Op.SNAPSHOT_CHUNK, [txid, offset, chunk])] = offset
+                offset += chunk
+            reply = self.recv(in_flight, time.monotonic() + self.timeout_s)
+            at = in_flight.pop(reply.request_id)
+            if reply.status:
+                raise error_from_reply(reply)
+            data = reply.result
+            want = min(chunk, size - at)
+            if type(data) is not bytes or len(data) != want:
+                raise errors.ServerError(
+                    f"SNAPSHOT_CHUNK at offset {at} of the snapshot at txid {txid} "
+                    f"returned {len(data) if type(data) is bytes else type(data).__name__}"
+                    f" bytes, expected {want} (was the snapshot replaced?)")
+            yield at, data

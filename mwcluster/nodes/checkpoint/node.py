@@ -139,8 +139,10 @@ class CheckpointNode:
                 leftover.unlink(missing_ok=True)
         self.security = ServerSecurity.from_config(cfg.key_file, cfg.principals_dir,
                                                    cfg.server_key)
-        self.insecure_warning = protect([cfg.status_endpoint], self.security is not None,
-                                        cfg.insecure, "checkpoint node's status endpoint")
+        # its promote endpoints too: checked now, not once a promotion has fenced the master
+        self.insecure_warning = protect(
+            [cfg.status_endpoint, cfg.promote_client_endpoint, cfg.promote_pub_endpoint],
+            self.security is not None, cfg.insecure, "checkpoint node")
         if self.insecure_warning:
             log.warning(self.insecure_warning)
         creds = self.security.credentials() if self.security else None

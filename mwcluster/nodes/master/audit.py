@@ -29,7 +29,13 @@ _KEY_OPS = frozenset({Op.PUT, Op.MERGE, Op.DELETE})
 
 
 def _value(text: Any) -> str:
+    """A field from an untrusted request: strings and numbers as they are (at most 200
+    characters), anything else by its type only."""
+    if type(text) not in (str, int, float, bool):
+        text = f"({type(text).__name__})"
     text = str(text)
+    if len(text) > 200:
+        text = text[:200] + "..."
     if not text or any(c in text for c in ' "=\n\t\\'):
         return json.dumps(text)
     return text
@@ -51,7 +57,8 @@ def _target(op: int, args: Any) -> str:
         return f" key={_value(first)}"
     if op == Op.MULTI and type(first) is list:
         keys = [m[1] for m in first if type(m) is list and len(m) > 1][:8]
-        return f" keys={_value(','.join(map(str, keys)))} ops={len(first)}"
+        named = (k if type(k) is str else f"({type(k).__name__})" for k in keys)
+        return f" keys={_value(','.join(named))} ops={len(first)}"
     if op in (Op.JOB_CANCEL, Op.JOB_DELETE, Op.JOB_STATUS, Op.JOB_TASKS):
         return f" job={_value(first)}"
     if op == Op.JOB_SUBMIT:
@@ -74,26 +81,40 @@ class AuditLog:
             raise errors.ConfigError(f"cannot open the audit log {path}: {exc.strerror} "
                                      "(audit_log names a file the master may append to)") from None
         self.lines = 0
+        self.lost = 0             # lines that could not be written (a full disk)
 
     def write(self, principal: str, peer: str, op: int, args: Any, status: int,
               txid: int) -> None:
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
         result = "ok" if status == 0 else _code_name(status)
-        self._file.write(f"time={stamp}.{int(now * 1000) % 1000:03d}Z "
-                         f"principal={_value(principal)} peer={_value(peer or '-')} "
-                         f"op={_op_name(op)}{_target(op, args)} result={result} txid={txid}\n")
+        try:
+            self._file.write(f"time={stamp}.{int(now * 1000) % 1000:03d}Z "
+                             f"principal={_value(principal)} peer={_value(peer or '-')} "
+                             f"op={_op_name(op)}{_target(op, args)} result={result} "
+                             f"txid={txid}\n")
+        except OSError as exc:        # the audit must not stop the master: count, say once
+            if not self.lost:
+                log.error("the audit log %s could not be written (%s): lines are lost from "
+                          "now on until it can be (counted in status)", self.path, exc)
+            self.lost += 1
+            return
         self.lines += 1
 
     def flush(self) -> None:
         try:
             self._file.flush()
         except OSError as exc:      # the audit must not stop the master; say it loudly
-            log.error("the audit log %s could not be written: %s", self.path, exc)
+            if not self.lost:
+                log.error("the audit log %s could not be written: %s", self.path, exc)
+            self.lost += 1
 
     def close(self) -> None:
         self.flush()
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass
 
 
 def _code_name(status: int) -> str:

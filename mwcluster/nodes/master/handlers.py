@@ -38,12 +38,13 @@ from mwcluster.engine import Engine
 from mwcluster.nodes.master.checkpoints import BadHello
 from mwcluster.nodes.master.answers import Answer, error_frame, refusal
 from mwcluster.nodes.master.audit import ADMIN_OPS, AuditLog
+from mwcluster.nodes.master.guard import Guard
 from mwcluster.nodes.master.jobs import JobHandlers, JobsConfig
 from mwcluster.nodes.master.parking import ParkedReplies
 from mwcluster.nodes.master.reads import NAMESPACE_READS
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.nodes.master.upload import SnapshotUploads, UploadRefused
-from mwcluster.security.access import Access
+from mwcluster.security.access import Access, bound_client_id
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES,
                                      FIRST_JOB_OP, STATE_READS, ErrorCode, Op, ProtocolError,
@@ -102,6 +103,7 @@ class Handlers:
         # sub-request) is checked against its connection's principal before anything else.
         self.access = access
         self.audit = audit
+        self.guard = Guard(access, audit, stats, epoch)
         self._reload_principals = reload_principals
         # Epoch fencing (core/failover.py): a request carrying a higher epoch than this
         # master's fences it for good; `on_fenced` persists that before any refusal goes out.
@@ -183,10 +185,11 @@ class Handlers:
         if op in self._dropped_ops:
             return None              # the fault seam (node.CUT_STANDBY_ENV): unanswered
         if self.access is not None:
-            why = self.access.check(user, op, req[4])
+            why = self.guard.check(user, op, req[4])
             if why is not None:      # before the epoch it carries can fence this master
                 return encode_reply(req[1], self.epoch,
-                                    *self._unauthorized(user, peer, op, req[4], why))
+                                    *self.guard.refuse(user, peer, op, req[4], why))
+            req = req._replace(client_id=bound_client_id(user, req[0]))
         if req[5] > self.epoch:
             self.saw_epoch(req[5])
         if self.fence.fenced_by is not None and op not in FENCED_ALLOWED:
@@ -203,7 +206,7 @@ class Handlers:
         if op == _REGISTER and user and not status:   # its status endpoint's CURVE key
             self.jobs.status_keys[req[4][0]] = user
         if self.audit is not None and (op < 100 or op in _AUDITED):
-            self._audit(user, peer, op, req[4], status, txid)
+            self.guard.audit(user, peer, op, req[4], status, txid)
         reply = encode_reply(req[1], self.epoch, status, txid, result)
         if mark:
             queue = self._queues.get(level)      # None: async, nothing to wait for
@@ -336,19 +339,6 @@ class Handlers:
         log.exception("epoch %d: request op %d failed unexpectedly", self.epoch, op)
         return self._fail(ErrorCode.INTERNAL, f"internal error ({type(exc).__name__}: {exc})")
 
-    def _unauthorized(self, user: str | None, peer: str, op: int, args: Any,
-                      why: str) -> tuple[int, int, Any]:
-        if self.audit is not None:
-            self._audit(user, peer, op, args, ErrorCode.UNAUTHORIZED, 0)
-        log.info("epoch %d: unauthorized: %s", self.epoch, why)
-        status, _txid, result = self._fail(ErrorCode.UNAUTHORIZED, why)
-        return status, 0, result
-
-    def _audit(self, user: str | None, peer: str, op: int, args: Any, status: int,
-               txid: int) -> None:
-        who = self.access.name(user) if self.access is not None else "-"
-        self.audit.write(who, peer, op, args, status, txid)
-
     def _batch(self, ident: bytes, req: Request, drain: Drain, user: str | None = None,
                peer: str = "") -> bytes | None:
         """One reply frame for a BATCH: the sub-replies in order; parked whole until the
@@ -377,9 +367,9 @@ class Handlers:
             op = sub[2]
             ops[op] = ops.get(op, 0) + 1
             if access is not None:
-                why = access.check(user, op, sub[4])
+                why = self.guard.check(user, op, sub[4])
                 if why is not None:
-                    append((sub[1], *self._unauthorized(user, peer, op, sub[4], why)))
+                    append((sub[1], *self.guard.refuse(user, peer, op, sub[4], why)))
                     continue
             try:
                 status, txid, result, level, mark = run(sub, now)
@@ -387,7 +377,9 @@ class Handlers:
                 status, txid, result = self._internal(op, exc)
                 level = mark = 0
             if audit is not None and (op < 100 or op in _AUDITED):
-                self._audit(user, peer, op, sub[4], status, txid)
+                self.guard.audit(user, peer, op, sub[4], status, txid)
+            if op == _REGISTER and user and not status:
+                self.jobs.status_keys[sub[4][0]] = user
             if op < 100 and txid > top:
                 top = txid
             if mark:

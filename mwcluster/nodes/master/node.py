@@ -128,6 +128,7 @@ class Master:
         self.insecure_warning: str | None = None
         self.audit: AuditLog | None = None
         self._reload_requested = False
+        self._pub_unbound = False   # the PUB was unbound at a reload: bound again at a tick
 
     # --- start ---------------------------------------------------------------------------
 
@@ -273,6 +274,7 @@ class Master:
         logged). Returns how many principals are allowed now."""
         if self.security is None:
             raise errors.ConfigError("this master runs without keys: nothing to reload")
+        streamed = self.security.stream_keys()
         try:
             count = self.security.reload()
         except errors.ConfigError as exc:
@@ -281,6 +283,14 @@ class Master:
             raise
         log.info("epoch %d: principals reloaded from %s: %d allowed", self.epoch,
                  self.security.principals_dir, count)
+        if streamed - self.security.stream_keys() and self.pub is not None:
+            # a subscription makes no requests to refuse: drop every subscriber (unbind ends
+            # their connections) and let them come back through the ZAP handler; the bind
+            # again waits for the next tick (libzmq releases the port asynchronously)
+            self.pub.unbind(self.pub_endpoint)
+            self._pub_unbound = True
+            log.warning("epoch %d: a principal allowed on the log stream was removed: every "
+                        "subscriber was disconnected and must authenticate again", self.epoch)
         return count
 
     def request_stop(self) -> None:
@@ -465,6 +475,13 @@ class Master:
         self._last_publish = time.monotonic()
 
     def _tick(self, now: float) -> None:
+        if self._pub_unbound:
+            try:
+                self.pub.bind(self.pub_endpoint)
+                self._pub_unbound = False
+            except zmq.ZMQError as exc:      # the port is not released yet: next tick
+                log.info("epoch %d: the log stream is not bound again yet: %s", self.epoch,
+                         exc)
         if self._reload_requested:
             self._reload_requested = False
             try:

@@ -81,7 +81,8 @@ def master_status(master) -> dict[str, Any]:
         **(master.uploads.status() if master.uploads else {}),
         "security": security_status(master.security, master.insecure_warning,
                                     master.stats.errors_by_code.get(ErrorCode.UNAUTHORIZED, 0),
-                                    master.audit.path if master.audit else None),
+                                    master.audit.path if master.audit else None,
+                                    master.audit.lost if master.audit else 0),
     }
 
 
