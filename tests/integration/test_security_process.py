@@ -25,7 +25,7 @@ from mwcluster.security.keys import new_keys, read_public, read_secret
 from mwcluster.testing import MasterProcess, wait_for
 from mwcluster.testing.checkpoint import CheckpointProcess
 from mwcluster.testing.keys import ClusterKeys
-from mwcluster.wire.protocol import TOPIC_LOG
+from mwcluster.wire.protocol import TOPIC_LOG, Op
 
 PATIENT = {"timeout_s": 20.0, "retries": 3}    # a timeout would take over a minute
 
@@ -357,3 +357,31 @@ def test_protected_mode_covers_the_promote_endpoints(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "tcp://0.0.0.0:0" in done.stderr
     assert "--insecure" in done.stderr
+
+
+def test_a_nested_value_in_a_refused_request_does_not_stop_the_master(cluster):
+    """Refusals and audit lines name such a value by its type (formatting it would recurse
+    past Python's limit, in the master's loop)."""
+    import msgpack
+
+    from mwcluster.testing import RawDealer
+    from mwcluster.wire.protocol import decode_reply
+
+    keys, master, node, _base = cluster
+    nested = b"\x91" * 1000 + b"\x90"        # a list 1,000 deep, packed by hand
+
+    def frame(op: int, args: bytes) -> bytes:
+        return b"\x96" + b"".join(msgpack.packb(v) for v in (1, b"cid", 9, int(op), 0)) + args
+    put = b"\x93" + nested + msgpack.packb(b"") + msgpack.packb(None)
+    beat = b"\x92" + nested + msgpack.packb([])
+    for name, endpoint, body in (("etl", master.client_endpoint, frame(Op.PUT, put)),
+                                 ("reader", master.client_endpoint, frame(Op.PUT, put)),
+                                 ("client", master.client_endpoint,
+                                  frame(Op.WORKER_HEARTBEAT, beat)),
+                                 ("client", node.status_endpoint,
+                                  frame(Op.PROMOTE, b"\x91" + nested))):
+        with RawDealer(endpoint, credentials=keys.credentials(name)) as d:
+            d.send_frames(body)
+            assert d.sock.poll(10_000), f"no answer to {name}"
+            assert decode_reply(d.sock.recv()).status == 27
+            assert d.call(Op.PING).status == 0
