@@ -269,6 +269,11 @@ def test_status_reads_every_node_of_a_secured_cluster(tmp_path):
             wait_for(lambda: c.status()["security"]["principal_reloads"] == 1, 10,
                      "the worker to reread its principals at SIGHUP")
         assert worker.returncode is None
+        for creds, match in ((None, "requires CURVE"),
+                             (cluster.keys.credentials("reader"), "server key given")):
+            with Client(endpoint, credentials=creds, **PATIENT) as c:   # nothing for them
+                with pytest.raises(AuthenticationFailed, match=match):
+                    c.status()
         plain = run_command([sys.executable, "-m", "mwcluster.cli", "status",
                              "--master", cluster.master.client_endpoint], 60)
         assert plain.returncode == 1 and "has no key" in plain.stderr
