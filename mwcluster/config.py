@@ -410,6 +410,15 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("worker_id", str, "", "this worker's id (empty: host name and process id)"),
     Key("slots", int, 0, "tasks run at once, one thread each (0: the CPU count)",
         lambda v: 0 <= v <= 4096, "0..4096"),
+    Key("executor", str, "process", "where a slot runs its handler: process (a child "
+        "process per slot: CPU-bound handlers use every core) or thread (in the worker: "
+        "for I/O-bound handlers)", choices=("process", "thread")),
+    Key("task_timeout_s", float, 0.0, "an attempt running longer is stopped and failed as "
+        "timed out, then retried by its job's rules (process executor; 0: no limit)",
+        _at_least(0), "a number of seconds >= 0"),
+    Key("task_memory_mb", int, 0, "the address space a handler's process may use, in MiB "
+        "(process executor; past it the handler gets MemoryError); 0: no limit",
+        _at_least(0), "an integer >= 0"),
     Key("handlers", str, "", "comma-separated Python modules that register task handlers on "
         "import (e.g. mwcluster.demo.job)"),
     Key("heartbeat_ms", int, 1000, "heartbeat interval (when set nowhere, the master's "
@@ -450,6 +459,9 @@ class WorkerConfig:
     master: str
     worker_id: str
     slots: int
+    executor: str
+    task_timeout_s: float
+    task_memory_mb: int
     handlers: str
     heartbeat_ms: int
     progress_interval_ms: int

@@ -22,7 +22,8 @@ def test_watch_returns_the_final_statuses_and_rides_out_an_unreachable_master():
     fake = MemoryMaster()
     jobs = [fake.submit_job("a", "echo", [1, 2, 3]), fake.submit_job("b", "echo", [4])]
     config = load_worker_config(env={}, flags={"worker_id": "w", "slots": 2,
-                                               "heartbeat_ms": 20, "idle_poll_ms": 5})
+                                               "heartbeat_ms": 20, "idle_poll_ms": 5,
+                                               "executor": "thread"})
     node = WorkerNode(config, reg, client_factory=fake.client)
     thread = threading.Thread(target=node.run, daemon=True)
     polls: list[int] = []

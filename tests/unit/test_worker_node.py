@@ -20,7 +20,10 @@ from mwcluster.config import load_worker_config
 
 def config(**flags):
     base = {"worker_id": "w1", "slots": 2, "heartbeat_ms": 20, "progress_interval_ms": 10,
-            "idle_poll_ms": 5, "stop_timeout_s": 5.0}
+            "idle_poll_ms": 5, "stop_timeout_s": 5.0,
+            # handlers registered in this test's Registry: the thread executor
+            # (tests/unit/test_worker_executor.py runs them in processes)
+            "executor": "thread"}
     base.update(flags)
     return load_worker_config(env={}, flags=base)
 

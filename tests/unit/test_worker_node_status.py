@@ -18,7 +18,8 @@ from mwcluster.config import load_worker_config
 
 def config(**flags):
     base = {"worker_id": "w1", "slots": 2, "heartbeat_ms": 20, "progress_interval_ms": 10,
-            "idle_poll_ms": 5, "stop_timeout_s": 5.0, "status_endpoint": "tcp://127.0.0.1:0"}
+            "idle_poll_ms": 5, "stop_timeout_s": 5.0, "status_endpoint": "tcp://127.0.0.1:0",
+            "executor": "thread"}       # handlers of this test's Registry
     base.update(flags)
     return load_worker_config(env={}, flags=base)
 

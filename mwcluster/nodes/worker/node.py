@@ -105,6 +105,7 @@ class WorkerNode:
         self.handles: dict[tuple[str, int], TaskHandle] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.busy = 0                # slots running a handler now (status)
         self._client: Any = None
         self._ready_written = False
         self.observed = ObservedWorker(self, self._now_ms)   # status endpoint and metrics
@@ -294,15 +295,30 @@ class WorkerNode:
     # --- handler threads -------------------------------------------------------------------------
 
     def _handler_loop(self) -> None:
-        while True:
-            item = self.work.get()
-            if item is None:
-                return
-            handle, start = item
-            ok, outcome = self._call(handle, start)
-            self.events.put(("done", handle, ok, outcome))
+        cfg = self.config
+        slot = None
+        if cfg.executor == "process":
+            from mwcluster.nodes.worker.executor import ProcessSlot, process_context
 
-    def _call(self, handle: TaskHandle, start: wm.Start) -> tuple[bool, Any]:
+            slot = ProcessSlot(process_context(cfg.handler_modules()), cfg.handler_modules(),
+                               cfg.task_memory_mb)
+        try:
+            while True:
+                item = self.work.get()
+                if item is None:
+                    return
+                handle, start = item
+                self.busy += 1
+                try:
+                    ok, outcome = self._call(handle, start, slot)
+                finally:
+                    self.busy -= 1
+                self.events.put(("done", handle, ok, outcome))
+        finally:
+            if slot is not None:
+                slot.close()
+
+    def _call(self, handle: TaskHandle, start: wm.Start, slot=None) -> tuple[bool, Any]:
         fn = self.registry.get(start.handler)
         if fn is None:
             return False, (f"no handler named {start.handler!r} on worker "
@@ -325,6 +341,10 @@ class WorkerNode:
             events.put(("progress", handle))
             return True
 
+        if slot is not None:     # executor.ProcessSlot: the handler runs in its process
+            return slot.run(start, lambda: handle.current,
+                            lambda progress, counters: report(progress, **counters),
+                            self.config.task_timeout_s)
         task = Task(start.input, start.params if start.params is not None else {},
                     start.job_id, start.index, start.attempt)
         try:

@@ -154,6 +154,10 @@ class ObservedWorker:
             self.security, self.insecure_warning,
             self._status.unauthorized if self._status is not None else 0)
         status["security"]["curve"] = self.node.credentials is not None
+        cfg = self.node.config
+        status["executor"] = {"kind": cfg.executor, "busy_slots": self.node.busy,
+                              "task_timeout_s": cfg.task_timeout_s or None,
+                              "task_memory_mb": cfg.task_memory_mb or None}
         return status
 
     def reload_principals(self) -> None:

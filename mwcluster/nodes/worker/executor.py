@@ -1,0 +1,213 @@
+"""Where a worker's slot runs a handler: in a child process of its own (`process`, the default:
+CPU-bound Python handlers use every core instead of sharing one GIL) or in the slot's thread
+(`thread`: I/O-bound handlers, no process per slot).
+
+Process mode, per slot:
+
+    handler thread (in the worker) ──(name, task)──▶ child process (forkserver)
+                                   ◀──("progress", p, counters) ... ("done", ok, outcome)──
+
+- Children come from a forkserver that imported the handler modules once (preload), so a
+  fresh child costs a fork, not an interpreter start; a child serves one attempt after
+  another until it has to be replaced.
+- A child that dies (a segfault, `os._exit`, the kernel's OOM killer) fails the attempt with
+  a message naming the exit code or signal; the slot starts a fresh child for the next one.
+- An attempt past `timeout_s`, or no longer this worker's (cancelled, given to another worker,
+  the worker stopping), has its child stopped: SIGTERM, then SIGKILL after GRACE_S.
+- `memory_mb` caps the child's address space (RLIMIT_AS): a handler that needs more fails
+  with MemoryError instead of dragging the machine down.
+- A child asks for SIGKILL when its parent (the forkserver, which ends with the worker) dies,
+  so a worker killed with SIGKILL leaves no handler running behind it.
+
+The thread executor is the worker's own loop (nodes/worker/node.py): `report()` returns False
+once the attempt is no longer this worker's and the handler is expected to stop; a timeout
+there only abandons the attempt (a thread cannot be stopped).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import msgpack
+
+EXECUTORS = ("process", "thread")
+GRACE_S = 2.0            # SIGTERM, then SIGKILL after this long
+POLL_S = 0.05            # how often a slot looks at cancellation and its deadline
+PROGRESS_EVERY_S = 0.05  # a child sends at most one progress report this often
+MAX_ERROR_CHARS = 2000
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_main(conn, modules: list[str], memory_mb: int) -> None:
+    """The child's loop: one attempt after another until the pipe closes or says None."""
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # the worker decides when to stop
+    if memory_mb:
+        import resource
+
+        limit = memory_mb << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from mwcluster.worker import REGISTRY, Task, load_handler_modules
+
+    load_handler_modules(modules)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        name, task_input, params, job_id, index, attempt = msg
+        fn = REGISTRY.get(name)
+        if fn is None:
+            conn.send(("done", False, f"no handler named {name!r} in this worker's handler "
+                       f"modules ({', '.join(REGISTRY.names()) or 'none'})"))
+            continue
+        last = [0.0]
+
+        def report(progress: float, **counters: Any) -> bool:
+            for key, value in counters.items():
+                if type(value) not in (int, float):
+                    raise TypeError(f"report(): counter {key}={value!r} is not a number")
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY_S or progress >= 1:
+                last[0] = now
+                conn.send(("progress", min(1.0, max(0.0, float(progress))), counters))
+            return True
+
+        try:
+            result = fn(Task(task_input, params, job_id, index, attempt), report)
+            msgpack.packb(result, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            outcome = (False, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        except Exception as exc:       # the handler's failure fails the attempt
+            outcome = (False, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        else:
+            outcome = (True, result)
+        conn.send(("done", *outcome))
+
+
+class ProcessSlot:
+    """One slot's child process, owned by the slot's handler thread."""
+
+    def __init__(self, context, modules: list[str], memory_mb: int = 0) -> None:
+        self._ctx = context
+        self._modules = list(modules)
+        self._memory_mb = memory_mb
+        self._proc = None
+        self._conn = None
+        self.started = 0           # children started (1 + the ones that replaced others)
+
+    def _ensure(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            return
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_child_main, args=(child, self._modules,
+                                                           self._memory_mb), daemon=True)
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+        self.started += 1
+
+    def run(self, start, current: Callable[[], bool],
+            on_progress: Callable[[float, dict], Any], timeout_s: float) -> tuple[bool, Any]:
+        """Run one attempt (a worker_machine.Start) in the child; (ok, result or error)."""
+        self._ensure()
+        params = start.params if start.params is not None else {}
+        try:
+            self._conn.send((start.handler, start.input, params, start.job_id, start.index,
+                             start.attempt))
+        except (OSError, ValueError) as exc:
+            return self._died(f"could not be given the task ({exc})")
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        while True:
+            if not current():
+                self._stop()
+                return False, ("the attempt is no longer this worker's (cancelled, given to "
+                               "another worker, or the worker is stopping): its process was "
+                               "stopped")
+            if deadline is not None and time.monotonic() >= deadline:
+                self._stop()
+                return False, (f"timed out after {timeout_s:g} s: the handler's process was "
+                               "stopped (SIGTERM, then SIGKILL)")
+            try:
+                ready = self._conn.poll(POLL_S)
+                msg = self._conn.recv() if ready else None
+            except (EOFError, OSError):
+                return self._died("closed its pipe")
+            if msg is None:
+                if not self._proc.is_alive():
+                    return self._died("exited")
+                continue
+            if msg[0] == "progress":
+                on_progress(msg[1], msg[2])
+                continue
+            return msg[1], msg[2]
+
+    def _died(self, how: str) -> tuple[bool, str]:
+        proc = self._proc
+        proc.join(GRACE_S)
+        code = proc.exitcode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            why = f"was killed by {name}" + (" (the kernel's OOM killer, or a kill -9?)"
+                                              if -code == signal.SIGKILL else "")
+        else:
+            why = f"{how} with exit code {code}"
+        self._discard()
+        return False, (f"the handler's process {why} while running the task; the worker "
+                       "goes on with a fresh process")
+
+    def _stop(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.terminate()
+            proc.join(GRACE_S)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(GRACE_S)
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
+
+    def close(self) -> None:
+        """End the child: asked first, stopped if it does not go."""
+        if self._proc is None:
+            return
+        try:
+            self._conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self._proc.join(0.5)
+        self._stop()
+
+
+def process_context(modules: list[str]):
+    """The multiprocessing context of process slots: a forkserver that imported the handler
+    modules once (each child is a fork of it: no threads, no inherited sockets)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["mwcluster.worker", "msgpack", *modules])
+    return context
+
+
+def default_slots() -> int:
+    return os.cpu_count() or 1
