@@ -8,6 +8,7 @@ each does one thing a real handler may do, bounded in time.
     testing.stubborn  ignores SIGTERM, then sleeps like testing.sleep
     testing.hog     allocates params["mb"] MiB
     testing.pid     returns the pid of the process it runs in
+    testing.spin    pure-Python CPU work: params["n"] loop iterations (at most 10**9)
 """
 
 from __future__ import annotations
@@ -61,3 +62,11 @@ def hog(task, report):
 @handler("testing.pid")
 def pid(task, report):
     return os.getpid()
+
+
+@handler("testing.spin")
+def spin(task, report):
+    total = 0
+    for i in range(min(int(task.params.get("n", 1_000_000)), 10 ** 9)):
+        total += i * i % 7
+    return total
