@@ -287,17 +287,7 @@ def main() -> None:
                     help="timed snapshot transfers per master")
     ap.add_argument("--max-seconds", type=float, default=30.0,
                     help="every put run stops after this long at the latest")
-    ap.add_argument("--quick", action="store_true",
-                    help="a few seconds in all: " + ", ".join(f"{k}={v}"
-                                                              for k, v in QUICK.items()))
-    ap.add_argument("--record", action="store_true",
-                    help="write the results into docs/benchmarks.md (or --results)")
-    ap.add_argument("--results", default=None, metavar="FILE",
-                    help="record into FILE instead of docs/benchmarks.md")
-    args = ap.parse_args()
-    if args.quick:
-        for name, value in QUICK.items():
-            setattr(args, name, value)
+    args = common.parse_run_options(ap, QUICK)
     if min(args.rounds, args.clients, args.inflight, args.transfers, args.snapshot_keys,
            args.snapshot_value_bytes) < 1 or not 2 <= args.batch <= 1000 or \
             args.unbatched_ops < args.clients or args.batched_ops < args.clients or \
@@ -321,10 +311,7 @@ def main() -> None:
         "timed); \"node load\" is one MasterLink.load_master_snapshot: that transfer into a "
         "file, its checksums and the load of the state, what a joining checkpoint node "
         "spends.", ""]
-    if args.results:
-        common.RESULTS = Path(args.results).resolve()
-    common.record_section(SECTION, command(args), "\n".join(setup + body + ["", load]))
-    print(f"recorded in {common.RESULTS}")
+    common.record_run(args, SECTION, command(args), setup + body + ["", load])
 
 
 if __name__ == "__main__":

@@ -58,6 +58,32 @@ def record_section(name: str, command: str, body: str) -> None:
     RESULTS.write_text(text)
 
 
+def parse_run_options(ap, quick: dict):
+    """Add --quick (the values of `quick`), --record and --results to `ap`, parse, and apply
+    --quick; the parsed args."""
+    ap.add_argument("--quick", action="store_true",
+                    help="a few seconds in all: " + ", ".join(f"{k}={v}"
+                                                              for k, v in quick.items()))
+    ap.add_argument("--record", action="store_true",
+                    help="write the results into docs/benchmarks.md (or --results)")
+    ap.add_argument("--results", default=None, metavar="FILE",
+                    help="record into FILE instead of docs/benchmarks.md")
+    args = ap.parse_args()
+    if args.quick:
+        for name, value in quick.items():
+            setattr(args, name, value)
+    return args
+
+
+def record_run(args, section: str, command: str, lines: list[str]) -> None:
+    """Record `lines` as a fresh run of `section`, in args.results or docs/benchmarks.md."""
+    global RESULTS
+    if args.results:
+        RESULTS = Path(args.results).resolve()
+    record_section(section, command, "\n".join(lines))
+    print(f"recorded in {RESULTS}")
+
+
 def measured(prefix: str, run, args, tables):
     """`run(args, directory)` in a temporary directory, then print `tables(result)` (lines)
     and a sentence on the load average before and after and the time the whole run took;

@@ -183,3 +183,42 @@ checks = st.builds(r.Check, keys, st.sampled_from([0, 1, 2]))
 multis = st.builds(lambda ops: r.Multi(tuple(ops)), st.lists(
     st.one_of(puts, puts, merges, deletes, checks), min_size=1, max_size=4))
 noops = st.builds(r.Noop, st.sampled_from(["", "tick"]))
+
+
+def run_quick_benchmark(script: str, section: str, headers, tmp_path: Path) -> str:
+    """Run benchmarks/SCRIPT --quick --record into a file of tmp_path; check it exited 0,
+    printed and recorded every header in `headers`, wrote section `section` with its command,
+    machine and date, and left docs/benchmarks.md alone. Returns the recorded text."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    docs = root / "docs" / "benchmarks.md"
+    before = docs.read_bytes() if docs.exists() else None
+    out = tmp_path / "benchmarks.md"
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / script), "--quick",
+                           "--record", "--results", str(out)],
+                          capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    for header in headers:
+        assert header in done.stdout, done.stdout
+        assert header in text, text
+    assert f"<!-- begin {section} -->\n## {section}\n" in text, text
+    assert text.rstrip().endswith(f"<!-- end {section} -->"), text
+    assert f"- command: `python benchmarks/{script} --quick --record`" in text, text
+    assert "- machine: " in text and "- date: " in text, text
+    assert (docs.read_bytes() if docs.exists() else None) == before
+    return text
+
+
+def pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

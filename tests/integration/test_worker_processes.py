@@ -4,8 +4,8 @@ running handlers are stopped (their processes end), and the worker keeps serving
 
 from __future__ import annotations
 
-import os
 
+from helpers import pid_alive
 from mwcluster.testing import wait_for
 from mwcluster.testing.cluster import LocalCluster
 
@@ -15,13 +15,6 @@ HANDLERS = ["mwcluster.testing.handlers"]
 def finished(client, job_id: str) -> bool:
     return client.job_status(job_id)["state"] in ("succeeded", "failed", "cancelled")
 
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_crashes_and_cancellation_in_handler_processes(tmp_path):
@@ -47,7 +40,7 @@ def test_crashes_and_cancellation_in_handler_processes(tmp_path):
         wait_for(lambda: client.job_status(long)["counts"].get("running", 0) == 2, 30,
                  "both long tasks to run")
         client.cancel_job(long, "enough")
-        wait_for(lambda: not any(alive(pid) for pid in children), 30,
+        wait_for(lambda: not any(pid_alive(pid) for pid in children), 30,
                  "the cancelled handlers' processes to be stopped")
         again = client.submit_job("after", "testing.echo", [7])
         wait_for(lambda: finished(client, again), 60, "a job after the cancel")

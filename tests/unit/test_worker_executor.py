@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 
+from helpers import pid_alive
 from mwcluster.core import worker_machine as wm
 from mwcluster.nodes.worker.executor import GRACE_S, ProcessSlot, process_context
 from mwcluster.testing import wait_for
@@ -27,13 +27,6 @@ def slot():
     yield s
     s.close()
 
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def run(slot, ins, *, current=lambda: True, timeout_s=0.0):
@@ -56,7 +49,7 @@ def test_a_handler_that_ends_its_process_fails_only_its_attempt(slot, name, says
     first = run(slot, start("testing.pid"))[1]
     ok, outcome, _ = run(slot, start(name, {"code": 3}))
     assert not ok and says in outcome and "fresh process" in outcome
-    assert not alive(first)
+    assert not pid_alive(first)
     ok, second, _ = run(slot, start("testing.pid"))
     assert ok and second != first and slot.started == 2
 
@@ -65,7 +58,7 @@ def test_an_attempt_past_its_timeout_is_stopped(slot):
     child = run(slot, start("testing.pid"))[1]
     ok, outcome, _ = run(slot, start("testing.sleep", {"s": 30}), timeout_s=0.3)
     assert not ok and "timed out after 0.3 s" in outcome
-    assert not alive(child)
+    assert not pid_alive(child)
 
 
 @pytest.mark.parametrize("name", ["testing.sleep", "testing.stubborn"])
@@ -87,7 +80,7 @@ def test_a_cancelled_attempt_has_its_process_stopped(slot, name):
         runner.join(60)
     ok, outcome, _ = out["r"]
     assert not ok and "no longer this worker's" in outcome
-    wait_for(lambda: not alive(child), 10, "the cancelled handler's process to end")
+    wait_for(lambda: not pid_alive(child), 10, "the cancelled handler's process to end")
 
 
 def test_a_memory_limit_fails_the_handler_with_memory_error():
