@@ -268,10 +268,11 @@ class Client(Calls):
         try:
             self._sock.send(future.frame)
         except zmq.Again:
-            refused = self._watch.failure()   # no way to the master: its handshake failed
-            if refused is not None:
+            try:
+                self._watch.raise_refused()   # no way to the master: its handshake failed
+            except AuthenticationFailed:
                 del self._pending[future.request_id]
-                raise refused from None
+                raise
             # The socket cannot take it now: the next wait resends it on a new connection.
             self._reconnect()
             self._resend = True
@@ -347,9 +348,7 @@ class Client(Calls):
                     sock.send(future.frame)
                     future.sent_ns = now
             except zmq.Again:
-                refused = self._watch.failure()
-                if refused is not None:
-                    raise refused from None
+                self._watch.raise_refused()
                 self._timed_out("could not send")
         oldest = next(iter(pending.values()))
         deadline_ns = oldest.sent_ns + self._timeout_ns
@@ -360,9 +359,7 @@ class Client(Calls):
                 self._timed_out(f"no reply within {self.timeout_s} s")
             wait_ms = remaining_ms if watch.succeeded else min(remaining_ms, HANDSHAKE_POLL_MS)
             if not sock.poll(wait_ms, zmq.POLLIN):
-                refused = watch.failure()
-                if refused is not None:
-                    raise refused
+                watch.raise_refused()
                 if wait_ms == remaining_ms:
                     self._timed_out(f"no reply within {self.timeout_s} s")
                 continue

@@ -243,6 +243,12 @@ class HandshakeWatch:
                                                 else self._wrong_server_key())
         return None
 
+    def raise_refused(self) -> None:
+        """Raise the AuthenticationFailed a refused handshake left, if any."""
+        refused = self.failure()
+        if refused is not None:
+            raise refused
+
     def _refused(self) -> str:
         keypair = self.creds.keypair if self.creds else None
         who = f"{keypair.name} (key {fingerprint(keypair.public)})" if keypair else "this client"

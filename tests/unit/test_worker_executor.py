@@ -97,4 +97,4 @@ def test_unknown_handlers_and_bad_results_fail_the_attempt(slot):
     ok, outcome, _ = run(slot, start("testing.nope"))
     assert not ok and "no handler named 'testing.nope'" in outcome
     ok, outcome, _ = run(slot, start("testing.echo", task_input={1, 2}))   # a set: not msgpack
-    assert not ok and "TypeError" in outcome
+    assert not ok and "not msgpack-able" in outcome

@@ -203,10 +203,8 @@ class Handlers:
         if op == _UPLOAD_END or op == _UPLOAD_CHUNK:
             return self._upload_parked(ident, req)
         status, txid, result, level, mark = self._run(req, drain.now)
-        if op == _REGISTER and user and not status:   # its status endpoint's CURVE key
-            self.jobs.status_keys[req[4][0]] = user
-        if self.audit is not None and (op < 100 or op in _AUDITED):
-            self.guard.audit(user, peer, op, req[4], status, txid)
+        if user or self.audit is not None:
+            self._noted(user, peer, req, status, txid)
         reply = encode_reply(req[1], self.epoch, status, txid, result)
         if mark:
             queue = self._queues.get(level)      # None: async, nothing to wait for
@@ -339,6 +337,16 @@ class Handlers:
         log.exception("epoch %d: request op %d failed unexpectedly", self.epoch, op)
         return self._fail(ErrorCode.INTERNAL, f"internal error ({type(exc).__name__}: {exc})")
 
+    def _noted(self, user: str | None, peer: str, req: Request, status: int,
+               txid: int) -> None:
+        """After a request ran: its audit line, and a registering worker's CURVE key (its
+        status endpoint serves with it)."""
+        op = req[2]
+        if self.audit is not None and (op < 100 or op in _AUDITED):
+            self.guard.audit(user, peer, op, req[4], status, txid)
+        if op == _REGISTER and user and not status:
+            self.jobs.status_keys[req[4][0]] = user
+
     def _batch(self, ident: bytes, req: Request, drain: Drain, user: str | None = None,
                peer: str = "") -> bytes | None:
         """One reply frame for a BATCH: the sub-replies in order; parked whole until the
@@ -376,10 +384,8 @@ class Handlers:
             except Exception as exc:
                 status, txid, result = self._internal(op, exc)
                 level = mark = 0
-            if audit is not None and (op < 100 or op in _AUDITED):
-                self.guard.audit(user, peer, op, sub[4], status, txid)
-            if op == _REGISTER and user and not status:
-                self.jobs.status_keys[sub[4][0]] = user
+            if user or audit is not None:
+                self._noted(user, peer, sub, status, txid)
             if op < 100 and txid > top:
                 top = txid
             if mark:

@@ -379,8 +379,9 @@ class Master:
         recv = router.recv
         handle = self.handlers.handle
         # with CURVE or the audit log, each request is handled with its connection's key
-        who = self.security is not None or self.audit is not None
+        secured = self.security is not None
         audit = self.audit is not None
+        who = secured or audit
         peers = self.peers
         out = []
         append = out.append
@@ -401,8 +402,8 @@ class Master:
                 append((ident, self._multi_frame(frame)))
                 continue
             if who:
-                reply = handle(ident, frame.bytes, drain, frame.get("User-Id") if
-                               self.security else None,
+                reply = handle(ident, frame.bytes, drain,
+                               frame.get("User-Id") if secured else None,
                                frame.get("Peer-Address") if audit else "")
             else:
                 reply = handle(ident, frame.bytes, drain)

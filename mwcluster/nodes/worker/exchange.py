@@ -25,7 +25,9 @@ with backoff until it works) is `registered`.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
+
+import msgpack
 
 from mwcluster.core import worker_machine as wm
 from mwcluster.errors import (BadState, MwclusterError, NotFound, RequestTimeout,
@@ -34,6 +36,29 @@ from mwcluster.errors import (BadState, MwclusterError, NotFound, RequestTimeout
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 2000       # of an error message a worker reports for a failed attempt
+
+
+def check_counters(counters: dict) -> None:
+    """report()'s counters must be numbers: TypeError naming the first that is not."""
+    for name, value in counters.items():
+        if type(value) not in (int, float):
+            raise TypeError(f"report(): counter {name}={value!r} is not a number")
+
+
+def run_handler(fn: Callable, task: Any, report: Callable) -> tuple[bool, Any]:
+    """Call a handler the way every executor does: (True, its result), or (False, why) when
+    it raised or its result cannot be sent; the handler's failure never the worker's."""
+    try:
+        result = fn(task, report)
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+    try:
+        msgpack.packb(result, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        return False, f"the handler's result cannot be sent (not msgpack-able): {exc}"
+    return True, result
+
+
 # Instructions that are a request to the master (Register has a retry policy of its own).
 CALLS = (wm.Heartbeat, wm.RequestTasks, wm.SendProgress, wm.SendFinish, wm.Leave)
 

@@ -20,25 +20,20 @@ Process mode, per slot:
   so a worker killed with SIGKILL leaves no handler running behind it.
 
 The thread executor is the worker's own loop (nodes/worker/node.py): `report()` returns False
-once the attempt is no longer this worker's and the handler is expected to stop; a timeout
-there only abandons the attempt (a thread cannot be stopped).
+once the attempt is no longer this worker's and the handler is expected to stop; a thread
+cannot be stopped, so `task_timeout_s` applies to process slots only.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import time
 from typing import Any, Callable
 
-import msgpack
-
-EXECUTORS = ("process", "thread")
 GRACE_S = 2.0            # SIGTERM, then SIGKILL after this long
 POLL_S = 0.05            # how often a slot looks at cancellation and its deadline
 PROGRESS_EVERY_S = 0.05  # a child sends at most one progress report this often
-MAX_ERROR_CHARS = 2000
 
 
 def _die_with_parent() -> None:
@@ -60,6 +55,7 @@ def _child_main(conn, modules: list[str], memory_mb: int) -> None:
 
         limit = memory_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from mwcluster.nodes.worker.exchange import check_counters, run_handler
     from mwcluster.worker import REGISTRY, Task, load_handler_modules
 
     load_handler_modules(modules)
@@ -79,25 +75,15 @@ def _child_main(conn, modules: list[str], memory_mb: int) -> None:
         last = [0.0]
 
         def report(progress: float, **counters: Any) -> bool:
-            for key, value in counters.items():
-                if type(value) not in (int, float):
-                    raise TypeError(f"report(): counter {key}={value!r} is not a number")
+            check_counters(counters)
             now = time.monotonic()
             if now - last[0] >= PROGRESS_EVERY_S or progress >= 1:
                 last[0] = now
                 conn.send(("progress", min(1.0, max(0.0, float(progress))), counters))
             return True
 
-        try:
-            result = fn(Task(task_input, params, job_id, index, attempt), report)
-            msgpack.packb(result, use_bin_type=True)
-        except (TypeError, ValueError, OverflowError) as exc:
-            outcome = (False, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
-        except Exception as exc:       # the handler's failure fails the attempt
-            outcome = (False, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
-        else:
-            outcome = (True, result)
-        conn.send(("done", *outcome))
+        conn.send(("done", *run_handler(fn, Task(task_input, params, job_id, index, attempt),
+                                        report)))
 
 
 class ProcessSlot:
@@ -208,6 +194,3 @@ def process_context(modules: list[str]):
     context.set_forkserver_preload(["mwcluster.worker", "msgpack", *modules])
     return context
 
-
-def default_slots() -> int:
-    return os.cpu_count() or 1

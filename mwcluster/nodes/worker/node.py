@@ -33,7 +33,6 @@ import threading
 import time
 from typing import Any, Callable
 
-import msgpack
 import tenacity
 
 from mwcluster.core import worker_machine as wm
@@ -328,9 +327,7 @@ class WorkerNode:
         events = self.events
 
         def report(progress: float, **counters: Any) -> bool:
-            for name, value in counters.items():
-                if type(value) not in (int, float):
-                    raise TypeError(f"report(): counter {name}={value!r} is not a number")
+            exchange.check_counters(counters)
             with handle.lock:
                 if not handle.current:
                     return False
@@ -347,13 +344,4 @@ class WorkerNode:
                             self.config.task_timeout_s)
         task = Task(start.input, start.params if start.params is not None else {},
                     start.job_id, start.index, start.attempt)
-        try:
-            result = fn(task, report)
-        except Exception as exc:  # the handler's failure fails the attempt, never the worker
-            message = f"{type(exc).__name__}: {exc}"
-            return False, message[:exchange.MAX_ERROR_CHARS]
-        try:
-            msgpack.packb(result, use_bin_type=True)
-        except (TypeError, ValueError, OverflowError) as exc:
-            return False, f"the handler's result cannot be sent (not msgpack-able): {exc}"
-        return True, result
+        return exchange.run_handler(fn, task, report)
