@@ -411,11 +411,16 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("slots", int, 0, "tasks run at once, one thread each (0: the CPU count)",
         lambda v: 0 <= v <= 4096, "0..4096"),
     Key("executor", str, "process", "where a slot runs its handler: process (a child "
-        "process per slot: CPU-bound handlers use every core) or thread (in the worker: "
-        "for I/O-bound handlers)", choices=("process", "thread")),
-    Key("task_timeout_s", float, 0.0, "an attempt running longer is stopped and failed as "
-        "timed out, then retried by its job's rules (process executor; 0: no limit)",
-        _at_least(0), "a number of seconds >= 0"),
+        "process per slot: CPU-bound handlers use every core), thread (in the worker: for "
+        "I/O-bound handlers) or dask (on the Dask cluster of dask_scheduler; needs "
+        "mwcluster[dask])", choices=("process", "thread", "dask")),
+    Key("dask_scheduler", str, "", "the Dask scheduler's address (tcp://HOST:PORT) that the "
+        "dask executor runs tasks on (empty: none)",
+        lambda v: v == "" or "://" in v, "empty or an address such as tcp://10.0.0.5:8786"),
+    Key("task_timeout_s", float, 0.0, "an attempt running longer is failed as timed out, "
+        "then retried by its job's rules; its process is stopped (process executor), its "
+        "thread abandoned (thread) or its Dask task cancelled (dask); a job's timeout_s "
+        "overrides it; 0: no limit", _at_least(0), "a number of seconds >= 0"),
     Key("task_memory_mb", int, 0, "the address space a handler's process may use, in MiB "
         "(process executor; past it the handler gets MemoryError); 0: no limit",
         _at_least(0), "an integer >= 0"),
@@ -460,6 +465,7 @@ class WorkerConfig:
     worker_id: str
     slots: int
     executor: str
+    dask_scheduler: str
     task_timeout_s: float
     task_memory_mb: int
     handlers: str

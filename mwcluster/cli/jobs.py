@@ -47,6 +47,7 @@ def job_submit(spec: str, name: str | None, priority: int | None, sync: bool, ma
                                    max_attempts=parsed["max_attempts"],
                                    priority=(parsed["priority"] if priority is None
                                              else priority),
+                                   timeout_s=parsed["timeout_s"], executor=parsed["executor"],
                                    durability="sync" if sync else None)
     click.echo(job_id)
 
@@ -83,6 +84,9 @@ def format_status(info: dict[str, Any]) -> list[str]:
              f"state:      {info['state']}" + (f" ({info['reason']})" if info.get("reason")
                                                 else ""),
              f"tasks:      {info['tasks']} [{describe_counts(info)}]",
+             *(["options:    " + ", ".join(f"{k}={v}" for k, v in
+                                             sorted(info["options"].items()))]
+               if info.get("options") else []),
              f"progress:   {info['progress'] * 100:.1f}%"]
     rate = info.get("rate_per_s") or 0.0
     lines.append(f"throughput: {rate:.2f} tasks/s")

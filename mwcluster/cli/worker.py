@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 @config_file_option("conf/worker.toml", "MWCLUSTER_WORKER_CONFIG")
 @key_options(WORKER_BY_NAME, "master", "standby_status")
 @key_option(WORKER_BY_NAME["worker_id"], "--id")
-@key_options(WORKER_BY_NAME, "slots", "executor", "task_timeout_s", "task_memory_mb")
+@key_options(WORKER_BY_NAME, "slots", "executor", "dask_scheduler", "task_timeout_s",
+             "task_memory_mb")
 @key_option(WORKER_BY_NAME["handlers"], multiple=True,
             note="Repeatable: ")
 @key_options(WORKER_BY_NAME, "heartbeat_ms", "progress_interval_ms", "ready_file",

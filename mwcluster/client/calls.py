@@ -141,6 +141,7 @@ class Assignment(NamedTuple):
     handler: str
     input: Any
     params: dict
+    options: dict = {}   # the job's options (timeout_s, executor); {} from a master before them
 
 
 def _assignments(reply: Reply) -> list[Assignment]:
@@ -297,13 +298,20 @@ class Calls:
 
     def submit_job(self, name: str, handler: str, tasks: list, *, params: dict | None = None,
                    max_attempts: int = 3, priority: int = 0, job_id: str | None = None,
+                   timeout_s: float | None = None, executor: str | None = None,
                    durability: str | int | None = None):
         """Submit a job: one task per element of `tasks` (its input, anything msgpack
-        carries), each with `params`; returns the job id (made by the master when None)."""
+        carries), each with `params`; returns the job id (made by the master when None).
+        `timeout_s`: an attempt running longer is stopped and failed as timed out (None: the
+        worker's task_timeout_s); `executor`: "process" or "thread" on such workers."""
         shared = dict(params) if params else {}
-        return self._run(Op.JOB_SUBMIT, [job_id, name, handler, priority, max_attempts,
-                                         [[task, shared] for task in tasks]],
-                         self._code(durability, None), _result)
+        args = [job_id, name, handler, priority, max_attempts,
+                [[task, shared] for task in tasks]]
+        options = {k: v for k, v in (("timeout_s", timeout_s), ("executor", executor))
+                   if v is not None}
+        if options:                  # a job without options is what masters before them took
+            args.append(options)
+        return self._run(Op.JOB_SUBMIT, args, self._code(durability, None), _result)
 
     def cancel_job(self, job_id: str, reason: str = "", durability: str | int | None = None):
         """Cancel every unfinished task of the job; returns how many were cancelled."""

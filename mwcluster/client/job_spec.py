@@ -6,6 +6,9 @@ arguments.
     max_attempts = 3                   # optional (3)
     priority = 0                       # optional (0): higher runs first
     params = { top = 10 }              # optional: given to every task
+    timeout_s = 600                    # optional: an attempt running longer is stopped and
+                                       # failed as timed out (default: the worker's)
+    executor = "process"               # optional: process or thread, on such workers
 
     tasks = [ { path = "/data/a" }, { path = "/data/b" } ]     # either the inputs ...
 
@@ -28,13 +31,14 @@ from mwcluster.errors import ConfigError
 
 __all__ = ["expand_template", "load_job_spec", "parse_job_spec"]
 
-_KNOWN = {"name", "handler", "max_attempts", "priority", "params", "tasks", "count", "input"}
+_KNOWN = {"name", "handler", "max_attempts", "priority", "params", "tasks", "count", "input",
+          "timeout_s", "executor"}
 MAX_TASKS = 1_000_000
 
 
 def load_job_spec(path: str | Path) -> dict[str, Any]:
     """Read and check a spec file; returns {name, handler, tasks, params, max_attempts,
-    priority}. ConfigError names the file and what is wrong."""
+    priority, timeout_s, executor}. ConfigError names the file and what is wrong."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -67,6 +71,12 @@ def parse_job_spec(data: Any, source: str = "the job spec") -> dict[str, Any]:
     params = data.get("params", {})
     if not isinstance(params, dict):
         raise ConfigError(f"{source}: params must be a table")
+    timeout_s, executor = data.get("timeout_s"), data.get("executor")
+    if timeout_s is not None and (type(timeout_s) not in (int, float) or timeout_s <= 0):
+        raise ConfigError(f"{source}: timeout_s must be a number of seconds > 0")
+    if executor is not None and executor not in ("process", "thread"):
+        raise ConfigError(f"{source}: executor must be \"process\" or \"thread\", not "
+                          f"{executor!r}")
     has_tasks, has_count = "tasks" in data, "count" in data
     if has_tasks == has_count:
         raise ConfigError(f"{source}: give either tasks = [...] or count = N (with an input "
@@ -88,7 +98,8 @@ def parse_job_spec(data: Any, source: str = "the job spec") -> dict[str, Any]:
             raise ConfigError(f"{source}: the input template cannot be filled in: {exc!r} "
                               "(only {i} and {count} are known)") from None
     return {"name": data["name"], "handler": data["handler"], "tasks": tasks,
-            "params": params, "max_attempts": max_attempts, "priority": priority}
+            "params": params, "max_attempts": max_attempts, "priority": priority,
+            "timeout_s": timeout_s, "executor": executor}
 
 
 def expand_template(template: Any, i: int, count: int) -> Any:

@@ -59,10 +59,11 @@ _pack = msgpack.Packer(use_bin_type=True).pack
 
 class Job:
     __slots__ = ("job_id", "name", "handler", "priority", "max_attempts", "state",
-                 "created_ms", "finished_ms", "reason", "tasks", "counts", "pending")
+                 "created_ms", "finished_ms", "reason", "tasks", "counts", "pending", "options")
 
     def __init__(self, job_id: str, name: str, handler: str, priority: int,
-                 max_attempts: int, created_ms: int) -> None:
+                 max_attempts: int, created_ms: int, options: dict | None = None) -> None:
+        self.options = dict(options) if options else {}   # records.JOB_OPTIONS
         self.job_id = job_id
         self.name = name
         self.handler = handler
@@ -77,12 +78,15 @@ class Job:
         self.pending = PendingSet()                 # derived: indexes of pending tasks
 
     def row(self) -> list:
-        return [self.job_id, self.name, self.handler, self.priority, self.max_attempts,
-                self.state._value_, self.created_ms, self.finished_ms, self.reason]
+        row = [self.job_id, self.name, self.handler, self.priority, self.max_attempts,
+               self.state._value_, self.created_ms, self.finished_ms, self.reason]
+        if self.options:              # a job without options keeps the row (and hash) it had
+            row.append(self.options)
+        return row
 
     @classmethod
     def from_row(cls, row: list) -> "Job":
-        job = cls(*row[0:5], row[6])
+        job = cls(*row[0:5], row[6], row[9] if len(row) > 9 else None)
         job.state, job.finished_ms, job.reason = JobState(row[5]), row[7], row[8]
         return job
 
@@ -101,7 +105,7 @@ class Job:
                 "state": self.state.value, "created_ms": self.created_ms,
                 "finished_ms": self.finished_ms, "reason": self.reason,
                 "tasks": len(self.tasks), "counts": {s.value: n for s, n in self.counts.items()},
-                "progress": self.progress()}
+                "progress": self.progress(), "options": dict(self.options)}
 
 
 class Worker:
@@ -216,10 +220,10 @@ class Jobs:
     # --- jobs ----------------------------------------------------------------------------
 
     def submit(self, job_id: str, name: str, handler: str, priority: int, max_attempts: int,
-               tasks: list, now_ms: int) -> str:
+               tasks: list, now_ms: int, options: dict | None = None) -> str:
         if job_id in self.jobs:
             raise NodeExists(f"job {job_id} exists")
-        job = Job(job_id, name, handler, priority, max_attempts, now_ms)
+        job = Job(job_id, name, handler, priority, max_attempts, now_ms, options)
         job.tasks, digest = submitted(job_id, tasks)     # raises before any change
         digest += job.hash()
         count = len(job.tasks)

@@ -14,8 +14,10 @@ operation code and whose other elements are the record's fields, in the order de
     [4, key, expected_version]                  Check    (inside a Multi only)
     [5, [[code, ...], ...]]                     Multi    Put/Merge/Delete/Check, all or none
     [9, note]                                   Noop
-    [10, job_id, name, handler, priority, max_attempts, tasks, now_ms]    JobSubmit
+    [10, job_id, name, handler, priority, max_attempts, tasks, now_ms, options]    JobSubmit
          tasks: [[input, params], ...]  (input: any value; params: map)
+         options: map of JOB_OPTIONS ({} for none; journals written before options existed
+         have no such element, read as {})
     [11, job_id, reason, now_ms]                JobCancel
     [12, job_id]                                JobDelete
     [20, worker_id, address, slots, now_ms]     WorkerRegister
@@ -115,8 +117,19 @@ class JobSubmit(NamedTuple):
     max_attempts: int
     tasks: list
     now_ms: int
+    options: dict = {}
     CODE = RecordKind.JOB_SUBMIT
-    SPEC = ("str", "str", "str", "int", "int", "list", "int")
+    SPEC = ("str", "str", "str", "int", "int", "list", "int", "map")
+
+
+# What a job's options may say, each checked at admission (check_job_options): the workers
+# read them with each assignment of the job's tasks.
+JOB_OPTIONS = {
+    "timeout_s": "seconds an attempt may run before the worker stops it and fails it as timed "
+                 "out (a number > 0, at most 30 days)",
+    "executor": "where a process or thread worker runs the job's handler: process or thread",
+}
+MAX_TIMEOUT_S = 30 * 24 * 3600
 
 
 class JobCancel(NamedTuple):
@@ -273,6 +286,8 @@ def decode_payload(payload: bytes | memoryview) -> tuple[Record, Origin | None]:
     origin = None
     if type(raw) is list and len(raw) >= 3:
         cls = RECORD_TYPES.get(raw[0]) if type(raw[0]) is int else None
+        if cls is JobSubmit and len(raw) in (8, 10):
+            raw.insert(8, {})         # written before jobs had options (with or without origin)
         if cls is not None and len(raw) == len(cls.SPEC) + 3:
             client_id, request_id = raw[-2], raw[-1]
             if type(client_id) is not bytes or type(request_id) is not int:
@@ -392,6 +407,7 @@ def _check_fields(rec: Record, limits: Limits) -> None:
             if (type(task) not in (list, tuple) or len(task) != 2
                     or type(task[1]) is not dict):
                 raise InvalidRecord(f"task {i} must be [input, params] with params a map")
+        check_job_options(rec.options)
     elif cls in (WorkerRegister, WorkerLost, WorkerLeave):
         _check_name("worker id", rec.worker_id, limits)
         if cls is WorkerRegister and rec.slots < 1:
@@ -402,6 +418,19 @@ def _check_fields(rec: Record, limits: Limits) -> None:
         for name, value in rec.counters.items():
             if type(name) is not str or type(value) not in (int, float):
                 raise InvalidRecord("counters map names (strings) to numbers")
+
+
+def check_job_options(options: dict) -> None:
+    """InvalidRecord naming the first option that is unknown or has a wrong value."""
+    for name, value in options.items():
+        if name not in JOB_OPTIONS:
+            raise InvalidRecord(f"unknown job option {name!r}; the options are "
+                                f"{', '.join(sorted(JOB_OPTIONS))}")
+        if name == "timeout_s" and (type(value) not in (int, float)
+                                    or not 0 < value <= MAX_TIMEOUT_S):
+            raise InvalidRecord(f"job option timeout_s={value!r}: {JOB_OPTIONS[name]}")
+        if name == "executor" and value not in ("process", "thread"):
+            raise InvalidRecord(f"job option executor={value!r}: {JOB_OPTIONS[name]}")
 
 
 def _check_expected(expected: int | None) -> None:

@@ -105,7 +105,7 @@ class State:
 
     def _job_submit(self, txid: int, rec: r.JobSubmit) -> str:
         return self.jobs.submit(rec.job_id, rec.name, rec.handler, rec.priority,
-                                rec.max_attempts, rec.tasks, rec.now_ms)
+                                rec.max_attempts, rec.tasks, rec.now_ms, rec.options)
 
     def _job_cancel(self, txid: int, rec: r.JobCancel) -> int:
         return self.jobs.cancel(rec.job_id, rec.reason, rec.now_ms)

@@ -18,11 +18,15 @@ memory with a fake clock:
   worker runs but the master does not list are dropped; the newest progress of every task
   kept is reported again;
 - a graceful stop: no new tasks, running ones may finish until a deadline, then WORKER_LEAVE
-  (the master requeues whatever is left) and exit.
+  (the master requeues whatever is left) and exit;
+- timeouts: an attempt running longer than its job's `timeout_s` (else the worker's
+  `task_timeout_ms`) is failed as timed out, so the master retries it by the job's rules,
+  and dropped, so its handler is stopped.
 
-A dropped task's handler keeps running (a thread cannot be stopped from outside): its
-`report()` returns False from then on, its reports and its result are ignored, and it keeps
-its slot until it returns, so the worker never runs more handlers than it has slots.
+A dropped task's handler is told to stop (Drop): the shell stops a handler's process, cancels
+its Dask task, or, for a thread, which cannot be stopped from outside, makes `report()` return
+False. Its reports and its result are ignored from then on, and it keeps its slot until it
+returns, so the worker never runs more handlers than it has slots.
 
 Time comes in as `now_ms` with each event; nothing here reads a clock or touches a socket.
 Instructions are NamedTuples; the shell executes them in order and feeds the replies back.
@@ -77,6 +81,7 @@ class Start(NamedTuple):
     handler: str
     input: Any
     params: Any
+    executor: str = ""             # the job's hint (process or thread); "": the worker's own
 
 
 class Drop(NamedTuple):
@@ -108,12 +113,14 @@ class Run:
     """One attempt this worker runs (or has finished and not yet reported)."""
 
     __slots__ = ("attempt", "handler", "started_ms", "reported_ms", "last_sent_ms", "latest",
-                 "unsent", "sending")
+                 "unsent", "sending", "timeout_ms")
 
-    def __init__(self, attempt: int, handler: str, started_ms: int = 0) -> None:
+    def __init__(self, attempt: int, handler: str, started_ms: int = 0,
+                 timeout_ms: int = 0) -> None:
         self.attempt = attempt
         self.handler = handler
         self.started_ms = started_ms                     # when the assignment came
+        self.timeout_ms = timeout_ms                     # 0: it may run as long as it takes
         self.reported_ms: int | None = None              # the handler's last report
         self.last_sent_ms: int | None = None
         self.latest: tuple[float, dict] | None = None   # newest progress from the handler
@@ -125,11 +132,13 @@ class WorkerMachine:
     """Decisions of one worker. Public fields are read by the shell and by status."""
 
     def __init__(self, worker_id: str, slots: int, *, heartbeat_ms: int | None = 1000,
-                 progress_interval_ms: int = 500, idle_poll_ms: int = 200) -> None:
+                 progress_interval_ms: int = 500, idle_poll_ms: int = 200,
+                 task_timeout_ms: int = 0) -> None:
         if slots < 1:
             raise ValueError("a worker needs at least one slot")
         self.worker_id = worker_id
         self.slots = slots
+        self.task_timeout_ms = task_timeout_ms          # for jobs without their own timeout_s
         self.configured_heartbeat_ms = heartbeat_ms     # None: the master's
         self.heartbeat_ms = heartbeat_ms or 1000
         self.progress_interval_ms = progress_interval_ms
@@ -147,13 +156,18 @@ class WorkerMachine:
         self.leaving = False
         self.exited: int | None = None
         self.counters = {"tasks_started": 0, "tasks_succeeded": 0, "tasks_failed": 0,
-                         "tasks_dropped": 0, "tasks_abandoned": 0, "progress_sent": 0,
+                         "tasks_dropped": 0, "tasks_abandoned": 0, "tasks_timed_out": 0,
+                         "progress_sent": 0,
                          "progress_coalesced": 0, "registrations": 0, "reconnects": 0}
 
     # --- derived -------------------------------------------------------------------------
 
     def free_slots(self) -> int:
-        return self.slots - len(self.running) - len(self.zombies) - len(self.outbox)
+        # a timed-out attempt is both a zombie (its handler still runs) and in the outbox
+        # (its failure is being reported): one slot
+        both = sum(1 for key, attempt in self.zombies.items()
+                   if key in self.outbox and self.outbox[key][0] == attempt)
+        return self.slots - len(self.running) - len(self.zombies) - len(self.outbox) + both
 
     def running_list(self) -> list[list]:
         """What the worker holds for the master: running attempts and unreported finishes."""
@@ -184,9 +198,15 @@ class WorkerMachine:
 
     def next_wakeup_ms(self) -> int | None:
         """The earliest time tick() may have something to do (None: only events matter)."""
-        if self.exited is not None or not self.registered:
-            return self.stop_deadline_ms if self.stopping else None
-        times = [self.next_heartbeat_ms]
+        if self.exited is not None:
+            return None
+        deadlines = [run.started_ms + run.timeout_ms for run in self.running.values()
+                     if run.timeout_ms]
+        if not self.registered:
+            if self.stopping:
+                deadlines.append(self.stop_deadline_ms)
+            return min(deadlines) if deadlines else None
+        times = [self.next_heartbeat_ms, *deadlines]
         if not self.stopping and self.free_slots() > 0:
             times.append(self.next_request_ms)
         for run in self.running.values():
@@ -286,6 +306,9 @@ class WorkerMachine:
         if self.exited is not None:
             return []
         out: list = []
+        for key, run in list(self.running.items()):
+            if run.timeout_ms and now_ms >= run.started_ms + run.timeout_ms:
+                out += self._time_out(key, run)
         if self.stopping and (now_ms >= (self.stop_deadline_ms or 0)
                               or not (self.running or self.outbox)):
             return out + self._leave(now_ms)
@@ -318,16 +341,22 @@ class WorkerMachine:
     def on_assignments(self, assignments: list, now_ms: int) -> list:
         """The answer to TASK_REQUEST: [(job_id, index, attempt, handler, input, params)]."""
         out: list = []
-        for job_id, index, attempt, handler, input_value, params in assignments:
+        for job_id, index, attempt, handler, input_value, params, *rest in assignments:
             key = (job_id, index)
             held = self.running.get(key)
             if held is not None and held.attempt == attempt:
                 continue                       # the same answer twice (a retried request)
             if held is not None:
                 out += self._drop(key, held.attempt, f"superseded by attempt {attempt}")
-            self.running[key] = Run(attempt, handler, now_ms)
+            options = rest[0] if rest and type(rest[0]) is dict else {}   # the job's options
+            timeout_s = options.get("timeout_s")
+            timeout_ms = (int(timeout_s * 1000) if type(timeout_s) in (int, float)
+                          and timeout_s > 0 else self.task_timeout_ms)
+            executor = options.get("executor")
+            self.running[key] = Run(attempt, handler, now_ms, timeout_ms)
             self.counters["tasks_started"] += 1
-            out.append(Start(job_id, index, attempt, handler, input_value, params))
+            out.append(Start(job_id, index, attempt, handler, input_value, params,
+                             executor if executor in ("process", "thread") else ""))
         self.next_request_ms = now_ms if assignments else now_ms + self.idle_poll_ms
         return out
 
@@ -416,6 +445,22 @@ class WorkerMachine:
                                       "by the master; its result is discarded"))
             else:
                 out += self._drop(key, attempt, "cancelled by the master")
+        return out
+
+    def _time_out(self, key: TaskKey, run: Run) -> list:
+        """Fail the attempt as timed out (the master retries it by its job's rules) and tell
+        the shell to stop its handler; the slot stays taken until the handler has returned."""
+        del self.running[key]
+        self.zombies[key] = run.attempt
+        message = (f"timed out after {run.timeout_ms / 1000:g} s (the job's timeout_s, or the "
+                   "worker's task_timeout_s): the worker stopped its handler")
+        self.outbox[key] = (run.attempt, False, message)
+        self.counters["tasks_failed"] += 1
+        self.counters["tasks_timed_out"] += 1
+        out = [Note(WARNING, f"task {key[0]}/{key[1]} attempt {run.attempt} {message}"),
+               Drop(key[0], key[1], run.attempt, "timed out")]
+        if self.registered:
+            out.append(SendFinish(key[0], key[1], run.attempt, False, message))
         return out
 
     def _drop(self, key: TaskKey, attempt: int, reason: str) -> list:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 # counters of the machine, named as in the status map
 MACHINE_COUNTERS = ("tasks_started", "tasks_succeeded", "tasks_failed", "tasks_dropped",
-                    "tasks_abandoned", "progress_sent", "progress_coalesced", "registrations",
+                    "tasks_abandoned", "tasks_timed_out", "progress_sent", "progress_coalesced", "registrations",
                     "reconnects")
 
 

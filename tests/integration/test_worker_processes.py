@@ -8,12 +8,21 @@ from __future__ import annotations
 from helpers import pid_alive
 from mwcluster.testing import wait_for
 from mwcluster.testing.cluster import LocalCluster
+from mwcluster.testing.processes import RawDealer
 
 HANDLERS = ["mwcluster.testing.handlers"]
 
 
 def finished(client, job_id: str) -> bool:
     return client.job_status(job_id)["state"] in ("succeeded", "failed", "cancelled")
+
+
+def worker_status(cluster: LocalCluster, n: int = 0) -> dict:
+    """The worker's own STATUS (its endpoint is served with its key, to the cluster's admin)."""
+    worker = cluster.workers[n]
+    with RawDealer(worker.info["status_endpoint"],
+                   credentials=cluster.keys.credentials("admin", worker.worker_id)) as dealer:
+        return dealer.status()
 
 
 
@@ -45,3 +54,38 @@ def test_crashes_and_cancellation_in_handler_processes(tmp_path):
         again = client.submit_job("after", "testing.echo", [7])
         wait_for(lambda: finished(client, again), 60, "a job after the cancel")
         assert client.job_tasks(again, 0, 1)[0]["result"] == 7
+
+
+def test_a_jobs_timeout_stops_hanging_handlers_in_processes_and_in_threads(tmp_path):
+    """timeout_s per job: past it the attempt is failed as timed out and retried by the job's
+    rules; a handler's process is stopped, a handler's thread sees report() return False.
+    The job's executor hint runs the second job in the worker's own threads."""
+    with LocalCluster(tmp_path / "c", workers=1, slots=2, handlers=HANDLERS,
+                      checkpoint=False) as cluster:
+        client = cluster.client(timeout_s=5)
+        worker = cluster.workers[0]
+        before = client.submit_job("pids", "testing.pid", [None] * 2)
+        wait_for(lambda: finished(client, before), 60, "the pid job")
+        children = {t["result"] for t in client.job_tasks(before, 0, 10)}
+        hung = client.submit_job("hung", "testing.stubborn", [None], params={"s": 60},
+                                 max_attempts=2, timeout_s=0.5)
+        wait_for(lambda: finished(client, hung), 60, "the hanging job to time out")
+        status = client.job_status(hung)
+        assert status["state"] == "failed" and status["options"] == {"timeout_s": 0.5}
+        assert [f[1] for f in status["failures"]] == [1, 2]          # retried once, then failed
+        assert all("timed out after 0.5 s" in f[3] for f in status["failures"]), status
+        wait_for(lambda: not any(pid_alive(pid) for pid in children), 30,
+                 "the timed-out handlers' processes to be stopped (SIGKILL after SIGTERM)")
+
+        threaded = client.submit_job("threaded", "testing.sleep", [None], params={"s": 60},
+                                     max_attempts=1, timeout_s=0.5, executor="thread")
+        wait_for(lambda: finished(client, threaded), 60, "the thread job to time out")
+        status = client.job_status(threaded)
+        assert status["state"] == "failed" and "timed out" in status["failures"][0][3]
+        in_thread = client.submit_job("where", "testing.pid", [None], executor="thread")
+        wait_for(lambda: finished(client, in_thread), 60, "a thread job after the timeouts")
+        assert client.job_tasks(in_thread, 0, 1)[0]["result"] == worker.pid   # the worker's own
+        # the thread's handler saw report() return False and returned: its slot is free again
+        wait_for(lambda: worker_status(cluster)["dropped_handlers_running"] == 0, 30,
+                 "the abandoned thread to return")
+        assert worker_status(cluster)["tasks_timed_out"] == 3 and worker.returncode is None

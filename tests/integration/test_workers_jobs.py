@@ -152,7 +152,6 @@ def test_a_worker_back_from_a_pause_cannot_overwrite_the_tasks_new_owner(tmp_pat
                    f"task {job_id}/{index} attempt 1: the master no longer has it")
         wait_for(lambda: any(r in paused.stderr_text() for r in refused), 30,
                  "the paused worker's old attempt to be refused")
-        log = paused.stderr_text()
         assert paused.returncode is None                  # it carried on
     assert status["state"] == "succeeded", status
     assert task["worker"] != paused.worker_id and task["attempt"] >= 2

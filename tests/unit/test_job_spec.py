@@ -18,7 +18,7 @@ def test_a_toml_spec_with_a_count_and_a_template(tmp_path):
                     'path = "/data/part-{i:03d}-of-{count}"\n')
     parsed = load_job_spec(spec)
     assert parsed == {"name": "wc", "handler": "wc.count", "priority": 2, "max_attempts": 3,
-                      "params": {"top": 5},
+                      "params": {"top": 5}, "timeout_s": None, "executor": None,
                       "tasks": [{"shard": i, "path": f"/data/part-{i:03d}-of-3"}
                                 for i in range(3)]}
 
@@ -31,6 +31,14 @@ def test_a_json_spec_with_explicit_tasks(tmp_path):
     assert parsed["tasks"] == [1, [2], {"a": 3}] and parsed["max_attempts"] == 1
 
 
+def test_a_spec_may_set_the_jobs_timeout_and_executor(tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text('name = "x"\nhandler = "h"\ncount = 1\ntimeout_s = 90\n'
+                    'executor = "thread"\n')
+    parsed = load_job_spec(spec)
+    assert (parsed["timeout_s"], parsed["executor"]) == (90, "thread")
+
+
 @pytest.mark.parametrize("data, words", [
     ({"handler": "h", "count": 1}, ["'name' is required"]),
     ({"name": "n", "handler": "h"}, ["either tasks", "or count"]),
@@ -39,6 +47,10 @@ def test_a_json_spec_with_explicit_tasks(tmp_path):
     ({"name": "n", "handler": "h", "count": 2, "input": "{j}"}, ["only {i} and {count}"]),
     ({"name": "n", "handler": "h", "tasks": [1], "colour": "red"}, ["unknown keys colour"]),
     ({"name": "n", "handler": "h", "tasks": [1], "max_attempts": 0}, ["max_attempts"]),
+    ({"name": "n", "handler": "h", "tasks": [1], "timeout_s": 0}, ["timeout_s", "> 0"]),
+    ({"name": "n", "handler": "h", "tasks": [1], "timeout_s": "1m"}, ["timeout_s"]),
+    ({"name": "n", "handler": "h", "tasks": [1], "executor": "gpu"},
+     ["executor must be", "'gpu'"]),
 ])
 def test_bad_specs_say_what_is_wrong(data, words):
     with pytest.raises(ConfigError) as info:

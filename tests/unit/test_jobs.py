@@ -14,9 +14,9 @@ from mwcluster.core.values import encode
 from mwcluster.errors import BadState, CorruptionError, NodeExists, NotFound
 
 
-def submit(job_id="j", tasks=2, max_attempts=1, now_ms=100, priority=0):
+def submit(job_id="j", tasks=2, max_attempts=1, now_ms=100, priority=0, options=None):
     return JobSubmit(job_id, f"job {job_id}", "mod:handler", priority, max_attempts,
-                     [[f"in-{i}", {"i": i}] for i in range(tasks)], now_ms)
+                     [[f"in-{i}", {"i": i}] for i in range(tasks)], now_ms, options or {})
 
 
 def register(worker_id="w1", slots=2, now_ms=50):
@@ -391,6 +391,7 @@ def _busy_state(apply_all):
         WorkerLost("w3", "timeout", 600), register("w4", slots=2),
         assign(1, "w4", attempt=2, job_id="live"), WorkerLeave("w2", 700),
         submit("waiting", tasks=2, priority=9), Noop(),
+        submit("timed", tasks=1, options={"timeout_s": 60, "executor": "thread"}),
     ])
 
 
@@ -422,6 +423,7 @@ def test_image_round_trip_of_a_busy_state(apply_all, checked_apply):
     assert loaded.validate() == []
     assert (loaded.txid, loaded.digest) == (original.txid, original.digest)
     assert loaded.image_bytes() == original.image_bytes()
+    assert loaded.jobs.jobs["timed"].options == {"timeout_s": 60, "executor": "thread"}
     for job_id, j in original.jobs.jobs.items():
         other = loaded.jobs.jobs[job_id]
         assert other.summary() == j.summary()

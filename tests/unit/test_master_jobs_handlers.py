@@ -225,6 +225,24 @@ def test_sync_task_request_is_parked_until_every_assignment_is_durable(h, engine
     assert reply.request_id == 7000 and len(reply.result) == 3 and reply.txid == top
 
 
+def test_a_jobs_options_reach_its_assignments_and_its_status(h, engine):
+    job_id = ok(h, Op.JOB_SUBMIT, [None, "n", "wc:count", 0, 1, [["a", {}]],
+                                   {"timeout_s": 30, "executor": "thread"}]).result
+    plain = submit(h, tasks=1)
+    ok(h, Op.WORKER_REGISTER, ["w1", "tcp://w1", 2])
+    got = ok(h, Op.TASK_REQUEST, ["w1", 10]).result
+    assert got == [[job_id, 0, 1, "wc:count", "a", {}, {"timeout_s": 30, "executor": "thread"}],
+                   [plain, 0, 1, "wc:count", "shard-0", {"i": 0}]]   # no options: as before
+    assert ok(h, Op.JOB_STATUS, [job_id]).result["options"] == {"timeout_s": 30,
+                                                                "executor": "thread"}
+    assert ok(h, Op.JOB_STATUS, [plain]).result["options"] == {}
+    bad = ask(h, Op.JOB_SUBMIT, [None, "n", "h", 0, 1, [[1, {}]], {"timeout": 3}])
+    assert bad.status == ErrorCode.INVALID and "unknown job option 'timeout'" in bad.result[1]
+    bad = ask(h, Op.JOB_SUBMIT, [None, "n", "h", 0, 1, [[1, {}]], "fast"])
+    assert bad.status == ErrorCode.BAD_REQUEST and "options" in bad.result[1]
+    assert engine.state.validate() == []
+
+
 def test_arguments_are_checked(h):
     cases = [
         (Op.JOB_SUBMIT, [None, "n", "h", 0, 1]),                         # count

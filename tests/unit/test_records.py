@@ -32,6 +32,8 @@ SAMPLES = [
     r.Noop(""),
     r.JobSubmit("job-1", "nightly etl", "etl.handlers:run", -5, 3,
                 [["s3://bucket/part-0", {}], [{"rows": [1, 2]}, {"mode": "fast"}]], 1_700_000),
+    r.JobSubmit("job-2", "nightly etl", "etl.handlers:run", 0, 1, [[1, {}]], 1_700_000,
+                {"timeout_s": 90.5, "executor": "thread"}),
     r.JobCancel("job-1", "operator asked", 1_700_001),
     r.JobDelete("job-1"),
     r.WorkerRegister("w-1", "tcp://10.0.0.7:5555", 4, 1_700_002),
@@ -173,6 +175,17 @@ def test_invalid_record_is_an_apply_error():
     assert issubclass(InvalidRecord, MwclusterError)
 
 
+def test_a_job_submit_from_before_job_options_reads_as_one_without_options():
+    """Journals written before jobs had options hold 8 elements (10 with the origin)."""
+    old = [10, "j", "n", "h", 0, 1, [["i", {}]], 5]
+    assert r.decode_payload(_pack(old)) == (r.JobSubmit("j", "n", "h", 0, 1, [["i", {}]], 5,
+                                                        {}), None)
+    rec, origin = r.decode_payload(_pack(old + [b"client", 7]))
+    assert rec.options == {} and origin == (b"client", 7)
+    new = r.JobSubmit("j", "n", "h", 0, 1, [["i", {}]], 5, {"timeout_s": 2})
+    assert r.decode_payload(r.encode_record(new, (b"c", 1))) == (new, (b"c", 1))
+
+
 # --- admission -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("rec", SAMPLES, ids=lambda rec: type(rec).__name__)
@@ -239,6 +252,13 @@ REFUSED = [
     ("empty job name", _submit(name=""), LIMITS, "job name"),
     ("handler with control char", _submit(handler="h\x00"), LIMITS, "handler"),
     ("priority a bool", _submit(priority=False), LIMITS, "must be int"),
+    ("unknown job option", _submit(options={"retries": 3}), LIMITS,
+     "unknown job option 'retries'"),
+    ("timeout_s zero", _submit(options={"timeout_s": 0}), LIMITS, "timeout_s=0"),
+    ("timeout_s a str", _submit(options={"timeout_s": "1m"}), LIMITS, "timeout_s='1m'"),
+    ("timeout_s a bool", _submit(options={"timeout_s": True}), LIMITS, "timeout_s=True"),
+    ("executor unknown", _submit(options={"executor": "gpu"}), LIMITS, "executor='gpu'"),
+    ("options not a map", _submit(options=[]), LIMITS, "must be map"),
     ("record too large", _submit(tasks=[["x" * 200, {}]]), Limits(max_record_bytes=100),
      "limit is 100"),
     # workers

@@ -237,3 +237,45 @@ def test_instructions_made_stale_by_an_earlier_reply_of_their_batch_are_not_want
     m.on_registered({"epoch": 1, "tasks": []}, 1002)
     assert not any(m.still_wanted(i) for i in progress)
     assert not m.still_wanted(SendFinish("j", 1, 1, True, "r"))
+
+
+def test_an_attempt_past_its_timeout_is_failed_and_its_handler_told_to_stop():
+    m = registered(slots=1, heartbeat_ms=100_000, task_timeout_ms=500)
+    assign(m, 0, ("j", 0, 1))
+    assert m.next_wakeup_ms() <= 500                  # the owner wakes up for the deadline
+    assert only(m.tick(499), Drop) == []
+    out = m.tick(500)
+    assert only(out, Drop) == [Drop("j", 0, 1, "timed out")]
+    [finish] = only(out, SendFinish)
+    assert (finish.ok, "timed out after 0.5 s" in finish.outcome) == (False, True)
+    assert m.counters["tasks_timed_out"] == 1 and m.counters["tasks_failed"] == 1
+    assert m.free_slots() == 0                        # the handler has not returned yet
+    assert only(m.tick(600), Drop) == []              # failed once, not again
+    m.on_finish_reply("j", 0, 1, "pending", 700)
+    assert m.free_slots() == 0                        # ... it still holds the slot
+    out = m.on_done("j", 0, 1, True, "late", 800)
+    assert only(out, SendFinish) == [] and m.free_slots() == 1
+
+
+def test_a_jobs_own_timeout_and_executor_hint_override_the_workers():
+    m = registered(slots=3, heartbeat_ms=100_000, task_timeout_ms=10_000)
+    out = m.on_assignments([("a", 0, 1, "h", None, {}, {"timeout_s": 0.2,
+                                                         "executor": "thread"}),
+                            ("b", 0, 1, "h", None, {}, {}),
+                            ("c", 0, 1, "h", None, {})], 0)       # from a master before options
+    assert [s.executor for s in only(out, Start)] == ["thread", "", ""]
+    assert only(m.tick(200), Drop) == [Drop("a", 0, 1, "timed out")]
+    assert only(m.tick(9_999), Drop) == []
+    assert sorted(d.job_id for d in only(m.tick(10_000), Drop)) == ["b", "c"]
+
+
+def test_a_timeout_while_unregistered_is_reported_after_registration():
+    m = registered(slots=1, heartbeat_ms=100_000, task_timeout_ms=300)
+    assign(m, 0, ("j", 0, 1))
+    m.on_unreachable("Heartbeat", 100)
+    assert m.next_wakeup_ms() == 300                  # deadlines count while unregistered
+    out = m.tick(300)
+    assert only(out, Drop) and not only(out, SendFinish)
+    out = m.on_registered({"epoch": 1, "tasks": [["j", 0, 1]]}, 400)
+    [finish] = only(out, SendFinish)
+    assert not finish.ok and "timed out" in finish.outcome

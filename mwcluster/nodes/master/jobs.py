@@ -155,6 +155,14 @@ class JobHandlers:
     # --- jobs ------------------------------------------------------------------------------
 
     def _submit(self, req: Request, now: float) -> Answer:
+        options = {}
+        if type(req.args) is list and len(req.args) == 7:     # [..., options]
+            options = req.args[6]
+            if type(options) is not dict:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "JOB_SUBMIT: options has the wrong "
+                                    f"type ({type(options).__name__}); it is a map",
+                                    req.request_id)
+            req = req._replace(args=req.args[:6])
         job_id, name, handler, priority, max_attempts, tasks = check_args(req)
         hit = self._hit(req)
         if hit is not None:
@@ -166,7 +174,7 @@ class JobHandlers:
                 job_id = f"job-{self.engine.state.txid + 1}-{suffix}"
                 suffix += 1
         return 0, *self._log(req, JobSubmit(job_id, name, handler, priority, max_attempts,
-                                            tasks, self.wall_ms()))
+                                            tasks, self.wall_ms(), options))
 
     def _cancel(self, req: Request, now: float) -> Answer:
         job_id, reason = check_args(req)
@@ -296,9 +304,7 @@ class JobHandlers:
                 break       # the journal stopped taking writes: answer what was assigned
             if seen:
                 sums.after(seen)
-            job = jobs.jobs[job_id]
-            task = job.tasks[index]
-            out.append((job_id, index, attempt, job.handler, task.input, task.params))
+            out.append(_assignment(jobs.jobs[job_id], index, attempt))
         if out:
             self.assignments += len(out)
             answers = self._answers
@@ -329,7 +335,7 @@ class JobHandlers:
             job = self.jobs.jobs[job_id]
             task = job.tasks[index]
             if task.state is TaskState.ASSIGNED:
-                out.append((job_id, index, task.attempt, job.handler, task.input, task.params))
+                out.append(_assignment(job, index, task.attempt))
         return out
 
     def _owned(self, worker_id: str, job_id: str, index: int) -> None:
@@ -487,7 +493,8 @@ def job_summary(job: Job, sums: Sums | None = None) -> dict:
             "max_attempts": job.max_attempts, "tasks": len(job.tasks),
             "counts": {s.value: n for s, n in job.counts.items()},
             "progress": sums.progress(), "submitted_ms": job.created_ms,
-            "finished_ms": job.finished_ms, "reason": job.reason}
+            "finished_ms": job.finished_ms, "reason": job.reason,
+            "options": dict(job.options)}
 
 
 def job_status(job: Job, now_ms: int, sums: Sums | None = None) -> dict:
@@ -514,3 +521,11 @@ def job_status(job: Job, now_ms: int, sums: Sums | None = None) -> dict:
                 "counters": dict(sums.counters),
                 "failures": [list(f) for f in sums.failures[-MAX_FAILURES:]]})
     return out
+
+
+def _assignment(job, index: int, attempt: int) -> tuple:
+    """One task of a TASK_REQUEST answer: [job_id, index, attempt, handler, input, params],
+    and the job's options when it has any (a worker reads its timeout and executor there)."""
+    task = job.tasks[index]
+    out = (job.job_id, index, attempt, job.handler, task.input, task.params)
+    return out + (job.options,) if job.options else out

@@ -12,16 +12,17 @@ Process mode, per slot:
   another until it has to be replaced.
 - A child that dies (a segfault, `os._exit`, the kernel's OOM killer) fails the attempt with
   a message naming the exit code or signal; the slot starts a fresh child for the next one.
-- An attempt past `timeout_s`, or no longer this worker's (cancelled, given to another worker,
-  the worker stopping), has its child stopped: SIGTERM, then SIGKILL after GRACE_S.
+- An attempt no longer this worker's (cancelled, past its timeout: the worker machine decides,
+  given to another worker, the worker stopping) has its child stopped: SIGTERM, then SIGKILL
+  after GRACE_S.
 - `memory_mb` caps the child's address space (RLIMIT_AS): a handler that needs more fails
   with MemoryError instead of dragging the machine down.
 - A child asks for SIGKILL when its parent (the forkserver, which ends with the worker) dies,
   so a worker killed with SIGKILL leaves no handler running behind it.
 
 The thread executor is the worker's own loop (nodes/worker/node.py): `report()` returns False
-once the attempt is no longer this worker's and the handler is expected to stop; a thread
-cannot be stopped, so `task_timeout_s` applies to process slots only.
+once the attempt is no longer this worker's (timed out included) and the handler is expected
+to stop; a thread cannot be stopped, so until it returns it keeps its slot.
 """
 
 from __future__ import annotations
@@ -109,8 +110,10 @@ class ProcessSlot:
         self.started += 1
 
     def run(self, start, current: Callable[[], bool],
-            on_progress: Callable[[float, dict], Any], timeout_s: float) -> tuple[bool, Any]:
-        """Run one attempt (a worker_machine.Start) in the child; (ok, result or error)."""
+            on_progress: Callable[[float, dict], Any]) -> tuple[bool, Any]:
+        """Run one attempt (a worker_machine.Start) in the child; (ok, result or error). Once
+        `current()` is False (the attempt was cancelled, timed out, given to another worker,
+        or the worker is stopping) the child is stopped."""
         self._ensure()
         params = start.params if start.params is not None else {}
         try:
@@ -118,17 +121,12 @@ class ProcessSlot:
                              start.attempt))
         except (OSError, ValueError) as exc:
             return self._died(f"could not be given the task ({exc})")
-        deadline = time.monotonic() + timeout_s if timeout_s else None
         while True:
             if not current():
                 self._stop()
-                return False, ("the attempt is no longer this worker's (cancelled, given to "
-                               "another worker, or the worker is stopping): its process was "
-                               "stopped")
-            if deadline is not None and time.monotonic() >= deadline:
-                self._stop()
-                return False, (f"timed out after {timeout_s:g} s: the handler's process was "
-                               "stopped (SIGTERM, then SIGKILL)")
+                return False, ("the attempt is no longer this worker's (cancelled, timed out, "
+                               "given to another worker, or the worker is stopping): its "
+                               "process was stopped")
             try:
                 ready = self._conn.poll(POLL_S)
                 msg = self._conn.recv() if ready else None

@@ -27,10 +27,11 @@ _GAUGES = (
 _COUNTERS = (
     ("tasks_started", "tasks_started", "Attempts started"),
     ("tasks_succeeded", "tasks_succeeded", "Attempts whose handler returned"),
-    ("tasks_failed", "tasks_failed", "Attempts whose handler raised"),
+    ("tasks_failed", "tasks_failed", "Attempts whose handler raised, crashed or timed out"),
     ("tasks_dropped", "tasks_dropped",
      "Attempts given up because they were stale or cancelled at the master"),
     ("tasks_abandoned", "tasks_abandoned", "Attempts still running when a stop gave up on them"),
+    ("tasks_timed_out", "tasks_timed_out", "Attempts failed for running past their timeout"),
     ("progress_reports_sent", "progress_sent", "Progress reports sent to the master"),
     ("progress_reports_coalesced", "progress_coalesced",
      "Progress reports replaced by a newer one before they were sent"),

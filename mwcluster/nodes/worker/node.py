@@ -98,7 +98,12 @@ class WorkerNode:
         heartbeat_ms = None if cfg.sources.get("heartbeat_ms") == "default" else cfg.heartbeat_ms
         self.machine = wm.WorkerMachine(cfg.worker_id, cfg.slots, heartbeat_ms=heartbeat_ms,
                                         progress_interval_ms=cfg.progress_interval_ms,
-                                        idle_poll_ms=cfg.idle_poll_ms)
+                                        idle_poll_ms=cfg.idle_poll_ms,
+                                        task_timeout_ms=int(cfg.task_timeout_s * 1000))
+        if cfg.executor == "dask" and not cfg.dask_scheduler:
+            raise ConfigError("executor = dask needs dask_scheduler, the Dask scheduler's "
+                              "address (--dask-scheduler tcp://HOST:PORT)")
+        self.dask = None             # dask_executor.DaskRunner, made at run()
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.work: queue.SimpleQueue = queue.SimpleQueue()
         self.handles: dict[tuple[str, int], TaskHandle] = {}
@@ -138,6 +143,14 @@ class WorkerNode:
         log.info("worker %s: %d slots, handlers %s, master %s", cfg.worker_id, cfg.slots,
                  ", ".join(self.registry.names()) or "(none)", cfg.master)
         self.observed.start()        # a bind failure ends the start here, nothing running
+        if cfg.executor == "dask":   # a scheduler that cannot be reached ends the start too
+            from mwcluster.nodes.worker.dask_executor import DaskRunner
+
+            try:
+                self.dask = DaskRunner(cfg.dask_scheduler, cfg.handler_modules())
+            except BaseException:
+                self.observed.stop()
+                raise
         for n in range(cfg.slots):
             thread = threading.Thread(target=self._handler_loop, name=f"handler-{n}",
                                       daemon=True)
@@ -160,6 +173,8 @@ class WorkerNode:
                 self.work.put(None)
             if self._client is not None:
                 self._client.close()
+            if self.dask is not None:
+                self.dask.close()
             observed.stop()
         return self.exit_code
 
@@ -294,13 +309,7 @@ class WorkerNode:
     # --- handler threads -------------------------------------------------------------------------
 
     def _handler_loop(self) -> None:
-        cfg = self.config
-        slot = None
-        if cfg.executor == "process":
-            from mwcluster.nodes.worker.executor import ProcessSlot, process_context
-
-            slot = ProcessSlot(process_context(cfg.handler_modules()), cfg.handler_modules(),
-                               cfg.task_memory_mb)
+        slot: list = []              # this slot's executor.ProcessSlot, made when first needed
         try:
             while True:
                 item = self.work.get()
@@ -314,16 +323,22 @@ class WorkerNode:
                     self.busy -= 1
                 self.events.put(("done", handle, ok, outcome))
         finally:
-            if slot is not None:
-                slot.close()
+            for made in slot:
+                made.close()
 
-    def _call(self, handle: TaskHandle, start: wm.Start, slot=None) -> tuple[bool, Any]:
-        fn = self.registry.get(start.handler)
-        if fn is None:
-            return False, (f"no handler named {start.handler!r} on worker "
-                           f"{self.config.worker_id} (it has: "
-                           f"{', '.join(self.registry.names()) or 'none'}; start it with "
-                           "--handlers MODULE)")
+    def _process_slot(self, slot: list):
+        if not slot:
+            from mwcluster.nodes.worker.executor import ProcessSlot, process_context
+
+            modules = self.config.handler_modules()
+            slot.append(ProcessSlot(process_context(modules), modules,
+                                    self.config.task_memory_mb))
+        return slot[0]
+
+    def _call(self, handle: TaskHandle, start: wm.Start, slot: list) -> tuple[bool, Any]:
+        """Run one attempt where it belongs: on the Dask cluster (a dask worker), else where
+        the job's executor hint says, else where the worker's executor says."""
+        cfg = self.config
         events = self.events
 
         def report(progress: float, **counters: Any) -> bool:
@@ -338,10 +353,22 @@ class WorkerNode:
             events.put(("progress", handle))
             return True
 
-        if slot is not None:     # executor.ProcessSlot: the handler runs in its process
-            return slot.run(start, lambda: handle.current,
-                            lambda progress, counters: report(progress, **counters),
-                            self.config.task_timeout_s)
+        def relay(progress: float, counters: dict) -> None:
+            report(progress, **counters)
+
+        def current() -> bool:                # False once a Drop reached the handle
+            return handle.current
+
+        if self.dask is not None:             # the Dask workers import the handler modules
+            return self.dask.run(start, current, relay)
+        fn = self.registry.get(start.handler)
+        if fn is None:
+            return False, (f"no handler named {start.handler!r} on worker "
+                           f"{cfg.worker_id} (it has: "
+                           f"{', '.join(self.registry.names()) or 'none'}; start it with "
+                           "--handlers MODULE)")
+        if (start.executor or cfg.executor) == "process":   # in the slot's child process
+            return self._process_slot(slot).run(start, current, relay)
         task = Task(start.input, start.params if start.params is not None else {},
                     start.job_id, start.index, start.attempt)
         return exchange.run_handler(fn, task, report)
