@@ -6,7 +6,8 @@ Checked after every step:
 - handler threads in use (running + dropped still running) never exceed the slots;
 - a task attempt sends at most one progress report per progress_interval_ms, except the one
   that goes just before its finish and the one repeated after a registration;
-- nothing is reported for an attempt after it was dropped;
+- nothing is reported for an attempt after it was dropped, except the failure of an attempt
+  dropped because it timed out (dropped first, so that its handler stops at once);
 - the machine always has a way forward: when registered and idle with free slots, a request
   for tasks is due within idle_poll_ms;
 and at the end every attempt a handler finished is either accepted by the master or was
@@ -57,6 +58,8 @@ def run(machine: WorkerMachine, model: Model, instructions: list, now: int, log:
             log["started"].add((ins.job_id, ins.index, ins.attempt))
         elif isinstance(ins, Drop):
             log["dropped"].add((ins.job_id, ins.index, ins.attempt))
+            if ins.reason == "timed out":
+                log["timed_out"].add((ins.job_id, ins.index, ins.attempt))
         elif not model.reachable:
             if isinstance(ins, Register):
                 machine.registering = False          # the shell gives up for now
@@ -89,7 +92,9 @@ def run(machine: WorkerMachine, model: Model, instructions: list, now: int, log:
         elif isinstance(ins, (SendProgress, SendFinish)):
             key = (ins.job_id, ins.index)
             attempt = (ins.job_id, ins.index, ins.attempt)
-            assert attempt not in log["dropped"], f"{ins} after its attempt was dropped"
+            assert attempt not in log["dropped"] or (
+                isinstance(ins, SendFinish) and not ins.ok and attempt in log["timed_out"]), \
+                f"{ins} after its attempt was dropped"
             current = key in model.owned and model.attempts[key] == ins.attempt
             if isinstance(ins, SendProgress):
                 log["progress"].setdefault(attempt, []).append((now, log["registration"]))
@@ -116,13 +121,13 @@ events = st.lists(st.one_of(
 
 
 @settings(max_examples=1000, deadline=None)
-@given(events)
-def test_the_worker_machine_keeps_its_promises(steps):
+@given(events, st.sampled_from([0, 150, 400]))
+def test_the_worker_machine_keeps_its_promises(steps, task_timeout_ms):
     machine = WorkerMachine("w", SLOTS, heartbeat_ms=200, progress_interval_ms=INTERVAL,
-                            idle_poll_ms=IDLE)
+                            idle_poll_ms=IDLE, task_timeout_ms=task_timeout_ms)
     model = Model()
-    log: dict = {"started": set(), "dropped": set(), "progress": {}, "finish_at": {},
-                 "registration": 0}
+    log: dict = {"started": set(), "dropped": set(), "timed_out": set(), "progress": {},
+                 "finish_at": {}, "registration": 0}
     now = 0
     run(machine, model, machine.start(now), now, log)
     for kind, arg in steps:
@@ -151,6 +156,8 @@ def test_the_worker_machine_keeps_its_promises(steps):
             model.lose_worker()
         run(machine, model, machine.tick(now), now, log)
         assert len(machine.running) + len(machine.zombies) <= SLOTS
+        if task_timeout_ms:          # no attempt runs past its timeout unnoticed
+            assert all(now < r.started_ms + task_timeout_ms for r in machine.running.values())
         if machine.registered and model.reachable and machine.free_slots() > 0:
             assert machine.next_request_ms <= now + IDLE, "no request for tasks is due"
     # Spacing of progress reports within one registration.

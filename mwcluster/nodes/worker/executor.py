@@ -98,6 +98,11 @@ class ProcessSlot:
         self._conn = None
         self.started = 0           # children started (1 + the ones that replaced others)
 
+    def start(self) -> None:
+        """Have the child ready (the worker does this at start, so its first task does not
+        wait for the forkserver and the child to come up)."""
+        self._ensure()
+
     def _ensure(self) -> None:
         if self._proc is not None and self._proc.is_alive():
             return

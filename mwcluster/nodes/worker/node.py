@@ -311,6 +311,8 @@ class WorkerNode:
     def _handler_loop(self) -> None:
         slot: list = []              # this slot's executor.ProcessSlot, made when first needed
         try:
+            if self.config.executor == "process":
+                self._process_slot(slot).start()      # ready before the first task comes
             while True:
                 item = self.work.get()
                 if item is None:

@@ -158,6 +158,8 @@ class ObservedWorker:
         status["executor"] = {"kind": cfg.executor, "busy_slots": self.node.busy,
                               "task_timeout_s": cfg.task_timeout_s or None,
                               "task_memory_mb": cfg.task_memory_mb or None}
+        if self.node.dask is not None:
+            status["executor"]["dask"] = self.node.dask.status()
         return status
 
     def reload_principals(self) -> None:
