@@ -495,6 +495,9 @@ class WorkerMachine:
             out.append(Note(WARNING, f"worker {self.worker_id}: abandoning "
                                      f"{len(self.running)} running tasks (the master requeues "
                                      "them)"))
+            # their handlers are told to stop (a process gets SIGTERM, then SIGKILL)
+            out += [Drop(key[0], key[1], run.attempt, "the worker is stopping")
+                    for key, run in sorted(self.running.items())]
         if not self.registered:
             self.exited = 0
             return out + [Note(WARNING, f"worker {self.worker_id}: leaving without telling the "

@@ -4,8 +4,9 @@ running handlers are stopped (their processes end), and the worker keeps serving
 
 from __future__ import annotations
 
+import os
 
-from helpers import pid_alive
+from helpers import descendants, pid_alive
 from mwcluster.testing import wait_for
 from mwcluster.testing.cluster import LocalCluster
 from mwcluster.testing.processes import RawDealer
@@ -89,3 +90,28 @@ def test_a_jobs_timeout_stops_hanging_handlers_in_processes_and_in_threads(tmp_p
         wait_for(lambda: worker_status(cluster)["dropped_handlers_running"] == 0, 30,
                  "the abandoned thread to return")
         assert worker_status(cluster)["tasks_timed_out"] == 3 and worker.returncode is None
+
+
+def test_a_worker_stop_past_its_deadline_stops_the_handlers_processes(tmp_path):
+    """SIGTERM with tasks that will not finish in stop_timeout_s: the worker abandons them
+    (the master requeues them), its slots stop their handlers' processes (SIGTERM, then
+    SIGKILL for one that ignores it), and it exits 0 leaving no handler process behind."""
+    env = {**os.environ, "MWCLUSTER_WORKER_STOP_TIMEOUT_S": "0.5"}
+    with LocalCluster(tmp_path / "c", workers=2, slots=2, handlers=HANDLERS, checkpoint=False,
+                      worker_env=env) as cluster:
+        client = cluster.client(timeout_s=5)
+        leaving = cluster.workers[0]
+        stuck = client.submit_job("stuck", "testing.stubborn", [None] * 4, params={"s": 60})
+
+        def on_leaving() -> int:
+            return sum(1 for t in client.job_tasks(stuck, 0, 10)
+                       if t["worker"] == leaving.worker_id and t["state"] == "running")
+        wait_for(lambda: on_leaving() == 2, 30, f"{leaving.worker_id} to run two stuck tasks")
+        children = descendants(leaving.pid)      # forkservers, slot processes
+        assert len(children) >= 3, children
+        assert leaving.terminate() == 0
+        log = leaving.stderr_text()
+        assert "abandoning 2 running tasks" in log, log[-2000:]
+        wait_for(lambda: not any(pid_alive(pid) for pid in children), 10,
+                 "the worker's handler processes to be gone")
+        assert client.job_status(stuck)["state"] == "running"     # requeued, not failed

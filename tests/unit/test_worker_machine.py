@@ -188,6 +188,10 @@ def test_graceful_stop_abandons_running_tasks_at_the_deadline():
     out = m.tick(1000)
     assert only(out, Leave) == [Leave()]
     assert any("abandoning 2" in n.message for n in only(out, Note))
+    # their handlers are told to stop before the worker leaves (a process gets SIGTERM)
+    assert only(out, Drop) == [Drop("j", 0, 1, "the worker is stopping"),
+                               Drop("j", 1, 1, "the worker is stopping")]
+    assert out.index(only(out, Drop)[-1]) < out.index(Leave())
     assert m.tick(1001) == []                           # leave once
 
 

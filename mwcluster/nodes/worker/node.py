@@ -171,12 +171,24 @@ class WorkerNode:
         finally:
             for _ in self._threads:
                 self.work.put(None)
+            self._join_handlers()
             if self._client is not None:
                 self._client.close()
             if self.dask is not None:
                 self.dask.close()
             observed.stop()
         return self.exit_code
+
+    def _join_handlers(self) -> None:
+        """Give the handler threads a bounded time to end: a slot told to stop its process
+        sends SIGTERM, then SIGKILL after executor.GRACE_S; a thread stuck in a handler that
+        does not look at report() is left behind (a daemon: it does not hold the exit)."""
+        from mwcluster.nodes.worker.executor import GRACE_S
+
+        deadline = time.monotonic() + (GRACE_S + 1.0 if self.config.executor == "process"
+                                       else 1.0)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _wait_events(self) -> list:
         machine = self.machine
