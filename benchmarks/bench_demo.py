@@ -104,9 +104,9 @@ def tables(rounds: list[list[dict]], args) -> list[str]:
                for i, e in enumerate(EXECUTORS)}
     speedup = statistics.median(r[1]["job_s"] / r[0]["job_s"] for r in rounds)
     lines += ["", f"Median direct / job: process {medians['process']:.2f}, thread "
-                  f"{medians['thread']:.2f}; the process executor's job took 1/"
-                  f"{speedup:.2f} of the thread executor's (median over the rounds of thread "
-                  "job s / process job s in the same round)."]
+                  f"{medians['thread']:.2f}. Thread job s / process job s in the same round, "
+                  f"median over the rounds: {speedup:.2f} (above 1: the process executor was "
+                  "faster)."]
     return lines
 
 
@@ -139,12 +139,14 @@ def main() -> None:
     cores = os.cpu_count()
     setup = [
         f"The demo's cluster on this {cores}-core machine: the master, the checkpoint node, "
-        f"{args.workers} workers of {args.slots} slots (their handler threads, or their "
+        f"{args.workers} worker(s) of {args.slots} slots (their handler threads, or their "
         "slots' child processes) and this benchmark's poll all share the cores; the direct "
         "count runs alone after the cluster has stopped (benchmarks/bench_demo.py says "
-        f"exactly how). With the thread executor a worker computes on one core at most (one "
-        f"GIL), so {args.workers} workers can still use every core; the process executor "
-        "lets each slot take a core.", ""]
+        "exactly how). With the thread executor a worker computes on one core at most (one "
+        "GIL), " + (f"so {args.workers} workers can still use every core"
+                    if args.workers >= (cores or 1) else
+                    f"so {args.workers} worker(s) use at most {args.workers} of the {cores} "
+                    "cores") + "; the process executor lets each slot take a core.", ""]
     common.record_run(args, SECTION, command(args), setup + body + ["", load])
 
 
