@@ -249,7 +249,7 @@ def start(name: str, params=None) -> wm.Start:
 def one_stop(slot: ProcessSlot, name: str, phase_s: float) -> tuple[float, float]:
     """(seconds until run() returned, seconds until the child was gone) after the cancel,
     which comes `phase_s` after the handler's first progress report."""
-    ok, child = slot.run(start("testing.pid"), lambda: True, lambda p, c: None, 0.0)
+    ok, child = slot.run(start("testing.pid"), lambda: True, lambda p, c: None)
     if not ok:
         raise RuntimeError(f"testing.pid failed: {child}")
     cancel, running = threading.Event(), threading.Event()
@@ -258,7 +258,7 @@ def one_stop(slot: ProcessSlot, name: str, phase_s: float) -> tuple[float, float
     def go():
         try:
             out["r"] = slot.run(start(name, {"s": 30}), lambda: not cancel.is_set(),
-                                lambda p, c: running.set(), 0.0)
+                                lambda p, c: running.set())
         finally:
             out["t"] = time.perf_counter()
 
@@ -310,7 +310,7 @@ def run_all(args, _root: Path) -> dict:
     # the forkserver starts once per process: start it before anything is timed
     warm = ProcessSlot(process_context(MODULES), MODULES)
     try:
-        warm.run(start("testing.pid"), lambda: True, lambda p, c: None, 0.0)
+        warm.run(start("testing.pid"), lambda: True, lambda p, c: None)
     finally:
         warm.close()
     return {"n": n, "spin_ms": ms, "runs": throughput(args, n), "stops": stopping(args)}
