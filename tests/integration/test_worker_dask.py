@@ -9,44 +9,14 @@ from __future__ import annotations
 
 import os
 
-import distributed      # in the test extra: the dask executor is tested, never skipped
 import pytest
 
 from mwcluster.demo import job as demo_job
 from mwcluster.testing import wait_for
+from mwcluster.testing.dask import DaskCluster
 from mwcluster.testing.cluster import LocalCluster
 
 HANDLERS = ["mwcluster.testing.handlers", demo_job.__name__]
-
-
-class DaskCluster:
-    """A Dask LocalCluster on 127.0.0.1 that can be restarted on the same port."""
-
-    def __init__(self, local_directory: str) -> None:
-        self.local_directory = local_directory
-        self.port = 0
-        self.cluster = None
-        self.start()
-
-    def start(self) -> None:
-        self.cluster = distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
-            host="127.0.0.1", scheduler_port=self.port, dashboard_address="127.0.0.1:0",
-            local_directory=self.local_directory)
-        self.address = self.cluster.scheduler_address
-        self.port = int(self.address.rsplit(":", 1)[1])
-
-    def close(self) -> None:
-        if self.cluster is not None:
-            self.cluster.close()
-            self.cluster = None
-
-    def our_keys(self) -> list[str]:
-        """The keys of the scheduler's tasks that a mwcluster worker submitted."""
-        return [k for k in list(self.cluster.scheduler.tasks) if str(k).startswith("mwcluster-")]
-
-    def executing(self) -> int:
-        return sum(w.state.executing_count for w in list(self.cluster.workers.values()))
 
 
 @pytest.fixture

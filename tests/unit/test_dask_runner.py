@@ -10,13 +10,13 @@ import logging
 import socket
 import threading
 
-import distributed      # in the test extra: the dask executor is tested, never skipped
 import pytest
 
 from mwcluster.core import worker_machine as wm
 from mwcluster.errors import ConfigError
 from mwcluster.nodes.worker import dask_executor
 from mwcluster.testing import wait_for
+from mwcluster.testing.dask import DaskCluster
 from mwcluster.worker import REGISTRY
 
 MODULES = ["mwcluster.testing.handlers"]
@@ -51,38 +51,9 @@ def start(name: str, params=None, task_input=None, index=0, attempt=1) -> wm.Sta
     return wm.Start("job-1", index, attempt, name, task_input, params)
 
 
-class Cluster:
-    """A Dask LocalCluster that can be closed and started again on the same port."""
-
-    def __init__(self, local_directory: str) -> None:
-        self.local_directory = local_directory
-        self.port = 0
-        self.cluster = None
-        self.start()
-
-    def start(self) -> None:
-        self.cluster = distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
-            host="127.0.0.1", scheduler_port=self.port, dashboard_address="127.0.0.1:0",
-            local_directory=self.local_directory)
-        self.address = self.cluster.scheduler_address
-        self.port = int(self.address.rsplit(":", 1)[1])
-
-    def close(self) -> None:
-        if self.cluster is not None:
-            self.cluster.close()
-            self.cluster = None
-
-    def our_keys(self) -> list:
-        return [k for k in list(self.cluster.scheduler.tasks) if str(k).startswith("mwcluster-")]
-
-    def executing(self) -> int:
-        return sum(w.state.executing_count for w in list(self.cluster.workers.values()))
-
-
 @pytest.fixture
 def cluster(tmp_path):
-    made = Cluster(str(tmp_path / "dask"))
+    made = DaskCluster(str(tmp_path / "dask"))
     try:
         yield made
     finally:
