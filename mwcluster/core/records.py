@@ -16,8 +16,8 @@ operation code and whose other elements are the record's fields, in the order de
     [9, note]                                   Noop
     [10, job_id, name, handler, priority, max_attempts, tasks, now_ms, options]    JobSubmit
          tasks: [[input, params], ...]  (input: any value; params: map)
-         options: map of JOB_OPTIONS ({} for none; journals written before options existed
-         have no such element, read as {})
+         options: map of JOB_OPTIONS, written only when not empty (a job without options
+         is encoded as before options existed, so older nodes read it); absent: {}
     [11, job_id, reason, now_ms]                JobCancel
     [12, job_id]                                JobDelete
     [20, worker_id, address, slots, now_ms]     WorkerRegister
@@ -247,6 +247,8 @@ def to_wire(rec: Record) -> list:
     """The record as the msgpack-able array documented above."""
     if type(rec) is Multi:
         return [RecordKind.MULTI.value, [to_wire(op) for op in rec.ops]]
+    if type(rec) is JobSubmit and not rec.options:
+        return [rec.CODE.value, *rec[:-1]]      # as before options: older nodes read it
     return [rec.CODE.value, *rec]
 
 
@@ -257,7 +259,7 @@ def encode_record(rec: Record, origin: Origin | None = None) -> bytes:
     """The journal payload of a record; with `origin`, the request's (client_id, request_id)
     follow the record's fields as two more array elements (so retries can be recognised
     after a restart)."""
-    if type(rec) is Multi:
+    if type(rec) is Multi or (type(rec) is JobSubmit and not rec.options):
         wire = to_wire(rec)
         return _pack(wire + list(origin) if origin is not None else wire)
     # rec.CODE is an IntEnum, which msgpack packs as the plain int: the same bytes as

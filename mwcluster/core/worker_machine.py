@@ -34,6 +34,7 @@ Instructions are NamedTuples; the shell executes them in order and feeds the rep
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 INFO = 20
@@ -113,14 +114,15 @@ class Run:
     """One attempt this worker runs (or has finished and not yet reported)."""
 
     __slots__ = ("attempt", "handler", "started_ms", "reported_ms", "last_sent_ms", "latest",
-                 "unsent", "sending", "timeout_ms")
+                 "unsent", "sending", "timeout_ms", "timeout_of")
 
     def __init__(self, attempt: int, handler: str, started_ms: int = 0,
-                 timeout_ms: int = 0) -> None:
+                 timeout_ms: int = 0, timeout_of: str = "the worker's task_timeout_s") -> None:
         self.attempt = attempt
         self.handler = handler
         self.started_ms = started_ms                     # when the assignment came
         self.timeout_ms = timeout_ms                     # 0: it may run as long as it takes
+        self.timeout_of = timeout_of                     # whose limit timeout_ms is
         self.reported_ms: int | None = None              # the handler's last report
         self.last_sent_ms: int | None = None
         self.latest: tuple[float, dict] | None = None   # newest progress from the handler
@@ -148,7 +150,9 @@ class WorkerMachine:
         self.epoch: int | None = None
         self.running: dict[TaskKey, Run] = {}
         self.outbox: dict[TaskKey, tuple[int, bool, Any]] = {}   # finished, not yet reported
-        self.zombies: dict[TaskKey, int] = {}   # dropped attempts whose handler still runs
+        # dropped attempts whose handler still runs: (job_id, index, attempt), one per
+        # handler (a task timed out twice on this worker has two)
+        self.zombies: set[tuple[str, int, int]] = set()
         self.next_heartbeat_ms = 0
         self.next_request_ms = 0
         self.stopping = False
@@ -165,8 +169,8 @@ class WorkerMachine:
     def free_slots(self) -> int:
         # a timed-out attempt is both a zombie (its handler still runs) and in the outbox
         # (its failure is being reported): one slot
-        both = sum(1 for key, attempt in self.zombies.items()
-                   if key in self.outbox and self.outbox[key][0] == attempt)
+        both = sum(1 for job_id, index, attempt in self.zombies
+                   if self.outbox.get((job_id, index), (None,))[0] == attempt)
         return self.slots - len(self.running) - len(self.zombies) - len(self.outbox) + both
 
     def running_list(self) -> list[list]:
@@ -350,10 +354,12 @@ class WorkerMachine:
                 out += self._drop(key, held.attempt, f"superseded by attempt {attempt}")
             options = rest[0] if rest and type(rest[0]) is dict else {}   # the job's options
             timeout_s = options.get("timeout_s")
-            timeout_ms = (int(timeout_s * 1000) if type(timeout_s) in (int, float)
-                          and timeout_s > 0 else self.task_timeout_ms)
+            own = type(timeout_s) in (int, float) and timeout_s > 0
+            timeout_ms = max(1, math.ceil(timeout_s * 1000)) if own else self.task_timeout_ms
             executor = options.get("executor")
-            self.running[key] = Run(attempt, handler, now_ms, timeout_ms)
+            self.running[key] = Run(attempt, handler, now_ms, timeout_ms,
+                                    "the job's timeout_s" if own
+                                    else "the worker's task_timeout_s")
             self.counters["tasks_started"] += 1
             out.append(Start(job_id, index, attempt, handler, input_value, params,
                              executor if executor in ("process", "thread") else ""))
@@ -386,8 +392,8 @@ class WorkerMachine:
                 now_ms: int) -> list:
         """A handler returned (ok, result) or raised (not ok, error message)."""
         key = (job_id, index)
-        if self.zombies.get(key) == attempt:
-            del self.zombies[key]
+        if (job_id, index, attempt) in self.zombies:
+            self.zombies.discard((job_id, index, attempt))
             self.next_request_ms = min(self.next_request_ms, now_ms)
             return [Note(INFO, f"task {job_id}/{index} attempt {attempt} returned after it "
                                "was dropped; its result is discarded")]
@@ -451,9 +457,10 @@ class WorkerMachine:
         """Fail the attempt as timed out (the master retries it by its job's rules) and tell
         the shell to stop its handler; the slot stays taken until the handler has returned."""
         del self.running[key]
-        self.zombies[key] = run.attempt
-        message = (f"timed out after {run.timeout_ms / 1000:g} s (the job's timeout_s, or the "
-                   "worker's task_timeout_s): the worker stopped its handler")
+        self.zombies.add((key[0], key[1], run.attempt))
+        message = (f"timed out after {run.timeout_ms / 1000:g} s ({run.timeout_of}): the "
+                   "worker told its handler to stop (a process: SIGTERM, then SIGKILL; a "
+                   "thread: report() returns False; a Dask task: cancelled)")
         self.outbox[key] = (run.attempt, False, message)
         self.counters["tasks_failed"] += 1
         self.counters["tasks_timed_out"] += 1
@@ -468,7 +475,7 @@ class WorkerMachine:
         if run is None or run.attempt != attempt:
             return []
         del self.running[key]
-        self.zombies[key] = attempt
+        self.zombies.add((key[0], key[1], attempt))
         self.counters["tasks_dropped"] += 1
         return [Note(WARNING, f"task {key[0]}/{key[1]} attempt {attempt} dropped: {reason}"),
                 Drop(key[0], key[1], attempt, reason)]

@@ -283,3 +283,25 @@ def test_a_timeout_while_unregistered_is_reported_after_registration():
     out = m.on_registered({"epoch": 1, "tasks": [["j", 0, 1]]}, 400)
     [finish] = only(out, SendFinish)
     assert not finish.ok and "timed out" in finish.outcome
+
+
+def test_a_task_that_times_out_twice_here_holds_a_slot_per_handler_still_running():
+    m = registered(slots=2, heartbeat_ms=100_000, task_timeout_ms=100)
+    assign(m, 0, ("j", 0, 1))
+    m.tick(100)                                         # attempt 1 times out, keeps running
+    m.on_finish_reply("j", 0, 1, "pending", 110)
+    assign(m, 120, ("j", 0, 2))                         # the master retries it here
+    out = m.tick(220)
+    assert only(out, Drop) == [Drop("j", 0, 2, "timed out")]
+    m.on_finish_reply("j", 0, 2, "failed", 230)
+    assert m.free_slots() == 0 and len(m.zombies) == 2  # two handlers still run
+    assert only(m.on_done("j", 0, 1, True, None, 300), SendFinish) == []
+    assert m.free_slots() == 1
+    m.on_done("j", 0, 2, True, None, 310)
+    assert m.free_slots() == 2
+
+
+def test_a_sub_millisecond_timeout_is_still_a_limit():
+    m = registered(slots=1, heartbeat_ms=100_000)
+    m.on_assignments([("j", 0, 1, "h", None, {}, {"timeout_s": 0.0004})], 0)
+    assert only(m.tick(1), Drop) == [Drop("j", 0, 1, "timed out")]

@@ -156,6 +156,10 @@ class JobHandlers:
 
     def _submit(self, req: Request, now: float) -> Answer:
         options = {}
+        if type(req.args) is list and len(req.args) not in (6, 7):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "JOB_SUBMIT takes 6 args (job_id, name, "
+                                "handler, priority, max_attempts, tasks) and an optional "
+                                f"options map, got {len(req.args)}", req.request_id)
         if type(req.args) is list and len(req.args) == 7:     # [..., options]
             options = req.args[6]
             if type(options) is not dict:

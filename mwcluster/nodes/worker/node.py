@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -99,11 +100,12 @@ class WorkerNode:
         self.machine = wm.WorkerMachine(cfg.worker_id, cfg.slots, heartbeat_ms=heartbeat_ms,
                                         progress_interval_ms=cfg.progress_interval_ms,
                                         idle_poll_ms=cfg.idle_poll_ms,
-                                        task_timeout_ms=int(cfg.task_timeout_s * 1000))
+                                        task_timeout_ms=math.ceil(cfg.task_timeout_s * 1000))
         if cfg.executor == "dask" and not cfg.dask_scheduler:
             raise ConfigError("executor = dask needs dask_scheduler, the Dask scheduler's "
                               "address (--dask-scheduler tcp://HOST:PORT)")
         self.dask = None             # dask_executor.DaskRunner, made at run()
+        self._process_slots = False  # a handler thread has made its ProcessSlot
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.work: queue.SimpleQueue = queue.SimpleQueue()
         self.handles: dict[tuple[str, int], TaskHandle] = {}
@@ -185,8 +187,7 @@ class WorkerNode:
         does not look at report() is left behind (a daemon: it does not hold the exit)."""
         from mwcluster.nodes.worker.executor import GRACE_S
 
-        deadline = time.monotonic() + (GRACE_S + 1.0 if self.config.executor == "process"
-                                       else 1.0)
+        deadline = time.monotonic() + (GRACE_S + 1.0 if self._process_slots else 1.0)
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -330,6 +331,9 @@ class WorkerNode:
                 if item is None:
                     return
                 handle, start = item
+                if not handle.current:        # dropped (timed out, cancelled) while queued
+                    self.events.put(("done", handle, False, "dropped before it started"))
+                    continue
                 self.busy += 1
                 try:
                     ok, outcome = self._call(handle, start, slot)
@@ -347,6 +351,7 @@ class WorkerNode:
             modules = self.config.handler_modules()
             slot.append(ProcessSlot(process_context(modules), modules,
                                     self.config.task_memory_mb))
+            self._process_slots = True
         return slot[0]
 
     def _call(self, handle: TaskHandle, start: wm.Start, slot: list) -> tuple[bool, Any]:
