@@ -61,6 +61,7 @@ from mwcluster.core import worker_machine as wm  # noqa: E402
 from mwcluster.nodes.worker.executor import GRACE_S, ProcessSlot, process_context  # noqa: E402
 from mwcluster.nodes.worker.node import WorkerNode  # noqa: E402
 from mwcluster.testing.memory import MemoryMaster, RunningWorker  # noqa: E402
+from mwcluster.testing.processes import descendants  # noqa: E402
 from mwcluster.worker import REGISTRY, Task  # noqa: E402
 
 SECTION = "worker executors"
@@ -83,43 +84,18 @@ REPORT_S = 0.05      # testing.sleep reports every 50 ms: the cancels' phases sp
 
 # --- CPU of this process and its children -----------------------------------------------------
 
-def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid -> (ppid, CPU seconds: utime + stime) of every process /proc shows."""
-    out = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue                      # gone meanwhile
-        # after the name: state ppid ... utime (14th field of the line) stime (15th)
-        out[int(name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK_S)
-    return out
-
-
 def children_cpu() -> dict[int, float]:
-    """CPU seconds of each descendant of this process now alive (the forkserver, its
+    """CPU seconds of each descendant of this process now in /proc (the forkserver, its
     children)."""
-    table = _proc_table()
-    mine, frontier = {}, [os.getpid()]
-    while frontier and len(mine) < 10_000:
-        parent = frontier.pop()
-        for pid, (ppid, cpu) in table.items():
-            if ppid == parent and pid not in mine:
-                mine[pid] = cpu
-                frontier.append(pid)
-    return mine
+    return {pid: stat.cpu_s for pid, stat in descendants(os.getpid(), zombies=True).items()}
 
 
 def handler_processes(baseline: set[int]) -> set[int]:
     """Descendants of this process not in `baseline` but for its direct children (the
     forkserver, which lives as long as this process)."""
-    table = _proc_table()
     me = os.getpid()
-    return {pid for pid in set(children_cpu()) - baseline
-            if pid in table and table[pid][0] != me}
+    return {pid for pid, stat in descendants(me, zombies=True).items()
+            if pid not in baseline and stat.ppid != me}
 
 
 def cpu_now() -> tuple[float, dict[int, float]]:

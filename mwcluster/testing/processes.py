@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 __all__ = ["PACKAGE_ROOT", "MasterProcess", "MasterStartError", "RawDealer", "child_env",
            "wait_for"]
@@ -292,3 +292,43 @@ class RawDealer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ProcStat(NamedTuple):
+    state: str            # R, S, D, Z...
+    ppid: int
+    cpu_s: float          # utime + stime
+
+
+def proc_table() -> dict[int, ProcStat]:
+    """Every process /proc shows (one gone meanwhile is left out)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # after the name: state ppid ... utime (14th field of the line) stime (15th)
+        out[int(name)] = ProcStat(fields[0], int(fields[1]),
+                                  (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def descendants(pid: int, *, zombies: bool = False) -> dict[int, ProcStat]:
+    """Every descendant of `pid` now in /proc (without zombies unless asked)."""
+    children: dict[int, list[int]] = {}
+    table = proc_table()
+    for child, stat in table.items():
+        children.setdefault(stat.ppid, []).append(child)
+    out: dict[int, ProcStat] = {}
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in out and (zombies or table[child].state != "Z"):
+                out[child] = table[child]
+                todo.append(child)
+    return out

@@ -156,6 +156,12 @@ ARG_SPECS: dict[int, tuple[tuple, tuple[str, ...]]] = {
     Op.JOB_STATUS: ((str,), ("job_id",)),
     Op.JOB_TASKS: ((str, int, int, _OPT_STR), ("job_id", "start_index", "limit", "state")),
 }
+# Args a newer client or worker may add after those of ARG_SPECS (an older one leaves them
+# out, and check_args gives None for them): their types and names.
+OPTIONAL_ARGS: dict[int, tuple[tuple, tuple[str, ...]]] = {
+    Op.JOB_SUBMIT: ((dict,), ("options",)),
+    Op.WORKER_REGISTER: ((_OPT_STR,), ("status_endpoint",)),
+}
 
 
 class ErrorCode(IntEnum):
@@ -432,24 +438,28 @@ def check_records(records) -> None:
             raise ValueError(f"a record must be [txid, epoch, payload: bin], not {rec!r:.80}")
 
 
-def args_check(req: Request, kinds: tuple[type | tuple, ...], names: tuple[str, ...]) -> list:
-    """Check a request's args against types; return them. Raises ProtocolError. A bool is
-    accepted only where bool is named (msgpack's bool is not an integer)."""
+def args_check(req: Request, kinds: tuple[type | tuple, ...], names: tuple[str, ...],
+               optional: tuple[tuple, tuple[str, ...]] = ((), ())) -> list:
+    """Check a request's args against types; return them, None for each `optional` arg left
+    out. Raises ProtocolError. A bool is accepted only where bool is named (msgpack's bool is
+    not an integer)."""
     args = req.args
-    if len(args) != len(kinds):
+    more_kinds, more_names = optional
+    if not len(kinds) <= len(args) <= len(kinds) + len(more_kinds):
+        also = f" and optionally {', '.join(more_names)}" if more_names else ""
         raise ProtocolError(ErrorCode.BAD_REQUEST,
-                            f"{Op(req.op).name} takes {len(kinds)} args ({', '.join(names)}), "
-                            f"got {len(args)}", req.request_id)
-    for value, kind, name in zip(args, kinds, names):
+                            f"{Op(req.op).name} takes {len(kinds)} args ({', '.join(names)})"
+                            f"{also}, got {len(args)}", req.request_id)
+    for value, kind, name in zip(args, kinds + more_kinds, names + more_names):
         if not isinstance(value, kind) or (type(value) is bool and kind is not bool
                                            and kind is not _ANY):
             raise ProtocolError(ErrorCode.BAD_REQUEST,
                                 f"{Op(req.op).name}: {name} has the wrong type "
                                 f"({type(value).__name__})", req.request_id)
-    return args
+    return list(args) + [None] * (len(kinds) + len(more_kinds) - len(args))
 
 
 def check_args(req: Request) -> list:
     """Check the args of a job or worker op against ARG_SPECS; return them."""
     kinds, names = ARG_SPECS[req.op]
-    return args_check(req, kinds, names)
+    return args_check(req, kinds, names, OPTIONAL_ARGS.get(req.op, ((), ())))

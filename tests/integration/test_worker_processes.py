@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 
-from helpers import descendants, pid_alive
+from helpers import pid_alive
 from mwcluster.testing import wait_for
 from mwcluster.testing.cluster import LocalCluster
-from mwcluster.testing.processes import RawDealer
+from mwcluster.testing.processes import RawDealer, descendants
 
 HANDLERS = ["mwcluster.testing.handlers"]
 
@@ -107,7 +107,7 @@ def test_a_worker_stop_past_its_deadline_stops_the_handlers_processes(tmp_path):
             return sum(1 for t in client.job_tasks(stuck, 0, 10)
                        if t["worker"] == leaving.worker_id and t["state"] == "running")
         wait_for(lambda: on_leaving() == 2, 30, f"{leaving.worker_id} to run two stuck tasks")
-        children = descendants(leaving.pid)      # forkservers, slot processes
+        children = set(descendants(leaving.pid))     # forkservers, slot processes
         assert len(children) >= 3, children
         assert leaving.terminate() == 0
         log = leaving.stderr_text()

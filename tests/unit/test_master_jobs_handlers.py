@@ -239,7 +239,9 @@ def test_a_jobs_options_reach_its_assignments_and_its_status(h, engine):
     bad = ask(h, Op.JOB_SUBMIT, [None, "n", "h", 0, 1, [[1, {}]], {"timeout": 3}])
     assert bad.status == ErrorCode.INVALID and "unknown job option 'timeout'" in bad.result[1]
     bad = ask(h, Op.JOB_SUBMIT, [None, "n", "h", 0, 1, [[1, {}]], "fast"])
-    assert bad.status == ErrorCode.BAD_REQUEST and "options" in bad.result[1]
+    assert bad.status == ErrorCode.BAD_REQUEST and "options has the wrong type" in bad.result[1]
+    bad = ask(h, Op.JOB_SUBMIT, [None, "n", "h", 0, 1, [[1, {}]], {}, 8])
+    assert bad.status == ErrorCode.BAD_REQUEST and "and optionally options, got 8" in bad.result[1]
     assert engine.state.validate() == []
 
 

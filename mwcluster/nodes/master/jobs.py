@@ -155,19 +155,7 @@ class JobHandlers:
     # --- jobs ------------------------------------------------------------------------------
 
     def _submit(self, req: Request, now: float) -> Answer:
-        options = {}
-        if type(req.args) is list and len(req.args) not in (6, 7):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "JOB_SUBMIT takes 6 args (job_id, name, "
-                                "handler, priority, max_attempts, tasks) and an optional "
-                                f"options map, got {len(req.args)}", req.request_id)
-        if type(req.args) is list and len(req.args) == 7:     # [..., options]
-            options = req.args[6]
-            if type(options) is not dict:
-                raise ProtocolError(ErrorCode.BAD_REQUEST, "JOB_SUBMIT: options has the wrong "
-                                    f"type ({type(options).__name__}); it is a map",
-                                    req.request_id)
-            req = req._replace(args=req.args[:6])
-        job_id, name, handler, priority, max_attempts, tasks = check_args(req)
+        job_id, name, handler, priority, max_attempts, tasks, options = check_args(req)
         hit = self._hit(req)
         if hit is not None:
             return 0, *hit
@@ -178,7 +166,7 @@ class JobHandlers:
                 job_id = f"job-{self.engine.state.txid + 1}-{suffix}"
                 suffix += 1
         return 0, *self._log(req, JobSubmit(job_id, name, handler, priority, max_attempts,
-                                            tasks, self.wall_ms(), options))
+                                            tasks, self.wall_ms(), options or {}))
 
     def _cancel(self, req: Request, now: float) -> Answer:
         job_id, reason = check_args(req)
@@ -199,15 +187,12 @@ class JobHandlers:
     # --- workers ---------------------------------------------------------------------------
 
     def _register(self, req: Request, now: float) -> Answer:
-        endpoint = None
-        if type(req.args) is list and len(req.args) == 4:     # [..., status_endpoint]
-            try:
-                endpoint = check_endpoint(req.args[3])
-            except BadHello as exc:
-                raise ProtocolError(ErrorCode.BAD_REQUEST, f"WORKER_REGISTER: {exc}",
-                                    req.request_id) from None
-            req = req._replace(args=req.args[:3])
-        worker_id, address, slots = check_args(req)
+        worker_id, address, slots, endpoint = check_args(req)
+        try:
+            endpoint = check_endpoint(endpoint)
+        except BadHello as exc:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"WORKER_REGISTER: {exc}",
+                                req.request_id) from None
         hit = self._hit(req)
         if hit is not None:
             txid = hit[0]
