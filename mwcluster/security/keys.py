@@ -133,7 +133,9 @@ def new_keys(directory: str | os.PathLike[str], name: str, roles: list[str],
 
 def read_secret(path: str | os.PathLike[str]) -> KeyPair:
     """The keypair of a NAME.secret file. A file others may read is refused."""
-    if Z85_RE.match(str(path).strip()):      # a key where a file belongs: never echo it
+    # A key where a file belongs: never echo it. Z85 has '/', '.' and '-', so a 40-character
+    # path may match too: a file that exists is a file.
+    if Z85_RE.match(str(path).strip()) and not os.path.exists(path):
         raise ConfigError("a key was given where the path of a NAME.secret file belongs "
                           "(--key, key_file or MWCLUSTER_KEY): give the file's path")
     path = Path(path)
@@ -161,9 +163,9 @@ def read_secret(path: str | os.PathLike[str]) -> KeyPair:
 
 def read_public(spec: str) -> bytes:
     """A public key: Z85 text, or the path of a principal (.toml) or a .secret file."""
-    if Z85_RE.match(spec or ""):
+    path = Path(spec or "")
+    if Z85_RE.match(spec or "") and not path.is_file():   # a 40-character path is a file
         return spec.encode("ascii")
-    path = Path(spec)
     if not path.is_file():
         shown = "(a 40-character value)" if len(spec.strip()) == 40 else repr(spec)
         raise ConfigError(f"server key {shown} is neither a Z85 public key (40 characters) "

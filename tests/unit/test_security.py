@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import stat
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -21,8 +22,8 @@ from mwcluster.nodes.master.handlers import Drain, Handlers
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.security.access import Access
 from mwcluster.security.curve import Credentials, loopback_only, protect
-from mwcluster.security.keys import (ROLES, Principal, new_keys, read_principals, read_public,
-                                     read_secret)
+from mwcluster.security.keys import (ROLES, Z85_RE, Principal, new_keys, read_principals,
+                                     read_public, read_secret)
 from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request
 
 EPOCH = 3
@@ -151,6 +152,20 @@ def test_bad_key_files_are_refused_with_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match="neither a Z85"):
         read_public("not-a-key")
 
+
+
+def test_a_key_file_whose_path_has_the_length_and_letters_of_a_key_is_read_as_a_file(
+        tmp_path, monkeypatch):
+    # Z85 has letters, digits, '/', '.' and '-': a 40-character path of those matches it
+    monkeypatch.chdir(tmp_path)
+    directory = Path("keys-0123456789abcdefghijk")              # 26 characters
+    directory.mkdir()
+    secret, public = new_keys(directory, "server", ["replica"])
+    public = public.rename(directory / "server.tomlxx")
+    assert len(str(secret)) == len(str(public)) == 40
+    assert Z85_RE.match(str(secret)) and Z85_RE.match(str(public))
+    pair = read_secret(str(secret))
+    assert read_public(str(public)) == read_public(str(secret)) == pair.public
 
 def test_credentials_need_both_halves(tmp_path):
     secret, public = new_keys(tmp_path, "c", ["read"])
