@@ -33,9 +33,13 @@ master for its timeout then promotes itself (core/failover.py).
 Replies for request ids the client is not waiting for (late answers to requests it already
 resent, or given up on) are dropped and counted in `stale_replies`.
 
-A pipeline with `batch=K` queues requests and sends up to K of them in one BATCH message
-(docs/protocol.md): when K are queued, when the window is full, and whenever the caller waits
-(`result()`, `wait()`, `results()`, leaving the `with` block). Each request keeps its own
+A pipeline batches without being asked (`batch=None`, the default): a request goes out at
+once when nothing of the client is in flight; while earlier requests are, it is queued, and
+the queue goes out as one BATCH message (docs/protocol.md) when AUTO_BATCH are queued, when
+its oldest request has waited `linger_ms` (checked at the next request), when the window is
+full, and whenever the caller waits (`result()`, `wait()`, `results()`, leaving the `with`
+block). `batch=1` sends one request per message; `batch=K` queues up to K, sent when K are
+queued, when the window is full and whenever the caller waits. Each request keeps its own
 request id, so a resent batch is applied once like any request; its future gets its own
 sub-reply. A batch whose frame would exceed `max_message_bytes` is split; a single request
 too large for a frame fails its future with MessageTooLarge. Retries follow the one
@@ -76,6 +80,10 @@ DEFAULT_RETRIES = 3
 # Until a connection's CURVE handshake succeeded, a wait looks at its handshake events this
 # often: a refused key is reported within about this long, not after every retry.
 HANDSHAKE_POLL_MS = 50
+# A pipeline without a batch size (Pipeline, batch=None) sends at most this many requests per
+# BATCH, and a queued request waits at most DEFAULT_LINGER_MS for the next one.
+AUTO_BATCH = 64
+DEFAULT_LINGER_MS = 1.0
 
 # The retry policy, defined once: timeouts, "the master is shutting down" and "fenced" (or a
 # reply from a lower epoch) are retried, the last two on the next endpoint (a restarting
@@ -210,10 +218,12 @@ class Client(Calls):
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def pipeline(self, window: int = 64, batch: int = 1) -> Pipeline:
+    def pipeline(self, window: int = 64, batch: int | None = None,
+                 linger_ms: float = DEFAULT_LINGER_MS) -> Pipeline:
         """A pipeline that keeps up to `window` requests in flight on this client, sent
-        `batch` per message (1: one request per message; more: BATCH messages)."""
-        return Pipeline(self, window, batch)
+        `batch` per message (None: batched while requests are in flight, see Pipeline; 1:
+        one request per message; more: BATCH messages of up to `batch`)."""
+        return Pipeline(self, window, batch, linger_ms)
 
     def iter_keys(self, prefix: str, page: int = 1000):
         """Every key starting with `prefix`, in order, fetched `page` keys at a time (until
@@ -469,19 +479,29 @@ class Pipeline(Calls):
     once (waiting only while the window is full); `results()` waits for all and returns the
     results in submission order. As a context manager, leaving the block waits for all.
 
-    With `batch` K > 1, requests are queued and sent K per BATCH message: when K are queued,
-    when the window is full, and when the caller waits (`flush()` sends what is queued). The
-    window counts requests, queued or sent."""
+    With `batch` None (the default) a request is sent at once when nothing of the client is
+    in flight, and queued otherwise; the queue is sent as one BATCH message when AUTO_BATCH
+    are queued, when its oldest request has waited `linger_ms` (checked as each request
+    comes), when the window is full, and when the caller waits. With `batch` K > 1, requests
+    are queued and sent K per BATCH message: when K are queued, when the window is full, and
+    when the caller waits (`flush()` sends what is queued). With `batch` 1 each request is
+    its own message. The window counts requests, queued or sent."""
 
-    def __init__(self, client: Client, window: int = 64, batch: int = 1):
+    def __init__(self, client: Client, window: int = 64, batch: int | None = None,
+                 linger_ms: float = DEFAULT_LINGER_MS):
         if window < 1:
             raise ValueError("window must be at least 1")
-        if not 1 <= batch <= DEFAULT_MAX_BATCH:
-            raise ValueError(f"batch must be within 1..{DEFAULT_MAX_BATCH}")
+        if batch is not None and not 1 <= batch <= DEFAULT_MAX_BATCH:
+            raise ValueError(f"batch must be within 1..{DEFAULT_MAX_BATCH}, or None to batch "
+                             "while requests are in flight")
+        if not linger_ms >= 0:
+            raise ValueError("linger_ms must be at least 0")
         self.client = client
         self.durability, self.consistency = client.durability, client.consistency
         self.window = window
-        self.batch = batch
+        self.auto = batch is None
+        self.batch = AUTO_BATCH if batch is None else batch
+        self._linger_ns = int(linger_ms * 1e6)
         self._inflight = 0
         self._queue: list[Future] = []
         self.futures: list[Future] = []
@@ -493,13 +513,14 @@ class Pipeline(Calls):
             if self._queue:
                 self.flush()
             client._progress()
-        if self.batch == 1:
+        queue = self._queue
+        if self.batch == 1 or (self.auto and not queue and not client._pending):
             future = client._submit(op, args, durability, convert, self)
         else:
             future = client._queue(op, args, durability, convert, self)
-            queue = self._queue
             queue.append(future)
-            if len(queue) >= self.batch:
+            if len(queue) >= self.batch or (
+                    self.auto and future.sent_ns - queue[0].sent_ns >= self._linger_ns):
                 self.flush()
         self._inflight += 1
         self.futures.append(future)

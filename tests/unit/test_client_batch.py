@@ -197,3 +197,40 @@ def test_batched_values_round_trip(stub):
             gets = [p.get(f"/v/{i}") for i in range(20)]
         assert [g.result() for g in gets] == values
         assert decode(stub.store["/v/3"][0]) == values[3]
+
+
+def test_a_pipeline_without_a_batch_size_batches_what_queues_while_requests_are_in_flight(stub):
+    with make_client(stub.endpoint) as client:
+        with client.pipeline(window=200, linger_ms=60_000) as p:   # the linger never ends here
+            first = p.put("/a/000", 0)
+            assert client._pending and not p._queue      # nothing was in flight: sent at once
+            futures = [p.put(f"/a/{i:03d}", i) for i in range(1, 150)]
+        assert [f.result() for f in [first, *futures]] == list(range(1, 151))
+    # the first alone, then full BATCHes of AUTO_BATCH (64), then the rest when the block waits
+    assert messages(stub) == [(Op.PUT, 1), (Op.BATCH, 64), (Op.BATCH, 64), (Op.BATCH, 21)]
+
+
+def test_an_idle_pipeline_sends_each_request_at_once(stub):
+    with make_client(stub.endpoint) as client:
+        p = client.pipeline(linger_ms=60_000)
+        for i in range(3):
+            assert p.put("/idle", i).result() == i + 1
+    assert messages(stub) == [(Op.PUT, 1)] * 3
+
+
+def test_a_queued_request_waits_no_longer_than_the_linger(stub):
+    with make_client(stub.endpoint) as client:
+        with client.pipeline(window=100, linger_ms=0) as p:
+            for i in range(5):
+                p.put(f"/l/{i}", i)
+                assert not p._queue          # past the linger: sent as the request comes
+        assert p.results() == [1, 2, 3, 4, 5]
+    assert sum(n for _, n in messages(stub)) == 5
+
+
+def test_a_pipeline_checks_its_batch_and_linger(stub):
+    with make_client(stub.endpoint) as client:
+        with pytest.raises(ValueError, match="or None to batch"):
+            client.pipeline(batch=0)
+        with pytest.raises(ValueError, match="linger_ms"):
+            client.pipeline(linger_ms=-1)

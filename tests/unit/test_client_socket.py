@@ -191,7 +191,7 @@ def test_pipeline_returns_results_in_order_when_replies_come_reversed():
     stub = Stub(handler)
     try:
         with make_client(stub.endpoint) as client:
-            with client.pipeline(window=window) as p:
+            with client.pipeline(window=window, batch=1) as p:    # a request per message
                 futures = []
                 for i in range(4 * window):
                     futures.append(p.put(f"/p/{i % 5}", i))
@@ -235,7 +235,7 @@ def test_pipeline_resends_everything_in_flight_after_a_lost_reply():
     stub = Stub(handler)
     try:
         with make_client(stub.endpoint, timeout_s=0.3) as client:
-            with client.pipeline(window=4) as p:
+            with client.pipeline(window=4, batch=1) as p:     # a request per message
                 futures = [p.put(f"/p/{i}", i) for i in range(10)]
             assert [f.result() for f in futures][3] is not None
             assert client.reconnects == 1
