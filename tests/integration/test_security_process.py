@@ -281,12 +281,15 @@ def test_status_reads_every_node_of_a_secured_cluster(tmp_path):
 
 def test_a_failover_changes_nothing_for_a_secured_client(tmp_path):
     """The master and its standby serve with the cluster's one server key: a client with one
-    set of credentials follows the promotion; replicated writes are confirmed over CURVE."""
+    set of credentials follows the promotion; replicated writes are confirmed over CURVE; the
+    promoted master keeps the audit log its configuration names (promote_audit_log)."""
     from mwcluster.testing.failover import StandbyProcess
 
     keys = ClusterKeys(tmp_path / "keys")
+    audit = tmp_path / "promoted-audit.log"
     with MasterProcess(tmp_path / "m", durability="sync", keys=keys) as master, \
-            StandbyProcess(tmp_path / "s", master, keys=keys) as standby:
+            StandbyProcess(tmp_path / "s", master, keys=keys,
+                           extra_args=("--promote-audit-log", str(audit))) as standby:
         endpoints = [master.client_endpoint, standby.promote_client_endpoint]
         with Client(endpoints, credentials=keys.credentials("client"), timeout_s=2,
                     retries=8) as c:
@@ -296,8 +299,11 @@ def test_a_failover_changes_nothing_for_a_secured_client(tmp_path):
             report = standby.promote()
             assert report["epoch"] > master.epoch
             assert c.get("/fo/a") == 1
-            c.put("/fo/b", 2)
+            txid_b = c.put("/fo/b", 2)
             assert c.epoch == report["epoch"]
+            wait_for(lambda: audit.exists() and f"txid={txid_b}\n" in audit.read_text(), 5,
+                     "the promoted master's audit line")   # flushed at its next tick
+            assert "principal=client" in audit.read_text() and "key=/fo/b" in audit.read_text()
 
 
 def test_a_node_with_an_unknown_key_says_so_and_still_stops_at_once(cluster, tmp_path):
