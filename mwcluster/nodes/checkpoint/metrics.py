@@ -55,6 +55,10 @@ class CheckpointCollector:
         for name, field, text in _COUNTERS:
             yield CounterMetricFamily(f"mwcluster_checkpoint_{name}", text,
                                       value=status.get(field) or 0)
+        yield CounterMetricFamily(
+            "mwcluster_checkpoint_unauthorized_requests",
+            "Requests at the status endpoint refused by the access check (docs/security.md)",
+            value=(status.get("security") or {}).get("unauthorized_requests") or 0)
         checks = CounterMetricFamily("mwcluster_checkpoint_digest_checks",
                                      "Replica digest checks against the master's heartbeats",
                                      labels=["result"])

@@ -59,6 +59,10 @@ class WorkerCollector:
         for name, field, text in _COUNTERS:
             yield CounterMetricFamily(f"mwcluster_worker_{name}", text,
                                       value=status.get(field) or 0)
+        yield CounterMetricFamily(
+            "mwcluster_worker_unauthorized_requests",
+            "Requests at the status endpoint refused by the access check (docs/security.md)",
+            value=(status.get("security") or {}).get("unauthorized_requests") or 0)
         progress = GaugeMetricFamily("mwcluster_worker_task_progress",
                                      "The newest progress (0..1) of each running attempt",
                                      labels=["job_id", "index"])
