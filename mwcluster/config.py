@@ -335,8 +335,9 @@ CHECKPOINT_KEYS: tuple[Key, ...] = (
     Key("promote_durability", str, "", "the promoted master's default durability (empty: the "
         "old master's, read from its STATUS at the promotion; sync when it cannot be asked)",
         choices=("", *MASTER_LEVELS)),
-    Key("promote_audit_log", str, "", "the audit log the promoted master appends to (as the "
-        "master's audit_log; empty: none)"),
+    Key("audit_log", str, "", "append an audit line per PROMOTE, VOTE and refusal at the "
+        "status endpoint to this file, and once promoted every line the master audits "
+        "(empty: no audit log)"),
     Key("failover", str, "manual", "manual: only `mwcluster promote` promotes this node; "
         "auto: it also promotes itself when the master is silent and a client votes",
         choices=tuple(mode.value for mode in FailoverMode)),
@@ -373,7 +374,7 @@ class CheckpointConfig:
     promote_pub_endpoint: str
     promote_data_dir: str
     promote_durability: str
-    promote_audit_log: str
+    audit_log: str
     failover: str
     failover_timeout_s: float
     key_file: str

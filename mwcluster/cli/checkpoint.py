@@ -26,7 +26,7 @@ from mwcluster.errors import MwclusterError
 @key_options(CHECKPOINT_BY_NAME, "data_dir", "master", "subscribe", "period_s", "txns",
              "keep_snapshots", "status_endpoint", "metrics_port", "ready_file",
              "promote_client_endpoint", "promote_pub_endpoint", "promote_data_dir",
-             "promote_durability", "promote_audit_log", "failover", "failover_timeout_s",
+             "promote_durability", "audit_log", "failover", "failover_timeout_s",
              "key_file", "server_key", "principals_dir", "insecure")
 @click.option("--once", is_flag=True,
               help="Catch up with the master, write one checkpoint, exit.")

@@ -4,7 +4,8 @@ wire protocol's request/reply format, so the tools that read a master's status
 else is answered `unknown_op` (unless the owner adds operations, as the checkpoint node does
 for PROMOTE and VOTE); undecodable requests get the protocol's error reply. With `security` the endpoint is a CURVE
 server behind the node's ZAP handler, and every request is checked against its connection's
-principal (security/access.py) before it is answered.
+principal (security/access.py) before it is answered. With `audit` (an AuditLog), every
+refusal and every request of the owner's operations (PROMOTE, VOTE) gets an audit line.
 
 `StatusEndpoint` is driven by the thread that owns it (the checkpoint node's loop calls
 `answer()` from its poll). `StatusThread` serves one from a thread of its own, for a node whose
@@ -33,9 +34,10 @@ MAX_PER_CALL = 64            # requests answered per call, so the owner's loop i
 
 class StatusEndpoint:
     def __init__(self, ctx: zmq.Context, endpoint: str, role: str = "checkpoint node",
-                 security: ServerSecurity | None = None) -> None:
+                 security: ServerSecurity | None = None, audit=None) -> None:
         self.role = role
         self.security = security
+        self.audit = audit               # AuditLog of the owner's operations and refusals
         self.unauthorized = 0            # requests refused by the access check
         sock = self.sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -61,10 +63,14 @@ class StatusEndpoint:
         sends it later with `send`."""
         sock = self.sock
         access = self.security.access if self.security is not None else None
+        audit = self.audit
+        audited = False
         for n in range(MAX_PER_CALL):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
+                if audited:
+                    audit.flush()
                 return n
             ident, body = frames[0].bytes, frames[-1]
             try:
@@ -77,6 +83,8 @@ class StatusEndpoint:
                     self.unauthorized += 1
                     log.info("%s %s: unauthorized: %s", self.role, self.endpoint, why)
                     reply = encode_error(req.request_id, epoch, ErrorCode.UNAUTHORIZED, why)
+                    if audit is not None:
+                        audited = self._audit(access, body, req, ErrorCode.UNAUTHORIZED)
                 elif req.op == Op.STATUS:
                     try:
                         reply = encode_reply(req.request_id, epoch, 0, 0, status())
@@ -92,16 +100,27 @@ class StatusEndpoint:
                     if reply is None:
                         continue
                 elif ops and req.op in ops:
+                    status_code = 0
                     try:
                         reply = encode_reply(req.request_id, epoch, 0, 0, ops[req.op](req))
                     except errors.MwclusterError as exc:
-                        reply = encode_error(req.request_id, epoch, error_code_for(exc),
-                                             str(exc))
+                        status_code = error_code_for(exc)
+                        reply = encode_error(req.request_id, epoch, status_code, str(exc))
+                    if audit is not None:
+                        audited = self._audit(access, body, req, status_code)
                 else:
                     reply = encode_error(req.request_id, epoch, ErrorCode.UNKNOWN_OP,
                                          f"a {self.role} answers only STATUS and PING")
             self.send(ident, reply)
+        if audited:
+            audit.flush()
         return MAX_PER_CALL
+
+    def _audit(self, access, body, req, status: int) -> bool:
+        user = body.get("User-Id") if access is not None else None
+        who = access.name(user) if access is not None else "-"
+        self.audit.write(who, body.get("Peer-Address"), req.op, req.args, status, 0)
+        return True
 
     def send(self, ident: bytes, reply: bytes) -> None:
         try:
@@ -111,6 +130,8 @@ class StatusEndpoint:
 
     def close(self, linger_ms: int = 0) -> None:
         self.sock.close(linger=linger_ms)
+        if self.audit is not None:
+            self.audit.close()
 
 
 def _check(access, user: str | None, req) -> str | None:

@@ -19,6 +19,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from mwcluster.client import Client
+from mwcluster.client.connection import promote_standby
 from mwcluster.errors import AuthenticationFailed, Unauthorized
 from mwcluster.security.curve import Credentials
 from mwcluster.security.keys import new_keys, read_public, read_secret
@@ -282,19 +283,22 @@ def test_status_reads_every_node_of_a_secured_cluster(tmp_path):
 def test_a_failover_changes_nothing_for_a_secured_client(tmp_path):
     """The master and its standby serve with the cluster's one server key: a client with one
     set of credentials follows the promotion; replicated writes are confirmed over CURVE; the
-    promoted master keeps the audit log its configuration names (promote_audit_log)."""
+    node audits the PROMOTEs at its status endpoint, and the promoted master its requests,
+    in the one audit log its configuration names."""
     from mwcluster.testing.failover import StandbyProcess
 
     keys = ClusterKeys(tmp_path / "keys")
     audit = tmp_path / "promoted-audit.log"
     with MasterProcess(tmp_path / "m", durability="sync", keys=keys) as master, \
             StandbyProcess(tmp_path / "s", master, keys=keys,
-                           extra_args=("--promote-audit-log", str(audit))) as standby:
+                           extra_args=("--audit-log", str(audit))) as standby:
         endpoints = [master.client_endpoint, standby.promote_client_endpoint]
         with Client(endpoints, credentials=keys.credentials("client"), timeout_s=2,
                     retries=8) as c:
             txid = c.put("/fo/a", 1, durability="replicated")
             wait_for(lambda: standby.status()["replica_txid"] >= txid, 20, "the standby")
+            with pytest.raises(Unauthorized, match="may not PROMOTE"):
+                promote_standby(standby.status_endpoint, 10, keys.credentials("reader"))
             master.kill()
             report = standby.promote()
             assert report["epoch"] > master.epoch
@@ -303,7 +307,12 @@ def test_a_failover_changes_nothing_for_a_secured_client(tmp_path):
             assert c.epoch == report["epoch"]
             wait_for(lambda: audit.exists() and f"txid={txid_b}\n" in audit.read_text(), 5,
                      "the promoted master's audit line")   # flushed at its next tick
-            assert "principal=client" in audit.read_text() and "key=/fo/b" in audit.read_text()
+            lines = audit.read_text().splitlines()
+            assert any("principal=client" in x and "key=/fo/b" in x for x in lines), lines
+            # the node's own lines came first: the refused and the accepted PROMOTE
+            assert [x.split(" op=")[1] for x in lines if " op=PROMOTE" in x] == [
+                "PROMOTE result=unauthorized txid=0", "PROMOTE result=ok txid=0"], lines
+            assert "principal=reader" in lines[0] and "principal=admin" in lines[1], lines
 
 
 def test_a_node_with_an_unknown_key_says_so_and_still_stops_at_once(cluster, tmp_path):

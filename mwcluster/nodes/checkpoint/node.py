@@ -50,6 +50,7 @@ from mwcluster.core.state import State
 from mwcluster.nodes.checkpoint.executor import ReplicaExecutor, load_local, stream_event
 from mwcluster.nodes.checkpoint.link import MasterLink
 from mwcluster.nodes.checkpoint.reads import StandbyReads
+from mwcluster.nodes.master.audit import AuditLog
 from mwcluster.nodes.status_endpoint import StatusEndpoint
 from mwcluster.security.curve import ServerSecurity, protect, security_status
 from mwcluster.nodes.checkpoint.upload import Uploader
@@ -161,8 +162,9 @@ class CheckpointNode:
                                  bytes_per_s=cfg.upload_bytes_per_s, credentials=creds,
                                  **({"attempts": 4, "backoff_max_s": 2.0} if self.once else {}))
         if cfg.status_endpoint:
-            self.status_server = StatusEndpoint(ctx, cfg.status_endpoint,
-                                                security=self.security)
+            self.status_server = StatusEndpoint(
+                ctx, cfg.status_endpoint, security=self.security,
+                audit=AuditLog(cfg.audit_log) if cfg.audit_log else None)
             self.status_endpoint = self.status_server.endpoint
             self.uploader.status_endpoint = self.status_endpoint
         if cfg.metrics_port:

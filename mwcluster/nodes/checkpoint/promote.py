@@ -128,7 +128,7 @@ def master_config(config: CheckpointConfig, directory: Path, durability: str):
         "key_file": config.key_file or None, "server_key": config.server_key or None,
         "principals_dir": config.principals_dir or None,
         "insecure": config.insecure or None,
-        "audit_log": config.promote_audit_log or None})
+        "audit_log": config.audit_log or None})
 
 
 PEER_FENCE_S = 1.0
