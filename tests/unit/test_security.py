@@ -7,6 +7,7 @@ User-Id a CURVE connection would carry.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import stat
@@ -232,6 +233,22 @@ def test_a_refused_request_applies_nothing_fences_nothing_and_is_counted(secured
     assert fields[3]["principal"] == "alice" and fields[3]["result"] == "ok"
     assert fields[3]["txid"] == "1" and fields[3]["time"].endswith("Z")
 
+
+
+def test_an_audit_line_stays_one_line_of_fields_whatever_a_refused_key_holds(secured):
+    h, who, audit = secured
+    hostile = ["/a\rop=DELETE", "/b\u2028result=ok", "/c\x1b[2J", "/d\x00", "/e f=g"]
+    for rid, key in enumerate(hostile, 1):
+        r = ask(h, who["bob"], Op.PUT, [key, msgpack.packb(1), None], rid=rid)
+        assert r.status == ErrorCode.UNAUTHORIZED
+    audit.flush()
+    text = open(audit.path, encoding="utf-8").read()
+    lines = text.split("\n")[:-1]
+    assert len(lines) == len(hostile) and text.isascii()
+    for line, key in zip(lines, hostile):
+        fields = dict(part.split("=", 1) for part in shlex.split(line))
+        assert fields["op"] == "PUT" and fields["result"] == "unauthorized", line
+        assert json.loads(line.split(" key=", 1)[1].rsplit(" result=", 1)[0]) == key
 
 def test_a_batch_is_checked_sub_request_by_sub_request(secured):
     h, who, _audit = secured

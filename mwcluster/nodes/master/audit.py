@@ -5,7 +5,8 @@ admin operation and refusal of authorization, in the order the master answered t
     result=ok txid=42
 
 (one line each). `result` is ok or the error code's name; `txid` the record's (0 when nothing
-was logged). Values with spaces, quotes or '=' are JSON-quoted. The file is appended to by the
+was logged). Values with spaces, quotes, '=', backslashes or characters that are not printable
+are JSON-quoted (ASCII), so every line stays one line of fields. The file is appended to by the
 master's loop and flushed at every tick (0.25 s) and at stop: a kill -9 may lose the last
 quarter second of lines, never a record of the journal. Nothing secret is written: principals
 are named, keys never appear.
@@ -36,7 +37,9 @@ def _value(text: Any) -> str:
     text = str(text)
     if len(text) > 200:
         text = text[:200] + "..."
-    if not text or any(c in text for c in ' "=\n\t\\'):
+    # quoted (JSON, ASCII): a space, '"', '=', '\\', or anything not printable (a control
+    # character, a line or paragraph separator) could split a line or a field
+    if not text or not text.isprintable() or any(c in text for c in ' "=\\'):
         return json.dumps(text)
     return text
 
