@@ -17,7 +17,7 @@ import time
 
 import zmq
 
-from mwcluster.security.curve import Credentials
+from mwcluster.security.curve import Credentials, HandshakeWatch, secure_client
 from mwcluster.wire.protocol import (ErrorCode, Op, ProtocolError, Reply, decode_reply,
                                      encode_request)
 
@@ -40,6 +40,8 @@ class StandbyReader:
         self._client_id = os.urandom(16)
         self._next_id = time.time_ns() // 1000
         self._sock: zmq.Socket | None = None
+        self._watch: HandshakeWatch | None = None
+        self.refused: str | None = None   # why the standby refused the handshake, if it did
         self.served = 0           # reads the standby answered
         self.fallbacks = 0        # reads that went to the master instead
 
@@ -63,8 +65,7 @@ class StandbyReader:
         if self._sock is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            if self.credentials is not None:
-                self.credentials.apply(sock)
+            self._watch = secure_client(sock, self.credentials, self.endpoint)
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock
@@ -84,7 +85,13 @@ class StandbyReader:
         while True:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 or not sock.poll(left_ms):
+                refused = self._watch.failure() if self._watch is not None else None
                 self.close()          # a fresh socket for the next read
+                if refused is not None:
+                    if self.refused is None:        # a configuration to mend: say it once
+                        log.warning("reads go to the master: %s", refused)
+                    self.refused = str(refused)
+                    return self._fallback(self.refused)
                 return self._fallback(f"no answer within {self._timeout_ms} ms")
             try:
                 reply = decode_reply(sock.recv())
@@ -106,6 +113,9 @@ class StandbyReader:
         return None
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
