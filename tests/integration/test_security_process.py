@@ -50,7 +50,7 @@ def client(master, creds, **kw) -> Client:
 
 
 def test_principals_get_what_their_roles_allow(cluster):
-    keys, master, _node, _base = cluster
+    keys, master, _node, base = cluster
     with client(master, keys.credentials("client")) as writer:
         txid = writer.put("/roles/a", 1)
         assert writer.get("/roles/a") == 1
@@ -70,6 +70,13 @@ def test_principals_get_what_their_roles_allow(cluster):
     with client(master, keys.credentials("server")) as replica:
         durable, records = replica.fetch(1, 1 << 16)
         assert durable >= txid and records
+    stranger_secret, _ = new_keys(base / "strangers", "stranger", ["replica"])
+    for creds, match in ((None, "has no key"),
+                         (Credentials(read_secret(stranger_secret),
+                                      keys.credentials().server_key), "refused the key")):
+        with client(master, creds) as peer:
+            with pytest.raises(AuthenticationFailed, match=match):
+                peer.fetch(1, 1 << 16)
     with client(master, keys.credentials("admin")) as admin:
         assert admin.get("/roles/a") == 1          # nothing refused was applied
         assert admin.status()["security"]["unauthorized_requests"] >= 4
@@ -137,7 +144,8 @@ def test_the_log_stream_goes_only_to_replica_and_admin_principals(cluster, tmp_p
     stranger = Credentials(read_secret(secret), keys.credentials().server_key)
     peers = {"server": keys.credentials("server"), "admin": keys.credentials("admin"),
              "reader": keys.credentials("reader"), "client": keys.credentials("client"),
-             "stranger": stranger, "plain": None}
+             "stranger": stranger, "plain": None,
+             "wrong server key": keys.credentials("server", server="reader")}
     ctx = zmq.Context()
     try:
         subs = {name: _sub(ctx, master.pub_endpoint, creds) for name, creds in peers.items()}
@@ -162,7 +170,7 @@ def test_the_log_stream_goes_only_to_replica_and_admin_principals(cluster, tmp_p
                     got["server"] += topic == TOPIC_LOG
                 return got["server"] > 0
             wait_for(stream_seen, 10, "the replica principal to receive the stream")
-        for name in ("reader", "client", "stranger", "plain"):
+        for name in ("reader", "client", "stranger", "plain", "wrong server key"):
             assert subs[name][0].poll(0) == 0, f"{name} received the log stream"
     finally:
         for sock, monitor in subs.values():
@@ -228,6 +236,27 @@ def test_removing_and_rotating_keys_take_effect_at_a_reload(cluster):
     assert read_secret(keys.secret("carol")).secret.decode() not in text
 
 
+
+def test_a_checkpoint_node_rereads_its_principals_at_sighup(cluster):
+    keys, _master, node, _base = cluster
+    keys.add("erin", ["read"])
+    erin = keys.credentials("erin")
+    with Client(node.status_endpoint, credentials=keys.credentials("admin"), **PATIENT) as a:
+        before = a.status()["security"]["principal_reloads"]
+        os.kill(node.pid, signal.SIGHUP)
+        wait_for(lambda: a.status()["security"]["principal_reloads"] == before + 1, 10,
+                 "the node to reread its principals at SIGHUP")
+    with Client(node.status_endpoint, credentials=erin, **PATIENT) as c:
+        assert c.status()["role"]                      # the added principal is let in
+        keys.public("erin").unlink()
+        os.kill(node.pid, signal.SIGHUP)
+        with pytest.raises(Unauthorized, match="not an allowed principal any more"):
+            wait_for(lambda: c.status() is None, 10, "the removal to take effect")
+    with Client(node.status_endpoint, credentials=erin, **PATIENT) as c:
+        with pytest.raises(AuthenticationFailed, match="refused the key of erin"):
+            c.status()
+    assert node.returncode is None
+
 def _master_cmd(tmp_path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "mwcluster.cli", "master", "--data-dir",
             str(tmp_path / "d"), "--pub-endpoint", "tcp://127.0.0.1:0", *extra]
@@ -289,8 +318,11 @@ def test_status_reads_every_node_of_a_secured_cluster(tmp_path):
             wait_for(lambda: c.status()["security"]["principal_reloads"] == 1, 10,
                      "the worker to reread its principals at SIGHUP")
         assert worker.returncode is None
+        stranger_secret, _ = new_keys(tmp_path / "strangers", "stranger", ["admin"])
+        stranger = Credentials(read_secret(stranger_secret), creds.server_key)
         for creds, match in ((None, "requires CURVE"),
-                             (cluster.keys.credentials("reader"), "server key given")):
+                             (cluster.keys.credentials("reader"), "server key given"),
+                             (stranger, "refused the key of stranger")):
             with Client(endpoint, credentials=creds, **PATIENT) as c:   # nothing for them
                 with pytest.raises(AuthenticationFailed, match=match):
                     c.status()
