@@ -65,62 +65,62 @@ class StatusEndpoint:
         access = self.security.access if self.security is not None else None
         audit = self.audit
         audited = False
-        for n in range(MAX_PER_CALL):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                if audited:
-                    audit.flush()
-                return n
-            ident, body = frames[0].bytes, frames[-1]
-            try:
-                req = decode_request(body.bytes, MAX_REQUEST_BYTES)
-            except ProtocolError as exc:
-                reply = encode_error(exc.request_id or 0, epoch, exc.error, str(exc))
-            else:
-                why = None if access is None else _check(access, body.get("User-Id"), req)
-                if why is not None:
-                    self.unauthorized += 1
-                    log.info("%s %s: unauthorized: %s", self.role, self.endpoint, why)
-                    reply = encode_error(req.request_id, epoch, ErrorCode.UNAUTHORIZED, why)
-                    if audit is not None:
-                        audited = self._audit(access, body, req, ErrorCode.UNAUTHORIZED)
-                elif req.op == Op.STATUS:
-                    try:
-                        reply = encode_reply(req.request_id, epoch, 0, 0, status())
-                    except Exception as exc:     # a bug: answer it rather than go silent
-                        log.exception("the status endpoint %s could not build its status",
-                                      self.endpoint)
-                        reply = encode_error(req.request_id, epoch, ErrorCode.INTERNAL,
-                                             f"the status could not be built: {exc!r:.200}")
-                elif req.op == Op.PING:
-                    reply = encode_reply(req.request_id, epoch, 0, 0, None)
-                elif later and req.op in later:
-                    reply = later[req.op](ident, req)
-                    if reply is None:
-                        continue
-                elif ops and req.op in ops:
-                    status_code = 0
-                    try:
-                        reply = encode_reply(req.request_id, epoch, 0, 0, ops[req.op](req))
-                    except errors.MwclusterError as exc:
-                        status_code = error_code_for(exc)
-                        reply = encode_error(req.request_id, epoch, status_code, str(exc))
-                    if audit is not None:
-                        audited = self._audit(access, body, req, status_code)
+        try:
+            for n in range(MAX_PER_CALL):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    return n
+                ident, body = frames[0].bytes, frames[-1]
+                try:
+                    req = decode_request(body.bytes, MAX_REQUEST_BYTES)
+                except ProtocolError as exc:
+                    reply = encode_error(exc.request_id or 0, epoch, exc.error, str(exc))
                 else:
-                    reply = encode_error(req.request_id, epoch, ErrorCode.UNKNOWN_OP,
-                                         f"a {self.role} answers only STATUS and PING")
-            self.send(ident, reply)
-        if audited:
-            audit.flush()
-        return MAX_PER_CALL
+                    why = None if access is None else _check(access, body.get("User-Id"), req)
+                    if why is not None:
+                        self.unauthorized += 1
+                        log.info("%s %s: unauthorized: %s", self.role, self.endpoint, why)
+                        reply = encode_error(req.request_id, epoch, ErrorCode.UNAUTHORIZED, why)
+                        if audit is not None:
+                            self._audit(access, body, req, ErrorCode.UNAUTHORIZED)
+                            audited = True
+                    elif req.op == Op.STATUS:
+                        try:
+                            reply = encode_reply(req.request_id, epoch, 0, 0, status())
+                        except Exception as exc:     # a bug: answer it rather than go silent
+                            log.exception("the status endpoint %s could not build its status",
+                                          self.endpoint)
+                            reply = encode_error(req.request_id, epoch, ErrorCode.INTERNAL,
+                                                 f"the status could not be built: {exc!r:.200}")
+                    elif req.op == Op.PING:
+                        reply = encode_reply(req.request_id, epoch, 0, 0, None)
+                    elif later and req.op in later:
+                        reply = later[req.op](ident, req)
+                        if reply is None:
+                            continue
+                    elif ops and req.op in ops:
+                        status_code = 0
+                        try:
+                            reply = encode_reply(req.request_id, epoch, 0, 0, ops[req.op](req))
+                        except errors.MwclusterError as exc:
+                            status_code = error_code_for(exc)
+                            reply = encode_error(req.request_id, epoch, status_code, str(exc))
+                        if audit is not None:
+                            self._audit(access, body, req, status_code)
+                            audited = True
+                    else:
+                        reply = encode_error(req.request_id, epoch, ErrorCode.UNKNOWN_OP,
+                                             f"a {self.role} answers only STATUS and PING")
+                self.send(ident, reply)
+            return MAX_PER_CALL
+        finally:
+            if audited:
+                audit.flush()
 
-    def _audit(self, access, body, req, status: int) -> bool:
-        user = body.get("User-Id") if access is not None else None
-        who = access.name(user) if access is not None else "-"
+    def _audit(self, access, body, req, status: int) -> None:
+        who = access.name(body.get("User-Id")) if access is not None else "-"
         self.audit.write(who, body.get("Peer-Address"), req.op, req.args, status, 0)
-        return True
 
     def send(self, ident: bytes, reply: bytes) -> None:
         try:

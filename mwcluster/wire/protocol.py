@@ -456,7 +456,8 @@ def args_check(req: Request, kinds: tuple[type | tuple, ...], names: tuple[str, 
             raise ProtocolError(ErrorCode.BAD_REQUEST,
                                 f"{Op(req.op).name}: {name} has the wrong type "
                                 f"({type(value).__name__})", req.request_id)
-    return list(args) + [None] * (len(kinds) + len(more_kinds) - len(args))
+    missing = len(kinds) + len(more_kinds) - len(args)
+    return args if not missing else [*args, *[None] * missing]   # no copy on the usual path
 
 
 def check_args(req: Request) -> list:

@@ -74,7 +74,8 @@ def _target(op: int, args: Any) -> str:
 
 
 class AuditLog:
-    """Appends audit lines to one file; owned by the master's loop."""
+    """Appends audit lines to one file; owned by the master's loop (or by a checkpoint
+    node's, for its status endpoint)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -82,7 +83,7 @@ class AuditLog:
             self._file = open(path, "a", buffering=1 << 16, encoding="utf-8")
         except OSError as exc:
             raise errors.ConfigError(f"cannot open the audit log {path}: {exc.strerror} "
-                                     "(audit_log names a file the master may append to)") from None
+                                     "(audit_log names a file this node may append to)") from None
         self.lines = 0
         self.lost = 0             # lines that could not be written (a full disk)
 
