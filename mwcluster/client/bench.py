@@ -22,7 +22,9 @@ it connects; a refused handshake fails the run with the reason instead of a time
 All processes connect and answer a ping before a barrier releases them together; the
 throughput is the number of completed requests over the time from the earliest start to the
 latest finish (CLOCK_MONOTONIC, shared by the processes). Latency percentiles come from the
-merged samples of every process.
+merged samples of every process. Each process also measures its own CPU time over its loop
+(time.process_time: all its threads, ZeroMQ's I/O thread too), so a run reports what the load
+cost the clients per request (`client_cpu_us`) beside whatever it measures of the master.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from mwcluster.wire.protocol import DEFAULT_CLIENT_ENDPOINT, DEFAULT_MAX_BATCH, 
 # The operations a mix may name, with their wire op codes.
 OPS = {"put": int(Op.PUT), "get": int(Op.GET), "stat": int(Op.STAT), "ping": int(Op.PING)}
 # The durability a run may ask its puts for.
-DURABILITIES = ("async", "sync", "default")
+DURABILITIES = ("async", "sync", "replicated", "default")
 # Request ids of the warm-up pings and of BATCH messages: far above any measured request id.
 _WARMUP_ID = 1 << 62
 _BATCH_ID = 1 << 61
@@ -133,6 +135,7 @@ def _client_run(config: BenchConfig, index: int, barrier: Any) -> dict:
 
         sent_ns = array("q", bytes(8 * count))
         latency_ns = array("q", bytes(8 * count))
+        cpu0 = time.process_time()
         start = time.monotonic_ns()
         if config.batch > 1:
             sent, done, error_replies, messages, timed_out = _batched_loop(
@@ -143,6 +146,7 @@ def _client_run(config: BenchConfig, index: int, barrier: Any) -> dict:
                 config, index, sock, client_id, plan, keys, value, durability, sent_ns,
                 latency_ns, encode_request, decode_reply, zmq)
         end = time.monotonic_ns()
+        cpu = time.process_time() - cpu0
     finally:
         if watch is not None:
             watch.close()
@@ -151,7 +155,7 @@ def _client_run(config: BenchConfig, index: int, barrier: Any) -> dict:
     samples = array("q", (x for x in latency_ns if x))
     return {"index": index, "sent": sent, "done": done, "error_replies": error_replies,
             "unanswered": sent - done, "timed_out": timed_out, "start_ns": start,
-            "end_ns": end, "messages": messages, "latency_ns": samples.tobytes()}
+            "end_ns": end, "messages": messages, "cpu_s": cpu, "latency_ns": samples.tobytes()}
 
 
 def _single_loop(config, index, sock, client_id, plan, keys, value, durability, sent_ns,
@@ -358,6 +362,9 @@ def summarize(config: BenchConfig, results: list[dict]) -> dict:
         "errors": error_replies + timed_out,
         "error_replies": error_replies, "timed_out": timed_out, "unanswered": unanswered,
         "stopped_at_max_seconds": done < config.ops and not timed_out,
+        # the client processes' own CPU (all their threads, ZeroMQ's I/O thread included)
+        # over their measured loops, per completed request: what the load itself cost
+        "client_cpu_us": round(sum(r["cpu_s"] for r in results) / max(1, done) * 1e6, 2),
     }
 
 
@@ -383,6 +390,7 @@ def print_table(result: dict) -> None:
         ("p99 ms", f"{result['p99_ms']:.3f}"),
         ("p99.9 ms", f"{result['p999_ms']:.3f}"),
         ("max ms", f"{result['max_ms']:.3f}"),
+        ("client CPU us per request", f"{result['client_cpu_us']:.1f}"),
     ]
     for name, value in rows:
         table.add_row(name, value)

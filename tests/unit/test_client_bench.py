@@ -14,7 +14,7 @@ from mwcluster.client.bench import BenchConfig, _plan, percentile, run
 from mwcluster.wire.protocol import ErrorCode, Op, encode_error
 
 REQUIRED = {"ops_per_s", "p50_ms", "p99_ms", "p999_ms", "errors", "clients", "inflight", "ops",
-            "durability", "mix", "seconds"}
+            "durability", "mix", "seconds", "client_cpu_us"}
 
 
 def test_bench_json_through_the_cli():
@@ -31,6 +31,7 @@ def test_bench_json_through_the_cli():
         assert result["ops_per_s"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]
         assert result["p99_ms"] <= result["p999_ms"] <= result["max_ms"]
         assert result["mix"] == "put=90,get=10" and result["durability"] == "async"
+        assert result["client_cpu_us"] > 0     # 600 requests cost the clients some CPU
         ops = [req.op for _, req in stub.seen()]
         assert ops.count(1) + ops.count(100) == 600       # plus the warm-up pings
         assert {req.durability for _, req in stub.seen() if req.op == 1} == {1}
@@ -45,6 +46,18 @@ def test_bench_table_output():
                                       "--ops", "50", "--durability", "sync"])
         assert r.exit_code == 0, r.output
         assert "ops/s" in r.output and "sync" in r.output
+    finally:
+        stub.close()
+
+
+def test_bench_asks_for_replicated_durability_by_its_code():
+    stub = Stub()
+    try:
+        r = CliRunner().invoke(main, ["bench", "--master", stub.endpoint, "--clients", "1",
+                                      "--ops", "20", "--durability", "replicated", "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output)["durability"] == "replicated"
+        assert {req.durability for _, req in stub.seen() if req.op == 1} == {3}
     finally:
         stub.close()
 
