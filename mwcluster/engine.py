@@ -71,7 +71,8 @@ class Engine:
                  journal_io=None, on_durable: Callable[[int], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, recent_requests: int = 100_000,
                  tail_bytes: int = 64 << 20, retry_initial_s: float = 0.05,
-                 retry_max_s: float = 5.0, background: bool = True) -> None:
+                 retry_max_s: float = 5.0, background: bool = True,
+                 flush_interval_s: float = 0.0) -> None:
         self.data_dir = Path(data_dir)
         self.durability = Durability.parse(durability)
         if self.durability not in (Durability.ASYNC, Durability.SYNC):
@@ -89,7 +90,7 @@ class Engine:
                                max_record_bytes=self.limits.max_record_bytes, epoch=epoch,
                                io=journal_io, clock=clock, on_durable=on_durable,
                                retry_initial_s=retry_initial_s, retry_max_s=retry_max_s,
-                               background=background)
+                               background=background, flush_interval_s=flush_interval_s)
         self.recovery: RecoveryReport | None = None
         # (client_id, request_id) -> (txid, result) of recent mutations: a retried request is
         # answered from here instead of being applied twice (core/recent.py)

@@ -5,6 +5,10 @@ journal.py's module docstring is the contract of both.
 
     _run             the flusher thread: sleep until records are buffered (or the journal
                      stops), take them as one batch (group commit), write and fsync it
+    _linger          the flush policy: with flush_interval_s > 0 a batch waits until its
+                     oldest record is that old, so at most one fsync per interval, unless
+                     the journal is urged (urge, wait_durable: a reply waits for its
+                     records), appends wait for buffer space, or it stops
     flush            the same step on the caller's thread, for a journal without a thread
                      (background=False: the in-memory cluster simulation)
     _write_piece     one piece of a batch (a batch is split where a segment roll falls,
@@ -58,8 +62,11 @@ class Flusher:
                         self._flusher_idle = True
                         self._wake.wait()
                     self._flusher_idle = False
+                    if self.flush_interval_s:
+                        self._linger()
                     if self._abandoned or not self._active:
                         return
+                    self._urgent = False
                     batch = self._take_batch()
                 self._flush(batch)
         except _Abandoned:
@@ -81,6 +88,24 @@ class Flusher:
                     self._refuse = f"journal {self.directory}: the flusher has stopped"
                 self._durable_cv.notify_all()
                 self._space.notify_all()
+
+    def _linger(self) -> None:
+        """The flush policy, under _lock: wait until the oldest buffered record is
+        flush_interval_s old, so that records arriving meanwhile share its write and fsync,
+        unless the journal is urged (a reply waits for durability: urge, wait_durable),
+        appends wait for buffer space, or it stops. Appends do not wake a lingering flusher:
+        it is not idle. `lingering` is true meanwhile (read without the lock by the master's
+        loop, which does not count that wait as a flusher starved of the GIL)."""
+        due = self._active_t0 + self.flush_interval_s
+        self.lingering = True
+        try:
+            while not (self._urgent or self._stopping or self._appends_waiting):
+                left = due - self._clock()
+                if left <= 0:
+                    return
+                self._wake.wait(left)
+        finally:
+            self.lingering = False
 
     def _not_saved(self, error) -> None:
         """Closed while the disk still fails: name what was not saved (close() raises it)."""

@@ -7,6 +7,10 @@ plain lock and wakes the flusher only when it sleeps. The flusher swaps the buff
 empty one, writes the whole batch, fsyncs it, then advances `durable_txid`, wakes
 `wait_durable` callers and calls `on_durable(durable_txid)` (on the flusher thread: it must be
 cheap and thread-safe). Whatever arrived during an fsync is the next batch (group commit).
+With `flush_interval_s` > 0 (the flush policy) the flusher lets a batch gather until its
+oldest record is that old, so it fsyncs at most once per interval and the loss window stays
+within about the interval plus one write and fsync, unless `urge()` (a reply is parked until its records are
+durable), `wait_durable`, or appends waiting for buffer space ask for the write at once.
 
 Segments are created lazily: `roll()` and a full segment only mark where the next segment
 starts; the file, named by the first txid that goes in it, is created (header + records,
@@ -105,8 +109,16 @@ class Journal(Flusher):
                  clock: Callable[[], float] = time.monotonic,
                  on_durable: Callable[[int], None] | None = None,
                  retry_initial_s: float = 0.05, retry_max_s: float = 5.0,
-                 background: bool = True):
+                 background: bool = True, flush_interval_s: float = 0.0):
+        if not 0.0 <= flush_interval_s <= 60.0:
+            raise ValueError(f"flush_interval_s must be within 0..60 s, not "
+                             f"{flush_interval_s!r}")
         self.directory = Path(directory)
+        # The flush policy (flusher.py): a batch waits until its oldest record is this old
+        # before it is written, unless someone waits for it (urge, wait_durable, back-pressure)
+        self.flush_interval_s = flush_interval_s
+        self.lingering = False
+        self._urgent = False
         self._background = background
         self._segment_bytes = segment_bytes
         self._buffer_limit_bytes = buffer_limit_bytes
@@ -286,7 +298,19 @@ class Journal(Flusher):
                 self._flusher_idle = False
                 self._wake.notify()
 
+    def urge(self) -> None:
+        """Someone waits for what is buffered (a reply parked until its records are durable):
+        write it now, without the flush interval's wait (flusher.py). Cheap when the flusher
+        is busy: it only sets a flag."""
+        with self._lock:
+            if self._active or self._inflight is not None:
+                self._urgent = True
+                self._flusher_idle = False
+                self._wake.notify()
+
     def _wait_for_space(self) -> None:
+        self._urgent = True     # the buffer is full: no batch waits for the flush interval
+        self._wake.notify()
         self._appends_waiting += 1
         try:
             while self._unflushed_bytes >= self._buffer_limit_bytes and self._refuse is None:
@@ -316,6 +340,9 @@ class Journal(Flusher):
             return self._durable_txid >= txid
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
+            if self._durable_txid < txid:
+                self._urgent = True         # a caller waits: no flush interval
+                self._wake.notify()
             while self._durable_txid < txid:
                 if self._flusher_done or not self._opened:
                     return False

@@ -9,8 +9,8 @@
                  parked sync replies it covers, publish the newly durable records on PUB (one
                  message per publish_batch_bytes), each batch ending where a drain ended, with
                  the state digest there
-             the flusher stalled while the loop is busy: block on the wake pipe for a moment
-                 (FLUSHER_STALL_S, FLUSHER_YIELD_S: it needs the GIL)
+             the flusher stalled while the loop is busy (not lingering out its flush
+                 interval): block on the wake pipe a moment (FLUSHER_STALL_S, _YIELD_S)
              tick (every TICK_S): heartbeat when nothing was published for a while, log
                  WorkerLost for workers silent past worker_timeout_s (nodes/master/jobs.py), rate
                  sample, forget peers silent for 30 s, metrics snapshot
@@ -64,12 +64,11 @@ TICK_S = 0.25
 # A drain stops reading after DRAIN_BUDGET_S, sends its replies, and the loop looks at the
 # journal: replies and published records do not wait behind a long stream of batches.
 DRAIN_BUDGET_S = 0.002
-# The journal flusher needs the GIL for a moment after each of its system calls. CPython hands
-# the GIL to a waiting thread on a timer (the switch interval) only if the holder never
-# released it meanwhile, and this loop releases it at every socket call, so a loop that never
-# blocks starves the flusher (the loss window grew to hundreds of ms under batched load).
-# When the durable txid has not moved for FLUSHER_STALL_S while records wait, the loop blocks
-# on the wake pipe until the flusher reports progress, at most FLUSHER_YIELD_S.
+# The journal flusher needs the GIL after each of its system calls; CPython hands it over on a
+# timer (the switch interval) only if the holder never released it, and this loop releases it
+# at every socket call, so a loop that never blocks starves the flusher (the loss window grew
+# to hundreds of ms under batched load). When the durable txid has not moved for
+# FLUSHER_STALL_S while records wait, the loop blocks on the wake pipe at most FLUSHER_YIELD_S.
 FLUSHER_STALL_S = 0.002
 FLUSHER_YIELD_S = 0.001
 # A `replicated` reply not confirmed by a standby within this long is answered unavailable.
@@ -168,7 +167,8 @@ class Master:
                              epoch=self.epoch, segment_bytes=cfg.segment_bytes,
                              buffer_limit_bytes=cfg.buffer_limit_bytes, journal_io=self.fsync_io,
                              on_durable=self._on_durable, recent_requests=cfg.recent_requests,
-                             tail_bytes=cfg.tail_bytes)
+                             tail_bytes=cfg.tail_bytes,
+                             flush_interval_s=cfg.flush_interval_ms / 1000)
         report = self.engine.open()
         log.info("epoch %d: recovered txid %d in %.3f s", self.epoch, report.last_txid,
                  report.seconds)
@@ -343,7 +343,7 @@ class Master:
                 if uploads.pending():
                     self._send_all(uploads.finished())
                 now = monotonic()
-                if durable != last_durable:
+                if durable != last_durable or journal.lingering:   # lingering: not starved
                     last_durable, stalled_since = durable, now
                 elif busy and now - stalled_since > FLUSHER_STALL_S and \
                         engine.state.txid > durable:
@@ -413,7 +413,11 @@ class Master:
             self._send_all(out)
             # The handlers appended without waking the flusher: woken earlier, it would take
             # the GIL between the appends and the replies and delay every reply of the drain.
-            self.engine.journal.wake()
+            # A reply parked for durability urges it past the flush interval.
+            if self.handlers.parked or self.handlers.parked_replicated:
+                self.engine.journal.urge()
+            else:
+                self.engine.journal.wake()
             self.stats.add_batch(drain.ops, time.monotonic() - t0)
             self.drains += 1
             self.drained += n
