@@ -20,9 +20,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import parse_run_options, record_run  # noqa: E402
+from benchmarks.peers import RedisPeer  # noqa: E402
 from mwcluster.testing import MasterProcess  # noqa: E402
-from mwcluster.testing.processes import wait_for  # noqa: E402
 
 SECTION = "client pipeline"
 MODES = {"auto": None, "batch=1": 1, "batch=64": 64}
@@ -79,39 +76,12 @@ def run_mode(endpoint: str, keys, mode: str, args) -> dict:
             "client_cpu_us": 1e6 * sum(r[2] for r in results) / max(1, done)}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_redis(directory: Path, args) -> float | None:
     """SET requests/s of redis-benchmark -c 16 -P 16 against a fresh AOF-everysec server."""
-    server, bench = shutil.which("redis-server"), shutil.which("redis-benchmark")
-    if not server or not bench:
+    if not RedisPeer.available():
         return None
-    port = free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
-                             "--dir", str(directory), "--appendonly", "yes",
-                             "--appendfsync", "everysec", "--save", ""],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def ready() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-        wait_for(ready, 10.0, "redis-server to listen")
-        text = subprocess.run([bench, "-h", "127.0.0.1", "-p", str(port), "-t", "set",
-                               "-c", "16", "-P", "16", "-n", str(args.redis_ops), "-d", "64",
-                               "-r", "10000", "--csv", "-q"], capture_output=True, text=True,
-                              timeout=args.max_seconds + 60, check=True).stdout
-        for line in text.splitlines():
-            fields = [f.strip('"') for f in line.split(",")]
-            if fields and fields[0] == "SET":
-                return float(fields[1])
-        return None
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with RedisPeer(directory, args.max_seconds + 60) as redis:
+        return redis.set_bench(16, 16, args.redis_ops)["ops_s"]
 
 
 def command(args) -> str:
