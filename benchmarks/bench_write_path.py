@@ -13,12 +13,17 @@
 - with a standby following (testing.failover.StandbyProcess, interval 0): sync and
   replicated puts from 2 x 256.
 
+With --profile, the master's request handler also runs in this process (testing.memory
+.MasterTwin: the handlers, the engine and the journal, no sockets; one fsync per 64 requests,
+as in a drain) on the same puts and gets: microseconds per request without a profiler, then
+cProfile's functions by their own time, in shares of the run.
+
 The intervals alternate in order over the rounds (0, 2, 5 then 5, 2, 0...), so drift on a
 shared machine shows. Only ratios within one round mean anything: this machine's Python
 speed changes from day to day.
 
     python benchmarks/bench_write_path.py [--rounds 2] [--ops 100000] [--intervals 0,2,5]
-                                          [--redis-ops 200000] [--record]
+                                          [--redis-ops 200000] [--profile] [--record]
 
 Every load is bounded by its op count and by --max-seconds. The figures go to
 docs/benchmarks.md, section "write path".
@@ -27,9 +32,12 @@ docs/benchmarks.md, section "write path".
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -114,7 +122,48 @@ def run_all(args, tmp: Path) -> list[dict]:
         result["replicated"] = replicated_runs(base / "replicated", args)
         rounds.append(result)
         print({"round": round_no, "done": True}, file=sys.stderr, flush=True)
+    if args.profile:
+        rounds[-1]["profile"] = handler_profile(tmp, args.profile_ops)
     return rounds
+
+
+def handler_profile(tmp: Path, n: int) -> dict:
+    """The request handler in this process (module docstring): us per put and per get, and
+    the functions taking the most of a profiled run of the puts."""
+    from mwcluster.core.values import encode
+    from mwcluster.nodes.master.handlers import Drain
+    from mwcluster.testing.memory import MasterTwin
+    from mwcluster.wire.protocol import Op, encode_request
+
+    client_id, value = os.urandom(16), encode(os.urandom(64))
+    keys = [f"/bench/k{i % 10_000:07d}" for i in range(n)]
+    puts = [encode_request(client_id, i + 1, int(Op.PUT), [keys[i], value, None], 1)
+            for i in range(n)]
+    gets = [encode_request(client_id, n + i + 1, int(Op.GET), [keys[i]], 1) for i in range(n)]
+    twin = MasterTwin(tmp / "twin")
+    handle, flush = twin.handlers.handle, twin.engine.journal.flush
+
+    def serve(frames: list[bytes]) -> float:
+        began = time.perf_counter()
+        for i in range(0, len(frames), 64):
+            drain = Drain(time.monotonic())
+            for frame in frames[i:i + 64]:
+                handle(b"\0peer", frame, drain)
+            flush()
+        return (time.perf_counter() - began) / len(frames) * 1e6
+
+    out = {"put_us": serve(puts), "get_us": serve(gets)}
+    again = [encode_request(client_id, 2 * n + i + 1, int(Op.PUT), [keys[i], value, None], 1)
+             for i in range(n)]
+    profiler = cProfile.Profile()
+    profiler.runcall(serve, again)
+    stats = pstats.Stats(profiler)
+    total = sum(row[2] for row in stats.stats.values())
+    top = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:14]
+    out["top"] = [(f"{Path(f).name}:{line}({name})" if line else name, row[2] / total)
+                  for (f, line, name), row in top]
+    twin.engine.close()
+    return out
 
 
 def _f(value: float | None, fmt: str = ",.0f") -> str:
@@ -195,6 +244,15 @@ def tables(rounds: list[dict], args) -> list[str]:
         lines.append(f"| {r['round']} | replicated / sync, standby following (>= 0.8): "
                      f"{rep['replicated']['ops_per_s'] / rep['sync']['ops_per_s']:.2f} | | | | "
                      f"| | | | |")
+    prof = rounds[-1].get("profile")
+    if prof:
+        lines += ["", f"The request handler in-process (`--profile`, {args.profile_ops:,} "
+                  f"puts, then as many gets, one fsync per 64): {prof['put_us']:.2f} us per "
+                  f"put, {prof['get_us']:.2f} us per get (puts / gets "
+                  f"{prof['get_us'] / prof['put_us']:.2f} in requests per second). "
+                  "cProfile of the puts, functions by their own time (shares of the run):",
+                  ""]
+        lines += [f"- {name}: {share:.1%}" for name, share in prof["top"]]
     if not any(r["redis"] for r in rounds):
         lines.append("\nredis-server was not installed: no Redis figure in this run.")
     return lines
@@ -206,7 +264,7 @@ def command(args) -> str:
     return (f"python benchmarks/bench_write_path.py --rounds {args.rounds} --ops {args.ops} "
             f"--single-ops {args.single_ops} --redis-ops {args.redis_ops} --intervals "
             f"{','.join(f'{i:g}' for i in args.intervals)} --max-seconds {args.max_seconds:g}"
-            f" --record")
+            f"{' --profile' if args.profile else ''} --record")
 
 
 def main() -> None:
@@ -218,9 +276,13 @@ def main() -> None:
     ap.add_argument("--intervals", default="0,2,5",
                     type=lambda t: [float(x) for x in t.split(",")])
     ap.add_argument("--max-seconds", type=float, default=60.0)
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile the request handler in this process")
+    ap.add_argument("--profile-ops", type=int, default=100_000)
     args = parse_run_options(ap, {"rounds": 1, "ops": 4_000, "single_ops": 500,
                                   "redis_ops": 20_000, "intervals": [0.0, 2.0],
-                                  "max_seconds": 20.0})
+                                  "max_seconds": 20.0, "profile": True,
+                                  "profile_ops": 2_000})
     with tempfile.TemporaryDirectory(prefix="bench-write-path-") as tmp:
         rounds = run_all(args, Path(tmp))
     lines = tables(rounds, args)

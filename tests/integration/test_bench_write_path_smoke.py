@@ -4,6 +4,8 @@ given (Redis only where it is installed). Its figures are not checked: it is a b
 
 from __future__ import annotations
 
+import re
+
 from helpers import run_quick_benchmark
 
 HEADERS = ("| round | run | requests/s | server CPU us | client CPU us | p50 ms | p99 ms | ",
@@ -20,3 +22,6 @@ def test_quick_run_records_every_run_into_the_given_file(tmp_path):
         assert f"| 1 | {interval} ms | " in text, text
     assert "| 1 | replicated puts, standby following | " in text, text
     assert "replicated / sync, standby following (>= 0.8): " in text, text
+    assert "The request handler in-process (`--profile`, 2,000 puts" in text, text
+    shares = re.findall(r"^- (.+): (\d+\.\d)%$", text, re.M)
+    assert len(shares) == 14 and any("submit" in name for name, _ in shares), text
