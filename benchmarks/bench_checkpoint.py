@@ -330,6 +330,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="phase A: py-spy samples the master for 4 s from the start of the "
                              "load and 4 s from the start of the checkpoint")
+    parser.add_argument("--pin-node", action="store_true",
+                        help="pin the checkpoint node (and its snapshot writer) to the last "
+                             "CPU and the master, the load and this script to the others, as "
+                             "if the node had a machine of its own")
     parser.add_argument("--dump", default=None, metavar="FILE",
                         help="also write the raw polls and replies of both phases as JSON")
     args = parser.parse_args()
@@ -352,6 +356,8 @@ def main() -> None:
             node = CheckpointProcess(base / "c", master, period_s=period, txns=10**12,
                                      start_timeout_s=120)
             with node:
+                if args.pin_node:
+                    pin_node(node.pid, master.pid)
                 poller = Poller(node.status_endpoint)
                 try:
                     poller.until(lambda s: s[1] >= built["snapshot_txid"], 120)
@@ -376,6 +382,25 @@ def main() -> None:
     if not args.no_record and not args.small:
         record_section("checkpoint node", " ".join(["python benchmarks/bench_checkpoint.py",
                                                     *sys.argv[1:]]), body)
+
+
+def pin_node(node_pid: int, master_pid: int) -> None:
+    """--pin-node: every thread of the node on the last CPU (threads and the forked writer it
+    starts later inherit it), the master's threads and this process (so the load child it
+    spawns next) on the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin-node needs at least 2 CPUs")
+    node_cpu, rest = {cpus[-1]}, set(cpus[:-1])
+    for pid, where in ((node_pid, node_cpu), (master_pid, rest)):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                os.sched_setaffinity(int(task.name), where)
+            except OSError:
+                pass        # a thread that ended meanwhile
+    os.sched_setaffinity(0, rest)
+    print(f"node pinned to CPU {cpus[-1]}; master, load and poller to CPUs "
+          f"{','.join(map(str, sorted(rest)))}", flush=True)
 
 
 def report(args, period: float, built: dict, a: dict, b: dict, total_s: float) -> str:
@@ -404,8 +429,11 @@ def report(args, period: float, built: dict, a: dict, b: dict, total_s: float) -
     lines = [
         f"State: {args.keys:,} keys (snapshot {built['snapshot_bytes'] / 2**20:.0f} MiB). One "
         f"master, one checkpoint node (`--period-s {period:g}`), one open-loop load process "
-        f"and this script polling the node's STATUS every {POLL_S * 1000:.0f} ms, all on this "
-        f"machine's 2 cores (shared with other work). Whole run {total_s:.0f} s.",
+        f"and this script polling the node's STATUS every {POLL_S * 1000:.0f} ms, "
+        + ("the node (with its snapshot writer) pinned to one CPU of its own and the rest to "
+           f"the other {os.cpu_count() - 1} (`--pin-node`)" if args.pin_node else
+           f"all on this machine's {os.cpu_count()} cores") +
+        f" (shared with other work). Whole run {total_s:.0f} s.",
         "",
         "| figure | measured | target |",
         "|---|---|---|",

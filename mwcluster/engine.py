@@ -29,7 +29,8 @@ from typing import Any, Callable
 from mwcluster.core.durability import Durability
 from mwcluster.core.limits import Limits
 from mwcluster.core.recent import RecentRequests
-from mwcluster.core.records import Origin, Record, check_admission, decode_payload
+from mwcluster.core.records import (Origin, Record, admit_put, check_admission,
+                                     decode_payload)
 from mwcluster.core.state import State
 from mwcluster.errors import (ApplyError, CorruptionError, InvalidRecord, JournalUnavailable,
                               MwclusterError, StorageError, Truncated)
@@ -197,14 +198,7 @@ class Engine:
         state = self.state
         txid = state.txid + 1
         result = state.apply(txid, rec)
-        self.journal.append(txid, self.epoch, payload, wake)
-        if origin is not None:
-            self._remember(origin, txid, result)
-        if self._tail_limit:
-            self._tail.append((txid, self.epoch, payload))
-            self._tail_bytes += len(payload)
-            if self._tail_bytes > self._tail_limit:
-                self._trim_tail()
+        self._logged(txid, payload, origin, result, wake)
         if (self._sync if durability is None or durability in _DEFAULT
                 else durability in _SYNC) and \
                 not self.journal.wait_durable(txid):
@@ -213,6 +207,34 @@ class Engine:
             raise JournalUnavailable(f"record {txid} was applied but the journal stopped before "
                                      "it was made durable; it may be lost")
         return txid, result
+
+    def submit_put(self, key: str, value: bytes, expected: int | None, origin: Origin | None,
+                   wake: bool = True) -> tuple[int, int]:
+        """submit(Put(key, value, expected), durability="async", origin=origin, wake=wake)
+        for fields whose types are known to be right (str, bytes, None or int), without
+        building the Put: the master's hot path. The same checks, errors, result (the new
+        version) and record bytes (tests/unit/test_engine_put_path.py holds them equal)."""
+        self.journal.check_writable()
+        payload = admit_put(key, value, expected, self.limits, origin)
+        state = self.state
+        txid = state.txid + 1
+        version = state.ns.put(txid, key, value, expected)
+        state.txid = txid
+        self._logged(txid, payload, origin, version, wake)
+        return txid, version
+
+    def _logged(self, txid: int, payload: bytes, origin: Origin | None, result: Any,
+                wake: bool) -> None:
+        """After `txid` was applied: its record into the journal's buffer, the table of
+        recent requests and the tail of records."""
+        self.journal.append(txid, self.epoch, payload, wake)
+        if origin is not None:
+            self._remember(origin, txid, result)
+        if self._tail_limit:
+            self._tail.append((txid, self.epoch, payload))
+            self._tail_bytes += len(payload)
+            if self._tail_bytes > self._tail_limit:
+                self._trim_tail()
 
     def wait_durable(self, txid: int, timeout: float | None = None) -> bool:
         return self.journal.wait_durable(txid, timeout)

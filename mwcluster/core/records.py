@@ -241,6 +241,7 @@ def _first_bad_field(cls: type, fields) -> str | None:
 # --- encoding -----------------------------------------------------------------------------
 
 _pack = msgpack.Packer(use_bin_type=True).pack
+_PUT = RecordKind.PUT.value
 
 
 def to_wire(rec: Record) -> list:
@@ -342,6 +343,16 @@ def check_admission(rec: Record, limits: Limits, origin: Origin | None = None) -
     64-bit range, a string with a lone surrogate, an object msgpack cannot carry) is refused
     here, before it is applied, rather than failing in apply or when it is logged.
     """
+    if type(rec) is Put:     # the most frequent record
+        key, value, expected = rec
+        if type(key) is not str:
+            raise InvalidRecord(f"Put.key must be str, not {type(key).__name__}")
+        if type(value) is not bytes:
+            raise InvalidRecord(f"Put.value must be bytes, not {type(value).__name__}")
+        if expected is not None and type(expected) is not int:
+            raise InvalidRecord(f"Put.expected_version must be opt_int, not "
+                                f"{type(expected).__name__}")
+        return admit_put(key, value, expected, limits, origin)
     _check_fields(rec, limits)
     try:
         payload = encode_record(rec, origin)
@@ -353,22 +364,29 @@ def check_admission(rec: Record, limits: Limits, origin: Origin | None = None) -
     return payload
 
 
+def admit_put(key: str, value: bytes, expected: int | None, limits: Limits,
+              origin: Origin | None = None) -> bytes:
+    """check_admission of Put(key, value, expected) whose field types are known to be right
+    (str, bytes, None or int: from_wire's own test): the limits and rules, and its encoding,
+    the same bytes as encode_record. The master's put path calls it without building the
+    Put (Engine.submit_put)."""
+    check_key(key, limits.max_key_chars)
+    check_encoded(value, limits.max_value_bytes)
+    if expected is not None and expected < 0:
+        _check_expected(expected)
+    try:
+        payload = (_pack((_PUT, key, value, expected, *origin)) if origin is not None
+                   else _pack((_PUT, key, value, expected)))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidRecord(f"Put cannot be encoded: {exc}") from None
+    if len(payload) > limits.max_record_bytes:
+        raise InvalidRecord(f"record is {len(payload)} bytes; the limit is "
+                            f"{limits.max_record_bytes}")
+    return payload
+
+
 def _check_fields(rec: Record, limits: Limits) -> None:
     cls = type(rec)
-    if cls is Put:   # the most frequent record: the same checks as below, without the loops
-        key, value, expected = rec
-        if type(key) is not str:
-            raise InvalidRecord(f"Put.key must be str, not {type(key).__name__}")
-        if type(value) is not bytes:
-            raise InvalidRecord(f"Put.value must be bytes, not {type(value).__name__}")
-        check_key(key, limits.max_key_chars)
-        check_encoded(value, limits.max_value_bytes)
-        if expected is not None:
-            if type(expected) is not int:
-                raise InvalidRecord(f"Put.expected_version must be opt_int, not "
-                                    f"{type(expected).__name__}")
-            _check_expected(expected)
-        return
     if cls not in _FIELD_TYPES:
         raise InvalidRecord(f"not a record: {cls.__name__}")
     problem = _first_bad_field(cls, rec)

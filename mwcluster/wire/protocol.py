@@ -291,10 +291,10 @@ def encode_heartbeat(epoch: int, durable_txid: int, digest: int | None, now_ms: 
 
 
 def _unpack(frame: bytes, what: str) -> Any:
+    n = len(frame)          # no part of a frame is longer than the frame
     try:
         return msgpack.unpackb(frame, raw=False, strict_map_key=False, use_list=True,
-                               max_bin_len=len(frame), max_str_len=len(frame),
-                               max_array_len=len(frame), max_map_len=len(frame))
+                               max_bin_len=n, max_str_len=n, max_array_len=n, max_map_len=n)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise ProtocolError(ErrorCode.BAD_REQUEST,
                             f"{what} is not a single well-formed msgpack object: {exc}") from None
