@@ -358,6 +358,10 @@ def check_admission(rec: Record, limits: Limits, origin: Origin | None = None) -
         payload = encode_record(rec, origin)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidRecord(f"{type(rec).__name__} cannot be encoded: {exc}") from None
+    return _within_limit(payload, limits)
+
+
+def _within_limit(payload: bytes, limits: Limits) -> bytes:
     if len(payload) > limits.max_record_bytes:
         raise InvalidRecord(f"record is {len(payload)} bytes; the limit is "
                             f"{limits.max_record_bytes}")
@@ -379,10 +383,7 @@ def admit_put(key: str, value: bytes, expected: int | None, limits: Limits,
                    else _pack((_PUT, key, value, expected)))
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidRecord(f"Put cannot be encoded: {exc}") from None
-    if len(payload) > limits.max_record_bytes:
-        raise InvalidRecord(f"record is {len(payload)} bytes; the limit is "
-                            f"{limits.max_record_bytes}")
-    return payload
+    return _within_limit(payload, limits)
 
 
 def _check_fields(rec: Record, limits: Limits) -> None:
