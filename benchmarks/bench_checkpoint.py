@@ -430,8 +430,9 @@ def report(args, period: float, built: dict, a: dict, b: dict, total_s: float) -
         f"State: {args.keys:,} keys (snapshot {built['snapshot_bytes'] / 2**20:.0f} MiB). One "
         f"master, one checkpoint node (`--period-s {period:g}`), one open-loop load process "
         f"and this script polling the node's STATUS every {POLL_S * 1000:.0f} ms, "
-        + ("the node (with its snapshot writer) pinned to one CPU of its own and the rest to "
-           f"the other {os.cpu_count() - 1} (`--pin-node`)" if args.pin_node else
+        + ("the node (with its snapshot writer) pinned to one CPU of its own, the master, the "
+           f"load and this script to the other {os.cpu_count() - 1} CPU(s) (`--pin-node`)"
+           if args.pin_node else
            f"all on this machine's {os.cpu_count()} cores") +
         f" (shared with other work). Whole run {total_s:.0f} s.",
         "",
