@@ -26,6 +26,7 @@ flusher; what it shares with appenders is changed under `_lock`.
 from __future__ import annotations
 
 import logging
+import time
 
 import tenacity
 
@@ -94,10 +95,9 @@ class Flusher:
         flush_interval_s old, so that records arriving meanwhile share its write and fsync,
         unless the journal is urged (a reply waits for durability: urge, wait_durable),
         appends wait for buffer space, or it stops. Appends do not wake a lingering flusher:
-        it is not idle. `lingering` is true meanwhile (read without the lock by the master's
-        loop, which does not count that wait as a flusher starved of the GIL)."""
+        it is not idle. `linger_until` holds the wait's end meanwhile (Journal.lingering)."""
         due = self._active_t0 + self.flush_interval_s
-        self.lingering = True
+        self.linger_until = due
         try:
             while not (self._urgent or self._stopping or self._appends_waiting):
                 left = due - self._clock()
@@ -105,7 +105,7 @@ class Flusher:
                     return
                 self._wake.wait(left)
         finally:
-            self.lingering = False
+            self.linger_until = 0.0
 
     def _not_saved(self, error) -> None:
         """Closed while the disk still fails: name what was not saved (close() raises it)."""
@@ -236,9 +236,15 @@ class Flusher:
             raise _Abandoned()
 
     def _backoff_sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
         with self._lock:
-            if not self._stopping:
-                self._wake.wait(seconds)  # close() and abandon() cut the wait short
+            # only close() and abandon() cut the wait short: a notify for anything else
+            # (urge, back-pressure) must not make a failing disk retry faster
+            while not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._wake.wait(left)
         self._check_abandoned()
 
     def _on_write_failed(self, state: tenacity.RetryCallState) -> None:

@@ -117,7 +117,9 @@ class Journal(Flusher):
         # The flush policy (flusher.py): a batch waits until its oldest record is this old
         # before it is written, unless someone waits for it (urge, wait_durable, back-pressure)
         self.flush_interval_s = flush_interval_s
-        self.lingering = False
+        # while the flusher waits out the interval: when that wait ends (0.0: not waiting).
+        # Read without the lock by the master's loop (`lingering`).
+        self.linger_until = 0.0
         self._urgent = False
         self._background = background
         self._segment_bytes = segment_bytes
@@ -289,27 +291,48 @@ class Journal(Flusher):
                 self._flusher_idle = False
                 self._wake.notify()
 
-    def wake(self) -> None:
+    def wake(self, upto: int = 0) -> None:
         """Start a flush of what is buffered, if the flusher is idle. For callers that append
         with `wake=False` so the flusher does not take the GIL while they are still busy
-        (the master wakes it once its replies are sent)."""
+        (the master wakes it once its replies are sent). `upto` > 0: someone waits for
+        every record up to that txid to be durable (a reply parked until then), so unless
+        they are durable or being written already, they skip the flush interval (urge)."""
         with self._lock:
+            if upto and self._urge(upto):
+                return
             if self._flusher_idle and self._active:
                 self._flusher_idle = False
                 self._wake.notify()
 
     def urge(self) -> None:
-        """Someone waits for what is buffered (a reply parked until its records are durable):
-        write it now, without the flush interval's wait (flusher.py). Cheap when the flusher
-        is busy: it only sets a flag."""
+        """Write what is buffered now, without the flush interval's wait (flusher.py)."""
         with self._lock:
-            if self._active or self._inflight is not None:
-                self._urgent = True
-                self._flusher_idle = False
-                self._wake.notify()
+            self._urge(self._last_txid)
+
+    def _urge(self, upto: int) -> bool:
+        """Under _lock: make the batch holding `upto` skip the flush interval, unless that
+        record is durable or in the batch being written (then nothing is urged: a flag left
+        set would cut the next batch's wait too). Whether it urged."""
+        inflight = self._inflight
+        if upto <= self._durable_txid or not self._active or (
+                inflight is not None and upto <= inflight.last_txid):
+            return False
+        self._urgent = True
+        self.linger_until = 0.0
+        self._flusher_idle = False
+        self._wake.notify()
+        return True
+
+    @property
+    def lingering(self) -> bool:
+        """Whether the flusher is waiting out the flush interval now (the master's loop does
+        not count that wait as a flusher starved of the GIL; once the wait is over, or
+        urged, it does)."""
+        return self._clock() < self.linger_until
 
     def _wait_for_space(self) -> None:
         self._urgent = True     # the buffer is full: no batch waits for the flush interval
+        self.linger_until = 0.0
         self._wake.notify()
         self._appends_waiting += 1
         try:
@@ -340,9 +363,7 @@ class Journal(Flusher):
             return self._durable_txid >= txid
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            if self._durable_txid < txid:
-                self._urgent = True         # a caller waits: no flush interval
-                self._wake.notify()
+            self._urge(txid)        # a caller waits: no flush interval
             while self._durable_txid < txid:
                 if self._flusher_done or not self._opened:
                     return False

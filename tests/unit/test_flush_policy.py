@@ -10,8 +10,10 @@ import threading
 
 import pytest
 
+from mwcluster.nodes.master.parking import ParkedReplies
+from mwcluster.nodes.master.stats import Histogram
 from mwcluster.storage import segments as seg
-from mwcluster.storage.journal import Journal
+from mwcluster.storage.journal import FaultyJournalIO, Journal
 from mwcluster.testing import wait_for
 
 
@@ -67,7 +69,7 @@ def test_urge_writes_at_once(lingering):
     assert not j.lingering
 
 
-def test_an_urge_during_a_write_covers_the_next_batch(lingering):
+def test_an_urge_with_nothing_buffered_leaves_no_flag(lingering):
     j, _clock = lingering()
     j.urge()                 # nothing buffered: nothing to urge, and no flag left behind
     append(j, 1, 5)
@@ -77,6 +79,51 @@ def test_an_urge_during_a_write_covers_the_next_batch(lingering):
     append(j, 6, 8)
     wait_for(lambda: j.lingering, 10, "the next batch waits again: the urge was spent")
     assert j.durable_txid == 5
+
+
+def test_waking_for_durable_records_urges_nothing(lingering):
+    j, _clock = lingering()
+    append(j, 1, 5)
+    j.urge()
+    wait_for(lambda: j.durable_txid == 5, 10, "urged")
+    append(j, 6, 8)
+    wait_for(lambda: j.lingering, 10, "the next batch waits out the interval")
+    j.wake(5)               # a parked reply waits for txid 5: durable already
+    assert j.lingering      # urging would end the wait at once, on this thread
+    j.wake(7)
+    wait_for(lambda: j.durable_txid == 8, 10, "a wait for txid 7 writes its batch")
+
+
+def test_waking_for_records_being_written_leaves_the_next_batch_its_interval(tmp_path):
+    io = FaultyJournalIO()
+    clock = HandClock()
+    j = Journal(tmp_path / "wal", clock=clock, io=io, flush_interval_s=0.2)
+    j.open()
+    try:
+        io.block_writes.clear()
+        append(j, 1, 3)
+        j.urge()
+        wait_for(lambda: io.writes_waiting == 1, 10, "the batch 1..3 is being written")
+        append(j, 4, 5)
+        j.wake(3)               # txid 3 is in the batch being written: nothing to urge
+        io.block_writes.set()
+        wait_for(lambda: j.durable_txid == 3 and j.lingering, 10,
+                 "batch 1..3 written, then 4..5 waits out its interval")
+        assert j.durable_txid == 3
+    finally:
+        io.block_writes.set()
+        j.abandon()
+
+
+def test_parked_replies_say_the_highest_txid_they_wait_for():
+    parked = ParkedReplies(Histogram())
+    assert parked.waiting_for() == 0
+    parked.park(3, b"a", b"r", 0.0, 1)
+    parked.park(7, b"b", b"r", 0.0, 2)
+    parked.park(5, b"c", b"r", 0.0, 1)      # a retry of an older request
+    assert parked.waiting_for() == 7
+    assert len(parked.release(7, 1.0)) == 3
+    assert parked.waiting_for() == 0
 
 
 def test_wait_durable_does_not_wait_for_the_interval(lingering):

@@ -134,6 +134,7 @@ def test_sync_replies_are_parked_until_durable(handlers, engine, io):
     async_reply = ask(handlers, Op.PUT, ["/t", pack(1), None], durability=1, rid=2)
     assert async_reply.status == 0 and async_reply.txid == 2
     assert handlers.parked.txids() == [1]
+    assert handlers.durability_wanted() == 1       # what the loop urges the journal for
     assert handlers.release(engine.journal.durable_txid, 2.0) == []
     # a retry of the parked request parks too: it is not durable either
     assert ask(handlers, Op.PUT, ["/s", pack(1), None], durability=2, rid=1) is None
@@ -142,7 +143,7 @@ def test_sync_replies_are_parked_until_durable(handlers, engine, io):
     released = handlers.release(engine.journal.durable_txid, 3.0)
     replies = [decode_reply(r) for _, r in released]
     assert [(r.request_id, r.txid) for r in replies] == [(1, 1), (1, 1)]
-    assert not handlers.parked
+    assert not handlers.parked and handlers.durability_wanted() == 0
     assert handlers.stats.sync_wait.count == 2
 
 

@@ -213,6 +213,12 @@ class Handlers:
                 return self._park(queue, mark, ident, reply, drain.now, req[1])
         return reply
 
+    def durability_wanted(self) -> int:
+        """The highest txid a parked reply waits to see durable here (0: none): a sync reply
+        waits for its fsync, a replicated one for the standby, which gets only durable
+        records."""
+        return max(self.parked.waiting_for(), self.parked_replicated.waiting_for())
+
     def _covered(self, queue: ParkedReplies) -> int:
         """The highest txid the replies parked in `queue` no longer wait for."""
         if queue is self.parked_replicated:

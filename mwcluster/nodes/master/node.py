@@ -413,11 +413,8 @@ class Master:
             self._send_all(out)
             # The handlers appended without waking the flusher: woken earlier, it would take
             # the GIL between the appends and the replies and delay every reply of the drain.
-            # A reply parked for durability urges it past the flush interval.
-            if self.handlers.parked or self.handlers.parked_replicated:
-                self.engine.journal.urge()
-            else:
-                self.engine.journal.wake()
+            # A reply parked until its records are durable urges them past the flush interval.
+            self.engine.journal.wake(self.handlers.durability_wanted())
             self.stats.add_batch(drain.ops, time.monotonic() - t0)
             self.drains += 1
             self.drained += n

@@ -18,11 +18,12 @@ Parked = tuple[int, bytes, bytes, float, int]
 
 
 class ParkedReplies:
-    __slots__ = ("_queue", "_waits")
+    __slots__ = ("_queue", "_waits", "_highest")
 
     def __init__(self, waits: Histogram) -> None:
         self._queue: deque[Parked] = deque()
         self._waits = waits             # how long each released reply waited
+        self._highest = 0               # the highest txid ever parked
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -35,6 +36,14 @@ class ParkedReplies:
 
     def park(self, txid: int, ident: bytes, reply: bytes, now: float, request_id: int) -> None:
         self._queue.append((txid, ident, reply, now, request_id))
+        if txid > self._highest:
+            self._highest = txid
+
+    def waiting_for(self) -> int:
+        """The highest txid a parked reply waits for (0: none parked). Every reply up to it
+        that is covered is released at once, so it is exact unless the reply holding it was
+        failed or timed out meanwhile (then it only overstates)."""
+        return self._highest if self._queue else 0
 
     def due(self, upto: int) -> bool:
         """Whether the oldest parked reply is covered by `upto` (the loop asks this after
