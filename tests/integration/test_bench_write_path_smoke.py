@@ -16,7 +16,8 @@ def test_quick_run_records_every_run_into_the_given_file(tmp_path):
     text = run_quick_benchmark("bench_write_path.py", "write path", HEADERS, tmp_path)
     assert "| 1 | floor: bare pyzmq, unbatched 2 x 256 | " in text, text
     for interval in ("0", "2"):
-        for run in ("async puts", "gets", "sync puts", "one async put in flight",
+        for run in ("async puts", "async puts, 2 x 1024, 64 per message", "gets",
+                    "sync puts", "one async put in flight",
                     "pipeline, no batch size"):
             assert f"| 1 | {run}, interval {interval} ms | " in text, text
         assert f"| 1 | {interval} ms | " in text, text
