@@ -114,7 +114,7 @@ MASTER_KEYS: tuple[Key, ...] = (
         lambda v: 0.01 <= v <= 60, "a number of seconds within 0.01..60"),
     Key("slow_fsync_ms", float, 50.0, "an fsync longer than this counts as slow (metrics)",
         _at_least(0), "a number of milliseconds >= 0"),
-    Key("flush_interval_ms", float, 5.0, "flush policy: async records are written and "
+    Key("flush_interval_ms", float, 0.0, "flush policy: async records are written and "
         "fsynced at most once per this many milliseconds, unless a reply waits for them "
         "(0: as fast as the disk allows)", lambda v: 0 <= v <= 60_000,
         "a number of milliseconds within 0..60000"),
