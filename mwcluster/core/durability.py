@@ -22,6 +22,7 @@ what each consistency lets a client observe.
 from __future__ import annotations
 
 from enum import IntEnum
+from functools import lru_cache
 
 __all__ = ["CONSISTENCIES", "Durability", "FAST", "LEVEL_MASK", "MASTER_LEVELS",
            "REQUEST_LEVELS", "wire_code"]
@@ -72,10 +73,11 @@ LEVEL_MASK = 0x0F
 CONSISTENCIES = ("strong", "fast")
 
 
+@lru_cache(maxsize=256, typed=True)     # every client call asks: typed, so True is not 1
 def wire_code(durability: str | int | None, consistency: str | None) -> int:
     """The durability field of a request: its level's code, with FAST when `consistency` is
     "fast" (None or "strong": the reply reveals only durable state). ValueError naming what
-    is allowed otherwise."""
+    is allowed otherwise (an error is not cached)."""
     level = int(Durability.parse(durability))
     if consistency is None or consistency == "strong":
         return level

@@ -8,7 +8,7 @@ import pytest
 from mwcluster import errors
 from mwcluster.client.calls import (ERROR_CLASSES, Calls, Stat, convert_reply, error_from_reply,
                                     op_check, op_delete, op_merge, op_put)
-from mwcluster.core.durability import Durability
+from mwcluster.core.durability import FAST, Durability, wire_code
 from mwcluster.core.records import Multi, from_wire
 from mwcluster.core.values import encode
 from mwcluster.wire.protocol import ErrorCode, Op, ProtocolError, Reply, error_code_for
@@ -166,3 +166,14 @@ def test_job_call_conversions():
     assert Recorder().submit_job("n", "h", [1])[3](Reply(1, 1, 0, 9, "job-9")) == "job-9"
     stale = Reply(1, 1, int(ErrorCode.BAD_STATE), 0, ["bad_state", "stale"])
     assert isinstance(convert_reply(stale, convert)[1], errors.BadState)
+
+
+def test_wire_codes_are_remembered_by_type_and_errors_are_not():
+    assert wire_code(1, None) == 1 and wire_code("async", "fast") == 1 | FAST
+    for bad in (True, 1.0):                # equal to 1, hashed like it: refused all the same
+        with pytest.raises(ValueError, match="durability must be"):
+            wire_code(bad, None)
+    with pytest.raises(ValueError, match="consistency must be"):
+        wire_code("sync", "eventual")
+    with pytest.raises(ValueError, match="consistency must be"):
+        wire_code("sync", "eventual")      # a refusal is not remembered as an answer
