@@ -24,7 +24,10 @@ throughput is the number of completed requests over the time from the earliest s
 latest finish (CLOCK_MONOTONIC, shared by the processes). Latency percentiles come from the
 merged samples of every process. Each process also measures its own CPU time over its loop
 (time.process_time: all its threads, ZeroMQ's I/O thread too), so a run reports what the load
-cost the clients per request (`client_cpu_us`) beside whatever it measures of the master.
+cost the clients per request (`client_cpu_us`) beside what it cost the master: the master's
+process CPU (`cpu_s` in its status, read before the clients start and after they finish)
+per completed request (`master_cpu_us`; None when the master does not say; any other load
+on the master counts too).
 """
 
 from __future__ import annotations
@@ -310,6 +313,7 @@ def run(config: BenchConfig) -> dict:
         p.start()
     results: list[dict] = []
     try:
+        master_cpu0 = _master_cpu_s(config)
         try:
             barrier.wait(timeout=config.connect_timeout_s + 30)
         except BrokenBarrierError:
@@ -331,7 +335,29 @@ def run(config: BenchConfig) -> dict:
     failed = [r["error"] for r in results if "error" in r]
     if failed:
         raise MwclusterError(f"bench client failed: {failed[0]}")
-    return summarize(config, results)
+    out = summarize(config, results)
+    master_cpu1 = _master_cpu_s(config) if master_cpu0 is not None else None
+    out["master_cpu_us"] = (None if master_cpu1 is None else
+                            round((master_cpu1 - master_cpu0) / max(1, out["completed"]) * 1e6,
+                                  2))
+    return out
+
+
+def _master_cpu_s(config: BenchConfig) -> float | None:
+    """The master's process CPU seconds from its status (`cpu_s`), or None when it does not
+    say (an older master, a stub) or does not answer within 2 s."""
+    from mwcluster.client.connection import Client
+    from mwcluster.security.curve import Credentials
+
+    try:
+        creds = Credentials.load(config.key_file, config.server_key, env={}) \
+            if config.key_file or config.server_key else None
+        with Client(config.master, timeout_s=2.0, retries=0, credentials=creds) as client:
+            status = client.status()
+    except MwclusterError:
+        return None
+    value = status.get("cpu_s") if isinstance(status, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def summarize(config: BenchConfig, results: list[dict]) -> dict:
@@ -391,6 +417,8 @@ def print_table(result: dict) -> None:
         ("p99.9 ms", f"{result['p999_ms']:.3f}"),
         ("max ms", f"{result['max_ms']:.3f}"),
         ("client CPU us per request", f"{result['client_cpu_us']:.1f}"),
+        ("master CPU us per request", "-" if result.get("master_cpu_us") is None
+         else f"{result['master_cpu_us']:.1f}"),
     ]
     for name, value in rows:
         table.add_row(name, value)

@@ -21,7 +21,8 @@ from mwcluster.core.values import encode
 from mwcluster.testing import MasterProcess, wait_for
 from mwcluster.wire.protocol import Op, decode_reply, encode_request
 
-STATUS_FIELDS = {"epoch", "txid", "durable_txid", "journal_bytes", "last_snapshot_txid"}
+STATUS_FIELDS = {"epoch", "txid", "durable_txid", "journal_bytes", "last_snapshot_txid",
+                 "cpu_s", "flush_interval_ms"}
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +223,8 @@ def test_bench_json(master):
             "ops", "durability", "mix", "seconds"} <= result.keys()
     assert result["errors"] == 0 and result["completed"] == 2000
     assert result["ops_per_s"] > 0
+    # beside the clients' own CPU, the master's, from its status before and after the run
+    assert result["client_cpu_us"] > 0 and result["master_cpu_us"] > 0
     r = run_cli(master, "bench", "--clients", "1", "--inflight", "4", "--ops", "200",
                 "--durability", "sync", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["errors"] == 0

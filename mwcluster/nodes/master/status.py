@@ -78,7 +78,7 @@ def master_status(master) -> dict[str, Any]:
         "keys": len(state.ns), "jobs": len(state.jobs.jobs),
         "workers": len(state.jobs.workers), **master.handlers.jobs.status(),
         "journal_failed": js.failed, "last_error": js.last_error,
-        "pid": os.getpid(),
+        "pid": os.getpid(), "cpu_s": round(time.process_time(), 3),
         **(master.uploads.status() if master.uploads else {}),
         "security": security_status(master.security, master.insecure_warning,
                                     master.stats.errors_by_code.get(ErrorCode.UNAUTHORIZED, 0),
