@@ -7,6 +7,8 @@ the history" means "keys 0..k-1 for some k".
 
 from __future__ import annotations
 
+import os
+
 import msgpack
 import pytest
 
@@ -25,15 +27,17 @@ def key(i: int) -> str:
 
 
 def write_window(dealer: RawDealer, count: int, window: int, durability: int = 0,
-                 on_ack=None) -> dict[int, int]:
+                 on_ack=None, durability_of=None) -> dict[int, int]:
     """PUT keys 0..count-1 with `window` requests in flight; return {i: txid} of the acks.
-    `on_ack(acked)` may return True to stop early (requests stay in flight)."""
+    `on_ack(acked)` may return True to stop early (requests stay in flight);
+    `durability_of(i)`, if given, is key i's durability instead of `durability`."""
     sent = 0
     acked: dict[int, int] = {}
     index_of: dict[int, int] = {}
     while len(acked) < count:
         while sent < count and sent - len(acked) < window:
-            index_of[dealer.send(Op.PUT, [key(sent), pack(sent), None], durability)] = sent
+            level = durability if durability_of is None else durability_of(sent)
+            index_of[dealer.send(Op.PUT, [key(sent), pack(sent), None], level)] = sent
             sent += 1
         reply = dealer.recv()
         assert reply is not None and reply.status == 0, reply
@@ -98,9 +102,11 @@ def test_kill9_in_sync_mode_loses_no_acknowledged_write(tmp_path):
             assert (value, created) == (pack(i), acked[i])
 
 
-def test_kill9_in_async_mode_recovers_a_prefix_of_the_history(tmp_path):
+@pytest.mark.parametrize("flush_interval_ms", ["0", "20"])
+def test_kill9_in_async_mode_recovers_a_prefix_of_the_history(tmp_path, flush_interval_ms):
     data = tmp_path / "data"
-    with MasterProcess(data, durability="async") as master, \
+    env = dict(os.environ, MWCLUSTER_FLUSH_INTERVAL_MS=flush_interval_ms)
+    with MasterProcess(data, durability="async", env=env) as master, \
             RawDealer(master.client_endpoint) as dealer:
         acked = write_window(dealer, 100_000, 256, on_ack=lambda a: len(a) >= 5000)
         assert master.kill() < 0
@@ -113,6 +119,24 @@ def test_kill9_in_async_mode_recovers_a_prefix_of_the_history(tmp_path):
             assert dealer.call(Op.GET, [key(i)]).result[0] == pack(i)
         # what was lost is the tail of the acknowledged history only
         assert all(acked[i] == i + 1 for i in range(len(present)) if i in acked)
+
+
+def test_kill9_with_a_flush_interval_keeps_every_sync_ack_and_what_came_before(tmp_path):
+    """Async puts wait out a 50 ms flush interval; every 10th put is sync and urges the
+    write. After kill -9: a prefix of the history, holding every sync-acknowledged put, so
+    also every async put sent before it (docs/durability.md, "The flush policy")."""
+    data = tmp_path / "data"
+    env = dict(os.environ, MWCLUSTER_FLUSH_INTERVAL_MS="50")
+    with MasterProcess(data, durability="async", env=env) as master, \
+            RawDealer(master.client_endpoint) as dealer:
+        acked = write_window(dealer, 100_000, 64, on_ack=lambda a: len(a) >= 3000,
+                             durability_of=lambda i: 2 if i % 10 == 9 else 1)
+        assert master.kill() < 0
+    with MasterProcess(data) as master, RawDealer(master.client_endpoint) as dealer:
+        present = keys_present(dealer)
+        assert present == [key(i) for i in range(len(present))]   # a prefix, no holes
+        synced = [i for i in acked if i % 10 == 9]
+        assert synced and max(synced) < len(present), (max(synced), len(present))
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "kill9"])
