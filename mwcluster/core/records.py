@@ -376,8 +376,7 @@ def admit_put(key: str, value: bytes, expected: int | None, limits: Limits,
     Put (Engine.submit_put)."""
     check_key(key, limits.max_key_chars)
     check_encoded(value, limits.max_value_bytes)
-    if expected is not None and expected < 0:
-        _check_expected(expected)
+    _check_expected(expected)
     try:
         payload = (_pack((_PUT, key, value, expected, *origin)) if origin is not None
                    else _pack((_PUT, key, value, expected)))

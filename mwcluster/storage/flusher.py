@@ -7,8 +7,8 @@ journal.py's module docstring is the contract of both.
                      stops), take them as one batch (group commit), write and fsync it
     _linger          the flush policy: with flush_interval_s > 0 a batch waits until its
                      oldest record is that old, so at most one fsync per interval, unless
-                     the journal is urged (urge, wait_durable: a reply waits for its
-                     records), appends wait for buffer space, or it stops
+                     the journal is urged (wake(upto), wait_durable: someone waits for its
+                     records; appends waiting for buffer space), or it stops
     flush            the same step on the caller's thread, for a journal without a thread
                      (background=False: the in-memory cluster simulation)
     _write_piece     one piece of a batch (a batch is split where a segment roll falls,
@@ -93,13 +93,14 @@ class Flusher:
     def _linger(self) -> None:
         """The flush policy, under _lock: wait until the oldest buffered record is
         flush_interval_s old, so that records arriving meanwhile share its write and fsync,
-        unless the journal is urged (a reply waits for durability: urge, wait_durable),
-        appends wait for buffer space, or it stops. Appends do not wake a lingering flusher:
+        unless the journal is urged (Journal._urge: a parked reply through wake(upto),
+        wait_durable, appends waiting for buffer space) or it stops. Appends do not wake a
+        lingering flusher:
         it is not idle. `linger_until` holds the wait's end meanwhile (Journal.lingering)."""
         due = self._active_t0 + self.flush_interval_s
         self.linger_until = due
         try:
-            while not (self._urgent or self._stopping or self._appends_waiting):
+            while not (self._urgent or self._stopping):
                 left = due - self._clock()
                 if left <= 0:
                     return

@@ -9,8 +9,9 @@ empty one, writes the whole batch, fsyncs it, then advances `durable_txid`, wake
 cheap and thread-safe). Whatever arrived during an fsync is the next batch (group commit).
 With `flush_interval_s` > 0 (the flush policy) the flusher lets a batch gather until its
 oldest record is that old, so it fsyncs at most once per interval and the loss window stays
-within about the interval plus one write and fsync, unless `urge()` (a reply is parked until its records are
-durable), `wait_durable`, or appends waiting for buffer space ask for the write at once.
+within about the interval plus one write and fsync, unless `wake(upto)` (a reply is parked
+until record `upto` is durable), `wait_durable`, or appends waiting for buffer space ask for
+the write at once.
 
 Segments are created lazily: `roll()` and a full segment only mark where the next segment
 starts; the file, named by the first txid that goes in it, is created (header + records,
@@ -304,11 +305,6 @@ class Journal(Flusher):
                 self._flusher_idle = False
                 self._wake.notify()
 
-    def urge(self) -> None:
-        """Write what is buffered now, without the flush interval's wait (flusher.py)."""
-        with self._lock:
-            self._urge(self._last_txid)
-
     def _urge(self, upto: int) -> bool:
         """Under _lock: make the batch holding `upto` skip the flush interval, unless that
         record is durable or in the batch being written (then nothing is urged: a flag left
@@ -328,12 +324,11 @@ class Journal(Flusher):
         """Whether the flusher is waiting out the flush interval now (the master's loop does
         not count that wait as a flusher starved of the GIL; once the wait is over, or
         urged, it does)."""
-        return self._clock() < self.linger_until
+        until = self.linger_until
+        return until > 0.0 and self._clock() < until
 
     def _wait_for_space(self) -> None:
-        self._urgent = True     # the buffer is full: no batch waits for the flush interval
-        self.linger_until = 0.0
-        self._wake.notify()
+        self._urge(self._last_txid)     # the buffer is full: no batch waits for the interval
         self._appends_waiting += 1
         try:
             while self._unflushed_bytes >= self._buffer_limit_bytes and self._refuse is None:

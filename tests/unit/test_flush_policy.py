@@ -60,21 +60,21 @@ def test_a_batch_waits_out_the_interval_then_goes_as_one_fsync(lingering):
     assert [t for t, _, _ in seg.iter_records(j.directory, 1)] == list(range(1, 101))
 
 
-def test_urge_writes_at_once(lingering):
+def test_a_wait_for_a_buffered_record_writes_at_once(lingering):
     j, _clock = lingering()
     append(j, 1, 10)
     wait_for(lambda: j.lingering, 10, "the flusher waits out the interval")
-    j.urge()
+    j.wake(10)               # a reply is parked until txid 10 is durable
     wait_for(lambda: j.durable_txid == 10, 10, "an urged batch is written without waiting")
     assert not j.lingering
 
 
 def test_an_urge_with_nothing_buffered_leaves_no_flag(lingering):
     j, _clock = lingering()
-    j.urge()                 # nothing buffered: nothing to urge, and no flag left behind
+    j.wake(1)                # nothing buffered: nothing to urge, and no flag left behind
     append(j, 1, 5)
     wait_for(lambda: j.lingering, 10, "an urge with nothing buffered is not kept")
-    j.urge()
+    j.wake(5)
     wait_for(lambda: j.durable_txid == 5, 10, "urged")
     append(j, 6, 8)
     wait_for(lambda: j.lingering, 10, "the next batch waits again: the urge was spent")
@@ -84,7 +84,7 @@ def test_an_urge_with_nothing_buffered_leaves_no_flag(lingering):
 def test_waking_for_durable_records_urges_nothing(lingering):
     j, _clock = lingering()
     append(j, 1, 5)
-    j.urge()
+    j.wake(5)
     wait_for(lambda: j.durable_txid == 5, 10, "urged")
     append(j, 6, 8)
     wait_for(lambda: j.lingering, 10, "the next batch waits out the interval")
@@ -102,7 +102,7 @@ def test_waking_for_records_being_written_leaves_the_next_batch_its_interval(tmp
     try:
         io.block_writes.clear()
         append(j, 1, 3)
-        j.urge()
+        j.wake(3)
         wait_for(lambda: io.writes_waiting == 1, 10, "the batch 1..3 is being written")
         append(j, 4, 5)
         j.wake(3)               # txid 3 is in the batch being written: nothing to urge
@@ -146,11 +146,11 @@ def test_appends_waiting_for_buffer_space_end_the_wait(lingering):
     writer.start()
     writer.join(timeout=30)
     assert done.is_set(), "appends blocked by back-pressure waited for the interval"
-    j.urge()
+    j.wake(200)
     wait_for(lambda: j.durable_txid == 200, 10, "the rest is written once urged")
 
 
-def test_close_writes_what_lingers(lingering, tmp_path):
+def test_close_writes_what_lingers(lingering):
     j, _clock = lingering(flush_interval_s=60.0)
     append(j, 1, 7)
     wait_for(lambda: j.lingering, 10, "the flusher waits out the interval")
