@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import parse_run_options, record_run  # noqa: E402
+from benchmarks.common import command_line, parse_run_options, record_run  # noqa: E402
 
 SECTION = "instructions per request"
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,12 +134,8 @@ def main() -> None:
         lines += ["", f"This tree / {base}: {', '.join(ratios)}."]
     print("\n".join(lines))
     if args.record:
-        command = ("python benchmarks/bench_instructions.py --quick --record" if args.quick
-                   else "python benchmarks/bench_instructions.py"
-                   + (f" --compare-tree {args.compare_tree}" if args.compare_tree else "")
-                   + f" --requests {args.requests}"
-                   + (f" --kinds {','.join(args.kinds)}" if args.kinds != list(KINDS) else "")
-                   + " --record")
+        command = command_line("bench_instructions.py", args,
+                               ["compare_tree", "requests", "kinds"])
         record_run(args, SECTION, command, lines)
 
 

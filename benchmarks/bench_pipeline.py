@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import parse_run_options, record_run  # noqa: E402
+from benchmarks.common import command_line, parse_run_options, record_run  # noqa: E402
 from benchmarks.peers import RedisPeer  # noqa: E402
 from mwcluster.testing import MasterProcess  # noqa: E402
 
@@ -85,11 +85,8 @@ def run_redis(directory: Path, args) -> float | None:
 
 
 def command(args) -> str:
-    if args.quick:
-        return "python benchmarks/bench_pipeline.py --quick --record"
-    return (f"python benchmarks/bench_pipeline.py --rounds {args.rounds} --clients "
-            f"{args.clients} --window {args.window} --ops {args.ops} --redis-ops "
-            f"{args.redis_ops} --max-seconds {args.max_seconds:g} --record")
+    return command_line("bench_pipeline.py", args, ["rounds", "clients", "window", "ops",
+                                                    "redis_ops", "max_seconds"])
 
 
 def main() -> None:

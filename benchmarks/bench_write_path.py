@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_master import CpuMeter, one  # noqa: E402
 from benchmarks.bench_pipeline import run_mode  # noqa: E402
-from benchmarks.common import parse_run_options, record_run  # noqa: E402
+from benchmarks.common import command_line, parse_run_options, record_run  # noqa: E402
 from benchmarks.peers import FloorServer, RedisPeer, process_cpu_s  # noqa: E402
 from mwcluster.client.bench import BenchConfig, run  # noqa: E402
 from mwcluster.testing import MasterProcess  # noqa: E402
@@ -263,12 +263,9 @@ def tables(rounds: list[dict], args) -> list[str]:
 
 
 def command(args) -> str:
-    if args.quick:
-        return "python benchmarks/bench_write_path.py --quick --record"
-    return (f"python benchmarks/bench_write_path.py --rounds {args.rounds} --ops {args.ops} "
-            f"--single-ops {args.single_ops} --redis-ops {args.redis_ops} --intervals "
-            f"{','.join(f'{i:g}' for i in args.intervals)} --max-seconds {args.max_seconds:g}"
-            f"{' --profile' if args.profile else ''} --record")
+    return command_line("bench_write_path.py", args, ["rounds", "ops", "single_ops",
+                                                      "redis_ops", "intervals",
+                                                      "max_seconds", "profile"])
 
 
 def main() -> None:

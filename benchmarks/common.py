@@ -75,6 +75,29 @@ def parse_run_options(ap, quick: dict):
     return args
 
 
+def command_line(script: str, args, names: list[str]) -> str:
+    """The command that reproduces a run of benchmarks/SCRIPT: `--quick --record`, or each
+    option in `names` with its value (a flag only when set; a list joined by commas; floats
+    in their shortest form) and `--record`."""
+    if args.quick:
+        return f"python benchmarks/{script} --quick --record"
+
+    def text(value) -> str:
+        if isinstance(value, (list, tuple)):
+            return ",".join(map(text, value))
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    parts = [f"python benchmarks/{script}"]
+    for name in names:
+        value = getattr(args, name)
+        option = "--" + name.replace("_", "-")
+        if value is True:
+            parts.append(option)
+        elif value is not False and value is not None:
+            parts.append(f"{option} {text(value)}")
+    return " ".join(parts + ["--record"])
+
+
 def record_run(args, section: str, command: str, lines: list[str]) -> None:
     """Record `lines` as a fresh run of `section`, in args.results or docs/benchmarks.md."""
     global RESULTS
