@@ -118,6 +118,13 @@ MASTER_KEYS: tuple[Key, ...] = (
         "fsynced at most once per this many milliseconds, unless a reply waits for them "
         "(0: as fast as the disk allows)", lambda v: 0 <= v <= 60_000,
         "a number of milliseconds within 0..60000"),
+    Key("watch_events", int, 200_000, "watches: the newest changes kept in memory (events of "
+        "keys, jobs and workers); a watch from an older txid is answered compacted "
+        "(0: no watches)", _at_least(0), "an integer >= 0"),
+    Key("watch_bytes", int, 64 << 20, "watches: the most entry bytes the kept changes hold",
+        _at_least(1 << 20), "an integer >= 1048576"),
+    Key("max_watches", int, 10_000, "watches waiting for events at once; one more is refused "
+        "unavailable", _at_least(1), "an integer >= 1"),
     Key("keep_snapshots", int, 2, "snapshots kept (the journal is kept from the oldest)",
         _at_least(1), "an integer >= 1"),
     Key("router_hwm", int, 10_000, "ROUTER send and receive high-water mark, per peer",
@@ -171,6 +178,9 @@ class MasterConfig:
     heartbeat_interval_s: float
     slow_fsync_ms: float
     flush_interval_ms: float
+    watch_events: int
+    watch_bytes: int
+    max_watches: int
     keep_snapshots: int
     router_hwm: int
     pub_hwm: int

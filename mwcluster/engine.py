@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from mwcluster.core.changes import ChangeLog
 from mwcluster.core.durability import Durability
 from mwcluster.core.limits import Limits
 from mwcluster.core.recent import RecentRequests
@@ -73,7 +74,8 @@ class Engine:
                  clock: Callable[[], float] = time.monotonic, recent_requests: int = 100_000,
                  tail_bytes: int = 64 << 20, retry_initial_s: float = 0.05,
                  retry_max_s: float = 5.0, background: bool = True,
-                 flush_interval_s: float = 0.0) -> None:
+                 flush_interval_s: float = 0.0, watch_events: int = 0,
+                 watch_bytes: int = 64 << 20) -> None:
         self.data_dir = Path(data_dir)
         self.durability = Durability.parse(durability)
         if self.durability not in (Durability.ASYNC, Durability.SYNC):
@@ -105,6 +107,10 @@ class Engine:
         self._tail_head = 0          # index of the oldest record still kept
         self._tail_bytes = 0
         self._tail_limit = max(0, tail_bytes)
+        # the recent changes for watches (core/changes.py), kept from recovery on when
+        # watch_events > 0; the owner calls changes.settle() between requests
+        self._watch_bounds = (watch_events, watch_bytes)
+        self.changes: ChangeLog | None = None
 
     # --- recovery ------------------------------------------------------------------------
 
@@ -135,12 +141,18 @@ class Engine:
                 f"`mwcluster log verify {self.journal_dir}`", path=str(self.journal_dir),
                 txid=last)
         replayed = 0
+        if self._watch_bounds[0] > 0:
+            self.changes = ChangeLog(snapshot_txid, *self._watch_bounds)
+            state.ns.changes = self.changes.events
         if last > snapshot_txid:
             replayed = self._replay(state, snapshot_txid + 1)
         elif first is None:
             self.journal.set_next_txid(snapshot_txid + 1)
         state.ns.max_merged_value_bytes = self.limits.max_value_bytes   # live path only
         self.state = state
+        if self.changes is not None:
+            self.changes.settle()
+            self.changes.note_epoch(state.txid + 1, self.epoch)
         for message in warnings:
             log.warning("recovery: %s", message)
         self.recovery = RecoveryReport(
@@ -166,8 +178,13 @@ class Engine:
 
     def _replay(self, state: State, from_txid: int) -> int:
         count = 0
+        changes = self.changes
         # open() has just checked every record's crc: replay does not check them again
-        for txid, _epoch, payload in self.journal.read(from_txid, verify=False):
+        for txid, epoch, payload in self.journal.read(from_txid, verify=False):
+            if changes is not None:
+                changes.note_epoch(txid, epoch)
+                if not count & 0x3fff:
+                    changes.settle()
             try:
                 rec, origin = decode_payload(payload)
                 result = state.apply(txid, rec)

@@ -147,6 +147,20 @@ class Truncated(ServerError, StorageError):
     code = "truncated"
 
 
+class Compacted(ServerError):
+    """A watch asked for events the master no longer holds (or that belong to another
+    history, after a failover): re-read what it watches, then watch from the txid that read
+    was served at + 1 (Client.watch does). `oldest_txid` is the oldest txid whose events are
+    held, `current_txid` the master's txid (None when the reply did not say)."""
+
+    code = "compacted"
+
+    def __init__(self, message: str, oldest_txid: int | None = None,
+                 current_txid: int | None = None) -> None:
+        super().__init__(message)
+        self.oldest_txid, self.current_txid = oldest_txid, current_txid
+
+
 class NoSnapshot(ServerError):
     code = "no_snapshot"
 

@@ -21,8 +21,8 @@ from mwcluster.core.values import decode, encode
 from mwcluster.core.durability import Durability, wire_code
 from mwcluster.wire.protocol import ErrorCode, Op, ProtocolError, Reply
 
-__all__ = ["Assignment", "Calls", "Stat", "error_from_reply", "op_check", "op_delete",
-           "op_merge", "op_put"]
+__all__ = ["Assignment", "Calls", "Entry", "Lease", "Range", "Stat", "error_from_reply",
+           "op_attach", "op_check", "op_delete", "op_merge", "op_put"]
 
 # The wire's error codes and the exceptions of the same meaning. The state machine's
 # refusals keep their classes, so `except NoNode` works the same against an Engine and a
@@ -43,6 +43,7 @@ ERROR_CLASSES: dict[int, type[errors.MwclusterError]] = {
     ErrorCode.MULTI_FAILED: errors.RemoteMultiFailed,
     ErrorCode.UNAVAILABLE: errors.JournalUnavailable,
     ErrorCode.TRUNCATED: errors.Truncated,
+    ErrorCode.COMPACTED: errors.Compacted,
     ErrorCode.NO_SNAPSHOT: errors.NoSnapshot,
     ErrorCode.SHUTTING_DOWN: errors.ShuttingDown,
     ErrorCode.FENCED: errors.Fenced,
@@ -59,13 +60,17 @@ def error_from_reply(reply: Reply) -> errors.MwclusterError:
     `epoch` are set on it. A code this client does not know becomes a ServerError."""
     status = reply.status
     result = reply.result
-    if type(result) in (list, tuple) and len(result) == 2 and isinstance(result[1], str):
+    if type(result) in (list, tuple) and len(result) >= 2 and isinstance(result[1], str):
         name, message = str(result[0]), result[1]
     else:
         name, message = f"error {status}", repr(result)
     cls = ERROR_CLASSES.get(status)
     if cls is None:
         exc: errors.MwclusterError = errors.ServerError(f"{name}: {message}")
+    elif cls is errors.Compacted:     # [name, message, oldest_txid, current_txid]
+        extra = [v if type(v) is int else None for v in result[2:4]] if len(result) == 4 \
+            else [None, None]
+        exc = errors.Compacted(message, *extra)
     elif cls is errors.RemoteMultiFailed:
         found = _MULTI_INDEX.search(message)
         exc = errors.RemoteMultiFailed(message, int(found.group(1)) if found else None)
@@ -94,6 +99,33 @@ def op_delete(key: str, recursive: bool = False, expected_version: int | None = 
 def op_check(key: str, expected_version: int) -> list:
     """Inside a multi: fail unless `key` is at `expected_version` (0: must not exist)."""
     return [RecordKind.CHECK.value, key, expected_version]
+
+
+def op_attach(key: str, lease: Lease | int) -> list:
+    """Inside a multi: attach the existing `key` to a lease (deleted when the lease ends)."""
+    return [RecordKind.ATTACH.value, key, int(getattr(lease, "id", lease))]
+
+
+class Lease(NamedTuple):
+    """A lease granted by the master: its id (the txid of its grant) and its TTL."""
+    id: int
+    ttl_s: float
+
+    def __int__(self) -> int:
+        return self.id
+
+
+class Entry(NamedTuple):
+    """One key of a RANGE read: its value and Stat."""
+    key: str
+    value: Any
+    stat: Stat
+
+
+class Range(NamedTuple):
+    """A RANGE read: the entries, in key order, all as of `txid` (watch from txid + 1)."""
+    txid: int
+    entries: list
 
 
 # --- reply conversions ----------------------------------------------------------------------
@@ -152,6 +184,16 @@ def _epoch(reply: Reply) -> int:
     return reply.epoch
 
 
+def _range(reply: Reply) -> Range:
+    return Range(reply.txid, [Entry(key, decode(value), Stat(version, create, modify, len(value)))
+                              for key, value, version, create, modify in reply.result])
+
+
+def _with_txid(reply: Reply) -> tuple[Any, Stat | None, int]:
+    found = _value_and_stat(reply)
+    return (None, None, reply.txid) if found is None else (*found, reply.txid)
+
+
 def _fetch(reply: Reply) -> tuple[int, list[tuple[int, int, bytes]]]:
     durable_txid, records = reply.result
     return durable_txid, [(txid, epoch, payload) for txid, epoch, payload in records]
@@ -176,6 +218,7 @@ class Calls:
     op_merge = staticmethod(op_merge)
     op_delete = staticmethod(op_delete)
     op_check = staticmethod(op_check)
+    op_attach = staticmethod(op_attach)
 
     # What a call asks when it names no durability or consistency (Client(durability=...,
     # consistency=...) sets them): the master's default level, and "strong" consistency.
@@ -198,11 +241,17 @@ class Calls:
     # --- mutations: each returns the txid it was logged at ---
 
     def put(self, key: str, value: Any, expected_version: int | None = None,
-            durability: str | int | None = None, *, consistency: str | None = None):
+            durability: str | int | None = None, *, consistency: str | None = None,
+            lease: Lease | int | None = None):
         """Set `key` to `value` (anything msgpack carries). `expected_version`: None for
         unconditional, 0 for "must not exist", n for "must be at version n".
         `consistency` "fast" lets a refusal (BadVersion...) reveal state not yet durable;
-        docs/durability.md."""
+        docs/durability.md. With `lease`, the key is deleted when the lease ends (one MULTI
+        of the put and an attach; NotFound inside RemoteMultiFailed: the lease is gone)."""
+        if lease is not None:
+            return self._run(Op.MULTI, [[[RecordKind.PUT.value, key, encode(value),
+                                          expected_version], op_attach(key, lease)]],
+                             self._code(durability, consistency), _txid)
         return self._run(Op.PUT, [key, encode(value), expected_version],
                          self._code(durability, consistency), _txid)
 
@@ -254,6 +303,39 @@ class Calls:
         """Keys starting with the string `prefix`, in key order, after `start_after`."""
         return self._read(Op.LIST, [prefix, limit, start_after],
                           self._code(durability, consistency), _result)
+
+    def range(self, prefix: str, limit: int = 1000, start_after: str | None = None, *,
+              consistency: str | None = None, durability: str | int | None = None):
+        """Range(txid, [Entry(key, value, Stat), ...]): the keys starting with `prefix`
+        after `start_after`, with their values, all as of one txid."""
+        return self._run(Op.RANGE, [prefix, limit, start_after],
+                         self._code(durability, consistency), _range)
+
+    def get_with_txid(self, key: str, *, consistency: str | None = None,
+                      durability: str | int | None = None):
+        """(value, Stat, txid), (None, None, txid) when the key does not exist: `txid` is the
+        txid the read was served at (watch from txid + 1 to miss nothing after it)."""
+        return self._run(Op.GET, [key], self._code(durability, consistency), _with_txid)
+
+    # --- leases (docs/coordination.md) ---
+
+    def grant_lease(self, ttl_s: float, durability: str | int | None = None) -> Lease:
+        """A new lease of `ttl_s` seconds (1 s to 24 h): keys put with it are deleted when
+        it is revoked or expires (no keepalive within the TTL; keepalive() sends them)."""
+        ttl_ms = int(round(ttl_s * 1000))
+        return self._run(Op.LEASE_GRANT, [ttl_ms], self._code(durability, None),
+                         lambda reply: Lease(reply.result, ttl_ms / 1000))
+
+    def revoke_lease(self, lease: Lease | int, durability: str | int | None = None) -> int:
+        """End a lease now: its keys are deleted; returns how many. NotFound when gone."""
+        return self._run(Op.LEASE_REVOKE, [int(getattr(lease, "id", lease))],
+                         self._code(durability, None), _result)
+
+    def keepalive_once(self, lease: Lease | int) -> float:
+        """Renew a lease for its whole TTL from now; its TTL in seconds. NotFound when it
+        expired or was revoked (its keys are gone)."""
+        return self._run(Op.LEASE_KEEPALIVE, [int(getattr(lease, "id", lease))], 0,
+                         lambda reply: reply.result / 1000)
 
     def _read(self, op: int, args: list, durability: int, convert: Callable[[Reply], Any]):
         """A read of the namespace: the master's by default (Client routes it to a standby

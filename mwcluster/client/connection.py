@@ -58,10 +58,11 @@ from typing import Any, Callable
 import tenacity
 import zmq
 
-from mwcluster.client.calls import (Assignment, Calls, Stat, convert_reply, op_check,
-                                    op_delete, op_merge, op_put)
+from mwcluster.client.calls import (Assignment, Calls, Lease, Stat, convert_reply, op_attach,
+                                    op_check, op_delete, op_merge, op_put)
 from mwcluster.client.futures import BatchFuture, Future
 from mwcluster.client.standby import StandbyReader
+from mwcluster.client.watching import KeepAlive, Watch
 from mwcluster.core.durability import wire_code
 from mwcluster.core.failover import EpochFollower
 from mwcluster.errors import (AuthenticationFailed, Fenced, MessageTooLarge, MwclusterError,
@@ -71,8 +72,8 @@ from mwcluster.wire.protocol import (DEFAULT_CLIENT_ENDPOINT, DEFAULT_MAX_BATCH,
                                      DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, Op, ProtocolError,
                                      Reply, decode_reply, encode_request)
 
-__all__ = ["Assignment", "BatchFuture", "Client", "Future", "Pipeline", "Stat",
-           "RETRY_POLICY", "op_check", "op_delete", "op_merge", "op_put"]
+__all__ = ["Assignment", "BatchFuture", "Client", "Future", "Lease", "Pipeline", "Stat",
+           "RETRY_POLICY", "op_attach", "op_check", "op_delete", "op_merge", "op_put"]
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,9 @@ class Client(Calls):
         if not 1 <= len(self.client_id) <= 64:
             raise ValueError("client_id must be 1..64 bytes")
         self.timeout_s = timeout_s
+        self.retries = retries
         self.max_message_bytes = max_message_bytes
+        self._keepalives: list[KeepAlive] = []
         overrides: dict[str, Any] = {"stop": tenacity.stop_after_attempt(retries + 1)}
         if sleep is not None:
             overrides["sleep"] = sleep
@@ -200,6 +203,9 @@ class Client(Calls):
 
     def close(self) -> None:
         """Close the socket; requests still in flight fail with RequestTimeout."""
+        for keeper in self._keepalives:
+            keeper.stop()
+        self._keepalives.clear()
         if self.standby is not None:
             self.standby.close()
         for sock in self._vote_socks.values():
@@ -224,6 +230,27 @@ class Client(Calls):
         `batch` per message (None: batched while requests are in flight, see Pipeline; 1:
         one request per message; more: BATCH messages of up to `batch`)."""
         return Pipeline(self, window, batch, linger_ms)
+
+    def clone(self) -> Client:
+        """A new Client to the same endpoints with the same settings (another thread's)."""
+        return Client(self.endpoints, self.timeout_s, self.retries,
+                      max_message_bytes=self.max_message_bytes, context=self._ctx,
+                      standby_status=self.standby_status, durability=self.durability,
+                      consistency=self.consistency, credentials=self.credentials)
+
+    def watch(self, prefix: str, from_txid: int | None = None, **options) -> Watch:
+        """The events of the keys under `prefix` from `from_txid` on (None: from now), in
+        txid order, surviving reconnects, restarts and failovers (client/watching.py;
+        options: durability, consistency, limit, wait_s, resync, give_up_s)."""
+        return Watch(self, prefix, from_txid, **options)
+
+    def keepalive(self, lease: Lease, interval_s: float | None = None,
+                  on_lost: Callable[[BaseException], None] | None = None) -> KeepAlive:
+        """Keep `lease` alive from a background thread (about every ttl/3) until its
+        stop() or this client's close()."""
+        keeper = KeepAlive(self.clone, lease, interval_s, on_lost)
+        self._keepalives.append(keeper)
+        return keeper
 
     def iter_keys(self, prefix: str, page: int = 1000):
         """Every key starting with `prefix`, in order, fetched `page` keys at a time (until

@@ -11,6 +11,17 @@ ordered read needs them or more than PENDING_MAX wait.
 
 Every mutation may be given an undo list; on failure inside a multi the caller rolls the
 namespace back with `rollback(undo)`, so a multi applies all of its operations or none.
+
+With `changes` set (a ChangeLog's event list, core/changes.py), every new entry and every
+deletion is appended to it as (txid, key, entry or None), for watches; a rollback takes
+the failed record's events back.
+
+Leases (ephemeral keys, docs/coordination.md): `leases` maps a lease id (the txid of its
+grant) to its TTL in ms, `lease_keys` a lease to the keys attached to it, `lease_of` a key
+to its lease. A key is attached by `attach` (a put that names a lease) and detached when it
+is deleted or attached to another lease; a put that names no lease leaves it attached, as
+ZooKeeper's setData leaves an ephemeral node ephemeral. Each lease and each attachment is a
+digest entry (tags b"l" and b"a").
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from hashlib import blake2b as _blake2b
 from typing import Any, NamedTuple
 
 from mwcluster.core import values
-from mwcluster.core.digest import MASK
+from mwcluster.core.digest import MASK, entry_hash
 from mwcluster.core.key_index import PENDING_MAX, KeyIndex
 from mwcluster.core.keys import subtree_bounds
 from mwcluster.errors import BadVersion, InvalidRecord, NodeExists, NoNode, NotEmpty
@@ -56,7 +67,8 @@ def recompute_entry_hash(key: str, entry: bytes) -> int:
 
 
 class Namespace:
-    __slots__ = ("_entries", "_keys", "_pending", "digest", "max_merged_value_bytes")
+    __slots__ = ("_entries", "_keys", "_pending", "digest", "max_merged_value_bytes",
+                 "changes", "leases", "lease_keys", "lease_of")
 
     def __init__(self) -> None:
         self._entries: dict[str, bytes] = {}
@@ -66,6 +78,10 @@ class Namespace:
         # Set by the live path (Engine) to its max_value_bytes: a merge whose result would be
         # larger is refused. None on replay and in replicas: what was accepted must replay.
         self.max_merged_value_bytes: int | None = None
+        self.changes: list | None = None
+        self.leases: dict[int, int] = {}
+        self.lease_keys: dict[int, set[str]] = {}
+        self.lease_of: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -157,7 +173,10 @@ class Namespace:
         if version != expected:
             raise BadVersion(f"{key} is at version {version}, not the expected {expected}")
 
-    def _store(self, key: str, old: bytes | None, new: bytes | None, undo: list | None) -> None:
+    def _store(self, key: str, old: bytes | None, new: bytes | None, undo: list | None,
+               txid: int = 0) -> None:
+        """Replace `key`'s entry `old` by `new` (None: delete it); `txid` > 0 logs the change
+        (0: a rollback, whose events the caller takes back)."""
         digest = self.digest
         if old is not None:
             digest -= _META.unpack_from(old)[3]
@@ -172,6 +191,11 @@ class Namespace:
         self.digest = digest & MASK
         if undo is not None:
             undo.append((key, old, new))
+        if new is None and txid:
+            if key in self.lease_of:
+                self._attach(key, None, undo)
+            if self.changes is not None:
+                self.changes.append((txid, key, None))
 
     def put(self, txid: int, key: str, value: bytes, expected: int | None,
             undo: list | None = None) -> int:
@@ -194,6 +218,9 @@ class Namespace:
         self.digest = (self.digest - old_hash + new_hash) & MASK
         if undo is not None:
             undo.append((key, old, new))
+        changes = self.changes
+        if changes is not None:
+            changes.append((txid, key, new))
         return version
 
     def merge(self, txid: int, key: str, patch: bytes, expected: int | None,
@@ -210,7 +237,7 @@ class Namespace:
         return self.put(txid, key, merged, None, undo)
 
     def delete(self, key: str, recursive: bool, expected: int | None,
-               undo: list | None = None) -> int:
+               undo: list | None = None, txid: int = 0) -> int:
         """Delete `key` (and with `recursive` everything below it); return how many keys went."""
         old = self._entries.get(key)
         self._check(key, old, expected)
@@ -229,19 +256,61 @@ class Namespace:
                     break
                 subtree.append(sub)
             for sub in subtree:
-                self._store(sub, self._entries[sub], None, undo)
+                self._store(sub, self._entries[sub], None, undo, txid)
                 removed += 1
         if old is not None:
-            self._store(key, old, None, undo)
+            self._store(key, old, None, undo, txid)
             removed += 1
         return removed
+
+    # --- leases --------------------------------------------------------------------------
+
+    def grant(self, lease_id: int, ttl_ms: int) -> None:
+        self.leases[lease_id] = ttl_ms
+        self.lease_keys[lease_id] = set()
+        self.digest = (self.digest + _lease_hash(lease_id, ttl_ms)) & MASK
+
+    def revoke(self, txid: int, lease_id: int) -> list[str]:
+        """End a lease: delete its keys (in key order) and forget it; the keys deleted."""
+        ttl_ms = self.leases.pop(lease_id)
+        keys = sorted(self.lease_keys[lease_id])
+        for key in keys:
+            self._store(key, self._entries[key], None, None, txid)   # detaches it
+        del self.lease_keys[lease_id]
+        self.digest = (self.digest - _lease_hash(lease_id, ttl_ms)) & MASK
+        return keys
+
+    def attach(self, key: str, lease_id: int, undo: list | None = None) -> None:
+        """Attach the existing `key` to the existing lease `lease_id` (from another one)."""
+        if self.lease_of.get(key) != lease_id:
+            self._attach(key, lease_id, undo)
+
+    def _attach(self, key: str, lease_id: int | None, undo: list | None) -> None:
+        previous = self.lease_of.pop(key, None)
+        digest = self.digest
+        if previous is not None:
+            self.lease_keys[previous].discard(key)
+            digest -= _attachment_hash(key, previous)
+        if lease_id is not None:
+            self.lease_of[key] = lease_id
+            self.lease_keys[lease_id].add(key)
+            digest += _attachment_hash(key, lease_id)
+        self.digest = digest & MASK
+        if undo is not None:
+            undo.append((None, key, previous))
 
     def check(self, key: str, expected: int) -> None:
         self._check(key, self._entries.get(key), expected)
 
-    def rollback(self, undo: list) -> None:
+    def rollback(self, undo: list, changes_mark: int = -1) -> None:
+        """Undo a failed multi's changes; `changes_mark`: the length `changes` had before."""
         for key, old, new in reversed(undo):
-            self._store(key, new, old, None)
+            if key is None:         # an attachment changed: `old` is the key, `new` its lease
+                self._attach(old, new, None)
+            else:
+                self._store(key, new, old, None)
+        if self.changes is not None and changes_mark >= 0:
+            del self.changes[changes_mark:]
 
     # --- snapshots -----------------------------------------------------------------------
 
@@ -265,7 +334,24 @@ class Namespace:
         total = 0
         for key, entry in self._entries.items():
             total += recompute_entry_hash(key, entry)
+        for lease_id, ttl_ms in self.leases.items():
+            total += _lease_hash(lease_id, ttl_ms)
+        for key, lease_id in self.lease_of.items():
+            total += _attachment_hash(key, lease_id)
         return total & MASK
+
+    def lease_rows(self) -> list:
+        """[[lease_id, ttl_ms, [key, ...]], ...] for the state image."""
+        return [[lease_id, ttl_ms, sorted(self.lease_keys[lease_id])]
+                for lease_id, ttl_ms in self.leases.items()]
+
+    def load_leases(self, rows: list) -> None:
+        for lease_id, ttl_ms, keys in rows:
+            self.grant(lease_id, ttl_ms)
+            for key in keys:
+                if key not in self._entries:
+                    raise ValueError(f"lease {lease_id} holds {key!r}, which does not exist")
+                self._attach(key, lease_id, None)
 
     def validate(self, last_txid: int) -> list[str]:
         problems = []
@@ -279,4 +365,21 @@ class Namespace:
                                 f"modified={modified} last_txid={last_txid}")
         if self.recompute_digest() != self.digest:
             problems.append("namespace digest does not match its entries")
+        for key, lease_id in self.lease_of.items():
+            if key not in self._entries or key not in self.lease_keys.get(lease_id, ()):
+                problems.append(f"{key}: attached to lease {lease_id} inconsistently")
+        if sum(map(len, self.lease_keys.values())) != len(self.lease_of) or \
+                self.lease_keys.keys() != self.leases.keys():
+            problems.append("the lease index does not match the attachments")
         return problems
+
+
+def _lease_hash(lease_id: int, ttl_ms: int) -> int:
+    return entry_hash(b"l", _LEASE.pack(lease_id, ttl_ms))
+
+
+def _attachment_hash(key: str, lease_id: int) -> int:
+    return entry_hash(b"a", key.encode() + b"\0" + _LEASE.pack(lease_id, 0))
+
+
+_LEASE = struct.Struct("<QQ")

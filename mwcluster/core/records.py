@@ -12,7 +12,8 @@ operation code and whose other elements are the record's fields, in the order de
     [2, key, patch, expected_version]           Merge    patch: msgpack-encoded map (bin)
     [3, key, recursive, expected_version]       Delete
     [4, key, expected_version]                  Check    (inside a Multi only)
-    [5, [[code, ...], ...]]                     Multi    Put/Merge/Delete/Check, all or none
+    [5, [[code, ...], ...]]                     Multi    Put/Merge/Delete/Check/Attach, all or none
+    [6, key, lease_id]                          Attach   the key to a lease (a leased put)
     [9, note]                                   Noop
     [10, job_id, name, handler, priority, max_attempts, tasks, now_ms, options]    JobSubmit
          tasks: [[input, params], ...]  (input: any value; params: map)
@@ -26,6 +27,8 @@ operation code and whose other elements are the record's fields, in the order de
     [30, job_id, index, worker_id, attempt, now_ms]                   TaskAssign
     [31, job_id, index, attempt, progress, counters, now_ms]          TaskProgress
     [32, job_id, index, attempt, ok, outcome, now_ms]                 TaskFinish
+    [40, ttl_ms]                                LeaseGrant   the lease's id is the record's txid
+    [41, lease_id, reason]                      LeaseRevoke  deletes the lease's keys
 
 `expected_version` is nil (unconditional) or an integer: 0 means "the key must not exist",
 n > 0 means "the key must be at version n". New codes may be added; a code is never reused.
@@ -54,6 +57,7 @@ class RecordKind(IntEnum):
     DELETE = 3
     CHECK = 4
     MULTI = 5
+    ATTACH = 6
     NOOP = 9
     JOB_SUBMIT = 10
     JOB_CANCEL = 11
@@ -64,6 +68,8 @@ class RecordKind(IntEnum):
     TASK_ASSIGN = 30
     TASK_PROGRESS = 31
     TASK_FINISH = 32
+    LEASE_GRANT = 40
+    LEASE_REVOKE = 41
 
 
 class Put(NamedTuple):
@@ -101,6 +107,13 @@ class Multi(NamedTuple):
     ops: tuple
     CODE = RecordKind.MULTI
     SPEC = ("list",)
+
+
+class Attach(NamedTuple):
+    key: str
+    lease_id: int
+    CODE = RecordKind.ATTACH
+    SPEC = ("str", "int")
 
 
 class Noop(NamedTuple):
@@ -202,15 +215,35 @@ class TaskFinish(NamedTuple):
     SPEC = ("str", "int", "int", "bool", "any", "int")
 
 
-Record = (Put | Merge | Delete | Check | Multi | Noop | JobSubmit | JobCancel | JobDelete
-          | WorkerRegister | WorkerLost | WorkerLeave | TaskAssign | TaskProgress | TaskFinish)
+class LeaseGrant(NamedTuple):
+    ttl_ms: int
+    CODE = RecordKind.LEASE_GRANT
+    SPEC = ("int",)
+
+
+class LeaseRevoke(NamedTuple):
+    lease_id: int
+    reason: str
+    CODE = RecordKind.LEASE_REVOKE
+    SPEC = ("int", "str")
+
+
+# A lease's TTL: long enough for a keepalive to cross a busy network, short enough to notice
+# a dead holder within a day at most.
+MIN_TTL_MS = 1_000
+MAX_TTL_MS = 24 * 3600 * 1000
+LEASE_REASONS = ("revoked", "expired")
+
+Record = (Put | Merge | Delete | Check | Attach | Multi | Noop | JobSubmit | JobCancel
+          | JobDelete | WorkerRegister | WorkerLost | WorkerLeave | TaskAssign | TaskProgress
+          | TaskFinish | LeaseGrant | LeaseRevoke)
 
 RECORD_TYPES: dict[int, type] = {
-    cls.CODE: cls for cls in (Put, Merge, Delete, Check, Multi, Noop, JobSubmit, JobCancel,
-                              JobDelete, WorkerRegister, WorkerLost, WorkerLeave, TaskAssign,
-                              TaskProgress, TaskFinish)
+    cls.CODE: cls for cls in (Put, Merge, Delete, Check, Attach, Multi, Noop, JobSubmit,
+                              JobCancel, JobDelete, WorkerRegister, WorkerLost, WorkerLeave,
+                              TaskAssign, TaskProgress, TaskFinish, LeaseGrant, LeaseRevoke)
 }
-MULTI_MEMBERS = (Put, Merge, Delete, Check)
+MULTI_MEMBERS = (Put, Merge, Delete, Check, Attach)
 
 
 _KIND_TYPES: dict[str, frozenset | None] = {
@@ -314,7 +347,7 @@ def from_wire(raw: object, *, in_multi: bool = False) -> Record:
         raise InvalidRecord(f"unknown record code {code!r}")
     if in_multi and cls not in MULTI_MEMBERS:
         raise InvalidRecord(f"{cls.__name__} is not allowed inside a multi "
-                            "(only Put, Merge, Delete and Check are)")
+                            "(only Put, Merge, Delete, Check and Attach are)")
     if cls is Put and len(raw) == 4:   # the most frequent record, checked without a loop
         key, value, expected = raw[1], raw[2], raw[3]
         if type(key) is str and type(value) is bytes and (
@@ -402,6 +435,16 @@ def _check_fields(rec: Record, limits: Limits) -> None:
     elif cls is Check:
         check_key(rec.key, limits.max_key_chars)
         _check_expected(rec.expected_version)
+    elif cls is Attach:
+        check_key(rec.key, limits.max_key_chars)
+    elif cls is LeaseGrant:
+        if not MIN_TTL_MS <= rec.ttl_ms <= MAX_TTL_MS:
+            raise InvalidRecord(f"a lease's TTL is {MIN_TTL_MS // 1000} s to "
+                                f"{MAX_TTL_MS // 3_600_000} h, not {rec.ttl_ms} ms")
+    elif cls is LeaseRevoke:
+        if rec.reason not in LEASE_REASONS:
+            raise InvalidRecord(f"a lease ends {' or '.join(LEASE_REASONS)}, not "
+                                f"{rec.reason[:40]!r}")
     elif cls is Multi:
         if not rec.ops:
             raise InvalidRecord("a multi needs at least one operation")

@@ -17,14 +17,17 @@ from typing import Any, Callable, Iterator
 import msgpack
 
 from mwcluster.core import records as r
+from mwcluster.core.changes import JOB_PREFIX, WORKER_PREFIX
 from mwcluster.core.digest import MASK
 from mwcluster.core.jobs import Job, Jobs, Task, Worker, WorkerState
 from mwcluster.core.namespace import Namespace
 from mwcluster.core.recent import RecentRequests, load_flat_rows
-from mwcluster.errors import ApplyError, CorruptionError, InvalidRecord, MultiFailed
+from mwcluster.errors import (ApplyError, CorruptionError, InvalidRecord, MultiFailed, NoNode,
+                              NotFound)
 
 IMAGE_FORMAT = 2              # 2: with the table of recent requests ("recent" items)
-READABLE_FORMATS = (1, 2)     # 1: written before the table was carried; loads with none
+LEASES_FORMAT = 3             # 3: with a "leases" item; written only when leases exist
+READABLE_FORMATS = (1, 2, 3)  # 1: written before the table was carried; loads with none
 NS_CHUNK_KEYS = 4096
 RECENT_CHUNK_ENTRIES = 4096
 
@@ -43,7 +46,8 @@ class State:
             r.JobDelete: self._job_delete, r.WorkerRegister: self._worker_register,
             r.WorkerLost: self._worker_lost, r.WorkerLeave: self._worker_leave,
             r.TaskAssign: self._task_assign, r.TaskProgress: self._task_progress,
-            r.TaskFinish: self._task_finish,
+            r.TaskFinish: self._task_finish, r.Attach: self._attach,
+            r.LeaseGrant: self._lease_grant, r.LeaseRevoke: self._lease_revoke,
         }
 
     @property
@@ -63,8 +67,33 @@ class State:
         if handler is None:
             raise InvalidRecord(f"not a record: {type(rec).__name__}")
         result = handler(txid, rec)
+        if self.ns.changes is not None and rec.CODE >= r.RecordKind.JOB_SUBMIT and \
+                rec.CODE < r.RecordKind.LEASE_GRANT:
+            self.ns.changes.append(self._job_event(txid, rec, result))
         self.txid = txid
         return result
+
+    def _job_event(self, txid: int, rec: r.Record, result: Any) -> tuple:
+        """The watch event of a job or worker record: (txid, key, {"event": ..., fields})."""
+        name = type(rec).__name__
+        fields = {f: v for f, v in zip(rec._fields, rec) if f != "tasks" and f != "counters"}
+        worker_id = fields.get("worker_id")
+        if name.startswith("Worker"):
+            fields["event"] = name[6:].lower()
+            if type(result) is list:
+                fields["requeued"] = len(result)
+            return txid, WORKER_PREFIX + worker_id, fields
+        fields["event"] = {"JobSubmit": "submit", "JobCancel": "cancel", "JobDelete": "delete",
+                           "TaskAssign": "assign", "TaskProgress": "progress",
+                           "TaskFinish": "finish"}[name]
+        if name == "JobSubmit":
+            fields["tasks"] = len(rec.tasks)
+        elif name == "TaskFinish":
+            fields["task_state"] = result
+        job = self.jobs.jobs.get(rec.job_id)
+        if job is not None:
+            fields["state"] = job.state.value
+        return txid, JOB_PREFIX + rec.job_id, fields
 
     # --- namespace -----------------------------------------------------------------------
 
@@ -75,7 +104,23 @@ class State:
         return self.ns.merge(txid, rec.key, rec.patch, rec.expected_version, undo)
 
     def _delete(self, txid: int, rec: r.Delete, undo: list | None = None) -> int:
-        return self.ns.delete(rec.key, rec.recursive, rec.expected_version, undo)
+        return self.ns.delete(rec.key, rec.recursive, rec.expected_version, undo, txid)
+
+    def _attach(self, txid: int, rec: r.Attach, undo: list | None = None) -> None:
+        if rec.key not in self.ns._entries:
+            raise NoNode(f"{rec.key} does not exist, so it cannot be attached to a lease")
+        if rec.lease_id not in self.ns.leases:
+            raise NotFound(f"lease {rec.lease_id} does not exist (it expired or was revoked)")
+        self.ns.attach(rec.key, rec.lease_id, undo)
+
+    def _lease_grant(self, txid: int, rec: r.LeaseGrant) -> int:
+        self.ns.grant(txid, rec.ttl_ms)
+        return txid
+
+    def _lease_revoke(self, txid: int, rec: r.LeaseRevoke) -> int:
+        if rec.lease_id not in self.ns.leases:
+            raise NotFound(f"lease {rec.lease_id} does not exist (it expired or was revoked)")
+        return len(self.ns.revoke(txid, rec.lease_id))
 
     def _check(self, txid: int, rec: r.Check, undo: list | None = None) -> None:
         self.ns.check(rec.key, rec.expected_version)
@@ -83,18 +128,20 @@ class State:
     def _multi(self, txid: int, rec: r.Multi) -> list:
         undo: list = []
         results = []
+        changes = self.ns.changes
+        mark = -1 if changes is None else len(changes)
         for index, op in enumerate(rec.ops):
             handler = self._dispatch.get(type(op))
             if type(op) not in r.MULTI_MEMBERS:
-                self.ns.rollback(undo)
+                self.ns.rollback(undo, mark)
                 raise MultiFailed(index, InvalidRecord(f"{type(op).__name__} inside a multi"))
             try:
                 results.append(handler(txid, op, undo))
             except ApplyError as exc:
-                self.ns.rollback(undo)
+                self.ns.rollback(undo, mark)
                 raise MultiFailed(index, exc) from None
             except BaseException:   # a bug or bad input that skipped admission: still all-or-none
-                self.ns.rollback(undo)
+                self.ns.rollback(undo, mark)
                 raise
         return results
 
@@ -151,7 +198,9 @@ class State:
         ["end", digest].
         """
         pack = msgpack.Packer(use_bin_type=True).pack
-        yield pack(["meta", {"format": IMAGE_FORMAT, "txid": self.txid, "digest": self.digest,
+        leases = self.ns.lease_rows()
+        fmt = LEASES_FORMAT if leases else IMAGE_FORMAT    # readable by older nodes without
+        yield pack(["meta", {"format": fmt, "txid": self.txid, "digest": self.digest,
                              "keys": len(self.ns), "jobs": len(self.jobs.jobs),
                              "workers": len(self.jobs.workers),
                              "recent": 0 if recent is None else len(recent)}])
@@ -164,6 +213,8 @@ class State:
                 chunk = []
         if chunk:
             yield pack(["ns", chunk])
+        if leases:
+            yield pack(["leases", leases])
         yield pack(["workers", [w.row() for w in self.jobs.workers.values()]])
         for job in self.jobs.jobs.values():
             yield pack(["job", job.row(), job.tasks.rows()])
@@ -184,6 +235,7 @@ class State:
         state = cls()
         meta = None
         ended = None
+        leases = None
         recent_count = 0
         try:
             for data in chunks:
@@ -192,6 +244,8 @@ class State:
                     kind = item[0]
                     if kind == "ns":
                         state.ns.load_sorted(item[1])
+                    elif kind == "leases":
+                        leases = item[1]
                     elif kind == "job":
                         state._load_job(item[1], item[2])
                     elif kind == "workers":
@@ -227,6 +281,8 @@ class State:
             # Damaged rows can also fail here (a task naming an unknown worker, a key that is
             # not a string): inside the try, so that they too surface as CorruptionError.
             state.ns.finish_load()
+            if leases is not None:
+                state.ns.load_leases(leases)
             state.jobs.rebuild_derived()
             if state.digest != meta["digest"] or ended != meta["digest"]:
                 raise CorruptionError(

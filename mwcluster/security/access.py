@@ -31,7 +31,7 @@ from mwcluster.wire.protocol import Op
 
 _ANY = frozenset({Op.STATUS, Op.PING, Op.BATCH})
 _READ = frozenset({Op.GET, Op.STAT, Op.CHILDREN, Op.LIST, Op.JOB_LIST, Op.JOB_STATUS,
-                   Op.JOB_TASKS, Op.STANDBY_READ})
+                   Op.JOB_TASKS, Op.STANDBY_READ, Op.RANGE, Op.WATCH})
 KEY_WRITES = frozenset({Op.PUT, Op.MERGE, Op.DELETE, Op.MULTI})
 JOB_WRITES = frozenset({Op.JOB_SUBMIT, Op.JOB_CANCEL, Op.JOB_DELETE})
 WORKER_OPS = frozenset({Op.WORKER_REGISTER, Op.WORKER_HEARTBEAT, Op.TASK_REQUEST,
@@ -42,7 +42,8 @@ REPLICA_OPS = frozenset({Op.FETCH, Op.SNAPSHOT_INFO, Op.SNAPSHOT_CHUNK,
                          Op.CHECKPOINT_HELLO, Op.REPLICA_ACK})
 ROLE_OPS: dict[str, frozenset[int]] = {
     "read": _ANY | _READ,
-    "write": _ANY | _READ | KEY_WRITES | JOB_WRITES | {Op.VOTE},
+    "write": _ANY | _READ | KEY_WRITES | JOB_WRITES | {Op.VOTE, Op.LEASE_GRANT,
+                                                         Op.LEASE_REVOKE, Op.LEASE_KEEPALIVE},
     "worker": _ANY | WORKER_OPS | {Op.VOTE},
     "replica": _ANY | REPLICA_OPS,
     "admin": frozenset(Op),

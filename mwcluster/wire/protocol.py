@@ -79,6 +79,9 @@ class Op(IntEnum):
     TASK_PROGRESS = 23  # [worker_id, job_id, index, attempt, progress, counters] -> nil
     TASK_FINISH = 24   # [worker_id, job_id, index, attempt, ok, outcome] -> task state
     WORKER_LEAVE = 25  # [worker_id] -> nil
+    # leases (nodes/master/coordination.py): logged, except the keepalive
+    LEASE_GRANT = 40   # [ttl_ms] -> lease_id (the txid of its LeaseGrant record)
+    LEASE_REVOKE = 41  # [lease_id] -> the number of keys it deleted
     # reads
     GET = 100          # [key] -> [value: bin, version, create_txid, modify_txid] | nil
     STAT = 101         # [key] -> [version, create_txid, modify_txid, value_bytes] | nil
@@ -90,6 +93,12 @@ class Op(IntEnum):
     STATUS = 110       # [] -> map (see docs/protocol.md)
     PING = 111         # [] -> nil
     RELOAD_PRINCIPALS = 112  # [] -> principal count: read the principals directory again
+    RANGE = 107        # [prefix, limit, start_after|nil] -> [[key, value, version,
+    #                    create_txid, modify_txid], ...] in key order, at one txid
+    WATCH = 108        # [prefix, from_txid, after_epoch|nil, limit, wait_ms] -> [next_txid,
+    #                    epoch of next_txid - 1|nil, [[txid, type, key, value, version,
+    #                    create_txid], ...]]; error COMPACTED [oldest_txid, current_txid]
+    LEASE_KEEPALIVE = 109  # [lease_id] -> ttl_ms (not logged: the serving master's deadline)
     # replication (the checkpoint node and any replica)
     FETCH = 120        # [from_txid, max_bytes] -> [durable_txid, [[txid, epoch, payload], ...]]
     SNAPSHOT_INFO = 121   # [] -> [txid, epoch, digest, size_bytes, created_ms] | nil
@@ -132,7 +141,10 @@ FIRST_JOB_OP = int(Op.JOB_SUBMIT)   # ops from here up to 99 are handled by node
 # consistency barrier holds back until the state it saw is durable (docs/durability.md); their
 # reply's txid is the txid they were served at.
 STATE_READS = frozenset(int(op) for op in (Op.GET, Op.STAT, Op.CHILDREN, Op.LIST, Op.JOB_LIST,
-                                           Op.JOB_STATUS, Op.JOB_TASKS))
+                                           Op.JOB_STATUS, Op.JOB_TASKS, Op.RANGE))
+LEASE_OPS = frozenset({Op.LEASE_GRANT, Op.LEASE_REVOKE, Op.LEASE_KEEPALIVE})
+# A watch event's type (the second element of each event of a WATCH reply)
+EVENT_PUT, EVENT_DELETE, EVENT_RECORD = 0, 1, 2
 
 _OPT_STR = (str, type(None))
 _NUM = (int, float)
@@ -186,10 +198,12 @@ class ErrorCode(IntEnum):
     FENCED = 25           # this master saw a higher epoch: another master replaced it
     BEHIND = 26           # STANDBY_READ: the replica did not reach min_txid in time
     UNAUTHORIZED = 27     # the connection's principal may not make this request
+    COMPACTED = 28        # WATCH: the events asked for are not held; re-read and resume
     INTERNAL = 30
 
 
 _ERROR_CLASSES: dict[type, ErrorCode] = {
+    errors.Compacted: ErrorCode.COMPACTED,
     errors.NoNode: ErrorCode.NO_NODE,
     errors.NodeExists: ErrorCode.NODE_EXISTS,
     errors.BadVersion: ErrorCode.BAD_VERSION,

@@ -13,7 +13,8 @@ import time
 import msgpack
 import pytest
 
-from mwcluster.nodes.master.handlers import MAX_CHUNK_BYTES, Drain, Handlers
+from mwcluster.nodes.master.handlers import Drain, Handlers
+from mwcluster.nodes.master.replication import MAX_CHUNK_BYTES
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.storage import snapshot as snapshots
 from mwcluster.wire.protocol import ErrorCode, Op, decode_reply, encode_request

@@ -17,6 +17,7 @@ MULTI = r.Multi((
     r.Merge("/m/b", encode({"x": 1}), 0),
     r.Delete("/m/c", True, 3),
     r.Check("/m/d", 2),
+    r.Attach("/m/a", 9),
 ))
 
 # One admissible sample of every record type, with every field set to something non-default.
@@ -44,13 +45,18 @@ SAMPLES = [
     r.TaskProgress("job-1", 1, 2, 1, {}, 1_700_006),
     r.TaskFinish("job-1", 1, 2, True, {"out": ["s3://x"], "n": 3}, 1_700_007),
     r.TaskFinish("job-1", 1, 2, False, "Traceback: boom", 1_700_008),
+    r.Attach("/a/b", 41),
+    r.Multi((r.Put("/e/1", encode("me"), 0), r.Attach("/e/1", 41))),
+    r.LeaseGrant(10_000),
+    r.LeaseRevoke(41, "expired"),
 ]
 
 # The codes are part of the journal format: they never change and are never reused.
 CODES = {
     r.Put: 1, r.Merge: 2, r.Delete: 3, r.Check: 4, r.Multi: 5, r.Noop: 9, r.JobSubmit: 10,
     r.JobCancel: 11, r.JobDelete: 12, r.WorkerRegister: 20, r.WorkerLost: 21,
-    r.WorkerLeave: 22, r.TaskAssign: 30, r.TaskProgress: 31, r.TaskFinish: 32,
+    r.WorkerLeave: 22, r.TaskAssign: 30, r.TaskProgress: 31, r.TaskFinish: 32, r.Attach: 6,
+    r.LeaseGrant: 40, r.LeaseRevoke: 41,
 }
 
 
@@ -88,7 +94,7 @@ def test_encoding_is_the_documented_array(rec):
 
 def test_multi_members_decode_as_their_types():
     decoded = r.decode_record(r.encode_record(MULTI))
-    assert [type(op) for op in decoded.ops] == [r.Put, r.Merge, r.Delete, r.Check]
+    assert [type(op) for op in decoded.ops] == [r.Put, r.Merge, r.Delete, r.Check, r.Attach]
     assert type(decoded.ops) is tuple
 
 

@@ -27,7 +27,6 @@ thread.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Callable
 
 from mwcluster import errors
@@ -40,21 +39,21 @@ from mwcluster.nodes.master.answers import Answer, error_frame, refusal
 from mwcluster.nodes.master.audit import ADMIN_OPS, AuditLog
 from mwcluster.nodes.master.guard import Guard
 from mwcluster.nodes.master.jobs import JobHandlers, JobsConfig
+from mwcluster.nodes.master.coordination import Coordination
 from mwcluster.nodes.master.parking import ParkedReplies
+from mwcluster.nodes.master.replication import ReplicationReads
 from mwcluster.nodes.master.reads import NAMESPACE_READS
 from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.nodes.master.upload import SnapshotUploads, UploadRefused
 from mwcluster.security.access import Access, bound_client_id
-from mwcluster.storage import snapshot as snapshots
 from mwcluster.wire.protocol import (DEFAULT_MAX_BATCH, DEFAULT_MAX_MESSAGE_BYTES,
-                                     FIRST_JOB_OP, STATE_READS, ErrorCode, Op, ProtocolError,
-                                     Request,
+                                     FIRST_JOB_OP, LEASE_OPS, STATE_READS, ErrorCode, Op,
+                                     ProtocolError, Request,
                                      args_check, decode_batch, decode_request, encode_reply,
                                      error_code_for)
 
 log = logging.getLogger(__name__)
 
-MAX_CHUNK_BYTES = 1 << 20    # bytes per SNAPSHOT_CHUNK reply
 _BATCH = int(Op.BATCH)
 _PUT = int(Op.PUT)
 _UPLOAD_END = int(Op.SNAPSHOT_UPLOAD_END)
@@ -64,6 +63,7 @@ _REPLICATED = int(Durability.REPLICATED)
 _REPLICA_ACK = int(Op.REPLICA_ACK)
 _HELLO = int(Op.CHECKPOINT_HELLO)
 _REGISTER = int(Op.WORKER_REGISTER)
+_WATCH, _KEEPALIVE = int(Op.WATCH), int(Op.LEASE_KEEPALIVE)
 _AUDITED = frozenset(int(op) for op in ADMIN_OPS)
 # A checkpoint node says hello every 2 s and acks every batch it applies: silent this long, no
 # standby follows, and `replicated` requests are refused at once instead of parked.
@@ -98,7 +98,8 @@ class Handlers:
                  on_fenced: Callable[[int], None] | None = None,
                  wake_flusher: bool = True, access: Access | None = None,
                  audit: AuditLog | None = None,
-                 reload_principals: Callable[[], int] | None = None) -> None:
+                 reload_principals: Callable[[], int] | None = None,
+                 coordination: Coordination | None = None, max_watches: int = 10_000) -> None:
         self.engine = engine
         # Authorization (security/access.py): with CURVE on, every request (and every BATCH
         # sub-request) is checked against its connection's principal before anything else.
@@ -118,7 +119,11 @@ class Handlers:
         self.stats = stats
         self.default_sync = default_sync
         self.max_message_bytes = max_message_bytes
-        self.fetch_max_bytes = fetch_max_bytes
+        replication = ReplicationReads(engine, stats, epoch, fetch_max_bytes)
+        # watches and leases (coordination.py); WATCH and LEASE_KEEPALIVE go by handle()
+        self.coord = coordination or Coordination(
+            engine, stats, epoch, 0.0, replica_txid=lambda: self.replica_txid,
+            max_watches=max_watches)
         self.max_batch = max_batch
         self.status = status
         self._stopping = False
@@ -143,8 +148,9 @@ class Handlers:
         self._reads: dict[int, Callable[[Request], Answer]] = {
             **{op: self._namespace_read(read) for op, read in NAMESPACE_READS.items()},
             Op.STATUS: self._status, Op.PING: self._ping,
-            Op.FETCH: self._fetch, Op.SNAPSHOT_INFO: self._snapshot_info,
-            Op.SNAPSHOT_CHUNK: self._snapshot_chunk,
+            Op.FETCH: replication.fetch, Op.SNAPSHOT_INFO: replication.snapshot_info,
+            Op.SNAPSHOT_CHUNK: replication.snapshot_chunk,
+            Op.WATCH: self._upload_in_batch, Op.LEASE_KEEPALIVE: self._upload_in_batch,
             Op.SNAPSHOT_UPLOAD_BEGIN: self._upload_begin,
             Op.SNAPSHOT_UPLOAD_CHUNK: self._upload_in_batch,
             Op.SNAPSHOT_UPLOAD_END: self._upload_in_batch,
@@ -203,6 +209,8 @@ class Handlers:
             return self._refuse_stopping(req[1])
         if op == _UPLOAD_END or op == _UPLOAD_CHUNK:
             return self._upload_parked(ident, req)
+        if op == _WATCH or op == _KEEPALIVE:
+            return self._coordinate(ident, req, drain.now)
         status, txid, result, level, mark = self._run(req, drain.now)
         if user or self.audit is not None:
             self._noted(user, peer, req, status, txid)
@@ -426,7 +434,7 @@ class Handlers:
     def _mutate(self, req: Request, now: float) -> Answer:
         client_id, request_id, op, _durability, args, _epoch_seen = req
         if op >= FIRST_JOB_OP:
-            return self.jobs.handle(req, now)
+            return (self.coord if op in LEASE_OPS else self.jobs).handle(req, now)
         engine = self.engine
         origin = (client_id, request_id)
         hit = engine.recent(origin)
@@ -497,59 +505,6 @@ class Handlers:
         args_check(req, (), ())
         return self._ok(req, None)
 
-    # --- replication ---------------------------------------------------------------------------
-
-    def _fetch(self, req: Request) -> Answer:
-        from_txid, max_bytes = args_check(req, (int, int), ("from_txid", "max_bytes"))
-        if from_txid < 0 or max_bytes < 0:
-            raise ProtocolError(ErrorCode.BAD_REQUEST,
-                                "FETCH: from_txid and max_bytes must be non-negative",
-                                req.request_id)
-        engine = self.engine
-        try:
-            records = engine.records(max(from_txid, 1),
-                                     max(1, min(max_bytes, self.fetch_max_bytes)))
-        except errors.Truncated as exc:
-            return self._fail(ErrorCode.TRUNCATED, str(exc))
-        return self._ok(req, (engine.journal.durable_txid, records))
-
-    def _newest_snapshot(self) -> snapshots.SnapshotHeader | None:
-        for _txid, path in snapshots.list_snapshots(self.engine.snapshot_dir):
-            try:
-                return snapshots.read_header(path)
-            except errors.MwclusterError as exc:   # damaged: offer the next older one
-                log.warning("epoch %d: snapshot %s is not offered: %s", self.epoch, path, exc)
-        return None
-
-    def _snapshot_info(self, req: Request) -> Answer:
-        args_check(req, (), ())
-        header = self._newest_snapshot()
-        if header is None:
-            return self._fail(ErrorCode.NO_SNAPSHOT, "there is no snapshot")
-        size = snapshots.HEADER_BYTES + header.body_bytes + snapshots.TRAILER_BYTES
-        return self._ok(req, (header.txid, header.epoch, header.digest, size,
-                              header.created_ms))
-
-    def _snapshot_chunk(self, req: Request) -> Answer:
-        txid, offset, length = args_check(req, (int, int, int), ("txid", "offset", "length"))
-        if txid < 0 or offset < 0 or length < 0:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "SNAPSHOT_CHUNK: txid, offset and "
-                                "length must be non-negative", req.request_id)
-        path = self.engine.snapshot_dir / snapshots.snapshot_name(txid)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except (FileNotFoundError, ValueError, OverflowError):
-            return self._fail(ErrorCode.NO_SNAPSHOT,
-                              f"the snapshot at txid {txid} is not kept (any more); ask "
-                              "SNAPSHOT_INFO for the newest")
-        try:
-            data = os.pread(fd, min(length, MAX_CHUNK_BYTES), offset)
-        except OverflowError:
-            data = b""
-        finally:
-            os.close(fd)
-        return self._ok(req, data)
-
     # --- snapshot upload (nodes/master/upload.py) ------------------------------------------------
 
     def _upload_begin(self, req: Request) -> Answer:
@@ -575,6 +530,19 @@ class Handlers:
 
     def _upload_in_batch(self, req: Request) -> Answer:
         return self._fail(ErrorCode.BAD_REQUEST, f"{Op(req.op).name} cannot be part of a BATCH")
+
+    def _coordinate(self, ident: bytes, req: Request, now: float) -> bytes | None:
+        """WATCH (None: parked until events come or its wait ends) and LEASE_KEEPALIVE."""
+        try:
+            if req[2] == _WATCH:
+                answer = self.coord.watch(ident, req, now)
+                if answer is None:
+                    return None
+            else:
+                answer = self.coord.keepalive(req, now)
+        except ProtocolError as exc:
+            answer = self._fail(exc.error, str(exc))
+        return encode_reply(req[1], self.epoch, *answer)
 
     def _upload_parked(self, ident: bytes, req: Request) -> bytes | None:
         """CHUNK and END: None, the reply comes from uploads.finished() once the worker

@@ -8,13 +8,13 @@
              durable txid moved (read after every drain; the wake pipe when idle): send the
                  parked sync replies it covers, publish the newly durable records on PUB (one
                  message per publish_batch_bytes), each batch ending where a drain ended, with
-                 the state digest there
+                 the state digest there; answer the parked watches events reached
              the flusher stalled while the loop is busy (not lingering out its flush
                  interval): block on the wake pipe a moment (FLUSHER_STALL_S, _YIELD_S)
-             tick (every TICK_S): heartbeat when nothing was published for a while, log
-                 WorkerLost for workers silent past worker_timeout_s (nodes/master/jobs.py), rate
-                 sample, forget peers silent for 30 s, metrics snapshot
-             poll [ROUTER, wake pipe] only when the drain found nothing
+             tick (every TICK_S): heartbeat when nothing was published for a while, answer
+                 watches whose wait is over, revoke expired leases (coordination.py), log
+                 WorkerLost for silent workers (jobs.py), rate sample, forget silent peers,
+                 metrics snapshot; poll [ROUTER, wake pipe] only when a drain found nothing
              until request_stop(); then shut down: answer late requests `shutting_down`,
              Engine.close() (drain + fsync), send the replies it made durable, publish the
              last records and a heartbeat, close the sockets with a bounded linger.
@@ -150,7 +150,7 @@ class Master:
             log.warning(self.insecure_warning)
         if cfg.audit_log:
             self.audit = AuditLog(cfg.audit_log)
-        self._lock_data_dir()
+        self._lock_fd = lock_data_dir(self.data_dir, "master")
         fenced_by = fence_file.read_fenced(self.data_dir, epochs.read_epoch(self.data_dir))
         if fenced_by is not None:
             # a fenced data directory claims no new epoch: it will not serve
@@ -167,7 +167,8 @@ class Master:
                              epoch=self.epoch, segment_bytes=cfg.segment_bytes,
                              buffer_limit_bytes=cfg.buffer_limit_bytes, journal_io=self.fsync_io,
                              on_durable=self._on_durable, recent_requests=cfg.recent_requests,
-                             tail_bytes=cfg.tail_bytes,
+                             tail_bytes=cfg.tail_bytes, watch_events=cfg.watch_events,
+                             watch_bytes=cfg.watch_bytes,
                              flush_interval_s=cfg.flush_interval_ms / 1000)
         report = self.engine.open()
         log.info("epoch %d: recovered txid %d in %.3f s", self.epoch, report.last_txid,
@@ -193,7 +194,8 @@ class Master:
                                  access=self.security.access if self.security else None,
                                  audit=self.audit,
                                  reload_principals=self.reload_principals
-                                 if self.security else None)
+                                 if self.security else None, max_watches=cfg.max_watches)
+        self.handlers.coord.started(time.monotonic())
         if self.handlers.fence.fenced:
             log.error("epoch %d: this data directory is FENCED (a master under epoch %d "
                       "replaced it): client requests are refused; rejoin as a standby",
@@ -208,7 +210,8 @@ class Master:
         self.handlers.jobs.grace(self.serving_since)
         self.stats.publish(self.status(), self.fsync_io)
         if cfg.ready_file:
-            self._write_ready_file(Path(cfg.ready_file))
+            write_file_atomic(Path(cfg.ready_file), json.dumps(self.ready_info()).encode(),
+                              durable=False)
         log.info("epoch %d: serving requests on %s, log stream on %s (durability %s, %s)",
                  self.epoch, self.client_endpoint, self.pub_endpoint, cfg.durability,
                  f"CURVE, {len(self.security.access.grants)} principals" if self.security
@@ -221,18 +224,14 @@ class Master:
         except errors.MwclusterError as exc:   # still fenced in memory; say it loudly
             log.error("epoch %d: %s", self.epoch, exc)
 
-    def _lock_data_dir(self) -> None:
-        self._lock_fd = lock_data_dir(self.data_dir, "master")
-
     def _bind(self) -> None:
         cfg = self.config
         self._ctx = ctx = zmq.Context()
         router = self.router = ctx.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        router.setsockopt(zmq.SNDHWM, cfg.router_hwm)
-        router.setsockopt(zmq.RCVHWM, cfg.router_hwm)
+        for option, value in ((zmq.LINGER, 0), (zmq.MAXMSGSIZE, cfg.max_message_bytes),
+                              (zmq.ROUTER_MANDATORY, 0), (zmq.SNDHWM, cfg.router_hwm),
+                              (zmq.RCVHWM, cfg.router_hwm)):
+            router.setsockopt(option, value)
         pub = self.pub = ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, cfg.pub_hwm)
@@ -252,9 +251,6 @@ class Master:
     def ready_info(self) -> dict[str, Any]:
         return {"client": self.client_endpoint, "pub": self.pub_endpoint, "pid": os.getpid(),
                 "epoch": self.epoch, "metrics_port": self.metrics.port if self.metrics else None}
-
-    def _write_ready_file(self, path: Path) -> None:
-        write_file_atomic(path, json.dumps(self.ready_info()).encode(), durable=False)
 
     # --- wake-ups from other threads ------------------------------------------------------
 
@@ -330,6 +326,7 @@ class Master:
         engine = self.engine
         uploads = self.uploads
         stream = self.stream
+        coord = handlers.coord
         next_tick = stalled_since = monotonic()
         last_durable = journal.durable_txid
         try:
@@ -342,6 +339,8 @@ class Master:
                     self._send_all(handlers.release_replicated(monotonic()))
                 if uploads.pending():
                     self._send_all(uploads.finished())
+                if coord.parked:
+                    self._send_all(coord.deliver())
                 now = monotonic()
                 if durable != last_durable or journal.lingering:   # lingering: not starved
                     last_durable, stalled_since = durable, now
@@ -415,6 +414,8 @@ class Master:
             # the GIL between the appends and the replies and delay every reply of the drain.
             # A reply parked until its records are durable urges them past the flush interval.
             self.engine.journal.wake(self.handlers.durability_wanted())
+            if self.engine.changes is not None:
+                self.engine.changes.settle()
             self.stats.add_batch(drain.ops, time.monotonic() - t0)
             self.drains += 1
             self.drained += n
@@ -501,7 +502,11 @@ class Master:
             self._send_all(self.handlers.fail_parked())
         if self.handlers.parked_replicated:
             self._send_all(self.handlers.expire_replicated(now, REPLICATED_TIMEOUT_S))
-        if self.handlers.jobs.expire(now):    # workers silent past worker_timeout_s: lost
+        # watches whose wait is over; leases past their deadline revoked; workers silent past
+        # worker_timeout_s lost
+        replies, revoked = self.handlers.coord.tick(now)
+        self._send_all(replies)
+        if self.handlers.jobs.expire(now) or revoked:
             self.engine.journal.wake()
         if now >= self._next_rate:
             self._next_rate = now + 1.0
@@ -580,14 +585,10 @@ class Master:
             if sock is not None:
                 sock.setsockopt(zmq.LINGER, linger_ms)
                 sock.close()
-        if self.security is not None:
-            self.security.stop()
-        if self.audit is not None:
-            self.audit.close()
-        if self._ctx is not None:
-            self._ctx.term()
-        if self.metrics is not None:
-            self.metrics.close()
+        for part, end in ((self.security, "stop"), (self.audit, "close"), (self._ctx, "term"),
+                          (self.metrics, "close")):
+            if part is not None:
+                getattr(part, end)()
         if self.config.ready_file and self.client_endpoint:
             Path(self.config.ready_file).unlink(missing_ok=True)
         for fd in (self._wake_r, self._wake_w):

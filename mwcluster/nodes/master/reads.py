@@ -1,4 +1,4 @@
-"""The reads of the namespace (GET, STAT, CHILDREN, LIST) from any State: the master answers
+"""The reads of the namespace (GET, STAT, CHILDREN, LIST, RANGE) from any State: the master answers
 them from its memory, a standby from its replica (STANDBY_READ, nodes/checkpoint/reads.py).
 No sockets, no clock. Arguments are untrusted: a wrong one raises ProtocolError (BAD_REQUEST)
 or InvalidRecord (INVALID), nothing else.
@@ -13,6 +13,7 @@ from mwcluster.core.namespace import Namespace
 from mwcluster.wire.protocol import ErrorCode, Op, ProtocolError, Request, args_check
 
 MAX_LIST = 100_000           # names or keys per CHILDREN / LIST reply
+MAX_RANGE = 10_000           # keys with their values per RANGE reply
 _OPT_INT = (int, type(None))
 _OPT_STR = (str, type(None))
 
@@ -43,6 +44,17 @@ def _list(ns: Namespace, req: Request) -> Any:
     return ns.list_prefix(prefix, _limit(req, limit), start_after)
 
 
+def _range(ns: Namespace, req: Request) -> Any:
+    """[[key, value, version, create_txid, modify_txid], ...]: LIST with the values."""
+    prefix, limit, start_after = args_check(req, (str, int, _OPT_STR),
+                                            ("prefix", "limit", "start_after"))
+    out = []
+    for key in ns.list_prefix(prefix, min(_limit(req, limit), MAX_RANGE), start_after):
+        value, stat = ns.get_encoded(key)
+        out.append((key, value, stat.version, stat.create_txid, stat.modify_txid))
+    return out
+
+
 def _limit(req: Request, limit: int | None) -> int:
     if limit is None:
         return MAX_LIST
@@ -53,4 +65,4 @@ def _limit(req: Request, limit: int | None) -> int:
 
 
 NAMESPACE_READS: dict[int, Callable[[Namespace, Request], Any]] = {
-    Op.GET: _get, Op.STAT: _stat, Op.CHILDREN: _children, Op.LIST: _list}
+    Op.GET: _get, Op.STAT: _stat, Op.CHILDREN: _children, Op.LIST: _list, Op.RANGE: _range}

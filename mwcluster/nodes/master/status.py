@@ -75,6 +75,7 @@ def master_status(master) -> dict[str, Any]:
         "fsyncs": js.fsyncs, "fsync_p50_ms": p50, "fsync_p99_ms": p99,
         "slow_fsyncs": master.fsync_io.slow,
         "flush_interval_ms": master.config.flush_interval_ms,
+        "coordination": master.handlers.coord.status(),
         "keys": len(state.ns), "jobs": len(state.jobs.jobs),
         "workers": len(state.jobs.workers), **master.handlers.jobs.status(),
         "journal_failed": js.failed, "last_error": js.last_error,
