@@ -39,6 +39,7 @@ from mwcluster import errors
 from mwcluster.core import follower as fm
 from mwcluster.core.recent import RecentRequests
 from mwcluster.core.records import decode_payload
+from mwcluster.core.changes import ChangeLog
 from mwcluster.core.state import State
 from mwcluster.engine import load_snapshot
 from mwcluster.storage import snapshot as snapshots
@@ -75,6 +76,10 @@ class ReplicaExecutor:
         # the node's process; its tests and the simulation, in a shared process, say False
         self.freeze_loaded = freeze_loaded
         self.state = State()
+        # the replica's recent changes, as a master keeps them for watches: a promotion hands
+        # them to the master it becomes, so that watchers resume there without a Resync
+        self.changes: ChangeLog | None = None
+        self._track()
         # the requests behind the records this replica covers (from the snapshot it loaded,
         # then the records it applied): its checkpoints carry them to the master, and a
         # promotion to the master it becomes, so that a retry is answered, not applied again
@@ -85,6 +90,12 @@ class ReplicaExecutor:
         """A new base: a local snapshot loaded at start, or the master's."""
         self.state = state
         self.recent = recent
+        self._track()
+
+    def _track(self) -> None:
+        """Keep the changes of the replica from its state's txid on (a new log per base)."""
+        self.changes = ChangeLog(self.state.txid)
+        self.state.ns.changes = self.changes.events
 
     def feed(self, event: fm.Event) -> None:
         events = deque([event])
@@ -130,6 +141,7 @@ class ReplicaExecutor:
         if kind is fm.ResetEmpty:
             self.state = State()
             self.recent.clear()
+            self._track()
             return None
         if kind is fm.SetAsideSnapshots:
             return self.checkpoints.set_aside(ins)
@@ -145,14 +157,19 @@ class ReplicaExecutor:
         """Apply records (txid, epoch, payload) in order; the first that fails stops it."""
         state = self.state
         remember = self.recent.remember
-        for txid, _epoch, payload in records:
-            try:
-                rec, origin = decode_payload(payload)
-                result = state.apply(txid, rec)
-                if origin is not None:
-                    remember(origin, txid, result)
-            except Exception as exc:  # noqa: BLE001  any failure: the replica reloads
-                return fm.ApplyFailed(txid, f"{type(exc).__name__}: {exc}", self.clock())
+        note_epoch = self.changes.note_epoch
+        try:
+            for txid, epoch, payload in records:
+                note_epoch(txid, epoch)
+                try:
+                    rec, origin = decode_payload(payload)
+                    result = state.apply(txid, rec)
+                    if origin is not None:
+                        remember(origin, txid, result)
+                except Exception as exc:  # noqa: BLE001  any failure: the replica reloads
+                    return fm.ApplyFailed(txid, f"{type(exc).__name__}: {exc}", self.clock())
+        finally:
+            self.changes.settle()
         return None
 
     def _load_master_snapshot(self, reason: str) -> fm.Event:

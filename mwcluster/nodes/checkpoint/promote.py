@@ -195,6 +195,9 @@ def promote_node(node, decision: Promote) -> dict[str, Any]:
     durability = promoted_durability(cfg.promote_durability, report["old_master_durability"])
     master = Master(master_config(cfg, directory, durability), epoch=epoch)
     master.open()
+    # watchers resume on the new master from the txids they saw: the replica's changes
+    report["watch_changes_adopted"] = (master.engine.state.txid == node.state.txid and
+                                       master.engine.adopt_changes(node.replica.changes))
     # retries of requests the old master applied are answered, not applied again: the
     # master recovered the replica's table from the snapshot just written
     report["recent_requests_adopted"] = len(master.engine.recent_requests)
