@@ -13,8 +13,9 @@ nothing but its place in the log, and one that falls out of it is answered COMPA
 
 `deliver()` (the loop, after each drain and wake-up) matches the events that passed a level's
 horizon against the parked watches of that level by prefix (one dict lookup per distinct
-prefix length per event), and answers the matched ones; `tick(now)` answers the ones whose
-wait is over.
+prefix length per event), and answers each matched watch with its prefix's events gathered
+on the way (no second pass over the log, whose cost would grow with the number of watchers);
+`tick(now)` answers the ones whose wait is over.
 
 **Leases.** LEASE_GRANT logs a LeaseGrant (the lease's id is its txid) and LEASE_REVOKE a
 LeaseRevoke that deletes the lease's keys; a key is attached by a MULTI with an Attach.
@@ -260,27 +261,66 @@ class Coordination:
             if not group.by_prefix:
                 group.checked = horizon
                 continue
-            matched: dict[tuple[bytes, int], Parked] = {}
+            changes = self.changes
+            if changes.oldest_txid > group.checked + 1:
+                # the log moved past what was matched: each is answered from the log itself
+                # (COMPACTED for those whose txid it no longer holds)
+                out.extend(self._answer_each(group, level,
+                                             [w for by in group.by_prefix.values()
+                                              for w in by.values()]))
+                group.checked = horizon
+                continue
+            # each prefix's events up to the horizon, in order: a parked watch had none before
+            # its from_txid, so these are its answer unless over its limit
+            hits: dict[str, list[tuple]] = {}
             by_prefix, lengths = group.by_prefix, group.lengths
-            events = self.changes.events
+            events = changes.events
             i = bisect_right(events, group.checked, key=_txid_of)
             for event in events[i:]:
                 if event[0] > horizon:
                     break
                 key = event[1]
                 for n in lengths:
-                    hit = by_prefix.get(key[:n])
-                    if hit:
-                        matched.update(hit)
+                    prefix = key[:n]
+                    if prefix in by_prefix:
+                        found = hits.get(prefix)
+                        if found is None:
+                            hits[prefix] = [event]
+                        else:
+                            found.append(event)
             group.checked = horizon
-            for watch in matched.values():
-                answer = self._answer(watch.prefix, watch.from_txid, None, watch.limit,
-                                      level)[0]
-                if answer is not None:
+            if not hits:
+                continue
+            next_txid = horizon + 1
+            epoch = changes.epoch_after(next_txid)
+            over: list[Parked] = []
+            for prefix, found in hits.items():
+                wire = None
+                for watch in list(by_prefix[prefix].values()):
+                    if len(found) > watch.limit or found[0][0] < watch.from_txid:
+                        over.append(watch)      # cut at its limit, or parked meanwhile
+                        continue
+                    if wire is None:
+                        wire = _wire_events(found)
                     group.remove(watch)
                     self.parked -= 1
-                    out.append((watch.ident, encode_reply(watch.request_id, self.epoch,
-                                                          *answer)))
+                    self.counts["watch_answers"] += 1
+                    self.counts["watch_events"] += len(found)
+                    out.append((watch.ident, encode_reply(watch.request_id, self.epoch, 0,
+                                                          horizon, (next_txid, epoch, wire))))
+            out.extend(self._answer_each(group, level, over))
+        return out
+
+    def _answer_each(self, group: _Level, level: str,
+                     watches: list[Parked]) -> list[tuple[bytes, bytes]]:
+        """Answers from the log for those of `watches` it has events (or a refusal) for."""
+        out = []
+        for watch in watches:
+            answer = self._answer(watch.prefix, watch.from_txid, None, watch.limit, level)[0]
+            if answer is not None:
+                group.remove(watch)
+                self.parked -= 1
+                out.append((watch.ident, encode_reply(watch.request_id, self.epoch, *answer)))
         return out
 
     def tick(self, now: float) -> tuple[list[tuple[bytes, bytes]], int]:
