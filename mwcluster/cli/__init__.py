@@ -5,7 +5,7 @@ command group:
     jobs.py        job submit/list/status/wait/...  bench.py       bench
     master.py      master                           checkpoint.py  checkpoint
     worker.py      worker                           failover.py    promote
-    keys.py        keys new/list/reload
+    keys.py        keys new/list/reload             watch.py       watch
     offline.py     log dump/verify, snapshot inspect
     demo.py        demo, demo-crash                 common.py      what they share
 
@@ -36,12 +36,12 @@ def main(verbose: int) -> None:
 
 def _register() -> None:
     from mwcluster.cli import (bench, checkpoint, data, demo, failover, jobs, keys, master,
-                               offline, status, worker)
+                               offline, status, watch, worker)
 
     for command in (data.put, data.get, data.rm, data.ls, data.stat, status.status,
                     bench.bench, master.master, checkpoint.checkpoint, failover.promote,
                     worker.worker, jobs.job, offline.log, offline.snapshot, demo.demo,
-                    demo.demo_crash, keys.keys):
+                    demo.demo_crash, keys.keys, watch.watch):
         main.add_command(command)
 
 
