@@ -87,12 +87,13 @@ class _Participant:
         """Put this participant's key (a new lease and its keepalive); its create txid."""
         self.lease = self.client.grant_lease(self.ttl_s)
         self._keeper = self.client.keepalive(self.lease)
-        self.key = self.directory + uuid.uuid4().hex
+        key = self.directory + uuid.uuid4().hex
         try:
-            self.token = self.client.put(self.key, value, expected_version=0, lease=self.lease)
+            self.token = self.client.put(key, value, expected_version=0, lease=self.lease)
         except BaseException:
             self.leave()
             raise
+        self.key = key
         return self.token
 
     @property
@@ -118,17 +119,26 @@ class _Participant:
                 return True
 
     def leave(self) -> None:
-        """Revoke the lease (the master deletes the key) and stop its keepalive."""
-        keeper, lease = self._keeper, self.lease
+        """Revoke the lease (the master deletes the key) and stop its keepalive. A principal
+        limited to prefixes may not revoke: its key is deleted and the lease left to
+        expire."""
+        keeper, lease, key = self._keeper, self.lease, self.key
         self._keeper = self.lease = None
         self.key = self.token = None
         if keeper is not None:
             keeper.stop()
-        if lease is not None:
-            try:
-                self.client.revoke_lease(lease)
-            except errors.NotFound:
-                pass                    # expired already: the key is gone
+        if lease is None:
+            return
+        try:
+            self.client.revoke_lease(lease)
+        except errors.NotFound:
+            pass                        # expired already: the key is gone
+        except errors.Unauthorized:
+            if key is not None:
+                try:
+                    self.client.delete(key)
+                except errors.NoNode:
+                    pass
 
 
 class Lock:

@@ -6,15 +6,17 @@ which `Access.check` looks up in the current principals (replaced whole by `relo
 removed or rotated out is refused at its next request, whatever connection it came on. Nothing
 in a message can name its principal.
 
-    read     GET STAT CHILDREN LIST, the job reads, STANDBY_READ, STATUS PING
-    write    read + PUT MERGE DELETE MULTI, JOB_SUBMIT JOB_CANCEL JOB_DELETE, VOTE
+    read     GET STAT CHILDREN LIST RANGE WATCH, the job reads, STANDBY_READ, STATUS PING
+    write    read + PUT MERGE DELETE MULTI, JOB_SUBMIT JOB_CANCEL JOB_DELETE, the lease ops
+             (LEASE_GRANT LEASE_REVOKE LEASE_KEEPALIVE), VOTE
     worker   WORKER_* and TASK_* for its own worker id only (the principal's name, or the name
              followed by '-' and anything), VOTE, STATUS PING
     replica  FETCH SNAPSHOT_* CHECKPOINT_HELLO REPLICA_ACK and the log stream, STATUS PING
     admin    everything: PROMOTE, RELOAD_PRINCIPALS too
 
 A principal with `prefixes` may change only keys under one of them (every key of a MULTI) and
-may not submit, cancel or delete jobs: its writes are limited. Reads are not scoped. A worker
+may not submit, cancel or delete jobs, nor revoke a lease (a revoke deletes the lease's keys,
+wherever they are): its writes are limited. Reads (watches too) are not scoped. A worker
 id claimed by a longer worker principal's name (`web-2-7` for `web-2`) is not `web`'s.
 
 Retries are answered per principal: on a secured server a request's client id is bound to
@@ -124,6 +126,11 @@ class Access:
             return None
         if grant.prefixes and op in KEY_WRITES:
             return _outside_prefixes(grant, op, args)
+        if grant.prefixes and op == Op.LEASE_REVOKE:
+            return (f"principal {grant.name!r} may not LEASE_REVOKE: its writes are limited "
+                    f"to keys under {', '.join(grant.prefixes)}, and a revoke deletes the "
+                    "lease's keys wherever they are; delete its keys instead (the lease then "
+                    "expires); nothing was applied")
         if op in WORKER_OPS:
             return _other_worker(grant, op, args, self.worker_names)
         return None

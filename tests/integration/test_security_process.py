@@ -27,6 +27,7 @@ from mwcluster.security.curve import Credentials
 from mwcluster.security.keys import new_keys, read_public, read_secret
 from mwcluster.testing import MasterProcess, wait_for
 from mwcluster.testing.checkpoint import CheckpointProcess
+from mwcluster.recipes import Lock
 from mwcluster.testing.keys import ClusterKeys
 from mwcluster.wire.protocol import TOPIC_LOG, Op
 
@@ -457,3 +458,23 @@ def test_a_nested_value_in_a_refused_request_does_not_stop_the_master(cluster):
             reply = decode_reply(d.sock.recv())
             assert reply.status == 27 and "could not be checked" not in reply.result[1]
             assert d.call(Op.PING).status == 0
+
+
+def test_watches_need_read_and_a_prefix_limited_writer_can_hold_a_lock_in_its_prefix(cluster):
+    keys, master, _node, _base = cluster
+    with client(master, keys.credentials("etl")) as etl, \
+            client(master, keys.credentials("reader")) as reader:
+        watch = reader.watch("/teams/etl/locks/", wait_s=0)
+        lock = Lock(etl, "nightly", prefix="/teams/etl/locks/", ttl_s=5)
+        assert lock.acquire(timeout=30)
+        with pytest.raises(Unauthorized, match="may not LEASE_REVOKE"):
+            etl.revoke_lease(lock._me.lease)
+        key = lock.key
+        lock.release()               # no revoke for it: its key is deleted instead
+        assert etl.get(key) is None
+        events = []
+        while len(events) < 2:
+            events.extend(watch.poll())
+        assert [(e.type, e.key) for e in events] == [("put", key), ("delete", key)]
+        with pytest.raises(Unauthorized, match="limited to keys under /teams/etl/"):
+            Lock(etl, "elsewhere", ttl_s=5).acquire(timeout=30)

@@ -11,6 +11,7 @@ named for it, and `mwcluster.errors`:
     worker    the handler API a task author imports: nothing else
     security  wire + core: keys, principals, the access table, CURVE on sockets
     client    wire + core + security: the client and its helpers, no engine, no node
+    recipes   the client only: locks, elections and barriers are what any client can build
     nodes     where sockets and threads meet the machines: everything above, the client too
               (a worker, a standby and a starting master are clients of a master); the
               master's node imports no other role, the worker's none either, the checkpoint
@@ -49,6 +50,7 @@ LAYER_RULES = {
     "mwcluster.security": ("mwcluster.security", "mwcluster.core", "mwcluster.wire"),
     "mwcluster.client": ("mwcluster.client", "mwcluster.core", "mwcluster.wire",
                          "mwcluster.security"),
+    "mwcluster.recipes": ("mwcluster.recipes", "mwcluster.client"),
     "mwcluster.nodes.master": (*_LOW, "mwcluster.nodes.master", "mwcluster.nodes.metrics",
                                "mwcluster.nodes.status_endpoint"),
     "mwcluster.nodes.worker": (*_LOW, "mwcluster.nodes.worker", "mwcluster.nodes.metrics",
@@ -58,11 +60,12 @@ LAYER_RULES = {
     "mwcluster.nodes.metrics": (),
     "mwcluster.nodes.status_endpoint": ("mwcluster.wire", "mwcluster.core",
                                         "mwcluster.security"),
-    "mwcluster.cli": (*_LOW, "mwcluster.nodes", "mwcluster.cli", "mwcluster.demo"),
+    "mwcluster.cli": (*_LOW, "mwcluster.nodes", "mwcluster.cli", "mwcluster.demo",
+                      "mwcluster.recipes"),
     "mwcluster.demo": ("mwcluster.demo", "mwcluster.testing", "mwcluster.client",
                        "mwcluster.security",
                        "mwcluster.worker", "mwcluster.engine", "mwcluster.core"),
-    "mwcluster.testing": (*_LOW, "mwcluster.nodes", "mwcluster.testing"),
+    "mwcluster.testing": (*_LOW, "mwcluster.nodes", "mwcluster.testing", "mwcluster.recipes"),
 }
 
 # Standard or third-party modules that would bring I/O, time or chance into the pure core.

@@ -88,6 +88,12 @@ def test_prefixes_limit_writes_to_their_keys_and_forbid_job_changes():
     assert access.check(user, Op.PUT, [42, b"", None]) is not None
     assert "jobs are not keys" in access.check(user, Op.JOB_SUBMIT, [None, "n", "h", 0, 1, []])
     assert access.check(user, Op.GET, ["/anything"]) is None      # reads are not scoped
+    assert access.check(user, Op.WATCH, ["/", 1, None, 10, 0]) is None
+    # a lease is granted and kept alive, but a revoke could delete keys outside the prefixes
+    assert access.check(user, Op.LEASE_GRANT, [5000]) is None
+    assert access.check(user, Op.LEASE_KEEPALIVE, [7]) is None
+    why = access.check(user, Op.LEASE_REVOKE, [7])
+    assert "LEASE_REVOKE" in why and "/teams/etl/" in why and "delete its keys" in why
 
 
 def test_a_worker_acts_only_as_its_own_worker_id():
