@@ -196,6 +196,7 @@ def test_metrics_endpoint_exposes_the_figures(tmp_path):
         assert m.metrics_port == port
         for i in range(10):
             d.call(Op.PUT, [f"/m/{i}", pack(i), None], durability=2)
+        d.call(Op.LEASE_GRANT, [60_000], durability=2)
         d.call(Op.GET, ["/m/1"])
         d.call(Op.GET, [1])
         deadline = time.monotonic() + 10
@@ -210,8 +211,10 @@ def test_metrics_endpoint_exposes_the_figures(tmp_path):
                        'mwcluster_errors_total{code="bad_request"} 1.0',
                        "mwcluster_fsync_seconds_bucket", "mwcluster_slow_fsyncs_total",
                        'mwcluster_request_latency_seconds_count{op="put"} 10.0',
-                       "mwcluster_sync_wait_seconds_count 10.0", "mwcluster_epoch 1.0",
-                       "mwcluster_durable_txid 10.0", "mwcluster_loss_window_seconds"):
+                       "mwcluster_sync_wait_seconds_count 11.0", "mwcluster_epoch 1.0",
+                       "mwcluster_durable_txid 11.0", "mwcluster_loss_window_seconds",
+                       "mwcluster_leases 1.0", "mwcluster_lease_grants_total 1.0",
+                       "mwcluster_lease_expiries_total 0.0", "mwcluster_watches_waiting 0.0"):
             assert needle in text, needle
 
 

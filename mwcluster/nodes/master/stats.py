@@ -179,6 +179,20 @@ _GAUGES = (  # status key -> (metric name, help)
     ("journal_failed", "mwcluster_journal_failed", "1 while the journal refuses writes"),
     ("parked_sync_replies", "mwcluster_parked_sync_replies", "sync replies waiting for fsync"),
 )
+_COORDINATION_GAUGES = (  # the status's "coordination" map (coordination.py)
+    ("leases", "mwcluster_leases", "leases held now"),
+    ("leased_keys", "mwcluster_leased_keys", "keys attached to a lease"),
+    ("watches_waiting", "mwcluster_watches_waiting", "watches parked at the master"),
+)
+_COORDINATION_COUNTERS = (
+    ("lease_grants", "mwcluster_lease_grants", "leases granted since the start"),
+    ("lease_keepalives", "mwcluster_lease_keepalives", "keepalives answered"),
+    ("lease_revokes", "mwcluster_lease_revokes", "leases revoked by a client"),
+    ("lease_expiries", "mwcluster_lease_expiries", "leases this master expired"),
+    ("watch_answers", "mwcluster_watch_answers", "WATCH replies sent"),
+    ("watch_events", "mwcluster_watch_events", "events sent in WATCH replies"),
+    ("watch_compacted", "mwcluster_watch_compacted", "WATCH requests answered compacted"),
+)
 
 
 class MasterCollector:
@@ -224,6 +238,11 @@ class MasterCollector:
         for code, n in sorted(snap["errors_by_code"].items()):
             errors.add_metric([self.code_names.get(code, str(code))], n)
         yield errors
+        coordination = status.get("coordination") or {}
+        for key, name, doc in _COORDINATION_GAUGES:
+            yield GaugeMetricFamily(name, doc, value=float(coordination.get(key, 0)))
+        for key, name, doc in _COORDINATION_COUNTERS:
+            yield CounterMetricFamily(name, doc, value=coordination.get(key, 0))
         yield CounterMetricFamily("mwcluster_dropped_messages",
                                   "messages dropped without a reply", value=snap["dropped"])
         yield CounterMetricFamily("mwcluster_retried_requests",
