@@ -33,7 +33,6 @@ import argparse
 import multiprocessing as mp
 import queue
 import sys
-import tempfile
 import time
 from array import array
 from pathlib import Path
@@ -41,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (command_line, parse_run_options, percentile,  # noqa: E402
-                               record_run)
+                               run_tables_record)
 from mwcluster import Client  # noqa: E402
 from mwcluster.testing import MasterProcess, wait_for  # noqa: E402
 
@@ -398,12 +397,7 @@ def main() -> None:
                                   "keepalive_seconds": 1.0, "max_seconds": 10.0})
     if any(n < 1 for n in args.watchers):
         ap.error("--watchers: counts of at least 1 (the 0-watcher baseline always runs)")
-    with tempfile.TemporaryDirectory(prefix="bench-watch-") as tmp:
-        result = run_all(args, Path(tmp))
-    lines = tables(result, args)
-    print("\n".join(lines))
-    if args.record:
-        record_run(args, SECTION, command(args), lines)
+    run_tables_record(args, "bench-watch-", run_all, tables, SECTION, command)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import cProfile
 import os
 import pstats
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_master import CpuMeter, one  # noqa: E402
 from benchmarks.bench_pipeline import run_mode  # noqa: E402
-from benchmarks.common import command_line, parse_run_options, record_run  # noqa: E402
+from benchmarks.common import command_line, parse_run_options, run_tables_record  # noqa: E402
 from benchmarks.peers import FloorServer, RedisPeer, process_cpu_s  # noqa: E402
 from mwcluster.client.bench import BenchConfig, run  # noqa: E402
 from mwcluster.testing import MasterProcess  # noqa: E402
@@ -284,12 +283,7 @@ def main() -> None:
                                   "redis_ops": 20_000, "intervals": [0.0, 2.0],
                                   "max_seconds": 20.0, "profile": True,
                                   "profile_ops": 2_000})
-    with tempfile.TemporaryDirectory(prefix="bench-write-path-") as tmp:
-        rounds = run_all(args, Path(tmp))
-    lines = tables(rounds, args)
-    print("\n".join(lines))
-    if args.record:
-        record_run(args, SECTION, command(args), lines)
+    run_tables_record(args, "bench-write-path-", run_all, tables, SECTION, command)
 
 
 if __name__ == "__main__":

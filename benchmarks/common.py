@@ -107,6 +107,19 @@ def record_run(args, section: str, command: str, lines: list[str]) -> None:
     print(f"recorded in {RESULTS}")
 
 
+def run_tables_record(args, prefix: str, run_all, tables, section: str, command) -> None:
+    """`run_all(args, directory)` in a temporary directory, print `tables(result, args)`,
+    and with --record record them as a fresh run of `section` with `command(args)`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        result = run_all(args, Path(tmp))
+    lines = tables(result, args)
+    print("\n".join(lines))
+    if args.record:
+        record_run(args, section, command(args), lines)
+
+
 def measured(prefix: str, run, args, tables):
     """`run(args, directory)` in a temporary directory, then print `tables(result)` (lines)
     and a sentence on the load average before and after and the time the whole run took;
