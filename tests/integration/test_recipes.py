@@ -2,8 +2,9 @@
 (recipe_party.py) so that a holder can be killed -9 or stopped: another takes over once the
 dead holder's lease expires, the order of holders is the order they queued in, no two hold
 at once (checked on the master's own history: a watch of the lock's keys from txid 1 and
-the keys each holder wrote only while holding), and a stale holder's fenced write is
-refused."""
+the keys each holder wrote only while holding), a stale holder's fenced write is refused,
+and a lock and an election carry over a kill -9 and restart of the master and a promotion of
+the standby."""
 
 from __future__ import annotations
 
@@ -240,3 +241,58 @@ def test_a_barrier_lets_everyone_through_once_all_parties_are_alive_and_there(ma
             barrier.leave()
             barrier._me.client.close()
     assert sorted(results.values()) == [0, 1, 2]
+
+
+def test_a_held_lock_and_its_waiter_carry_over_a_kill_9_and_restart_of_the_master(tmp_path):
+    with MasterProcess(tmp_path / "data", durability="sync") as master:
+        endpoint = master.client_endpoint
+        # the holder's keepalive must reach the restarted master within the TTL: a request
+        # to the dead one is resent after a client timeout
+        with Client(endpoint, timeout_s=1.0) as c, Client(endpoint, timeout_s=1.0) as w:
+            holder = Lock(c, "R", ttl_s=4.0)
+            assert holder.acquire(timeout=30)
+            waiter = Lock(w, "R", ttl_s=4.0)
+            got = []
+            thread = threading.Thread(target=lambda: got.append(waiter.acquire(timeout=120)))
+            thread.start()
+            wait_for(lambda: len(c.range("/locks/R/").entries) == 2, 30, "the waiter queued")
+            master.kill()
+            master.restart(extra_args=("--client-endpoint", endpoint))
+            # the holder's lease has a whole TTL from the restart, and its keepalives follow:
+            # it still holds once several TTLs passed, and its fenced write is taken
+            wait_for(lambda: c.status()["coordination"]["lease_keepalives"] >= 6, 60,
+                     "keepalives to the restarted master (several TTLs' worth)")
+            assert holder.is_held() and not got
+            holder.multi([c.op_put("/after-restart", holder.token)])
+            assert c.status()["coordination"]["lease_expiries"] == 0
+            holder.release()
+            thread.join(60)
+            assert got == [True] and waiter.token > c.get("/after-restart")
+            waiter.release()
+
+
+def test_an_election_carries_over_a_promotion_of_the_standby(tmp_path):
+    from mwcluster.testing.failover import StandbyProcess
+
+    with MasterProcess(tmp_path / "m", durability="sync") as master, \
+            StandbyProcess(tmp_path / "c", master) as standby:
+        endpoints = [master.client_endpoint, standby.promote_client_endpoint]
+        # a keepalive must reach the new master within the TTL: a request to the killed
+        # master takes a client timeout before the next endpoint is tried
+        with Client(endpoints, timeout_s=1.0) as c, Client(endpoints, timeout_s=1.0) as o:
+            leader = Election(c, "P", ttl_s=4.0)
+            assert leader.campaign("old-master-era", timeout=30)
+            observer = Election(o, "P").observe(timeout=120)
+            assert next(observer).value == "old-master-era"
+            txid = c.status()["txid"]
+            wait_for(lambda: standby.status()["replica_txid"] >= txid, 30,
+                     "the standby to have the campaign")
+            standby.promote()
+            master.kill()
+            # the leader keeps leading on the new master (a whole TTL, then keepalives)
+            wait_for(lambda: c.status()["coordination"]["lease_keepalives"] >= 6, 60,
+                     "keepalives to the promoted master")
+            assert leader.is_leader() and Election(c, "P").leader().token == leader.token
+            leader.resign()
+            assert next(observer) is None             # seen through the promoted master
+        assert standby.terminate() == 0
