@@ -1,6 +1,7 @@
 """`mwcluster watch` against a real master: the history from a txid as text and as JSON
 (a record's events, deletes, and a job's record events under @job/), and a live watch that
-prints the write made while it waits and exits after --count."""
+prints the write made while it waits and exits after --count, and one that goes on across
+a kill -9 and restart of the master, printing each event once."""
 
 from __future__ import annotations
 
@@ -58,3 +59,29 @@ def test_a_live_watch_prints_the_write_it_waited_for_and_exits_after_count(tmp_p
         bad = run_command([*CLI, "watch", "/x/", "--from-txid", "0", "--master",
                            master.client_endpoint], 60)
         assert bad.returncode == 2 and "--from-txid" in bad.stderr
+
+
+def test_the_command_goes_on_across_a_kill_9_and_restart_of_the_master(tmp_path):
+    # sync: the first put is durable before the command starts, so the command's first WATCH
+    # is answered at once and the one that waits is its second
+    with MasterProcess(tmp_path / "data", durability="sync") as master:
+        endpoint = master.client_endpoint
+        with Client(endpoint, timeout_s=2.0) as c:
+            first = c.put("/k9/a", 1)
+            proc = subprocess.Popen([*CLI, "watch", "/k9/", "--from-txid", "1", "--count", "2",
+                                     "--timeout", "2", "--master", endpoint],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                # it was answered (the first event) and waits again, then the master dies
+                wait_for(lambda: c.status()["coordination"]["watches_waiting"] == 1, 60,
+                         "the command's watch to wait after its first answer")
+                master.kill()
+                master.restart(extra_args=("--client-endpoint", endpoint))
+                second = c.put("/k9/b", 2)
+                out, err = proc.communicate(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(30)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == [f"{first} put /k9/a 1 v1", f"{second} put /k9/b 2 v1"]
