@@ -324,7 +324,7 @@ class Barrier:
                 if len(arrived) >= self.parties:
                     try:
                         client.put(self.ready_key, len(arrived), expected_version=0)
-                    except errors.BadVersion:
+                    except errors.NodeExists:
                         pass            # another one wrote it first
                     return index
                 if not self._wait_change(txid + 1, deadline):
