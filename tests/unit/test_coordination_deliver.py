@@ -19,7 +19,9 @@ from mwcluster.nodes.master.stats import MasterStats
 from mwcluster.wire.protocol import EVENT_DELETE, ErrorCode, Op, Request, decode_reply
 
 APPLIED = int(Durability.ASYNC) | FAST       # answered at what is applied: no journal wait
-PREFIXES = ["/p/", "/p/1/", "/p/10/", "/p/2/", "/q/", "/p/1/x/"]
+# nested and sibling prefixes, and exact keys ("/p/1/a" is also a key written below) that are
+# shorter than other watched prefixes
+PREFIXES = ["/p/", "/p/1/", "/p/10/", "/p/2/", "/q/", "/p/1/x/", "/q/a", "/p/1/xyz/long/"]
 
 
 @pytest.fixture
@@ -139,3 +141,21 @@ def test_a_watcher_parked_behind_the_logs_trim_is_answered_compacted(tmp_path):
         assert reply.result[0] == "compacted" and reply.result[2] > w.next_txid
     finally:
         engine.close()
+
+
+def test_a_replicated_watch_below_the_masters_txid_gets_each_event_once_the_standby_acks(
+        engine):
+    """A restarted master's replicated horizon starts at 0, below its txid: a watch parked
+    there is answered from its own txid when the standby's ack comes, skipping nothing."""
+    txids = [engine.submit(r.Put(f"/r/{i}", encode(i)))[0] for i in range(5)]
+    acked = [0]
+    coord = Coordination(engine, MasterStats(), 0, 0.0, replica_txid=lambda: acked[0])
+    req = Request(b"c", 1, int(Op.WATCH), int(Durability.REPLICATED),
+                  ["/r/", 1, None, 100, 60_000])
+    assert coord.watch(b"w", req, 0.0) is None and coord.parked == 1
+    assert coord.deliver() == []
+    acked[0] = txids[-1]
+    frames = coord.deliver()
+    assert len(frames) == 1
+    reply = decode_reply(frames[0][1])
+    assert [e[0] for e in reply.result[2]] == txids and reply.result[0] == txids[-1] + 1

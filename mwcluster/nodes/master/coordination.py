@@ -99,12 +99,12 @@ class Coordination:
         self.epoch = epoch
         self.max_watches = max_watches
         self._replica_txid = replica_txid
-        state = engine.state
         # every lease recovered gets a whole TTL from now (etcd's choice at a leader change)
         self.deadlines: dict[int, float] = {}
         self.started(now)
-        self._levels = {level: _Level(state.txid) for level in ("applied", "durable",
-                                                               "replicated")}
+        # each level's events are matched from its own horizon on (a restarted master's
+        # replicated horizon starts below its txid): 0 until the first deliver() or park
+        self._levels = {level: _Level(0) for level in ("applied", "durable", "replicated")}
         self.parked = 0
         self.counts = {"watch_answers": 0, "watch_events": 0, "watch_compacted": 0,
                        "watch_refused": 0, "lease_grants": 0, "lease_keepalives": 0,
@@ -214,7 +214,7 @@ class Coordination:
                            "retry later, or raise max_watches")
         group = self._levels[level]
         if not group.by_prefix:         # matched from here on: this one looked up to horizon
-            group.checked = max(group.checked, horizon)
+            group.checked = horizon
         group.add(Parked(ident, req[1], prefix, max(from_txid, horizon + 1),
                                        limit, now + min(wait_ms, MAX_WAIT_MS) / 1000))
         self.parked += 1
@@ -281,6 +281,8 @@ class Coordination:
                     break
                 key = event[1]
                 for n in lengths:
+                    if n > len(key):
+                        continue            # key[:n] would be the key again: matched once
                     prefix = key[:n]
                     if prefix in by_prefix:
                         found = hits.get(prefix)
