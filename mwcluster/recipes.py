@@ -59,6 +59,14 @@ def _members(client, directory: str) -> tuple[int, list[tuple[Entry, int]]]:
     return first, out
 
 
+def _directory(prefix: str, name: str) -> str:
+    """The recipe's directory; a "/" in `name` would put one recipe's keys inside another's
+    (RANGE reads by string prefix), so it is refused."""
+    if not name or "/" in name:
+        raise ValueError(f"a recipe's name is a non-empty string without '/', not {name!r}")
+    return f"{prefix}{name}"
+
+
 def _poll(watch, deadline: float | None):
     """One WATCH of at most _POLL_S (less near `deadline`): a list of events or a Resync;
     None once the deadline has passed."""
@@ -73,8 +81,7 @@ class _Participant:
     """One leased key of this process under `directory` (the part the recipes share)."""
 
     def __init__(self, client, directory: str, ttl_s: float) -> None:
-        if not directory.endswith("/"):
-            directory += "/"
+        directory += "/"
         self.client = client
         self.directory = directory
         self.ttl_s = ttl_s
@@ -85,11 +92,13 @@ class _Participant:
 
     def join(self, value: Any) -> int:
         """Put this participant's key (a new lease and its keepalive); its create txid."""
-        self.lease = self.client.grant_lease(self.ttl_s)
+        # fsynced (sync), so that a token is never handed out twice across a master's crash
+        self.lease = self.client.grant_lease(self.ttl_s, durability="sync")
         self._keeper = self.client.keepalive(self.lease)
         key = self.directory + uuid.uuid4().hex
         try:
-            self.token = self.client.put(key, value, expected_version=0, lease=self.lease)
+            self.token = self.client.put(key, value, expected_version=0, lease=self.lease,
+                                         durability="sync")
         except BaseException:
             self.leave()
             raise
@@ -151,7 +160,7 @@ class Lock:
 
     def __init__(self, client, name: str, *, ttl_s: float = 10.0, prefix: str = "/locks/",
                  value: Any = None) -> None:
-        self._me = _Participant(client, f"{prefix}{name}", ttl_s)
+        self._me = _Participant(client, _directory(prefix, name), ttl_s)
         self.value = value
         self._held = False
 
@@ -224,13 +233,15 @@ class Election:
     def __init__(self, client, name: str, *, ttl_s: float = 10.0,
                  prefix: str = "/elections/") -> None:
         self.client = client
-        self.directory = f"{prefix}{name}/"
+        self.directory = _directory(prefix, name) + "/"
         self.ttl_s = ttl_s
         self._lock: Lock | None = None
         self._prefix, self._name = prefix, name
 
     def campaign(self, value: Any, timeout: float | None = None) -> bool:
         """Stand with `value` and wait to lead; True when leading, False at the timeout."""
+        if self._lock is not None:
+            raise RuntimeError("this Election leads already; resign() first")
         lock = Lock(self.client, self._name, ttl_s=self.ttl_s, prefix=self._prefix,
                     value=value)
         if not lock.acquire(timeout):
@@ -304,7 +315,7 @@ class Barrier:
                  prefix: str = "/barriers/") -> None:
         if parties < 1:
             raise ValueError(f"a barrier needs at least 1 party, not {parties}")
-        self._me = _Participant(client, f"{prefix}{name}", ttl_s)
+        self._me = _Participant(client, _directory(prefix, name), ttl_s)
         self.parties = parties
         self.ready_key = self._me.directory + "ready"
 
