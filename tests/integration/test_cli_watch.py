@@ -8,12 +8,29 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import contextmanager
 
 from mwcluster import Client
 from mwcluster.testing import MasterProcess, wait_for
 from mwcluster.testing.cluster import run_command
 
 CLI = [sys.executable, "-m", "mwcluster.cli"]
+
+
+@contextmanager
+def waiting_watch(client: Client, *args: str):
+    """`mwcluster watch ARGS` started, once its watch waits at the master; killed at the end
+    if it is still running."""
+    proc = subprocess.Popen([*CLI, "watch", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: client.status()["coordination"]["watches_waiting"] == 1, 60,
+                 "the command's watch to wait at the master")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
 
 
 def test_history_from_a_txid_as_text_and_as_json(tmp_path):
@@ -42,18 +59,10 @@ def test_history_from_a_txid_as_text_and_as_json(tmp_path):
 def test_a_live_watch_prints_the_write_it_waited_for_and_exits_after_count(tmp_path):
     with MasterProcess(tmp_path / "data") as master, \
             Client(master.client_endpoint, timeout_s=5.0) as c:
-        proc = subprocess.Popen([*CLI, "watch", "/live/", "--count", "1", "--master",
-                                 master.client_endpoint], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            wait_for(lambda: c.status()["coordination"]["watches_waiting"] == 1, 60,
-                     "the command's watch to wait at the master")
+        with waiting_watch(c, "/live/", "--count", "1", "--master",
+                           master.client_endpoint) as proc:
             txid = c.put("/live/k", 7)
             out, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(30)
         assert proc.returncode == 0, err
         assert out.splitlines() == [f"{txid} put /live/k 7 v1"]
         bad = run_command([*CLI, "watch", "/x/", "--from-txid", "0", "--master",
@@ -68,20 +77,13 @@ def test_the_command_goes_on_across_a_kill_9_and_restart_of_the_master(tmp_path)
         endpoint = master.client_endpoint
         with Client(endpoint, timeout_s=2.0) as c:
             first = c.put("/k9/a", 1)
-            proc = subprocess.Popen([*CLI, "watch", "/k9/", "--from-txid", "1", "--count", "2",
-                                     "--timeout", "2", "--master", endpoint],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            try:
-                # it was answered (the first event) and waits again, then the master dies
-                wait_for(lambda: c.status()["coordination"]["watches_waiting"] == 1, 60,
-                         "the command's watch to wait after its first answer")
+            # the first WATCH was answered (the first event); the one that waits is the
+            # second, then the master dies
+            with waiting_watch(c, "/k9/", "--from-txid", "1", "--count", "2", "--timeout", "2",
+                               "--master", endpoint) as proc:
                 master.kill()
                 master.restart(extra_args=("--client-endpoint", endpoint))
                 second = c.put("/k9/b", 2)
                 out, err = proc.communicate(timeout=60)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(30)
     assert proc.returncode == 0, err
     assert out.splitlines() == [f"{first} put /k9/a 1 v1", f"{second} put /k9/b 2 v1"]
