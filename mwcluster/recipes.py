@@ -17,6 +17,7 @@ in the same MULTI): a holder that was paused past its TTL and lost the lock is r
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any, Iterator, NamedTuple
@@ -26,6 +27,7 @@ from mwcluster.client.calls import Entry, op_check
 
 __all__ = ["Barrier", "Election", "Leader", "Lock", "LockLost"]
 
+log = logging.getLogger(__name__)
 PAGE = 1000
 _POLL_S = 2.0          # the longest one WATCH waits before the recipe looks at its deadline
 
@@ -74,7 +76,7 @@ def _poll(watch, deadline: float | None):
     if wait <= 0:
         return None
     watch.wait_ms = max(1, int(1000 * wait))
-    return watch.poll()
+    return watch.poll(deadline)
 
 
 class _Participant:
@@ -142,6 +144,10 @@ class _Participant:
             self.client.revoke_lease(lease)
         except errors.NotFound:
             pass                        # expired already: the key is gone
+        except errors.RequestTimeout:
+            # no master answers: with no keepalives the lease (and the key) expires within
+            # its TTL of a master serving again
+            log.info("%s: the master did not answer the revoke; the lease will expire", key)
         except errors.Unauthorized:
             if key is not None:
                 try:

@@ -51,7 +51,7 @@ def watch(prefix: str, from_txid: int | None, as_json: bool, count: int | None,
                     if left <= 0:
                         break
                     stream.wait_ms = max(1, int(1000 * min(left, timeout_s / 2)))
-                batch = stream.poll()
+                batch = stream.poll(deadline)
                 if isinstance(batch, Resync):
                     click.echo(_resync_line(batch, as_json))
                     continue

@@ -249,7 +249,7 @@ class Client(Calls):
         """Keep `lease` alive from a background thread (about every ttl/3) until its
         stop() or this client's close()."""
         keeper = KeepAlive(self.clone, lease, interval_s, on_lost)
-        self._keepalives.append(keeper)
+        self._keepalives = [k for k in self._keepalives if k.running()] + [keeper]
         return keeper
 
     def iter_keys(self, prefix: str, page: int = 1000):

@@ -88,6 +88,7 @@ class Watch:
         self._skip: dict[str, int] = {}   # after a Resync: key -> txid its entry reflects
         self._skip_until = 0
         self.resyncs = 0
+        self._pause = threading.Event()   # never set: a wait that is only a backoff
 
     def _now(self) -> int:
         """The txid a read is served at now (the watch starts after it)."""
@@ -101,9 +102,12 @@ class Watch:
             else:
                 yield from batch
 
-    def poll(self) -> list[WatchEvent] | Resync:
-        """One WATCH: the events it brought (possibly none, after its wait), or a Resync."""
+    def poll(self, deadline: float | None = None) -> list[WatchEvent] | Resync:
+        """One WATCH: the events it brought (possibly none, after its wait), or a Resync.
+        While the master is away it asks again, until give_up_s, or until `deadline` (a
+        time.monotonic() value) has passed: then it returns no events."""
         started = time.monotonic()
+        refusals = 0
         while True:
             try:
                 next_txid, epoch, events = self.client._run(
@@ -115,10 +119,17 @@ class Watch:
                 return self._resync(str(exc))
             except (errors.RequestTimeout, errors.JournalUnavailable) as exc:
                 # the master is away (restarting, failing over) or holds too many watches:
-                # the same request again, until give_up_s
-                if self.give_up_s is not None and time.monotonic() - started > self.give_up_s:
+                # the same request again, until give_up_s or the deadline
+                now = time.monotonic()
+                if self.give_up_s is not None and now - started > self.give_up_s:
                     raise
+                if deadline is not None and now >= deadline:
+                    return []
                 log.info("watch of %r: %s; asking again", self.prefix, exc)
+                if isinstance(exc, errors.JournalUnavailable):
+                    # refused at once (max_watches): back off rather than ask in a loop
+                    refusals += 1
+                    self._pause.wait(min(1.0, 0.01 * 2 ** min(refusals, 7)))
                 continue
             self.next_txid, self.epoch = next_txid, epoch
             if self._skip:
@@ -186,9 +197,19 @@ class KeepAlive:
                     return
                 except errors.MwclusterError as exc:   # away: the next round tries again
                     log.info("keepalive of lease %d: %s", self.lease.id, exc)
+                except Exception as exc:  # noqa: BLE001  a bug: say the lease may be lost
+                    log.exception("keepalive of lease %d stopped", self.lease.id)
+                    self.error = exc
+                    self.lost.set()
+                    if self.on_lost is not None:
+                        self.on_lost(exc)
+                    return
                 self._stop.wait(self.interval_s)
         finally:
             self._client.close()
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self) -> None:
         self._stop.set()

@@ -296,3 +296,21 @@ def test_an_election_carries_over_a_promotion_of_the_standby(tmp_path):
             leader.resign()
             assert next(observer) is None             # seen through the promoted master
         assert standby.terminate() == 0
+
+
+def test_a_waiters_timeout_ends_while_no_master_answers(tmp_path):
+    with MasterProcess(tmp_path / "data") as master:
+        endpoint = master.client_endpoint
+        with Client(endpoint, timeout_s=1.0) as c, Client(endpoint, timeout_s=1.0) as w:
+            holder = Lock(c, "D", ttl_s=TTL_S)
+            assert holder.acquire(timeout=30)
+            waiter = Lock(w, "D", ttl_s=TTL_S)
+            result = []
+            thread = threading.Thread(target=lambda: result.append(waiter.acquire(timeout=3)))
+            thread.start()
+            # queued and watching the holder's key (its put answered), then the master dies
+            wait_for(lambda: c.status()["coordination"]["watches_waiting"] == 1, 30,
+                     "the waiter to watch the holder's key")
+            master.kill()
+            thread.join(60)
+            assert not thread.is_alive() and result == [False]
