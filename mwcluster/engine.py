@@ -253,11 +253,11 @@ class Engine:
             if self._tail_bytes > self._tail_limit:
                 self._trim_tail()
 
-    def adopt_changes(self, changes: ChangeLog) -> bool:
-        """Serve watches from `changes`, a replica's change log of this very state (a
-        promoted standby's): True when taken, False when it does not cover this state."""
-        if self.changes is None or (changes.events and changes.events[-1][0] >
-                                    self.state.txid) or changes.oldest_txid > self.state.txid + 1:
+    def adopt_changes(self, changes: ChangeLog, through_txid: int) -> bool:
+        """Serve watches from `changes`, a replica's change log up to `through_txid` (a
+        promoted standby's): True when taken, False when it is not the log of this state."""
+        if (self.changes is None or through_txid != self.state.txid
+                or changes.oldest_txid > through_txid + 1):
             return False
         changes.max_events, changes.max_bytes = self.changes.max_events, self.changes.max_bytes
         changes.note_epoch(self.state.txid + 1, self.epoch)

@@ -112,10 +112,11 @@ class _Participant:
         """True once the keepalive learned that the lease is gone (so is the key)."""
         return self._keeper is not None and self._keeper.lost.is_set()
 
-    def wait_gone(self, key: str, from_txid: int, deadline: float | None) -> bool:
-        """Wait until `key` is deleted (events from `from_txid` on); False at the deadline.
-        Raises LockLost when this participant's own lease ends meanwhile."""
-        watch = self.client.watch(key, from_txid=from_txid)
+    def wait_until(self, prefix: str, from_txid: int, deadline: float | None,
+                   done) -> bool:
+        """Watch `prefix` from `from_txid` until `done(batch)` (a list of events, or a
+        Resync); False at the deadline. LockLost when this participant's lease ends."""
+        watch = self.client.watch(prefix, from_txid=from_txid)
         while True:
             if self.lost:
                 raise LockLost(f"{self.key}: the lease ended while waiting "
@@ -123,11 +124,14 @@ class _Participant:
             batch = _poll(watch, deadline)
             if batch is None:
                 return False
-            if isinstance(batch, list):
-                if any(e.key == key and e.type == "delete" for e in batch):
-                    return True
-            elif key not in batch.entries:       # a Resync: gone by its read
+            if done(batch):
                 return True
+
+    def wait_gone(self, key: str, from_txid: int, deadline: float | None) -> bool:
+        """Wait until `key` is deleted (a Resync without it counts); False at the deadline."""
+        return self.wait_until(key, from_txid, deadline, lambda batch: (
+            any(e.key == key and e.type == "delete" for e in batch)
+            if isinstance(batch, list) else key not in batch.entries))
 
     def leave(self) -> None:
         """Revoke the lease (the master deletes the key) and stop its keepalive. A principal
@@ -344,25 +348,12 @@ class Barrier:
                     except errors.NodeExists:
                         pass            # another one wrote it first
                     return index
-                if not self._wait_change(txid + 1, deadline):
+                if not me.wait_until(me.directory, txid + 1, deadline, bool):
                     raise TimeoutError(f"{me.directory}: {len(arrived)} of {self.parties} "
                                        f"arrived within {timeout} s")
         except BaseException:
             me.leave()
             raise
-
-    def _wait_change(self, from_txid: int, deadline: float | None) -> bool:
-        """Wait for any change under the barrier's directory; False at the deadline."""
-        me = self._me
-        watch = me.client.watch(me.directory, from_txid=from_txid)
-        while True:
-            if me.lost:
-                raise LockLost(f"{me.key}: the lease ended while waiting at the barrier")
-            batch = _poll(watch, deadline)
-            if batch is None:
-                return False
-            if batch:
-                return True
 
     def leave(self) -> None:
         """Remove this participant's key (after passing; not before others may need it)."""

@@ -78,7 +78,7 @@ class ReplicaExecutor:
         self.state = State()
         # the replica's recent changes, as a master keeps them for watches: a promotion hands
         # them to the master it becomes, so that watchers resume there without a Resync
-        self.changes: ChangeLog | None = None
+        self.changes: ChangeLog
         self._track()
         # the requests behind the records this replica covers (from the snapshot it loaded,
         # then the records it applied): its checkpoints carry them to the master, and a

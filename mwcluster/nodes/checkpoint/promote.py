@@ -196,8 +196,8 @@ def promote_node(node, decision: Promote) -> dict[str, Any]:
     master = Master(master_config(cfg, directory, durability), epoch=epoch)
     master.open()
     # watchers resume on the new master from the txids they saw: the replica's changes
-    report["watch_changes_adopted"] = (master.engine.state.txid == node.state.txid and
-                                       master.engine.adopt_changes(node.replica.changes))
+    report["watch_changes_adopted"] = master.engine.adopt_changes(node.replica.changes,
+                                                                  node.state.txid)
     # retries of requests the old master applied are answered, not applied again: the
     # master recovered the replica's table from the snapshot just written
     report["recent_requests_adopted"] = len(master.engine.recent_requests)
